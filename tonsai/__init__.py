@@ -1,0 +1,2 @@
+"""tonsai: Khmer-English LLM pretraining toolkit."""
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""Evaluation: per-language perplexity and bits per byte, reports."""

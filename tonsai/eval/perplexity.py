@@ -1,0 +1,113 @@
+"""Per-language loss, perplexity, bits per byte and bits per character over sliding windows.
+
+Documents of one language are joined the way training packs them: ``<eot> doc1 <eot> doc2 <eot>``.
+Windows of ``block_size`` tokens advance by ``stride``; each token is scored once, in the first
+window that reaches it, with up to ``block_size - stride`` tokens of left context. Every document
+token and each end-of-text after a document is predicted.
+
+    loss            = total NLL (nats) / predicted tokens
+    perplexity      = exp(loss)
+    bits_per_byte   = total NLL / ln 2 / (UTF-8 bytes of the documents + 1 per end-of-text)
+    bits_per_char   = total NLL / ln 2 / (characters of the documents + 1 per end-of-text)
+
+Bits per byte compares models with different tokenizers within one language; it does not compare
+Khmer with English (a Khmer character is 3 bytes, an English letter 1).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Sequence
+
+import numpy as np
+
+
+@dataclasses.dataclass
+class LanguageScore:
+    documents: int
+    tokens: int
+    bytes: int
+    characters: int
+    nll_nats: float
+
+    @property
+    def loss(self) -> float:
+        return self.nll_nats / self.tokens
+
+    def as_dict(self) -> dict:
+        bits = self.nll_nats / math.log(2)
+        return {
+            "loss": self.loss,
+            "perplexity": math.exp(min(self.loss, 700.0)),
+            "bits_per_byte": bits / self.bytes,
+            "bits_per_char": bits / self.characters,
+            "documents": self.documents,
+            "tokens": self.tokens,
+            "bytes": self.bytes,
+            "characters": self.characters,
+        }
+
+
+def windows(n_tokens: int, block_size: int, stride: int) -> list[tuple[int, int, int]]:
+    """(begin, end, first scored position) of each window; every position in 1..n-1 is scored once."""
+    if not 0 < stride <= block_size:
+        raise ValueError(f"stride must be in 1..block_size ({block_size}), got {stride}")
+    out = []
+    context = max(1, block_size - stride)  # tokens of left context carried into the next window
+    scored_to = 1  # position 0 (the leading <eot>) has no context and is never scored
+    begin = 0
+    while scored_to < n_tokens:
+        end = min(begin + block_size, n_tokens)
+        out.append((begin, end, scored_to))
+        scored_to = end
+        begin = end - context
+    return out
+
+
+def score_texts(model, tokenizer, texts: Sequence[str], block_size: int, stride: int,
+                batch_size: int = 8, device: str = "cpu", progress: str | None = None) -> LanguageScore:
+    """Score ``texts`` (already normalized) with ``model``; see the module docstring."""
+    import torch
+    from tqdm.auto import tqdm
+
+    eot = tokenizer.eos_token_id
+    ids: list[int] = [eot]
+    for enc in tokenizer(list(texts), add_special_tokens=False)["input_ids"]:
+        ids.extend(enc)
+        ids.append(eot)
+    tokens = np.asarray(ids, dtype=np.int64)
+    wins = windows(len(tokens), block_size, stride)
+    nll = 0.0
+    predicted = 0
+    model.eval()
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eot
+    with torch.no_grad():
+        for i in tqdm(range(0, len(wins), batch_size), desc=progress, disable=progress is None, leave=False):
+            batch = wins[i:i + batch_size]
+            width = max(e - b for b, e, _ in batch)
+            inp = torch.full((len(batch), width), pad, dtype=torch.long)
+            tgt = torch.full((len(batch), width), -100, dtype=torch.long)
+            att = torch.zeros((len(batch), width), dtype=torch.long)
+            for r, (b, e, s) in enumerate(batch):
+                chunk = torch.from_numpy(tokens[b:e])
+                inp[r, :e - b] = chunk
+                att[r, :e - b] = 1
+                # target at position t is token t; it is predicted from logits at t-1
+                tgt[r, s - b:e - b] = chunk[s - b:]
+            inp, tgt, att = inp.to(device), tgt.to(device), att.to(device)
+            logits = model(input_ids=inp, attention_mask=att).logits.float()
+            shift_logits = logits[:, :-1].reshape(-1, logits.size(-1))
+            shift_tgt = tgt[:, 1:].reshape(-1)
+            nll += torch.nn.functional.cross_entropy(shift_logits, shift_tgt, ignore_index=-100,
+                                                     reduction="sum").item()
+            predicted += int((shift_tgt != -100).sum())
+    assert predicted == len(tokens) - 1, (predicted, len(tokens))
+    n_docs = len(texts)
+    return LanguageScore(
+        documents=n_docs,
+        tokens=predicted,
+        bytes=sum(len(t.encode("utf-8")) for t in texts) + n_docs,
+        characters=sum(len(t) for t in texts) + n_docs,
+        nll_nats=nll,
+    )

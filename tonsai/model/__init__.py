@@ -1,0 +1,1 @@
+"""Model configs, building, and parameter counting."""

@@ -1,0 +1,107 @@
+"""The whole pipeline on the sample corpus shipped in tonsai/sample_corpus, on CPU, in minutes.
+
+prepare -> tokenizer -> train (tiny GPT-2) -> evaluate, each stage writing its own folder under
+``--output-dir``. It calls the same stage functions as the four scripts, so a green quickstart
+means the pipeline works end to end.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from pathlib import Path
+
+from tonsai.data.prepare import PrepareConfig, run_prepare
+from tonsai.eval.run import EvalConfig, run_eval
+from tonsai.tokenizer.bpe import TokenizerConfig, run_train_tokenizer
+from tonsai.train.config import TrainConfig
+from tonsai.train.run import run_train
+
+log = logging.getLogger(__name__)
+SAMPLE_DIR = Path(__file__).parent / "sample_corpus"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclasses.dataclass
+class QuickstartConfig:
+    """Options of scripts/quickstart.py."""
+
+    output_dir: str = dataclasses.field(default="runs/quickstart", metadata={
+        "help": "folder for the four stages' outputs"})
+    khmer_weight: float = dataclasses.field(default=0.5, metadata={"help": "Khmer share of training characters"})
+    english_weight: float = dataclasses.field(default=0.5, metadata={"help": "English share of training characters"})
+    vocab_size: int = dataclasses.field(default=1024, metadata={"help": "tokenizer vocabulary size"})
+    model_config: str = dataclasses.field(default=str(REPO_ROOT / "configs/model/gpt2_tiny.json"), metadata={
+        "help": "model config JSON"})
+    max_steps: int = dataclasses.field(default=300, metadata={"help": "training steps"})
+    block_size: int = dataclasses.field(default=128, metadata={"help": "tokens per training sequence"})
+    deepspeed: str | None = dataclasses.field(default=None, metadata={
+        "help": "DeepSpeed JSON to train under, e.g. configs/deepspeed/zero2_h100.json (on CPU the first "
+                "run compiles a communication op, about a minute)"})
+    seed: int = dataclasses.field(default=0, metadata={"help": "seed for every stage"})
+
+    def __post_init__(self) -> None:
+        if self.max_steps < 1:
+            raise ValueError("--max-steps must be at least 1")
+
+
+def _banner(i: int, name: str) -> None:
+    print(f"\n=== [{i}/4] {name} ===", flush=True)
+
+
+def run_quickstart(cfg: QuickstartConfig) -> dict:
+    out = Path(cfg.output_dir)
+    timings = {}
+    t0 = time.perf_counter()
+
+    _banner(1, "prepare: normalize, route, filter, deduplicate, split, mix")
+    data_dir = out / "data"
+    run_prepare(PrepareConfig(
+        output_dir=str(data_dir), khmer=[str(SAMPLE_DIR / "km.txt")], english=[str(SAMPLE_DIR / "en.txt")],
+        khmer_weight=cfg.khmer_weight, english_weight=cfg.english_weight, validation_fraction=0.1,
+        min_validation_docs=3, seed=cfg.seed))
+    timings["prepare"] = time.perf_counter() - t0
+
+    _banner(2, "tokenizer: shared byte-level BPE")
+    t = time.perf_counter()
+    tok_dir = out / "tokenizer"
+    run_train_tokenizer(TokenizerConfig(output_dir=str(tok_dir), dataset_dir=str(data_dir), vocab_size=cfg.vocab_size))
+    timings["tokenizer"] = time.perf_counter() - t
+
+    _banner(3, f"train: tiny GPT-2 for {cfg.max_steps} steps on CPU")
+    t = time.perf_counter()
+    run_dir = out / "run"
+    run_train(TrainConfig(
+        dataset_dir=str(data_dir), tokenizer_dir=str(tok_dir), model_config=cfg.model_config,
+        output_dir=str(run_dir), deepspeed=cfg.deepspeed, block_size=cfg.block_size, micro_batch_size=8,
+        max_steps=cfg.max_steps, learning_rate=3e-3, warmup=0.05, eval_steps=max(1, cfg.max_steps // 6),
+        save_steps=cfg.max_steps, save_total_limit=1, logging_steps=max(1, cfg.max_steps // 30),
+        seed=cfg.seed, device="cpu", dataloader_workers=0))
+    timings["train"] = time.perf_counter() - t
+
+    _banner(4, "evaluate: per-language perplexity and bits per byte")
+    t = time.perf_counter()
+    eval_dir = out / "eval"
+    report = run_eval(EvalConfig(model_dir=str(run_dir / "final"), dataset_dir=str(data_dir),
+                                 output_dir=str(eval_dir), device="cpu"))
+    timings["eval"] = time.perf_counter() - t
+    timings["total"] = time.perf_counter() - t0
+
+    print("\n" + (eval_dir / "report.md").read_text(encoding="utf-8"))
+    print("stage times: " + ", ".join(f"{k} {v:.1f}s" for k, v in timings.items()))
+    print(f"report: {eval_dir / 'report.md'} (machine-readable: {eval_dir / 'report.json'})")
+    return {"report": report, "timings": timings, "paths": {
+        "data": str(data_dir), "tokenizer": str(tok_dir), "run": str(run_dir), "eval": str(eval_dir)}}
+
+
+def validation_curve(run_dir: str | Path, lang: str) -> list[tuple[int, float]]:
+    """(step, validation loss) pairs for ``lang`` from a run's metrics.jsonl."""
+    points = []
+    with open(Path(run_dir) / "metrics.jsonl", encoding="utf-8") as f:
+        for line in f:
+            rec = json.loads(line)
+            if f"eval_{lang}_loss" in rec:
+                points.append((rec["step"], rec[f"eval_{lang}_loss"]))
+    return points

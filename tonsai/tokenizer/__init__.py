@@ -1,0 +1,1 @@
+"""Shared Khmer-English BPE: training, loading with checks, tokenize-and-pack."""

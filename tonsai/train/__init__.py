@@ -1,0 +1,1 @@
+"""Training: config, launcher environment, Trainer callbacks, the train stage."""

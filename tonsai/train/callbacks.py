@@ -1,0 +1,47 @@
+"""Trainer callbacks: metrics.jsonl with throughput and per-language bits per byte."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+from transformers import TrainerCallback
+
+
+class MetricsLogger(TrainerCallback):
+    """Append one JSON object per log event to ``metrics.jsonl`` (main process only).
+
+    Train events carry step, loss, learning rate, grad norm and tokens/s since the previous train
+    event; validation events carry ``eval_<lang>_loss`` and the derived ``eval_<lang>_bpb`` (bits
+    per UTF-8 byte: loss in nats times tokens per byte of that validation set, over ln 2).
+    """
+
+    def __init__(self, path: str | Path, tokens_per_step: int, tokens_per_byte: dict[str, float]):
+        self.path = Path(path)
+        self.tokens_per_step = tokens_per_step
+        self.tokens_per_byte = tokens_per_byte
+        self._t = None
+        self._step = 0
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._t, self._step = time.perf_counter(), state.global_step
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero or not logs:
+            return
+        record = {"step": state.global_step, **logs}
+        for lang, tpb in self.tokens_per_byte.items():
+            key = f"eval_{lang}_loss"
+            if key in logs:
+                record[f"eval_{lang}_bpb"] = logs[key] * tpb / math.log(2)
+        if "loss" in logs and self._t is not None:
+            now = time.perf_counter()
+            steps = state.global_step - self._step
+            if steps > 0 and now > self._t:
+                record["tokens_per_s"] = steps * self.tokens_per_step / (now - self._t)
+            self._t, self._step = now, state.global_step
+        record["tokens_seen"] = state.global_step * self.tokens_per_step
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")

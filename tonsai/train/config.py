@@ -1,0 +1,63 @@
+"""The typed config of the training stage (scripts/train_gpt2.py)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Options of scripts/train_gpt2.py."""
+
+    dataset_dir: str = dataclasses.field(metadata={"help": "folder written by prepare_dataset.py"})
+    tokenizer_dir: str = dataclasses.field(metadata={"help": "folder written by train_tokenizer.py"})
+    model_config: str = dataclasses.field(metadata={
+        "help": "Hugging Face causal-LM config JSON, e.g. configs/model/gpt2_500m.json"})
+    output_dir: str = dataclasses.field(metadata={
+        "help": "run folder: token files, checkpoints, metrics.jsonl, final/ model, manifest.json"})
+    deepspeed: str | None = dataclasses.field(default=None, metadata={
+        "help": "DeepSpeed JSON, e.g. configs/deepspeed/zero2_h100.json (works without a launcher too)"})
+    resume_from: str | None = dataclasses.field(default=None, metadata={
+        "help": "'auto' (latest checkpoint in --output-dir), a checkpoint folder (restores everything), "
+                "or a Hugging Face model folder (weights only, fresh optimizer)"})
+    block_size: int | None = dataclasses.field(default=None, metadata={
+        "help": "tokens per training sequence (default: the model's context length)"})
+    micro_batch_size: int = dataclasses.field(default=8, metadata={"help": "sequences per device per step"})
+    gradient_accumulation: int = dataclasses.field(default=1, metadata={"help": "micro-batches per optimizer step"})
+    max_steps: int = dataclasses.field(default=1000, metadata={"help": "optimizer steps to train for"})
+    learning_rate: float = dataclasses.field(default=6e-4, metadata={"help": "peak learning rate"})
+    warmup: float = dataclasses.field(default=0.05, metadata={
+        "help": "warmup: a fraction of --max-steps if < 1, else a number of steps"})
+    lr_schedule: str = dataclasses.field(default="cosine", metadata={
+        "help": "learning-rate decay after warmup", "choices": ["cosine", "linear", "constant_with_warmup"]})
+    weight_decay: float = dataclasses.field(default=0.1, metadata={"help": "AdamW weight decay"})
+    max_grad_norm: float = dataclasses.field(default=1.0, metadata={"help": "gradient clipping norm"})
+    precision: str = dataclasses.field(default="auto", metadata={
+        "help": "bf16 on a GPU that supports it, fp32 on CPU, or force one", "choices": ["auto", "bf16", "fp32"]})
+    device: str = dataclasses.field(default="auto", metadata={
+        "help": "cuda when available, else cpu", "choices": ["auto", "cuda", "cpu"]})
+    eval_steps: int = dataclasses.field(default=100, metadata={
+        "help": "run per-language validation every this many steps"})
+    eval_batch_size: int = dataclasses.field(default=8, metadata={"help": "sequences per validation batch"})
+    save_steps: int = dataclasses.field(default=500, metadata={"help": "write a checkpoint every this many steps"})
+    save_total_limit: int = dataclasses.field(default=3, metadata={"help": "keep this many latest checkpoints"})
+    logging_steps: int = dataclasses.field(default=10, metadata={"help": "log train metrics every this many steps"})
+    seed: int = dataclasses.field(default=0, metadata={"help": "seed for initialization and data order"})
+    gradient_checkpointing: bool = dataclasses.field(default=False, metadata={
+        "help": "recompute activations in the backward pass to save memory"})
+    torch_compile: bool = dataclasses.field(default=False, metadata={"help": "compile the model with torch.compile"})
+    dataloader_workers: int = dataclasses.field(default=2, metadata={"help": "data loading worker processes"})
+
+    def __post_init__(self) -> None:
+        for name in ("micro_batch_size", "gradient_accumulation", "max_steps", "eval_steps", "save_steps",
+                     "logging_steps", "eval_batch_size", "save_total_limit"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if self.block_size is not None and self.block_size < 2:
+            raise ValueError("--block-size must be at least 2")
+        if self.learning_rate <= 0:
+            raise ValueError("--learning-rate must be positive")
+        if self.warmup < 0:
+            raise ValueError("--warmup must be >= 0")
+        if self.dataloader_workers < 0:
+            raise ValueError("--dataloader-workers must be >= 0")

@@ -1,0 +1,232 @@
+"""The training stage: GPT-2 (or any HF causal LM) pretraining with the HF Trainer, optionally
+under DeepSpeed ZeRO-2, with per-language validation during training.
+
+Flow: check inputs (dataset and tokenizer manifests) -> tokenize-and-pack into
+``<output_dir>/tokens`` (reused when the tokenizer hash matches) -> build or load the model ->
+Trainer.train -> export ``<output_dir>/final`` (safetensors + tokenizer, loads without DeepSpeed).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+
+from tonsai.cli import StageError
+from tonsai.manifest import read_manifest, write_manifest
+from tonsai.tokenizer.pack import PackedBlocks, TokenFile, pack_texts, tokenizer_hash
+from tonsai.train import launch
+from tonsai.train.config import TrainConfig
+
+log = logging.getLogger(__name__)
+STAGE = "train"
+MODEL_STAGE = "model"
+
+
+def _pack_all(cfg: TrainConfig, tok_sha: str) -> dict[str, Path]:
+    """Token files for the train split and each validation language (made once, by rank 0)."""
+    from tonsai.data.prepare import load_prepared
+
+    dd, _ = load_prepared(cfg.dataset_dir)
+    tokens_dir = Path(cfg.output_dir) / "tokens"
+    wanted = {"train": dd["train"]}
+    val = dd["validation"]
+    for lang in sorted(set(val["lang"])):
+        wanted[f"validation_{lang}"] = val.filter(lambda r, lang=lang: r["lang"] == lang)
+    paths = {}
+    for name, ds in wanted.items():
+        path = tokens_dir / name
+        paths[name] = path
+        if launch.rank() != 0:
+            continue
+        meta = path / "meta.json"
+        if meta.is_file():
+            try:
+                TokenFile(path, tok_sha)
+                log.info("reusing token file %s", path)
+                continue
+            except StageError:
+                log.info("token file %s was made with another tokenizer: re-tokenizing", path)
+        if len(ds) == 0:
+            raise StageError(f"{cfg.dataset_dir}: split for {name} is empty")
+        pack_texts(ds["text"], cfg.tokenizer_dir, path, extra_meta={"split": name})
+    if launch.rank() != 0:  # wait for rank 0 to finish packing
+        deadline = time.time() + 3600
+        while not all((p / "meta.json").is_file() for p in paths.values()):
+            if time.time() > deadline:
+                raise StageError("timed out waiting for rank 0 to tokenize the dataset")
+            time.sleep(1)
+    return paths
+
+
+def latest_checkpoint(output_dir: str | Path) -> Path | None:
+    """The newest complete ``checkpoint-N`` folder (one with trainer_state.json) in ``output_dir``."""
+    found = []
+    for p in Path(output_dir).glob("checkpoint-*"):
+        step = p.name.split("-")[-1]
+        if step.isdigit() and (p / "trainer_state.json").is_file():
+            found.append((int(step), p))
+    return max(found)[1] if found else None
+
+
+def _resolve_resume(cfg: TrainConfig) -> tuple[str, str | None]:
+    """Return (kind, path): kind is 'scratch', 'checkpoint' or 'weights'."""
+    r = cfg.resume_from
+    if r is None:
+        return "scratch", None
+    if r == "auto":
+        ckpt = latest_checkpoint(cfg.output_dir)
+        if ckpt is None:
+            log.info("--resume-from auto: no complete checkpoint in %s, starting from scratch", cfg.output_dir)
+            return "scratch", None
+        return "checkpoint", str(ckpt)
+    p = Path(r)
+    if (p / "trainer_state.json").is_file():
+        return "checkpoint", str(p)
+    if p.is_dir() and not (p / "config.json").is_file():
+        raise StageError(f"--resume-from {r}: neither a training checkpoint (trainer_state.json) "
+                         f"nor a model folder (config.json)")
+    return "weights", r  # a model folder or a Hub id
+
+
+def _precision(cfg: TrainConfig, use_cpu: bool) -> bool:
+    import torch
+
+    if cfg.precision == "bf16":
+        return True
+    if cfg.precision == "fp32":
+        return False
+    return (not use_cpu) and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+
+
+def run_train(cfg: TrainConfig) -> dict:
+    if cfg.deepspeed:
+        if not Path(cfg.deepspeed).is_file():
+            raise StageError(f"--deepspeed {cfg.deepspeed}: no such file (see configs/deepspeed/)")
+        launch.ensure_single_process_env()
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments, default_data_collator
+
+    from tonsai.model.build import build_model, context_length, count_parameters, load_model_config
+    from tonsai.train.callbacks import MetricsLogger
+
+    read_manifest(cfg.dataset_dir, "prepare")
+    tok_manifest = read_manifest(cfg.tokenizer_dir, "tokenizer")
+    tok_sha = tokenizer_hash(cfg.tokenizer_dir)
+    if tok_manifest.get("tokenizer_sha256") not in (None, tok_sha):
+        raise StageError(f"{cfg.tokenizer_dir}/tokenizer.json changed after training (hash differs from its manifest)")
+    tokenizer = AutoTokenizer.from_pretrained(cfg.tokenizer_dir)
+    Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
+
+    kind, resume_path = _resolve_resume(cfg)
+    if kind == "weights":
+        log.info("continual pretraining: loading weights from %s (fresh optimizer and LR schedule)", resume_path)
+        model = AutoModelForCausalLM.from_pretrained(resume_path, attn_implementation="sdpa", dtype=torch.float32)
+        if model.get_input_embeddings().num_embeddings < len(tokenizer):
+            raise StageError(
+                f"--resume-from {resume_path}: its embedding has {model.get_input_embeddings().num_embeddings} rows "
+                f"but the tokenizer in {cfg.tokenizer_dir} has {len(tokenizer)} tokens; continue with the model's "
+                f"own tokenizer (vocabulary transfer is not implemented yet)")
+        config = model.config
+    else:
+        config = load_model_config(cfg.model_config, tokenizer)
+        torch.manual_seed(cfg.seed)
+        model = build_model(config)
+        if kind == "checkpoint":
+            log.info("resuming everything (weights, optimizer, schedule, data position) from %s", resume_path)
+    n_params = count_parameters(model)
+    ctx = context_length(config)
+    block_size = cfg.block_size or ctx
+    if block_size > ctx:
+        raise StageError(f"--block-size {block_size} exceeds the model's context length {ctx}")
+    log.info("model %s: %s parameters (%.3fB), context %d, vocabulary %d (tokenizer %d)",
+             config.model_type, f"{n_params:,}", n_params / 1e9, ctx, config.vocab_size, len(tokenizer))
+
+    paths = _pack_all(cfg, tok_sha)
+    train_tokens = TokenFile(paths["train"], tok_sha)
+    train_ds = PackedBlocks(train_tokens.tokens, block_size)
+    if len(train_ds) == 0:
+        raise StageError(f"the training split has {len(train_tokens)} tokens: fewer than one block of "
+                         f"{block_size}; lower --block-size or add data")
+    eval_ds, tokens_per_byte = {}, {}
+    for name, path in paths.items():
+        if name.startswith("validation_"):
+            lang = name.removeprefix("validation_")
+            tf = TokenFile(path, tok_sha)
+            eval_ds[lang] = PackedBlocks(tf.tokens, block_size, pad_last=True, pad_id=tokenizer.pad_token_id)
+            tokens_per_byte[lang] = tf.meta["tokens"] / max(1, tf.meta["bytes"])
+
+    use_cpu = cfg.device == "cpu" or (cfg.device == "auto" and not torch.cuda.is_available())
+    bf16 = _precision(cfg, use_cpu)
+    world = launch.world_size()
+    tokens_per_step = cfg.micro_batch_size * cfg.gradient_accumulation * world * block_size
+    log.info("%d training blocks of %d tokens; %d tokens per optimizer step; %s; %s",
+             len(train_ds), block_size, tokens_per_step, "bf16" if bf16 else "fp32",
+             f"DeepSpeed {cfg.deepspeed}" if cfg.deepspeed else "no DeepSpeed")
+    args = TrainingArguments(
+        output_dir=cfg.output_dir,
+        per_device_train_batch_size=cfg.micro_batch_size,
+        per_device_eval_batch_size=cfg.eval_batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation,
+        max_steps=cfg.max_steps,
+        learning_rate=cfg.learning_rate,
+        warmup_steps=cfg.warmup,
+        lr_scheduler_type=cfg.lr_schedule,
+        weight_decay=cfg.weight_decay,
+        adam_beta1=0.9,
+        adam_beta2=0.95,
+        max_grad_norm=cfg.max_grad_norm,
+        bf16=bf16,
+        use_cpu=use_cpu,
+        eval_strategy="steps",
+        eval_steps=cfg.eval_steps,
+        eval_on_start=True,
+        save_strategy="steps",
+        save_steps=cfg.save_steps,
+        save_total_limit=cfg.save_total_limit,
+        logging_steps=cfg.logging_steps,
+        logging_first_step=True,
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        deepspeed=cfg.deepspeed,
+        report_to="none",
+        dataloader_num_workers=cfg.dataloader_workers,
+        activation_checkpointing=cfg.gradient_checkpointing,
+        torch_compile=cfg.torch_compile,
+        remove_unused_columns=False,
+        prediction_loss_only=True,
+    )
+    trainer = Trainer(
+        model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
+        data_collator=default_data_collator, processing_class=tokenizer,
+        callbacks=[MetricsLogger(Path(cfg.output_dir) / "metrics.jsonl", tokens_per_step, tokens_per_byte)],
+    )
+    result = trainer.train(resume_from_checkpoint=resume_path if kind == "checkpoint" else None)
+    final_metrics = {}
+    for lang, ds in eval_ds.items():
+        final_metrics.update(trainer.evaluate(ds, metric_key_prefix=f"eval_{lang}"))
+
+    out = Path(cfg.output_dir)
+    staging = out / ".final-incomplete"
+    trainer.save_model(str(staging))
+    if trainer.is_world_process_zero():
+        tokenizer.save_pretrained(str(staging))
+        common = dict(parameters=n_params, model_type=config.model_type, vocab_size=config.vocab_size,
+                      block_size=block_size, tokenizer_sha256=tok_sha, tokenizer_dir=str(cfg.tokenizer_dir),
+                      dataset_dir=str(cfg.dataset_dir), start=kind, resumed_from=resume_path)
+        write_manifest(staging, MODEL_STAGE, cfg, **common)
+        final = out / "final"
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(staging, final)
+        history = [e for e in trainer.state.log_history if any(k.startswith("eval_") for k in e)]
+        manifest = write_manifest(
+            out, STAGE, cfg, **common, global_step=trainer.state.global_step,
+            train_loss=result.training_loss, final_validation=final_metrics,
+            tokens_per_step=tokens_per_step, world_size=world, precision="bf16" if bf16 else "fp32",
+            validation_history=history)
+        log.info("final model written to %s", final)
+        return manifest
+    return {}
