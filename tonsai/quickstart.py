@@ -35,7 +35,7 @@ class QuickstartConfig:
     vocab_size: int = dataclasses.field(default=1024, metadata={"help": "tokenizer vocabulary size"})
     model_config: str = dataclasses.field(default=str(REPO_ROOT / "configs/model/gpt2_tiny.json"), metadata={
         "help": "model config JSON"})
-    max_steps: int = dataclasses.field(default=300, metadata={"help": "training steps"})
+    max_steps: int = dataclasses.field(default=100, metadata={"help": "training steps"})
     block_size: int = dataclasses.field(default=128, metadata={"help": "tokens per training sequence"})
     deepspeed: str | None = dataclasses.field(default=None, metadata={
         "help": "DeepSpeed JSON to train under, e.g. configs/deepspeed/zero2_h100.json (on CPU the first "
@@ -76,9 +76,9 @@ def run_quickstart(cfg: QuickstartConfig) -> dict:
     run_train(TrainConfig(
         dataset_dir=str(data_dir), tokenizer_dir=str(tok_dir), model_config=cfg.model_config,
         output_dir=str(run_dir), deepspeed=cfg.deepspeed, block_size=cfg.block_size, micro_batch_size=8,
-        max_steps=cfg.max_steps, learning_rate=3e-3, warmup=0.05, eval_steps=max(1, cfg.max_steps // 6),
+        max_steps=cfg.max_steps, learning_rate=2e-3, warmup=0.05, eval_steps=max(1, cfg.max_steps // 10),
         save_steps=cfg.max_steps, save_total_limit=1, logging_steps=max(1, cfg.max_steps // 30),
-        seed=cfg.seed, device="cpu", dataloader_workers=0))
+        seed=cfg.seed, device="cpu", dataloader_workers=0, overwrite=True))
     timings["train"] = time.perf_counter() - t
 
     _banner(4, "evaluate: per-language perplexity and bits per byte")

@@ -46,6 +46,9 @@ class TrainConfig:
     gradient_checkpointing: bool = dataclasses.field(default=False, metadata={
         "help": "recompute activations in the backward pass to save memory"})
     torch_compile: bool = dataclasses.field(default=False, metadata={"help": "compile the model with torch.compile"})
+    overwrite: bool = dataclasses.field(default=False, metadata={
+        "help": "start from scratch in an --output-dir that already holds checkpoints or a final model, "
+                "deleting them (without it, such a folder is refused)"})
     dataloader_workers: int = dataclasses.field(default=2, metadata={"help": "data loading worker processes"})
 
     def __post_init__(self) -> None:

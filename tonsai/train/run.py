@@ -91,6 +91,35 @@ def _resolve_resume(cfg: TrainConfig) -> tuple[str, str | None]:
     return "weights", r  # a model folder or a Hub id
 
 
+def _prepare_output_dir(cfg: TrainConfig, kind: str, resume_path: str | None) -> None:
+    """Refuse to mix a fresh run with an old one; on resume, drop metrics logged after the checkpoint."""
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if launch.rank() != 0:
+        return
+    metrics = out / "metrics.jsonl"
+    if kind == "checkpoint":
+        import json
+
+        step = json.loads((Path(resume_path) / "trainer_state.json").read_text())["global_step"]
+        if metrics.is_file():
+            kept = [line for line in metrics.read_text(encoding="utf-8").splitlines()
+                    if line.strip() and json.loads(line).get("step", 0) <= step]
+            from tonsai.atomic import write_text
+
+            write_text(metrics, "".join(line + "\n" for line in kept))
+        return
+    old = sorted(out.glob("checkpoint-*")) + [p for p in (out / "final",) if p.exists()]
+    if old and not cfg.overwrite:
+        raise StageError(
+            f"{out} already holds {', '.join(p.name for p in old[:3])}{' ...' if len(old) > 3 else ''}: "
+            f"pass --resume-from auto to continue that run, --overwrite to start over there, "
+            f"or choose another --output-dir")
+    for p in old:
+        shutil.rmtree(p)
+    metrics.unlink(missing_ok=True)
+
+
 def _precision(cfg: TrainConfig, use_cpu: bool) -> bool:
     import torch
 
@@ -118,9 +147,8 @@ def run_train(cfg: TrainConfig) -> dict:
     if tok_manifest.get("tokenizer_sha256") not in (None, tok_sha):
         raise StageError(f"{cfg.tokenizer_dir}/tokenizer.json changed after training (hash differs from its manifest)")
     tokenizer = AutoTokenizer.from_pretrained(cfg.tokenizer_dir)
-    Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
-
     kind, resume_path = _resolve_resume(cfg)
+    _prepare_output_dir(cfg, kind, resume_path)
     if kind == "weights":
         log.info("continual pretraining: loading weights from %s (fresh optimizer and LR schedule)", resume_path)
         model = AutoModelForCausalLM.from_pretrained(resume_path, attn_implementation="sdpa", dtype=torch.float32)
@@ -206,7 +234,11 @@ def run_train(cfg: TrainConfig) -> dict:
     result = trainer.train(resume_from_checkpoint=resume_path if kind == "checkpoint" else None)
     final_metrics = {}
     for lang, ds in eval_ds.items():
-        final_metrics.update(trainer.evaluate(ds, metric_key_prefix=f"eval_{lang}"))
+        last = [e for e in trainer.state.log_history if f"eval_{lang}_loss" in e]
+        if last and last[-1].get("step") == trainer.state.global_step:
+            final_metrics[f"eval_{lang}_loss"] = last[-1][f"eval_{lang}_loss"]
+        else:
+            final_metrics.update(trainer.evaluate(ds, metric_key_prefix=f"eval_{lang}"))
 
     out = Path(cfg.output_dir)
     staging = out / ".final-incomplete"

@@ -1,0 +1,147 @@
+import json
+
+import pytest
+
+from tonsai.cli import StageError, parse_config
+from tonsai.data.mix import plan_mixture
+from tonsai.data.prepare import PrepareConfig, load_prepared, run_prepare
+from tonsai.manifest import read_manifest
+
+KM = [
+    "ប្រទេសកម្ពុជាស្ថិតនៅក្នុងតំបន់អាស៊ីអាគ្នេយ៍។ រាជធានីរបស់ប្រទេសកម្ពុជាគឺភ្នំពេញ។",
+    "ទន្លេមេគង្គហូរកាត់ប្រទេសកម្ពុជាពីខាងជើងទៅខាងត្បូង។ អ្នកនេសាទជាច្រើនរស់នៅតាមមាត់ទន្លេ។",
+    "ប្រាសាទអង្គរវត្តជាប្រាសាទដ៏ធំបំផុតនៅលើពិភពលោក។ ប្រាសាទនេះស្ថិតនៅខេត្តសៀមរាប។",
+    "កសិករខ្មែរដាំស្រូវនៅរដូវវស្សា។ ពួកគេភ្ជួររាស់ដីមុនពេលភ្លៀងធ្លាក់។",
+    "សិស្សទៅសាលារៀនរៀងរាល់ថ្ងៃចន្ទដល់ថ្ងៃសុក្រ។ ពួកគេរៀនភាសាខ្មែរ គណិតវិទ្យា និងវិទ្យាសាស្ត្រ។",
+]
+EN = [
+    "Cambodia is located in Southeast Asia. The capital of Cambodia is Phnom Penh.",
+    "The Mekong River flows through Cambodia from north to south.",
+    "Angkor Wat is the largest temple in the world and lies in Siem Reap province.",
+    "Khmer farmers plant rice in the rainy season before the rain falls.",
+    "Students go to school every day from Monday to Friday to study science.",
+    "The weather in Cambodia is hot all year round, with a rainy and a dry season.",
+]
+
+
+def write_lines(path, lines):
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return str(path)
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    km = KM + [KM[0], "ខ្លី", "This English line sits in the Khmer file by mistake, long enough."]
+    en = EN + ["ប្រទេសកម្ពុជាស្ថិតនៅក្នុងតំបន់អាស៊ីអាគ្នេយ៍ ហើយមានប្រជាជនច្រើន។", "short"]
+    return write_lines(tmp_path / "km.txt", km), write_lines(tmp_path / "en.txt", en)
+
+
+def test_every_document_is_accounted_for(tmp_path, corpus):
+    km, en = corpus
+    m = run_prepare(PrepareConfig(output_dir=str(tmp_path / "out"), khmer=[km], english=[en], min_validation_docs=1))
+    c = m["counts"]
+    for name, counts in c.items():
+        dropped = sum(v for k, v in counts.items() if k.startswith("dropped:"))
+        assert counts["read"] == counts["kept"] + dropped, name
+        assert counts["kept"] == counts["validation"] + counts["train_pool"]
+    km_c = c["km:km.txt"]
+    assert km_c["read"] == 8
+    assert km_c["dropped:duplicate"] == 1
+    assert km_c["dropped:too_short"] == 1
+    assert km_c["dropped:script_en_in_km_source"] == 1
+    assert c["en:en.txt"]["dropped:script_km_in_en_source"] == 1
+    assert c["en:en.txt"]["dropped:too_short"] == 1
+
+
+def test_output_loads_with_columns_and_disjoint_splits(tmp_path, corpus):
+    km, en = corpus
+    run_prepare(PrepareConfig(output_dir=str(tmp_path / "out"), khmer=[km], english=[en], min_validation_docs=1))
+    dd, manifest = load_prepared(tmp_path / "out")
+    assert set(dd) == {"train", "validation"}
+    assert dd["train"].column_names == ["text", "lang", "source", "id"]
+    assert set(dd["validation"]["lang"]) == {"km", "en"}
+    assert not set(dd["train"]["id"]) & set(dd["validation"]["id"])
+    assert manifest["normalizer_version"]
+
+
+def test_validation_split_does_not_move_when_weights_change(tmp_path, corpus):
+    km, en = corpus
+    a = run_prepare(PrepareConfig(output_dir=str(tmp_path / "a"), khmer=[km], english=[en], khmer_weight=0.2))
+    b = run_prepare(PrepareConfig(output_dir=str(tmp_path / "b"), khmer=[km], english=[en], khmer_weight=0.8))
+    va, _ = load_prepared(tmp_path / "a")
+    vb, _ = load_prepared(tmp_path / "b")
+    assert sorted(va["validation"]["id"]) == sorted(vb["validation"]["id"])
+    assert a["mixture"]["km"]["requested_share"] == pytest.approx(0.2 / 0.7)  # --english-weight defaults to 0.5
+
+
+def test_realized_shares_within_one_percent_on_real_data(tmp_path, shared_data):
+    m = run_prepare(PrepareConfig(
+        output_dir=str(tmp_path / "out"),
+        khmer=[str(shared_data / "khmer_news_kh_data_1000" / "khm_news_orig.txt")],
+        english=[str(shared_data / "english_wikitext2_raw" / "wikitext2.valid.txt")],
+        khmer_weight=0.6, english_weight=0.4))
+    for lang, want in (("km", 0.6), ("en", 0.4)):
+        assert abs(m["mixture"][lang]["realized_share"] - want) < 0.01, m["mixture"]
+
+
+def test_plan_mixture_upsamples_up_to_max_epochs():
+    chosen, plans = plan_mixture({"km": [100] * 10, "en": [100] * 100}, {"km": 0.5, "en": 0.5}, 2.0, 0)
+    assert plans["km"].selected_chars == 2000
+    assert plans["km"].epochs == pytest.approx(2.0)
+    assert len(chosen["en"]) == 20
+
+
+def test_missing_path_is_a_clear_error(tmp_path):
+    with pytest.raises(StageError, match="nope.txt: no such file"):
+        run_prepare(PrepareConfig(output_dir=str(tmp_path / "o"), khmer=[str(tmp_path / "nope.txt")]))
+    assert not (tmp_path / "o").exists()
+
+
+def test_malformed_jsonl_names_file_and_line(tmp_path):
+    p = tmp_path / "km.jsonl"
+    p.write_text(json.dumps({"text": KM[0]}) + "\n{not json\n", encoding="utf-8")
+    with pytest.raises(StageError, match=r"km.jsonl:2: malformed JSON"):
+        run_prepare(PrepareConfig(output_dir=str(tmp_path / "o"), khmer=[str(p)]))
+
+
+def test_missing_text_column_lists_columns(tmp_path):
+    p = tmp_path / "km.jsonl"
+    p.write_text(json.dumps({"body": KM[0], "url": "x"}) + "\n", encoding="utf-8")
+    with pytest.raises(StageError, match=r"no 'text' field \(found \['body', 'url'\]\)"):
+        run_prepare(PrepareConfig(output_dir=str(tmp_path / "o"), khmer=[str(p)]))
+
+
+def test_invalid_utf8_is_counted(tmp_path):
+    p = tmp_path / "km.txt"
+    p.write_bytes(KM[1].encode() + b"\n" + KM[2].encode() + b"\xff\xfe\n" + KM[3].encode() + b"\n")
+    m = run_prepare(PrepareConfig(output_dir=str(tmp_path / "o"), khmer=[str(p)], min_validation_docs=1))
+    assert m["counts"]["km:km.txt"]["invalid_utf8_lines"] == 1
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--khmer", "a", "--english", "b", "--khmer-weight", "-1", "--output-dir", "o"], "must be >= 0"),
+    (["--khmer", "a", "--english", "b", "--khmer-weight", "0", "--english-weight", "0", "--output-dir", "o"],
+     "all mixing weights are zero"),
+    (["--output-dir", "o"], "at least one source"),
+    (["--khmer", "a"], "--output-dir"),
+])
+def test_bad_options_exit_2_with_message(argv, message, capsys):
+    with pytest.raises(SystemExit) as e:
+        parse_config(PrepareConfig, "prepare", argv)
+    assert e.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_empty_result_is_an_error(tmp_path):
+    p = write_lines(tmp_path / "km.txt", ["ខ្លី", "short"])
+    with pytest.raises(StageError, match="no km documents are left"):
+        run_prepare(PrepareConfig(output_dir=str(tmp_path / "o"), khmer=[p]))
+    assert not (tmp_path / "o").exists()
+
+
+def test_manifest_is_required_downstream(tmp_path):
+    (tmp_path / "half").mkdir()
+    from tonsai.manifest import ManifestError
+
+    with pytest.raises(ManifestError, match="no manifest.json"):
+        read_manifest(tmp_path / "half", "prepare")

@@ -1,0 +1,39 @@
+import math
+
+import pytest
+import torch
+
+from tonsai.eval.perplexity import score_texts, windows
+
+
+@pytest.mark.parametrize("n, block, stride", [(10, 4, 2), (10, 4, 4), (100, 16, 5), (3, 8, 4), (17, 4, 1)])
+def test_windows_score_every_position_once_with_context(n, block, stride):
+    seen = []
+    for b, e, s in windows(n, block, stride):
+        assert e - b <= block and b < s <= e
+        seen.extend(range(s, e))
+    assert seen == list(range(1, n))
+
+
+def test_score_matches_one_full_forward_pass(sample_pipeline):
+    from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
+
+    tok = AutoTokenizer.from_pretrained(sample_pipeline / "tok")
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_positions=512, n_layer=1, n_embd=32, n_head=2)).eval()
+    texts = ["ខ្ញុំស្រឡាញ់ប្រទេសកម្ពុជា។", "Hello world."]
+    score = score_texts(model, tok, texts, block_size=512, stride=256)
+    ids = [tok.eos_token_id]
+    for t in texts:
+        ids += tok(t, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+    x = torch.tensor([ids])
+    with torch.no_grad():
+        ref = model(input_ids=x, labels=x).loss.item()
+    assert score.tokens == len(ids) - 1
+    assert score.loss == pytest.approx(ref, rel=1e-5)
+    d = score.as_dict()
+    assert d["bytes"] == sum(len(t.encode()) for t in texts) + 2
+    assert d["bits_per_byte"] == pytest.approx(ref * score.tokens / math.log(2) / d["bytes"], rel=1e-5)
+    # short windows give a higher (less context) but finite loss over the same tokens
+    short = score_texts(model, tok, texts, block_size=4, stride=2)
+    assert short.tokens == score.tokens

@@ -1,0 +1,73 @@
+import json
+
+import pytest
+
+from tonsai.cli import StageError, parse_config
+from tonsai.manifest import file_sha256, read_manifest
+from tonsai.text import normalize
+from tonsai.tokenizer.bpe import TokenizerConfig, run_train_tokenizer, token_dtype
+
+from ..conftest import SAMPLE
+
+
+def test_folder_loads_with_autotokenizer_and_round_trips(sample_pipeline):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(sample_pipeline / "tok")
+    assert tok.eos_token == "<|endoftext|>" and tok.bos_token == "<|endoftext|>"
+    assert tok.pad_token == "<|pad|>" and tok.pad_token_id != tok.eos_token_id
+    for name in ("km.txt", "en.txt"):
+        text = (SAMPLE / name).read_text(encoding="utf-8")
+        ids = tok(text, add_special_tokens=False)["input_ids"]
+        assert tok.decode(ids) == normalize(text)
+        assert tok.unk_token_id is None or tok.unk_token_id not in ids
+    # unseen scripts still round-trip through the byte alphabet
+    odd = "Ωμέγα 日本語 🙂 ខ្មែរ"
+    assert tok.decode(tok(odd, add_special_tokens=False)["input_ids"]) == odd
+
+
+def test_khmer_signs_stay_with_their_consonants(sample_pipeline):
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(sample_pipeline / "tok" / "tokenizer.json"))
+    pieces = tok.pre_tokenizer.pre_tokenize_str("ខ្ញុំស្រឡាញ់ប្រទេសកម្ពុជា។ Hello, world")
+    words = [p for p, _ in pieces]
+    # one pre-token for the whole Khmer run (marks are letters), punctuation apart, English split as usual
+    assert len(words) == 5, words
+
+
+def test_manifest_records_hash_dtype_and_specials(sample_pipeline):
+    m = read_manifest(sample_pipeline / "tok", "tokenizer")
+    assert m["tokenizer_sha256"] == file_sha256(sample_pipeline / "tok" / "tokenizer.json")
+    assert m["token_dtype"] == "uint16"
+    assert m["vocab_size"] == 512
+    assert set(m["special_tokens"]) == {"<|endoftext|>", "<|pad|>"}
+
+
+def test_token_dtype_by_vocab_size():
+    assert token_dtype(65535) == "uint16"
+    assert token_dtype(65536) == "uint32"
+
+
+def test_train_from_raw_files(tmp_path):
+    out = tmp_path / "tok"
+    m = run_train_tokenizer(TokenizerConfig(output_dir=str(out), input=[str(SAMPLE / "km.txt")], vocab_size=400))
+    assert m["trained_on"]["documents"] == 51
+    assert json.loads((out / "tokenizer.json").read_text())["model"]["type"] == "BPE"
+
+
+def test_vocab_too_small_is_refused(capsys):
+    with pytest.raises(SystemExit):
+        parse_config(TokenizerConfig, "t", ["--input", "x.txt", "--vocab-size", "100", "--output-dir", "o"])
+    assert "too small" in capsys.readouterr().err
+
+
+def test_missing_column_and_empty_input(tmp_path, sample_pipeline):
+    with pytest.raises(StageError, match="no column 'body'"):
+        run_train_tokenizer(TokenizerConfig(output_dir=str(tmp_path / "a"), dataset_dir=str(sample_pipeline / "data"),
+                                            text_column="body", vocab_size=300))
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n\n", encoding="utf-8")
+    with pytest.raises(StageError, match="empty"):
+        run_train_tokenizer(TokenizerConfig(output_dir=str(tmp_path / "b"), input=[str(empty)], vocab_size=300))
+    assert not (tmp_path / "b").exists()

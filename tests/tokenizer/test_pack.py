@@ -1,0 +1,45 @@
+import numpy as np
+import pytest
+
+from tonsai.cli import StageError
+from tonsai.tokenizer.pack import PackedBlocks, TokenFile, pack_texts, tokenizer_hash
+
+
+def test_pack_writes_eos_separated_tokens_and_checks_tokenizer(tmp_path, sample_pipeline):
+    from transformers import AutoTokenizer
+
+    tok_dir = sample_pipeline / "tok"
+    tok = AutoTokenizer.from_pretrained(tok_dir)
+    texts = ["ខ្ញុំស្រឡាញ់ប្រទេសកម្ពុជា។", "Hello world.", "ភ្នំពេញ"]
+    meta = pack_texts(texts, tok_dir, tmp_path / "tokens")
+    tf = TokenFile(tmp_path / "tokens", tokenizer_hash(tok_dir))
+    ids = np.asarray(tf.tokens).tolist()
+    expected = []
+    for t in texts:
+        expected += tok(t, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+    assert ids == expected
+    assert meta["dtype"] == "uint16" and meta["documents"] == 3
+    assert meta["bytes"] == sum(len(t.encode()) for t in texts)
+    with pytest.raises(StageError, match="another tokenizer"):
+        TokenFile(tmp_path / "tokens", "0" * 64)
+
+
+def test_truncated_token_file_is_refused(tmp_path, sample_pipeline):
+    pack_texts(["Hello world, hello world."] * 5, sample_pipeline / "tok", tmp_path / "t")
+    path = tmp_path / "t" / "tokens.bin"
+    path.write_bytes(path.read_bytes()[:-2])
+    with pytest.raises(StageError, match="re-tokenize"):
+        TokenFile(tmp_path / "t")
+
+
+def test_packed_blocks():
+    tokens = np.arange(10, dtype=np.uint16)
+    train = PackedBlocks(tokens, 4)
+    assert len(train) == 2
+    assert train[1]["input_ids"].tolist() == [4, 5, 6, 7]
+    val = PackedBlocks(tokens, 4, pad_last=True, pad_id=99)
+    assert len(val) == 3
+    assert val[2]["input_ids"].tolist() == [8, 9, 99, 99]
+    assert val[2]["labels"].tolist() == [8, 9, -100, -100]
+    with pytest.raises(IndexError):
+        val[3]

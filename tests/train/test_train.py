@@ -1,0 +1,128 @@
+"""Training-stage tests. The DeepSpeed ones run the real script in a subprocess, the way users do."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from tonsai.cli import StageError
+from tonsai.train.config import TrainConfig
+from tonsai.train.run import run_train
+
+from ..conftest import REPO
+
+LAUNCH_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+TINY = str(REPO / "configs/model/gpt2_tiny.json")
+ZERO2 = str(REPO / "configs/deepspeed/zero2_h100.json")
+
+
+def common_args(pipe, out, steps=12):
+    return ["--dataset-dir", str(pipe / "data"), "--tokenizer-dir", str(pipe / "tok"), "--model-config", TINY,
+            "--output-dir", str(out), "--block-size", "64", "--micro-batch-size", "4", "--max-steps", str(steps),
+            "--eval-steps", "6", "--save-steps", "6", "--logging-steps", "2", "--dataloader-workers", "0",
+            "--device", "cpu"]
+
+
+def run_script(args, launcher=None, timeout=900):
+    env = {k: v for k, v in os.environ.items() if k not in LAUNCH_VARS}
+    cmd = (launcher or [sys.executable]) + [str(REPO / "scripts/train_gpt2.py"), *args]
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return proc
+
+
+def losses(run_dir, key="loss"):
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [(r["step"], r[key]) for r in rows if key in r]
+
+
+def config(pipe, out, steps=12, **kw):
+    return TrainConfig(dataset_dir=str(pipe / "data"), tokenizer_dir=str(pipe / "tok"), model_config=TINY,
+                       output_dir=str(out), block_size=64, micro_batch_size=4, max_steps=steps, eval_steps=6,
+                       save_steps=6, logging_steps=2, dataloader_workers=0, device="cpu", **kw)
+
+
+@pytest.fixture(scope="module")
+def plain_run(sample_pipeline, tmp_path_factory):
+    out = tmp_path_factory.mktemp("plain")
+    manifest = run_train(config(sample_pipeline, out))
+    return out, manifest
+
+
+def test_plain_run_writes_model_metrics_and_manifest(plain_run):
+    from transformers import AutoModelForCausalLM
+
+    out, manifest = plain_run
+    assert manifest["stage"] == "train" and manifest["global_step"] == 12
+    assert manifest["parameters"] > 0
+    model = AutoModelForCausalLM.from_pretrained(out / "final")
+    assert model.config.vocab_size % 64 == 0
+    assert (out / "final" / "model.safetensors").is_file()
+    assert json.loads((out / "final" / "manifest.json").read_text())["stage"] == "model"
+    for lang in ("km", "en"):
+        curve = losses(out, f"eval_{lang}_loss")
+        assert curve[0][0] == 0 and curve[-1][0] == 12
+        assert curve[-1][1] < curve[0][1]
+        assert losses(out, f"eval_{lang}_bpb")
+    assert all(r[1] > 0 for r in losses(out, "tokens_per_s"))
+
+
+def test_deepspeed_zero2_single_process_without_launcher_matches_plain_run(plain_run, sample_pipeline, tmp_path):
+    out = tmp_path / "ds"
+    proc = run_script(common_args(sample_pipeline, out) + ["--deepspeed", ZERO2])
+    assert "no launcher detected" in proc.stderr
+    assert "parameters" in proc.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["world_size"] == 1 and manifest["config"]["deepspeed"] == ZERO2
+    ds_losses, plain_losses = losses(out), losses(plain_run[0])
+    assert [s for s, _ in ds_losses] == [s for s, _ in plain_losses]
+    for (_, a), (_, b) in zip(ds_losses, plain_losses):
+        assert a == pytest.approx(b, rel=1e-4)
+
+
+def test_deepspeed_zero2_two_processes_under_torchrun(sample_pipeline, tmp_path):
+    out = tmp_path / "ddp"
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533"]
+    run_script(common_args(sample_pipeline, out, steps=6) + ["--deepspeed", ZERO2], launcher=torchrun)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["world_size"] == 2
+    assert manifest["tokens_per_step"] == 2 * 4 * 64
+    assert (out / "final" / "model.safetensors").is_file()
+
+
+def test_resume_auto_continues_from_the_latest_checkpoint(plain_run, sample_pipeline, tmp_path):
+    # a crash right after checkpoint-6 was written: later checkpoints and the final model never happened
+    out = tmp_path / "resumed"
+    shutil.copytree(plain_run[0], out)
+    shutil.rmtree(out / "checkpoint-12")
+    shutil.rmtree(out / "final")
+    manifest = run_train(config(sample_pipeline, out, steps=12, resume_from="auto"))
+    assert manifest["start"] == "checkpoint" and manifest["resumed_from"].endswith("checkpoint-6")
+    assert manifest["global_step"] == 12
+    resumed = dict(losses(out))
+    uninterrupted = dict(losses(plain_run[0]))
+    assert set(resumed) == set(uninterrupted)  # metrics.jsonl has no duplicate steps after resume
+    for step in (8, 10, 12):
+        assert resumed[step] == pytest.approx(uninterrupted[step], rel=1e-5)
+
+
+def test_fresh_run_into_used_folder_is_refused(plain_run, sample_pipeline):
+    with pytest.raises(StageError, match="--resume-from auto"):
+        run_train(config(sample_pipeline, plain_run[0]))
+
+
+def test_continual_pretraining_from_a_model_folder(plain_run, sample_pipeline, tmp_path):
+    out = tmp_path / "cpt"
+    manifest = run_train(config(sample_pipeline, out, steps=2, resume_from=str(plain_run[0] / "final")))
+    assert manifest["start"] == "weights" and manifest["global_step"] == 2
+
+
+@pytest.mark.parametrize("script", ["prepare_dataset", "train_tokenizer", "train_gpt2", "eval_model", "quickstart"])
+def test_every_script_has_help(script):
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / f"{script}.py"), "--help"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0
+    assert "--output-dir" in proc.stdout and "Example" in proc.stdout
