@@ -34,6 +34,7 @@ COENG, AA, E, I = "\u17d2", "\u17b6", "\u17c1", "\u17b7"
     (f"{KA}\u200c\u200c{AA}", f"{KA}\u200c{AA}", "8: a run of joiners keeps only a valid last one"),
     ("a\u200cb", "a\u200cb", "8: joiners outside Khmer are untouched"),
     ("cafÃ© dÃ©jÃ  vu", "café déjà vu", "1: mojibake repaired"),
+    ("ß\x08¢", "\u07e2", "1 after 4: mojibake exposed by removing a control is repaired too"),
     ("\u201cquoted\u201d &amp; ﬁne", "\u201cquoted\u201d &amp; ﬁne", "1: no uncurling, unescaping or ligature folding"),
 ])
 def test_rules(raw, expected, rule):

@@ -51,6 +51,7 @@ _FTFY_CONFIG = ftfy.TextFixerConfig(
 )
 _MOJIBAKE_HINT = re.compile("[\u00c0-\u00ff]")
 _SURROGATE = re.compile("[\ud800-\udfff]")
+_MAX_PASSES = 4
 
 
 def _build_table() -> dict[int, str | None]:
@@ -100,6 +101,18 @@ def normalize(text: str) -> str:
             f"normalize() expects str, got {type(text).__name__}"
             + (" (decode bytes with .decode('utf-8') first)" if isinstance(text, (bytes, bytearray)) else "")
         )
+    for _ in range(_MAX_PASSES):
+        out = _normalize_once(text)
+        # Removing characters (rule 3-5) can bring two halves of a mojibake sequence together
+        # ("ß\x08¢" -> "ß¢"), which rule 1 would repair on a second call. Go round again until
+        # the text is a fixed point, so that normalize() stays idempotent.
+        if out == text or not _MOJIBAKE_HINT.search(out):
+            return out
+        text = out
+    return text
+
+
+def _normalize_once(text: str) -> str:
     if _SURROGATE.search(text):
         text = ftfy.fixes.fix_surrogates(text)
         text = _SURROGATE.sub("\ufffd", text)
