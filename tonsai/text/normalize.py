@@ -18,7 +18,8 @@ model sees the same bytes at every stage. The rules run in this order:
 Lone surrogates (which cannot be written as UTF-8) become U+FFFD; valid surrogate pairs are
 joined first. Latin text is untouched beyond NFC.
 
-Not yet implemented (see issue 3): the canonical Khmer syllable reordering of rule 9.
+9. Every Khmer syllable is put in canonical character order (:mod:`tonsai.text.syllable`).
+
 :data:`NORMALIZER_VERSION` changes whenever the output of :func:`normalize` can change, and every
 manifest records it.
 """
@@ -30,7 +31,9 @@ import unicodedata
 
 import ftfy
 
-NORMALIZER_VERSION = "tonsai-norm-1"
+from tonsai.text.syllable import reorder
+
+NORMALIZER_VERSION = "tonsai-norm-2"
 
 _FTFY_CONFIG = ftfy.TextFixerConfig(
     unescape_html=False,
@@ -125,4 +128,5 @@ def _normalize_once(text: str) -> str:
         text = unicodedata.normalize("NFC", text)
         if "\u200c" in text or "\u200d" in text:
             text = _JOINERS_AFTER_KHMER.sub(_keep_valid_joiner, text)
+        text = reorder(text)
     return text

@@ -1,0 +1,136 @@
+"""Canonical order of the characters inside a Khmer orthographic syllable (KHMER.md section 1, rule 9).
+
+Khmer allows several typing orders that render the same; this module picks one. A syllable is a
+base (consonant U+1780..U+17A2 or independent vowel U+17A5..U+17B3) followed by its signs; a
+consonant after COENG (subscript) or ZWJ belongs to the same syllable. Inside a syllable the
+characters are stable-sorted by class:
+
+    base < robat < COENG+consonant < register shifters < ZWNJ < pre/split vowels < below vowels
+    < above vowels < AA < other signs < final signs < ZWJ
+
+with these units kept whole: COENG with its consonant, ZWJ with the COENG subscript it precedes,
+and ZWNJ with the vowel it precedes (joiners stay where they do their job; SIL's published code
+moves them). Subscript RO sorts after the other subscripts. After the sort: repeated COENGs and
+joiners right after a COENG are removed; split vowels are composed (U+17C1+U+17B8 -> U+17BE,
+U+17C1+U+17B6 -> U+17C4, U+17BE+U+17B6 -> U+17C4+U+17B8, a below vowel may sit between); vowel
+sign U written with an above vowel becomes the register shifter the onset takes (U+17C9 for the
+consonants listed in ``_SHIFTER_17C9_ONSETS``, which include NYO U+1789, U+17CA for the rest);
+subscript DA becomes subscript TA (they render identically); an adjacent exact duplicate of a
+non-spacing mark other than COENG is dropped (duplicated spacing vowels are visible and stay).
+
+Results are cached per syllable: real text has under 2,000 distinct marked syllables per MB.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+COENG, ZWNJ, ZWJ, U, RO, DA, TA = "\u17d2", "\u200c", "\u200d", "\u17bb", "\u179a", "\u178a", "\u178f"
+
+
+def _class_of(c: str) -> int:
+    cp = ord(c)
+    if 0x1780 <= cp <= 0x17A2 or 0x17A5 <= cp <= 0x17B3:
+        return 0  # base
+    if cp == 0x17CC:
+        return 1  # robat
+    if cp == 0x17D2:
+        return 2  # coeng (with its consonant)
+    if cp in (0x17C9, 0x17CA):
+        return 3  # register shifters
+    if c == ZWNJ:
+        return 4
+    if 0x17BE <= cp <= 0x17C5:
+        return 5  # pre and split vowels
+    if 0x17BB <= cp <= 0x17BD:
+        return 6  # below vowels
+    if 0x17B7 <= cp <= 0x17BA:
+        return 7  # above vowels
+    if cp == 0x17B6:
+        return 8  # AA
+    if cp in (0x17C6, 0x17CB, 0x17D3, 0x17DD) or 0x17CD <= cp <= 0x17D1:
+        return 9  # other signs
+    if cp in (0x17C7, 0x17C8):
+        return 10  # final signs
+    if c == ZWJ:
+        return 11
+    return 9  # anything else that reached a syllable (U+17B4/5 are deleted earlier)
+
+
+_CONSONANT = "[\u1780-\u17a2]"
+# one syllable: a base, then signs, subscripts (COENG or ZWJ + consonant) and joiners
+SYLLABLE = re.compile(
+    f"[\u1780-\u17b3](?:\u200d?{COENG}{_CONSONANT}|\u200d{_CONSONANT}|[\u17b6-\u17d3\u17dd\u200c\u200d])+"
+)
+_UNIT = re.compile(f"\u200d?{COENG}{_CONSONANT}|\u200d{_CONSONANT}|\u200c[\u17b6-\u17c5]|.", re.DOTALL)
+
+_SHIFTER_17C9_ONSETS = frozenset(
+    "\u1784\u1789\u178e\u1793\u1794" + "".join(map(chr, range(0x1798, 0x179E))) + "\u17a1"
+    + "".join(map(chr, range(0x17A3, 0x17B4)))
+)
+_U_TRIGGERS = re.compile("[\u17b7-\u17ba\u17be\u17bf\u17dd\u17d0]|\u17b6\u17c6")
+_FIXES = [
+    (re.compile(f"{COENG}+(?={COENG})"), ""),                       # repeated COENG
+    (re.compile(f"({COENG})[\u200c\u200d]+"), r"\1"),              # joiner right after COENG
+    (re.compile("\u17c1([\u17bb-\u17bd]?)\u17b8"), "\u17be\\1"),    # split vowels
+    (re.compile("\u17c1([\u17bb-\u17bd]?)\u17b6"), "\u17c4\\1"),
+    (re.compile("\u17be([\u17bb-\u17bd]?)\u17b6"), "\u17c4\\1\u17b8"),
+    (re.compile(f"{COENG}{DA}"), f"{COENG}{TA}"),                   # subscript DA -> TA
+]
+
+
+def _unit_key(unit: str) -> tuple[int, int]:
+    head = unit.lstrip(ZWJ + ZWNJ) or unit
+    if unit[0] == ZWNJ and len(unit) > 1:
+        return _class_of(unit[1]), 0
+    if COENG in unit and len(unit) > 1 and unit[-1] != COENG:
+        return 2, 1 if unit[-1] == RO else 0
+    if unit[0] == ZWJ and len(unit) == 2:  # ZWJ + consonant: a subscript written with ZWJ
+        return 2, 0
+    return _class_of(head[0]), 0
+
+
+def _sort(syl: str) -> str:
+    units = _UNIT.findall(syl)
+    return units[0] + "".join(sorted(units[1:], key=_unit_key))
+
+
+def _dedupe_marks(s: str) -> str:
+    out = [s[0]]
+    for c in s[1:]:
+        if c == out[-1] and c != COENG and unicodedata.category(c) == "Mn":
+            continue
+        out.append(c)
+    return "".join(out)
+
+
+def reorder_syllable(syl: str) -> str:
+    """Canonical form of one syllable (a match of :data:`SYLLABLE`)."""
+    s = _sort(syl)
+    for pattern, repl in _FIXES:
+        s = pattern.sub(repl, s)
+    if U in s and _U_TRIGGERS.search(s):
+        shifter = "\u17c9" if s[0] in _SHIFTER_17C9_ONSETS else "\u17ca"
+        s = s.replace(U, shifter, 1)
+    s = _dedupe_marks(_sort(s))
+    return s
+
+
+_cache: dict[str, str] = {}
+_CACHE_LIMIT = 200_000
+
+
+def _cached(m: re.Match) -> str:
+    syl = m.group(0)
+    out = _cache.get(syl)
+    if out is None:
+        out = reorder_syllable(syl)
+        if len(_cache) < _CACHE_LIMIT:
+            _cache[syl] = out
+    return out
+
+
+def reorder(text: str) -> str:
+    """Put every Khmer syllable of ``text`` in canonical order (non-Khmer text is untouched)."""
+    return SYLLABLE.sub(_cached, text)
