@@ -5,6 +5,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -91,6 +92,13 @@ def test_deepspeed_zero2_two_processes_under_torchrun(sample_pipeline, tmp_path)
     assert manifest["world_size"] == 2
     assert manifest["tokens_per_step"] == 2 * 4 * 64
     assert (out / "final" / "model.safetensors").is_file()
+
+
+def test_deepspeed_launcher_two_processes(sample_pipeline, tmp_path):
+    out = tmp_path / "dslaunch"
+    launcher = [str(Path(sys.executable).parent / "deepspeed"), "--num_gpus", "2", "--master_port", "29544"]
+    run_script(common_args(sample_pipeline, out, steps=4) + ["--deepspeed", ZERO2], launcher=launcher)
+    assert json.loads((out / "manifest.json").read_text())["world_size"] == 2
 
 
 def test_resume_auto_continues_from_the_latest_checkpoint(plain_run, sample_pipeline, tmp_path):

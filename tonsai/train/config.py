@@ -49,6 +49,9 @@ class TrainConfig:
     overwrite: bool = dataclasses.field(default=False, metadata={
         "help": "start from scratch in an --output-dir that already holds checkpoints or a final model, "
                 "deleting them (without it, such a folder is refused)"})
+    local_rank: int = dataclasses.field(default=-1, metadata={
+        "help": "set by the deepspeed launcher (--local_rank=N); the LOCAL_RANK environment variable is what is used",
+        "aliases": ["--local_rank"]})
     dataloader_workers: int = dataclasses.field(default=2, metadata={"help": "data loading worker processes"})
 
     def __post_init__(self) -> None:
