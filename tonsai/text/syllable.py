@@ -81,14 +81,13 @@ _FIXES = [
 
 
 def _unit_key(unit: str) -> tuple[int, int]:
-    head = unit.lstrip(ZWJ + ZWNJ) or unit
     if unit[0] == ZWNJ and len(unit) > 1:
         return _class_of(unit[1]), 0
     if COENG in unit and len(unit) > 1 and unit[-1] != COENG:
         return 2, 1 if unit[-1] == RO else 0
     if unit[0] == ZWJ and len(unit) == 2:  # ZWJ + consonant: a subscript written with ZWJ
         return 2, 0
-    return _class_of(head[0]), 0
+    return _class_of(unit[0]), 0
 
 
 def _sort(syl: str) -> str:
@@ -113,8 +112,7 @@ def reorder_syllable(syl: str) -> str:
     if U in s and _U_TRIGGERS.search(s):
         shifter = "\u17c9" if s[0] in _SHIFTER_17C9_ONSETS else "\u17ca"
         s = s.replace(U, shifter, 1)
-    s = _dedupe_marks(_sort(s))
-    return s
+    return _dedupe_marks(_sort(s))
 
 
 _cache: dict[str, str] = {}

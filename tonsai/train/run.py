@@ -8,12 +8,14 @@ Trainer.train -> export ``<output_dir>/final`` (safetensors + tokenizer, loads w
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
 import time
 from pathlib import Path
 
+from tonsai.atomic import write_text
 from tonsai.cli import StageError
 from tonsai.manifest import read_manifest, write_manifest
 from tonsai.tokenizer.pack import PackedBlocks, TokenFile, pack_texts, tokenizer_hash
@@ -99,14 +101,10 @@ def _prepare_output_dir(cfg: TrainConfig, kind: str, resume_path: str | None) ->
         return
     metrics = out / "metrics.jsonl"
     if kind == "checkpoint":
-        import json
-
         step = json.loads((Path(resume_path) / "trainer_state.json").read_text())["global_step"]
         if metrics.is_file():
             kept = [line for line in metrics.read_text(encoding="utf-8").splitlines()
                     if line.strip() and json.loads(line).get("step", 0) <= step]
-            from tonsai.atomic import write_text
-
             write_text(metrics, "".join(line + "\n" for line in kept))
         return
     old = sorted(out.glob("checkpoint-*")) + [p for p in (out / "final",) if p.exists()]
