@@ -31,8 +31,11 @@ def write_lines(path, lines):
 
 @pytest.fixture
 def corpus(tmp_path):
-    km = KM + [KM[0], "ខ្លី", "This English line sits in the Khmer file by mistake, long enough."]
-    en = EN + ["ប្រទេសកម្ពុជាស្ថិតនៅក្នុងតំបន់អាស៊ីអាគ្នេយ៍ ហើយមានប្រជាជនច្រើន។", "short"]
+    km = KM + [KM[0], "ខ្លី", "This English line sits in the Khmer file by mistake, long enough.",
+               "ក \u17b6 ខ \u17b6 គ \u17b6 ឃ \u17b6 ង \u17b6 ច \u17b6 ឆ \u17b6 ជ \u17b6 ឈ \u17b6 ញ \u17b6 ដ ឋ ឌ ឍ ណ ត ថ ទ ធ ន"]
+    en = EN + ["ប្រទេសកម្ពុជាស្ថិតនៅក្នុងតំបន់អាស៊ីអាគ្នេយ៍ ហើយមានប្រជាជនច្រើន។", "short",
+               "ebIm:anRbeTskm<úCa enAkñúgtMbn; GasIu¬GaeKñy_ rdæFanIKW PñMeBj ehIyRbCaCn",
+               "A line with damage \ufffd\ufffd in it, long enough to pass the length filter."]
     return write_lines(tmp_path / "km.txt", km), write_lines(tmp_path / "en.txt", en)
 
 
@@ -45,12 +48,15 @@ def test_every_document_is_accounted_for(tmp_path, corpus):
         assert counts["read"] == counts["kept"] + dropped, name
         assert counts["kept"] == counts["validation"] + counts["train_pool"]
     km_c = c["km:km.txt"]
-    assert km_c["read"] == 8
+    assert km_c["read"] == 9
+    assert km_c["dropped:invalid_khmer_clusters"] == 1
     assert km_c["dropped:duplicate"] == 1
     assert km_c["dropped:too_short"] == 1
     assert km_c["dropped:script_en_in_km_source"] == 1
     assert c["en:en.txt"]["dropped:script_km_in_en_source"] == 1
     assert c["en:en.txt"]["dropped:too_short"] == 1
+    assert c["en:en.txt"]["dropped:legacy_font_suspect"] == 1
+    assert c["en:en.txt"]["dropped:replacement_chars"] == 1
 
 
 def test_output_loads_with_columns_and_disjoint_splits(tmp_path, corpus):
@@ -82,6 +88,16 @@ def test_realized_shares_within_one_percent_on_real_data(tmp_path, shared_data):
         khmer_weight=0.6, english_weight=0.4))
     for lang, want in (("km", 0.6), ("en", 0.4)):
         assert abs(m["mixture"][lang]["realized_share"] - want) < 0.01, m["mixture"]
+
+
+def test_routing_thresholds_are_options(tmp_path, corpus):
+    km, en = corpus
+    strict = run_prepare(PrepareConfig(output_dir=str(tmp_path / "o"), khmer=[km], english=[en],
+                                       min_validation_docs=1, khmer_min_chars=60))
+    # the shorter Khmer lines now fall under the Khmer minimum and are routed 'mixed'
+    assert strict["counts"]["km:km.txt"]["dropped:script_mixed_in_km_source"] >= 1
+    with pytest.raises(SystemExit):
+        parse_config(PrepareConfig, "p", ["--khmer", "a", "--output-dir", "o", "--mixed-min-share", "0.9"])
 
 
 def test_plan_mixture_upsamples_up_to_max_epochs():

@@ -3,6 +3,7 @@ reason string to drop it; the prepare stage counts every drop by reason."""
 
 from __future__ import annotations
 
+from tonsai.text.quality import quality_signals
 from tonsai.text.script import RoutingThresholds, ScriptCounts, route
 
 
@@ -16,3 +17,10 @@ def script_mismatch(counts: ScriptCounts, declared: str, thresholds: RoutingThre
     """Drop documents whose script routing disagrees with the language declared for their source."""
     routed = route(counts, thresholds)
     return None if routed == declared else f"script_{routed}_in_{declared}_source"
+
+
+def bad_quality(text: str) -> str | None:
+    """Drop documents over a quality threshold of :mod:`tonsai.text.quality` (U+FFFD rate,
+    invalid Khmer clusters, legacy-font suspicion); the reason names the first flag raised."""
+    flags = quality_signals(text).flags
+    return flags[0] if flags else None

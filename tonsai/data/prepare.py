@@ -1,7 +1,7 @@
 """The prepare stage: raw Khmer and English text to a mixed, split DatasetDict on disk.
 
 Per document: read -> normalize -> length filter -> script routing against the declared language
--> exact deduplication (across all sources and languages, first occurrence survives) ->
+-> quality signals (U+FFFD, invalid Khmer clusters, legacy-font text) -> exact deduplication (across all sources and languages, first occurrence survives) ->
 validation split (deterministic by hashed id, per source) -> character-weighted mixing of the
 training part. Every document read is counted as kept or dropped with a reason in manifest.json.
 """
@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from tonsai.atomic import staged_dir
 from tonsai.cli import StageError
-from tonsai.data.filters import script_mismatch, too_short
+from tonsai.data.filters import bad_quality, script_mismatch, too_short
 from tonsai.data.mix import normalize_weights, plan_mixture
 from tonsai.data.sources import Document, ReadStats, Source, iter_documents
 from tonsai.manifest import file_sha256, write_manifest
@@ -57,6 +57,14 @@ class PrepareConfig:
     max_epochs: float = dataclasses.field(default=1.0, metadata={
         "help": "most passes over any language's training documents when mixing (>1 allows upsampling)"})
     seed: int = dataclasses.field(default=0, metadata={"help": "seed for mixing and shuffling"})
+    khmer_min_share: float = dataclasses.field(default=RoutingThresholds.khmer_min_share, metadata={
+        "help": "route a document to Khmer when Khmer is at least this share of its letters"})
+    khmer_min_chars: int = dataclasses.field(default=RoutingThresholds.khmer_min_chars, metadata={
+        "help": "... and it has at least this many Khmer characters"})
+    mixed_min_share: float = dataclasses.field(default=RoutingThresholds.mixed_min_share, metadata={
+        "help": "below --khmer-min-share but at least this Khmer share: 'mixed' (dropped from both languages)"})
+    latin_min_share: float = dataclasses.field(default=RoutingThresholds.latin_min_share, metadata={
+        "help": "route to English when Latin letters are at least this share of the letters"})
 
     def __post_init__(self) -> None:
         if not self.khmer and not self.english:
@@ -70,6 +78,15 @@ class PrepareConfig:
             raise ValueError(f"--max-epochs must be positive, got {self.max_epochs}")
         if self.min_validation_docs < 1:
             raise ValueError("--min-validation-docs must be at least 1")
+        for name in ("khmer_min_share", "mixed_min_share", "latin_min_share"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be between 0 and 1")
+        if self.mixed_min_share > self.khmer_min_share:
+            raise ValueError("--mixed-min-share must not exceed --khmer-min-share")
+
+    def thresholds(self) -> RoutingThresholds:
+        return RoutingThresholds(self.khmer_min_share, self.khmer_min_chars, self.mixed_min_share,
+                                 self.latin_min_share)
 
     def weights(self) -> dict[str, float]:
         w = {}
@@ -102,7 +119,7 @@ def _validation_ids(docs: list[Document], fraction: float, min_docs: int) -> set
 
 def run_prepare(cfg: PrepareConfig) -> dict:
     """Run the prepare stage and return its manifest."""
-    thresholds = RoutingThresholds()
+    thresholds = cfg.thresholds()
     counts: dict[str, collections.Counter] = {}
     seen_hashes: set[str] = set()
     kept: dict[str, list[Document]] = collections.defaultdict(list)
@@ -117,8 +134,9 @@ def run_prepare(cfg: PrepareConfig) -> dict:
         for doc in tqdm(docs, desc=f"read {source.name}", unit="doc", leave=False):
             c["read"] += 1
             doc.text = normalize(doc.text).strip()
-            reason = too_short(doc.text, cfg.min_chars) or script_mismatch(
-                count_scripts(doc.text), source.lang, thresholds)
+            reason = (too_short(doc.text, cfg.min_chars)
+                      or script_mismatch(count_scripts(doc.text), source.lang, thresholds)
+                      or bad_quality(doc.text))
             if reason is None:
                 h = hashlib.sha1(doc.text.encode("utf-8")).hexdigest()
                 if h in seen_hashes:

@@ -132,3 +132,25 @@ def _cached(m: re.Match) -> str:
 def reorder(text: str) -> str:
     """Put every Khmer syllable of ``text`` in canonical order (non-Khmer text is untouched)."""
     return SYLLABLE.sub(_cached, text)
+
+
+# A well-formed syllable in canonical order: base, optional robat, up to two subscripts, an
+# optional register shifter, at most one dependent vowel (ZWNJ allowed before it), up to two other
+# signs, an optional final sign.
+_VALID = re.compile(
+    "[\u1780-\u17a2\u17a5-\u17b3]\u17cc?(?:\u200d?\u17d2[\u1780-\u17a2]){0,2}[\u17c9\u17ca]?"
+    "(?:\u200c?[\u17b6-\u17c5])?[\u17c6\u17cb\u17cd-\u17d1\u17d3\u17dd]{0,2}[\u17c7\u17c8]?"
+)
+_KHMER_SIGN_OR_LETTER = re.compile("[\u1780-\u17d3\u17dd]")
+
+
+def is_valid_syllable(cluster: str) -> bool:
+    """Whether a cluster of normalized text is a well-formed Khmer orthographic syllable.
+
+    Only clusters that hold a Khmer letter or sign are judged (others return True): a sign with no
+    base (after a space, say), two dependent vowels, three subscripts or a COENG with nothing below
+    it is invalid. Unnormalized text can fail only because of its order: normalize first.
+    """
+    if not _KHMER_SIGN_OR_LETTER.search(cluster):
+        return True
+    return _VALID.fullmatch(cluster) is not None
