@@ -10,10 +10,20 @@ from tonsai.tokenizer.bpe import TokenizerConfig, run_train_tokenizer, token_dty
 from ..conftest import SAMPLE
 
 
-def test_folder_loads_with_autotokenizer_and_round_trips(sample_pipeline):
+@pytest.fixture(scope="module", params=["byte-fallback", "byte-level"])
+def trained(request, sample_pipeline, tmp_path_factory):
+    if request.param == "byte-fallback":
+        return sample_pipeline / "tok"  # the default algorithm
+    out = tmp_path_factory.mktemp("bytelevel") / "tok"
+    run_train_tokenizer(TokenizerConfig(output_dir=str(out), dataset_dir=str(sample_pipeline / "data"),
+                                        vocab_size=512, algorithm=request.param))
+    return out
+
+
+def test_folder_loads_with_autotokenizer_and_round_trips(trained):
     from transformers import AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(sample_pipeline / "tok")
+    tok = AutoTokenizer.from_pretrained(trained)
     assert tok.eos_token == "<|endoftext|>" and tok.bos_token == "<|endoftext|>"
     assert tok.pad_token == "<|pad|>" and tok.pad_token_id != tok.eos_token_id
     for name in ("km.txt", "en.txt"):
@@ -22,8 +32,9 @@ def test_folder_loads_with_autotokenizer_and_round_trips(sample_pipeline):
         assert tok.decode(ids) == text
         assert tok.unk_token_id is None or tok.unk_token_id not in ids
     # unseen scripts still round-trip through the byte alphabet
-    odd = "Ωμέγα 日本語 🙂 ខ្មែរ"
+    odd = "Ωμέγα 日本語 🙂 ខ្មែរ\n\t  x"
     assert tok.decode(tok(odd, add_special_tokens=False)["input_ids"]) == odd
+    assert read_manifest(trained, "tokenizer")["algorithm"] in ("byte-fallback", "byte-level")
 
 
 def test_khmer_signs_stay_with_their_consonants(sample_pipeline):
@@ -42,6 +53,14 @@ def test_manifest_records_hash_dtype_and_specials(sample_pipeline):
     assert m["token_dtype"] == "uint16"
     assert m["vocab_size"] == 512
     assert set(m["special_tokens"]) == {"<|endoftext|>", "<|pad|>"}
+
+
+def test_khmer_share_sets_the_tokenizers_language_balance(tmp_path, sample_pipeline):
+    m = run_train_tokenizer(TokenizerConfig(output_dir=str(tmp_path / "t"), dataset_dir=str(sample_pipeline / "data"),
+                                            vocab_size=400, khmer_share=0.3))
+    assert m["language_balance"]["km"]["share"] == pytest.approx(0.3, abs=0.02)
+    with pytest.raises(SystemExit):
+        parse_config(TokenizerConfig, "t", ["--input", "x.txt", "--khmer-share", "0.5", "--output-dir", "o"])
 
 
 def test_token_dtype_by_vocab_size():

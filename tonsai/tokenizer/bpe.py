@@ -1,10 +1,20 @@
-"""Training a shared Khmer-English byte-level BPE tokenizer (Hugging Face ``tokenizers``).
+"""Training a shared Khmer-English BPE tokenizer (Hugging Face ``tokenizers``).
 
 The split regex is the cl100k/o200k family with one change that matters for Khmer: its letter
 classes are ``[\\p{L}\\p{M}]`` instead of ``\\p{L}``. Khmer vowel signs and the COENG sign are
 marks (Mn/Mc); GPT-2's and Llama 3's regexes cut them off their consonants, which alone costs
 about 2.8x more Khmer tokens (../shared/KHMER.md section 3). Khmer is not pre-split into clusters
 or words: BPE learns its own units.
+
+Two algorithms share that regex and the output format:
+
+- ``byte-fallback`` (default): BPE over Unicode characters; a character outside the learned
+  alphabet is written as its UTF-8 bytes with the 256 tokens ``<0x00>``..``<0xFF>``, so nothing is
+  ever unknown. Every Khmer character is 3 UTF-8 bytes that share the lead bytes E1 9E/9F; over
+  characters BPE never spends merges on pieces that straddle two characters. Measured at 32k on the
+  shared news + WikiText-2 + Tiny Shakespeare: FLORES dev Khmer 229.8 / English 237.8 tokens per
+  1k chars against 241.7 / 239.9 for byte-level (bench/bench_tokenizer.py).
+- ``byte-level``: GPT-2 style BPE over bytes mapped to printable characters.
 
 The output folder loads with ``transformers.AutoTokenizer.from_pretrained`` and carries
 ``<|endoftext|>`` (document separator, bos and eos) and ``<|pad|>``.
@@ -28,6 +38,8 @@ EOT = "<|endoftext|>"
 PAD = "<|pad|>"
 SPECIAL_TOKENS = [EOT, PAD]
 BYTE_ALPHABET = 256
+BYTE_TOKENS = [f"<0x{i:02X}>" for i in range(BYTE_ALPHABET)]
+ALGORITHMS = ("byte-fallback", "byte-level")
 
 SPLIT_PATTERN = (
     r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)"""
@@ -54,6 +66,14 @@ class TokenizerConfig:
     vocab_size: int = dataclasses.field(default=32000, metadata={
         "help": "vocabulary size including the 256 byte tokens and the special tokens"})
     min_frequency: int = dataclasses.field(default=2, metadata={"help": "minimum count of a pair to be merged"})
+    algorithm: str = dataclasses.field(default="byte-fallback", metadata={
+        "help": "BPE over characters with byte fallback, or GPT-2 style byte-level BPE", "choices": list(ALGORITHMS)})
+    khmer_share: float | None = dataclasses.field(default=None, metadata={
+        "help": "with --dataset-dir: sample documents so that this share of the tokenizer's training "
+                "characters is Khmer (default: the dataset's own balance)"})
+    max_epochs: float = dataclasses.field(default=1.0, metadata={
+        "help": "with --khmer-share: most passes over a language's documents (>1 repeats the scarcer one)"})
+    seed: int = dataclasses.field(default=0, metadata={"help": "seed for --khmer-share sampling"})
 
     def __post_init__(self) -> None:
         if (self.dataset_dir is None) == (not self.input):
@@ -66,20 +86,57 @@ class TokenizerConfig:
             )
         if self.min_frequency < 1:
             raise ValueError("--min-frequency must be at least 1")
+        if self.algorithm not in ALGORITHMS:
+            raise ValueError(f"--algorithm must be one of {ALGORITHMS}")
+        if self.khmer_share is not None:
+            if self.dataset_dir is None:
+                raise ValueError("--khmer-share needs --dataset-dir (raw --input files carry no language)")
+            if not 0 < self.khmer_share < 1:
+                raise ValueError(f"--khmer-share must be between 0 and 1, got {self.khmer_share}")
+        if self.max_epochs <= 0:
+            raise ValueError("--max-epochs must be positive")
 
 
-def build_tokenizer_model():
-    """An untrained byte-level BPE with tonsai's pre-tokenizer and decoder."""
+def build_tokenizer_model(algorithm: str = "byte-fallback"):
+    """An untrained BPE with tonsai's pre-tokenizer and the decoder for ``algorithm``."""
     from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
 
-    tok = Tokenizer(models.BPE())
+    split = pre_tokenizers.Split(Regex(SPLIT_PATTERN), behavior="isolated")
+    if algorithm == "byte-level":
+        tok = Tokenizer(models.BPE())
+        tok.pre_tokenizer = pre_tokenizers.Sequence([split, pre_tokenizers.ByteLevel(add_prefix_space=False,
+                                                                                    use_regex=False)])
+        tok.decoder = decoders.ByteLevel()
+    else:
+        tok = Tokenizer(models.BPE(byte_fallback=True))
+        tok.pre_tokenizer = split
+        tok.decoder = decoders.Sequence([decoders.ByteFallback(), decoders.Fuse()])
     tok.normalizer = normalizers.NFC()
-    tok.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(SPLIT_PATTERN), behavior="isolated"),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-    ])
-    tok.decoder = decoders.ByteLevel()
     return tok
+
+
+def train_bpe(texts: Iterable[str], vocab_size: int, algorithm: str = "byte-fallback", min_frequency: int = 2,
+              show_progress: bool = True):
+    """Train a ``tokenizers.Tokenizer`` on ``texts`` (already normalized)."""
+    import json
+
+    from tokenizers import Tokenizer, pre_tokenizers, trainers
+
+    tok = build_tokenizer_model(algorithm)
+    if algorithm == "byte-level":
+        trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=min_frequency,
+                                      special_tokens=SPECIAL_TOKENS, show_progress=show_progress,
+                                      initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+        tok.train_from_iterator(texts, trainer=trainer)
+        return tok
+    # The trainer only reserves ids for "special" tokens; the byte tokens are reserved that way and
+    # then made ordinary vocabulary, so that decode() (which skips special tokens) keeps them.
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=min_frequency,
+                                  special_tokens=SPECIAL_TOKENS + BYTE_TOKENS, show_progress=show_progress)
+    tok.train_from_iterator(texts, trainer=trainer)
+    data = json.loads(tok.to_str())
+    data["added_tokens"] = [t for t in data["added_tokens"] if t["content"] in SPECIAL_TOKENS]
+    return Tokenizer.from_str(json.dumps(data))
 
 
 def _dataset_texts(cfg: TokenizerConfig) -> tuple[Iterable[str], dict]:
@@ -96,8 +153,30 @@ def _dataset_texts(cfg: TokenizerConfig) -> tuple[Iterable[str], dict]:
         )
     if len(ds) == 0:
         raise StageError(f"{cfg.dataset_dir} split {cfg.dataset_split!r} is empty")
-    return (row for row in ds[cfg.text_column]), {"dataset_manifest_created": manifest["created_utc"],
-                                                   "dataset_dir": str(cfg.dataset_dir)}
+    info = {"dataset_manifest_created": manifest["created_utc"], "dataset_dir": str(cfg.dataset_dir)}
+    if cfg.khmer_share is None:
+        return (row for row in ds[cfg.text_column]), info
+    return _balanced_texts(ds[cfg.text_column], ds["lang"], cfg, info)
+
+
+def _balanced_texts(texts: list[str], langs: list[str], cfg: TokenizerConfig, info: dict):
+    """Documents sampled so that the tokenizer sees ``cfg.khmer_share`` Khmer characters."""
+    from tonsai.data.mix import plan_mixture
+
+    by_lang: dict[str, list[str]] = {"km": [], "en": []}
+    for text, lang in zip(texts, langs):
+        if lang in by_lang:
+            by_lang[lang].append(text)
+    for lang, docs in by_lang.items():
+        if not docs:
+            raise StageError(f"--khmer-share needs both languages, but {cfg.dataset_dir} has no {lang} documents")
+    chosen, plans = plan_mixture({lang: [len(t) for t in docs] for lang, docs in by_lang.items()},
+                                 {"km": cfg.khmer_share, "en": 1 - cfg.khmer_share}, cfg.max_epochs, cfg.seed)
+    total = sum(p.selected_chars for p in plans.values())
+    info["language_balance"] = {lang: {"characters": p.selected_chars, "share": p.selected_chars / total,
+                                       "epochs": round(p.epochs, 4)} for lang, p in plans.items()}
+    log.info("tokenizer training balance: %s", {k: round(v["share"], 4) for k, v in info["language_balance"].items()})
+    return [by_lang[lang][i] for lang, idx in chosen.items() for i in idx], info
 
 
 def _file_texts(paths: list[str]) -> Iterator[str]:
@@ -115,7 +194,6 @@ def token_dtype(vocab_size: int) -> str:
 
 
 def run_train_tokenizer(cfg: TokenizerConfig) -> dict:
-    from tokenizers import pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     if cfg.dataset_dir is not None:
@@ -136,19 +214,11 @@ def run_train_tokenizer(cfg: TokenizerConfig) -> dict:
             n_chars += len(t)
             yield t
 
-    tok = build_tokenizer_model()
-    trainer = trainers.BpeTrainer(
-        vocab_size=cfg.vocab_size,
-        min_frequency=cfg.min_frequency,
-        special_tokens=SPECIAL_TOKENS,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=True,
-    )
-    tok.train_from_iterator(counted(texts), trainer=trainer)
+    tok = train_bpe(counted(texts), cfg.vocab_size, cfg.algorithm, cfg.min_frequency)
     if n_docs == 0:
         raise StageError("no text to train the tokenizer on: the input is empty")
     vocab = tok.get_vocab_size()
-    log.info("trained BPE on %d documents (%d chars): vocabulary %d", n_docs, n_chars, vocab)
+    log.info("trained %s BPE on %d documents (%d chars): vocabulary %d", cfg.algorithm, n_docs, n_chars, vocab)
     if vocab < cfg.vocab_size:
         log.warning("the corpus supports only %d tokens (asked for %d): more text would give more merges",
                     vocab, cfg.vocab_size)
@@ -165,6 +235,7 @@ def run_train_tokenizer(cfg: TokenizerConfig) -> dict:
             tokenizer_sha256=file_sha256(tmp / "tokenizer.json"),
             trained_on={"documents": n_docs, "characters": n_chars},
             split_pattern=SPLIT_PATTERN,
+            algorithm=cfg.algorithm,
         )
     log.info("wrote %s", cfg.output_dir)
     return manifest
