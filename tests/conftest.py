@@ -22,7 +22,7 @@ def _hf_home(tmp_path_factory):
     yield
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def shared_data() -> Path:
     """../shared/data beside the checkout; tests that need it skip in a user's fresh clone."""
     if not SHARED_DATA.is_dir():

@@ -31,6 +31,7 @@ from tonsai.atomic import staged_dir
 from tonsai.cli import StageError
 from tonsai.manifest import file_sha256, write_manifest
 from tonsai.text import normalize
+from tonsai.tokenizer import fertility
 
 log = logging.getLogger(__name__)
 STAGE = "tokenizer"
@@ -74,6 +75,9 @@ class TokenizerConfig:
     max_epochs: float = dataclasses.field(default=1.0, metadata={
         "help": "with --khmer-share: most passes over a language's documents (>1 repeats the scarcer one)"})
     seed: int = dataclasses.field(default=0, metadata={"help": "seed for --khmer-share sampling"})
+    parity_file: list[str] = fertility.parity_file_field()
+    compare: list[str] = fertility.compare_field()
+    fertility_docs: int = fertility.fertility_docs_field()
 
     def __post_init__(self) -> None:
         if (self.dataset_dir is None) == (not self.input):
@@ -95,6 +99,8 @@ class TokenizerConfig:
                 raise ValueError(f"--khmer-share must be between 0 and 1, got {self.khmer_share}")
         if self.max_epochs <= 0:
             raise ValueError("--max-epochs must be positive")
+        if len(self.parity_file) % 2:
+            raise ValueError("--parity-file takes pairs: KM_FILE EN_FILE [KM_FILE EN_FILE ...]")
 
 
 def build_tokenizer_model(algorithm: str = "byte-fallback"):
@@ -237,5 +243,9 @@ def run_train_tokenizer(cfg: TokenizerConfig) -> dict:
             split_pattern=SPLIT_PATTERN,
             algorithm=cfg.algorithm,
         )
+        validation = cfg.dataset_dir and fertility.validation_texts(cfg.dataset_dir, cfg.fertility_docs)
+        if validation or cfg.parity_file:
+            fertility.write_fertility_report(tmp, tmp, cfg.parity_file, cfg.compare, validation)
+            log.info("fertility report: %s", Path(cfg.output_dir) / "fertility.md")
     log.info("wrote %s", cfg.output_dir)
     return manifest
