@@ -3,17 +3,20 @@
 The split regex is the cl100k/o200k family with one change that matters for Khmer: its letter
 classes are ``[\\p{L}\\p{M}]`` instead of ``\\p{L}``. Khmer vowel signs and the COENG sign are
 marks (Mn/Mc); GPT-2's and Llama 3's regexes cut them off their consonants, which alone costs
-about 2.8x more Khmer tokens (../shared/KHMER.md section 3). Khmer is not pre-split into clusters
-or words: BPE learns its own units.
+about 2.8x more Khmer tokens (../shared/KHMER.md section 3). Khmer punctuation (U+17D4..U+17DA,
+khan and friends) may end a word, as SentencePiece's script-based split allows: a separate token
+for every khan cost 1% of Khmer tokens. Khmer is not pre-split into clusters or words: BPE learns
+its own units.
 
 Two algorithms share that regex and the output format:
 
 - ``byte-fallback`` (default): BPE over Unicode characters; a character outside the learned
   alphabet is written as its UTF-8 bytes with the 256 tokens ``<0x00>``..``<0xFF>``, so nothing is
   ever unknown. Every Khmer character is 3 UTF-8 bytes that share the lead bytes E1 9E/9F; over
-  characters BPE never spends merges on pieces that straddle two characters. Measured at 32k on the
-  shared news + WikiText-2 + Tiny Shakespeare: FLORES dev Khmer 229.8 / English 237.8 tokens per
-  1k chars against 241.7 / 239.9 for byte-level (bench/bench_tokenizer.py).
+  characters BPE never spends merges on pieces that straddle two characters. Tokens are capped at
+  ``max_token_chars`` (16, as SentencePiece) so that rare long strings of the training text do not
+  take vocabulary. See bench/bench_tokenizer.py for the figures against byte-level BPE and a plain
+  SentencePiece BPE.
 - ``byte-level``: GPT-2 style BPE over bytes mapped to printable characters.
 
 The output folder loads with ``transformers.AutoTokenizer.from_pretrained`` and carries
@@ -44,7 +47,7 @@ ALGORITHMS = ("byte-fallback", "byte-level")
 
 SPLIT_PATTERN = (
     r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)"""
-    r"""|[^\r\n\p{L}\p{M}\p{N}]?[\p{L}\p{M}]+"""
+    r"""|[^\r\n\p{L}\p{M}\p{N}]?[\p{L}\p{M}]+[\x{17D4}-\x{17DA}]*"""
     r"""|\p{N}{1,3}"""
     r"""| ?[^\s\p{L}\p{M}\p{N}]+[\r\n]*"""
     r"""|\s*[\r\n]+"""
@@ -67,6 +70,8 @@ class TokenizerConfig:
     vocab_size: int = dataclasses.field(default=32000, metadata={
         "help": "vocabulary size including the 256 byte tokens and the special tokens"})
     min_frequency: int = dataclasses.field(default=2, metadata={"help": "minimum count of a pair to be merged"})
+    max_token_chars: int | None = dataclasses.field(default=16, metadata={
+        "help": "longest token in characters (byte-fallback only; 0 for no limit)"})
     algorithm: str = dataclasses.field(default="byte-fallback", metadata={
         "help": "BPE over characters with byte fallback, or GPT-2 style byte-level BPE", "choices": list(ALGORITHMS)})
     khmer_share: float | None = dataclasses.field(default=None, metadata={
@@ -90,6 +95,8 @@ class TokenizerConfig:
             )
         if self.min_frequency < 1:
             raise ValueError("--min-frequency must be at least 1")
+        if self.max_token_chars is not None and self.max_token_chars < 0:
+            raise ValueError("--max-token-chars must be >= 0")
         if self.algorithm not in ALGORITHMS:
             raise ValueError(f"--algorithm must be one of {ALGORITHMS}")
         if self.khmer_share is not None:
@@ -122,7 +129,7 @@ def build_tokenizer_model(algorithm: str = "byte-fallback"):
 
 
 def train_bpe(texts: Iterable[str], vocab_size: int, algorithm: str = "byte-fallback", min_frequency: int = 2,
-              show_progress: bool = True):
+              show_progress: bool = True, max_token_chars: int | None = 16):
     """Train a ``tokenizers.Tokenizer`` on ``texts`` (already normalized)."""
     import json
 
@@ -138,7 +145,8 @@ def train_bpe(texts: Iterable[str], vocab_size: int, algorithm: str = "byte-fall
     # The trainer only reserves ids for "special" tokens; the byte tokens are reserved that way and
     # then made ordinary vocabulary, so that decode() (which skips special tokens) keeps them.
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=min_frequency,
-                                  special_tokens=SPECIAL_TOKENS + BYTE_TOKENS, show_progress=show_progress)
+                                  special_tokens=SPECIAL_TOKENS + BYTE_TOKENS, show_progress=show_progress,
+                                  max_token_length=max_token_chars or None)
     tok.train_from_iterator(texts, trainer=trainer)
     data = json.loads(tok.to_str())
     data["added_tokens"] = [t for t in data["added_tokens"] if t["content"] in SPECIAL_TOKENS]
@@ -220,7 +228,8 @@ def run_train_tokenizer(cfg: TokenizerConfig) -> dict:
             n_chars += len(t)
             yield t
 
-    tok = train_bpe(counted(texts), cfg.vocab_size, cfg.algorithm, cfg.min_frequency)
+    tok = train_bpe(counted(texts), cfg.vocab_size, cfg.algorithm, cfg.min_frequency,
+                    max_token_chars=cfg.max_token_chars)
     if n_docs == 0:
         raise StageError("no text to train the tokenizer on: the input is empty")
     vocab = tok.get_vocab_size()
