@@ -10,14 +10,14 @@ raw tokenizers library, against SentencePiece, in the same run.
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import sys
 import time
 from pathlib import Path
 
 from tonsai.text import normalize
-from tonsai.tokenizer.bpe import train_bpe
+from tonsai.tokenizer.bpe import SPECIAL_TOKENS, train_bpe
+from tonsai.tokenizer.spm import to_tokenizers, train_sentencepiece
 
 TRAIN = ["khmer_news_kh_data_1000/khm_news_orig.txt", "english_wikitext2_raw/wikitext2.valid.txt",
          "english_wikitext2_raw/wikitext2.test.txt", "english_tinyshakespeare/input.txt"]
@@ -42,24 +42,21 @@ def main() -> int:
     print(f"training text: {len(texts):,} lines, {chars:,} chars (normalized); vocab {args.vocab_size:,}; "
           f"{os.cpu_count()} cores\n")
 
-    import sentencepiece as spm
-
     counters, rows, trained = {}, [], {}
     for algo in ("byte-fallback", "byte-level"):
         t = time.perf_counter()
         tok = train_bpe(iter(texts), args.vocab_size, algo, show_progress=False)
         rows.append((f"tonsai {algo}", time.perf_counter() - t))
         trained[algo] = tok
-        counters[f"tonsai {algo}"] = lambda xs, tok=tok: [len(e.ids) for e in tok.encode_batch(xs, add_special_tokens=False)]
-    model = io.BytesIO()
     t = time.perf_counter()
-    spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(texts), model_writer=model, vocab_size=args.vocab_size, model_type="bpe",
-        byte_fallback=True, normalization_rule_name="identity", remove_extra_whitespaces=False,
-        add_dummy_prefix=False, character_coverage=1.0, max_sentence_length=1 << 20, num_threads=os.cpu_count(),
-        minloglevel=2)
+    sp = train_sentencepiece(iter(texts), args.vocab_size, SPECIAL_TOKENS)
     rows.append(("sentencepiece BPE (baseline)", time.perf_counter() - t))
-    sp = spm.SentencePieceProcessor(model_proto=model.getvalue())
+    t = time.perf_counter()
+    trained["sentencepiece"] = to_tokenizers(sp)
+    rows.append(("tonsai sentencepiece (converted)", rows[-1][1] + time.perf_counter() - t))
+    for name, tok in trained.items():
+        counters[f"tonsai {name}" + (" (converted)" if name == "sentencepiece" else "")] = (
+            lambda xs, tok=tok: [len(e.ids) for e in tok.encode_batch(xs, add_special_tokens=False)])
     counters["sentencepiece BPE (baseline)"] = lambda xs: [len(ids) for ids in sp.encode(xs)]
 
     print(f"{'tokenizer':30} {'train s':>8} " + " ".join(f"{s[:6] + ' ' + m:>13}" for s in PARALLEL
@@ -83,6 +80,8 @@ def main() -> int:
     for name, fn in [
         ("transformers (AutoTokenizer)", lambda xs: hf(xs, add_special_tokens=False)["input_ids"]),
         ("raw tokenizers encode_batch", lambda xs: [e.ids for e in raw_tok.encode_batch(xs, add_special_tokens=False)]),
+        ("converted SentencePiece, tokenizers", lambda xs: [e.ids for e in trained["sentencepiece"].encode_batch(
+            xs, add_special_tokens=False)]),
         ("sentencepiece encode (baseline)", lambda xs: sp.encode(xs, num_threads=os.cpu_count())),
     ]:
         t = time.perf_counter()

@@ -22,6 +22,8 @@ def test_pack_writes_eos_separated_tokens_and_checks_tokenizer(tmp_path, sample_
     assert meta["bytes"] == sum(len(t.encode()) for t in texts)
     with pytest.raises(StageError, match="another tokenizer"):
         TokenFile(tmp_path / "tokens", "0" * 64)
+    with pytest.raises(StageError, match="needs uint32"):
+        TokenFile(tmp_path / "tokens", expect_dtype="uint32")
 
 
 def test_truncated_token_file_is_refused(tmp_path, sample_pipeline):

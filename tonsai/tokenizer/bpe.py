@@ -18,6 +18,8 @@ Two algorithms share that regex and the output format:
   take vocabulary. See bench/bench_tokenizer.py for the figures against byte-level BPE and a plain
   SentencePiece BPE.
 - ``byte-level``: GPT-2 style BPE over bytes mapped to printable characters.
+- ``sentencepiece``: a SentencePiece BPE with byte fallback, converted to the same format
+  (:mod:`tonsai.tokenizer.spm`); it splits only at spaces and script changes, not with the regex.
 
 The output folder loads with ``transformers.AutoTokenizer.from_pretrained`` and carries
 ``<|endoftext|>`` (document separator, bos and eos) and ``<|pad|>``.
@@ -43,7 +45,7 @@ PAD = "<|pad|>"
 SPECIAL_TOKENS = [EOT, PAD]
 BYTE_ALPHABET = 256
 BYTE_TOKENS = [f"<0x{i:02X}>" for i in range(BYTE_ALPHABET)]
-ALGORITHMS = ("byte-fallback", "byte-level")
+ALGORITHMS = ("byte-fallback", "byte-level", "sentencepiece")
 
 SPLIT_PATTERN = (
     r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)"""
@@ -73,7 +75,8 @@ class TokenizerConfig:
     max_token_chars: int | None = dataclasses.field(default=16, metadata={
         "help": "longest token in characters (byte-fallback only; 0 for no limit)"})
     algorithm: str = dataclasses.field(default="byte-fallback", metadata={
-        "help": "BPE over characters with byte fallback, or GPT-2 style byte-level BPE", "choices": list(ALGORITHMS)})
+        "help": "BPE over characters with byte fallback, GPT-2 style byte-level BPE, or SentencePiece BPE "
+                "with byte fallback (all write the same folder format)", "choices": list(ALGORITHMS)})
     khmer_share: float | None = dataclasses.field(default=None, metadata={
         "help": "with --dataset-dir: sample documents so that this share of the tokenizer's training "
                 "characters is Khmer (default: the dataset's own balance)"})
@@ -130,11 +133,21 @@ def build_tokenizer_model(algorithm: str = "byte-fallback"):
 
 def train_bpe(texts: Iterable[str], vocab_size: int, algorithm: str = "byte-fallback", min_frequency: int = 2,
               show_progress: bool = True, max_token_chars: int | None = 16):
-    """Train a ``tokenizers.Tokenizer`` on ``texts`` (already normalized)."""
+    """Train a ``tokenizers.Tokenizer`` on ``texts`` (already normalized).
+
+    ``min_frequency`` and ``max_token_chars`` apply to the tokenizers algorithms; SentencePiece
+    uses its own defaults (pieces of at most 16 characters)."""
     import json
 
     from tokenizers import Tokenizer, pre_tokenizers, trainers
 
+    if algorithm == "sentencepiece":
+        from tonsai.tokenizer.spm import to_tokenizers, train_sentencepiece
+
+        try:
+            return to_tokenizers(train_sentencepiece(texts, vocab_size, SPECIAL_TOKENS))
+        except RuntimeError as e:  # e.g. a vocabulary smaller than the corpus's character set
+            raise StageError(f"SentencePiece training failed: {e}") from e
     tok = build_tokenizer_model(algorithm)
     if algorithm == "byte-level":
         trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=min_frequency,

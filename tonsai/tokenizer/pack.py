@@ -74,7 +74,8 @@ def pack_texts(texts: Iterable[str], tokenizer_dir: str | Path, out_dir: str | P
 class TokenFile:
     """A packed token file opened read-only as a memory map, with its metadata checked."""
 
-    def __init__(self, path: str | Path, expect_tokenizer_sha256: str | None = None):
+    def __init__(self, path: str | Path, expect_tokenizer_sha256: str | None = None,
+                 expect_dtype: str | None = None):
         self.path = Path(path)
         meta_path = self.path / META
         if not meta_path.is_file():
@@ -88,6 +89,9 @@ class TokenFile:
         dtype = np.dtype(self.meta["dtype"])
         if dtype.name not in ("uint16", "uint32"):
             raise StageError(f"{meta_path}: unsupported token dtype {dtype.name}")
+        if expect_dtype and dtype.name != expect_dtype:
+            raise StageError(f"{self.path} stores {dtype.name} tokens but the tokenizer needs {expect_dtype}; "
+                             f"delete it to re-tokenize")
         n = self.meta["tokens"]
         size = (self.path / "tokens.bin").stat().st_size
         if size != n * dtype.itemsize:

@@ -27,7 +27,7 @@ STAGE = "train"
 MODEL_STAGE = "model"
 
 
-def _pack_all(cfg: TrainConfig, tok_sha: str) -> dict[str, Path]:
+def _pack_all(cfg: TrainConfig, tok_sha: str, dtype: str | None) -> dict[str, Path]:
     """Token files for the train split and each validation language (made once, by rank 0)."""
     from tonsai.data.prepare import load_prepared
 
@@ -46,14 +46,15 @@ def _pack_all(cfg: TrainConfig, tok_sha: str) -> dict[str, Path]:
         meta = path / "meta.json"
         if meta.is_file():
             try:
-                TokenFile(path, tok_sha)
+                TokenFile(path, tok_sha, dtype)
                 log.info("reusing token file %s", path)
                 continue
             except StageError:
                 log.info("token file %s was made with another tokenizer: re-tokenizing", path)
         if len(ds) == 0:
             raise StageError(f"{cfg.dataset_dir}: split for {name} is empty")
-        pack_texts(ds["text"], cfg.tokenizer_dir, path, extra_meta={"split": name})
+        texts = (t for batch in ds.iter(batch_size=1000) for t in batch["text"])  # streamed, not one list
+        pack_texts(texts, cfg.tokenizer_dir, path, extra_meta={"split": name})
     if launch.rank() != 0:  # wait for rank 0 to finish packing
         deadline = time.time() + 3600
         while not all((p / "meta.json").is_file() for p in paths.values()):
@@ -170,8 +171,9 @@ def run_train(cfg: TrainConfig) -> dict:
     log.info("model %s: %s parameters (%.3fB), context %d, vocabulary %d (tokenizer %d)",
              config.model_type, f"{n_params:,}", n_params / 1e9, ctx, config.vocab_size, len(tokenizer))
 
-    paths = _pack_all(cfg, tok_sha)
-    train_tokens = TokenFile(paths["train"], tok_sha)
+    dtype = tok_manifest.get("token_dtype")
+    paths = _pack_all(cfg, tok_sha, dtype)
+    train_tokens = TokenFile(paths["train"], tok_sha, dtype)
     train_ds = PackedBlocks(train_tokens.tokens, block_size)
     if len(train_ds) == 0:
         raise StageError(f"the training split has {len(train_tokens)} tokens: fewer than one block of "
@@ -180,7 +182,7 @@ def run_train(cfg: TrainConfig) -> dict:
     for name, path in paths.items():
         if name.startswith("validation_"):
             lang = name.removeprefix("validation_")
-            tf = TokenFile(path, tok_sha)
+            tf = TokenFile(path, tok_sha, dtype)
             eval_ds[lang] = PackedBlocks(tf.tokens, block_size, pad_last=True, pad_id=tokenizer.pad_token_id)
             tokens_per_byte[lang] = tf.meta["tokens"] / max(1, tf.meta["bytes"])
 
