@@ -33,7 +33,7 @@ def test_quality_goal_on_unseen_aligned_sentences(tok32k):
     ntrex = report["sets"]["ntrex128_khm_eng_dev"]["results"]["tonsai"]
     assert ntrex["km"]["per_1k_chars"] <= 230
     assert ntrex["parity"] <= 1.10
-    assert ntrex["en"]["per_1k_chars"] <= 243  # measured 241.0: 0.4% over the goal of 240 (see the issue note)
+    assert ntrex["en"]["per_1k_chars"] <= 243  # measured 242.1: 0.9% over the goal of 240 (see the issue note)
 
 
 def test_reference_tokenizers_match_published_figures(tok32k):
