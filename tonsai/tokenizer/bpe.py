@@ -115,7 +115,9 @@ class TokenizerConfig:
 
 def build_tokenizer_model(algorithm: str = "byte-fallback"):
     """An untrained BPE with tonsai's pre-tokenizer and the decoder for ``algorithm``."""
-    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+
+    from tonsai.tokenizer.normalizer import khmer_normalizer
 
     split = pre_tokenizers.Split(Regex(SPLIT_PATTERN), behavior="isolated")
     if algorithm == "byte-level":
@@ -127,7 +129,7 @@ def build_tokenizer_model(algorithm: str = "byte-fallback"):
         tok = Tokenizer(models.BPE(byte_fallback=True))
         tok.pre_tokenizer = split
         tok.decoder = decoders.Sequence([decoders.ByteFallback(), decoders.Fuse()])
-    tok.normalizer = normalizers.NFC()
+    tok.normalizer = khmer_normalizer()
     return tok
 
 

@@ -50,10 +50,12 @@ def to_tokenizers(sp):
     """The ``tokenizers.Tokenizer`` equivalent of a byte-fallback SentencePiece BPE ``sp``."""
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
 
+    from tonsai.tokenizer.normalizer import khmer_normalizer
+
     vocab = {sp.id_to_piece(i): i for i in range(sp.get_piece_size())}
     tok = Tokenizer(models.BPE(vocab=vocab, merges=_merges(sp, vocab), unk_token=sp.id_to_piece(sp.unk_id()),
                                fuse_unk=True, byte_fallback=True))
-    tok.normalizer = normalizers.Sequence([normalizers.NFC(), normalizers.Replace(" ", META)])
+    tok.normalizer = normalizers.Sequence([khmer_normalizer(), normalizers.Replace(" ", META)])
     tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement=META, prepend_scheme="never", split=True)
     tok.decoder = decoders.Sequence([decoders.Replace(META, " "), decoders.ByteFallback(), decoders.Fuse()])
     return tok
