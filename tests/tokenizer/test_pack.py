@@ -28,7 +28,7 @@ def test_pack_writes_eos_separated_tokens_and_checks_tokenizer(tmp_path, sample_
 
 def test_truncated_token_file_is_refused(tmp_path, sample_pipeline):
     pack_texts(["Hello world, hello world."] * 5, sample_pipeline / "tok", tmp_path / "t")
-    path = tmp_path / "t" / "tokens.bin"
+    path = tmp_path / "t" / "shard-00000.bin"
     path.write_bytes(path.read_bytes()[:-2])
     with pytest.raises(StageError, match="re-tokenize"):
         TokenFile(tmp_path / "t")
@@ -45,3 +45,30 @@ def test_packed_blocks():
     assert val[2]["labels"].tolist() == [8, 9, -100, -100]
     with pytest.raises(IndexError):
         val[3]
+
+
+def test_sharded_tokens_slices_across_shards():
+    from tonsai.tokenizer.pack import ShardedTokens
+
+    arrays = [np.arange(0, 3, dtype=np.uint16), np.zeros(0, np.uint16), np.arange(3, 10, dtype=np.uint16)]
+    t = ShardedTokens(arrays, np.dtype(np.uint16))
+    assert len(t) == 10
+    assert t[2:5].tolist() == [2, 3, 4]
+    assert t[0:10].tolist() == list(range(10))
+    assert t[8:20].tolist() == [8, 9]
+    assert np.asarray(t).tolist() == list(range(10))
+
+
+def test_several_processes_give_the_same_tokens_as_one(tmp_path, sample_pipeline):
+    from tonsai.manifest import read_manifest
+    from tonsai.tokenizer.pack import TokenizeConfig, run_tokenize
+
+    one = run_tokenize(TokenizeConfig(str(sample_pipeline / "data"), str(sample_pipeline / "tok"), str(tmp_path / "a"), 1))
+    three = run_tokenize(TokenizeConfig(str(sample_pipeline / "data"), str(sample_pipeline / "tok"), str(tmp_path / "b"), 3))
+    assert set(one) == {"train", "validation_km", "validation_en"}
+    a, b = TokenFile(one["train"]), TokenFile(three["train"])
+    assert len(b.meta["shards"]) == 3 and len(a.meta["shards"]) == 1
+    assert np.asarray(a.tokens).tolist() == np.asarray(b.tokens).tolist()
+    m = read_manifest(tmp_path / "b", "tokens")
+    assert m["tokenizer_sha256"] == tokenizer_hash(sample_pipeline / "tok")
+    assert m["folders"]["validation_km"]["lang"] == "km"

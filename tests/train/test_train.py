@@ -129,9 +129,25 @@ def test_continual_pretraining_from_a_model_folder(plain_run, sample_pipeline, t
 
 
 @pytest.mark.parametrize("script", ["prepare_dataset", "train_tokenizer", "train_gpt2", "eval_model", "quickstart",
+                                    "tokenize_dataset", "tokenizer_report",
                                     "normalize_text"])
 def test_every_script_has_help(script):
     proc = subprocess.run([sys.executable, str(REPO / "scripts" / f"{script}.py"), "--help"],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0
     assert "--output" in proc.stdout and "Example" in proc.stdout
+
+
+def test_train_from_a_tokens_dir_and_refuse_another_tokenizer(sample_pipeline, tmp_path):
+    from tonsai.tokenizer.bpe import TokenizerConfig, run_train_tokenizer
+    from tonsai.tokenizer.pack import TokenizeConfig, run_tokenize
+
+    run_tokenize(TokenizeConfig(str(sample_pipeline / "data"), str(sample_pipeline / "tok"), str(tmp_path / "tokens"), 2))
+    manifest = run_train(config(sample_pipeline, tmp_path / "run", steps=2, tokens_dir=str(tmp_path / "tokens")))
+    assert manifest["global_step"] == 2 and not (tmp_path / "run" / "tokens").exists()
+    other = tmp_path / "other_tok"
+    run_train_tokenizer(TokenizerConfig(output_dir=str(other), dataset_dir=str(sample_pipeline / "data"), vocab_size=300))
+    bad = config(sample_pipeline, tmp_path / "run2", steps=2, tokens_dir=str(tmp_path / "tokens"))
+    bad.tokenizer_dir = str(other)
+    with pytest.raises(StageError, match="another tokenizer"):
+        run_train(bad)

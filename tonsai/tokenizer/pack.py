@@ -1,27 +1,32 @@
-"""Tokenize documents and pack them into one flat token file per split and language.
+"""Tokenize documents and pack them into token shards, one folder per split and language.
 
 Each document becomes its tokens followed by the end-of-text id, so packed blocks never need
-padding and the model learns where documents end. Tokens are stored as a raw little-endian array
-(``tokens.bin``) of the narrowest dtype for the vocabulary; ``meta.json`` beside it names that
-dtype and the SHA-256 of the tokenizer.json that produced the ids. Readers refuse a mismatch.
+padding and the model learns where documents end. A folder holds ``shard-NNNNN.bin`` files (raw
+little-endian arrays of the narrowest dtype for the vocabulary) and ``meta.json``, which lists the
+shards in order and names the dtype and the SHA-256 of the tokenizer.json that produced the ids;
+readers refuse a mismatch. Several processes tokenize contiguous ranges of documents into their own
+shards, so the token order is the same whatever the number of processes.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
+import multiprocessing
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator
 
 import numpy as np
 
 from tonsai.atomic import staged_dir, write_json
 from tonsai.cli import StageError
-from tonsai.manifest import file_sha256
-from tonsai.tokenizer.bpe import token_dtype
+from tonsai.manifest import file_sha256, write_manifest
+from tonsai.tokenizer.bpe import EOT, token_dtype
 
 log = logging.getLogger(__name__)
 META = "meta.json"
+STAGE = "tokens"
 
 
 def tokenizer_hash(tokenizer_dir: str | Path) -> str:
@@ -31,48 +36,161 @@ def tokenizer_hash(tokenizer_dir: str | Path) -> str:
     return file_sha256(path)
 
 
-def pack_texts(texts: Iterable[str], tokenizer_dir: str | Path, out_dir: str | Path,
-               batch_size: int = 1000, extra_meta: dict | None = None) -> dict:
-    """Tokenize ``texts`` and write ``out_dir/tokens.bin`` and ``out_dir/meta.json`` atomically."""
+def _write_shard(texts: Iterable[str], tokenizer_json: str, path: Path, batch_size: int = 1000) -> dict:
+    """Tokenize ``texts`` into the shard file ``path``; return its counts."""
     from tokenizers import Tokenizer
-    from tqdm.auto import tqdm
 
-    tok = Tokenizer.from_file(str(Path(tokenizer_dir) / "tokenizer.json"))
-    eos = tok.token_to_id("<|endoftext|>")
+    tok = Tokenizer.from_file(tokenizer_json)
+    eos = tok.token_to_id(EOT)
     if eos is None:
-        raise StageError(f"{tokenizer_dir}: tokenizer has no <|endoftext|> token")
+        raise StageError(f"{tokenizer_json}: tokenizer has no {EOT} token")
     dtype = np.dtype(token_dtype(tok.get_vocab_size()))
-    n_tokens = n_docs = n_bytes = n_chars = 0
-    with staged_dir(out_dir) as tmp, open(tmp / "tokens.bin", "wb") as f:
+    counts = {"file": path.name, "tokens": 0, "documents": 0, "bytes": 0, "characters": 0}
+    with open(path, "wb") as f:
         batch: list[str] = []
 
         def flush() -> None:
-            nonlocal n_tokens
             for enc in tok.encode_batch(batch, add_special_tokens=False):
                 ids = np.asarray(enc.ids + [eos], dtype=dtype)
                 f.write(ids.tobytes())
-                n_tokens += len(ids)
+                counts["tokens"] += len(ids)
             batch.clear()
 
-        for text in tqdm(texts, desc=f"tokenize {Path(out_dir).name}", unit="doc", leave=False):
+        for text in texts:
             batch.append(text)
-            n_docs += 1
-            n_chars += len(text)
-            n_bytes += len(text.encode("utf-8"))
+            counts["documents"] += 1
+            counts["characters"] += len(text)
+            counts["bytes"] += len(text.encode("utf-8"))
             if len(batch) >= batch_size:
                 flush()
         if batch:
             flush()
-        f.close()
-        meta = {"tokenizer_sha256": tokenizer_hash(tokenizer_dir), "dtype": dtype.name,
-                "eos_id": eos, "tokens": n_tokens, "documents": n_docs, "bytes": n_bytes,
-                "characters": n_chars, **(extra_meta or {})}
+    return counts
+
+
+def _folder_meta(tokenizer_dir: str | Path, shards: list[dict], extra: dict | None) -> dict:
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(Path(tokenizer_dir) / "tokenizer.json"))
+    totals = {k: sum(s[k] for s in shards) for k in ("tokens", "documents", "bytes", "characters")}
+    return {"tokenizer_sha256": tokenizer_hash(tokenizer_dir), "dtype": token_dtype(tok.get_vocab_size()),
+            "eos_id": tok.token_to_id(EOT), **totals, "shards": shards, **(extra or {})}
+
+
+def pack_texts(texts: Iterable[str], tokenizer_dir: str | Path, out_dir: str | Path,
+               batch_size: int = 1000, extra_meta: dict | None = None) -> dict:
+    """Tokenize ``texts`` in this process into one shard; write the folder ``out_dir`` atomically."""
+    with staged_dir(out_dir) as tmp:
+        shard = _write_shard(texts, str(Path(tokenizer_dir) / "tokenizer.json"), tmp / "shard-00000.bin", batch_size)
+        meta = _folder_meta(tokenizer_dir, [shard], extra_meta)
         write_json(tmp / META, meta)
     return meta
 
 
+def _dataset_texts(dataset_path: str, split: str, lang: str | None, start: int, end: int) -> Iterator[str]:
+    import datasets
+
+    ds = datasets.load_from_disk(dataset_path)[split].select(range(start, end))
+    for batch in ds.iter(batch_size=1000):
+        for text, doc_lang in zip(batch["text"], batch["lang"]):
+            if lang is None or doc_lang == lang:
+                yield text
+
+
+def _pack_range(job: tuple) -> dict:
+    dataset_path, split, lang, start, end, tokenizer_json, path = job
+    return _write_shard(_dataset_texts(dataset_path, split, lang, start, end), tokenizer_json, Path(path))
+
+
+def pack_dataset_split(dataset_dir: str | Path, split: str, lang: str | None, tokenizer_dir: str | Path,
+                       out_dir: str | Path, num_proc: int = 1) -> dict:
+    """Tokenize one split (or one language of it) of a prepared dataset with ``num_proc`` processes,
+    each writing the shard of a contiguous range of documents; write ``out_dir`` atomically."""
+    import datasets
+
+    dataset_path = str(Path(dataset_dir) / "dataset")
+    n = len(datasets.load_from_disk(dataset_path)[split])
+    if n == 0:
+        raise StageError(f"{dataset_dir}: split {split!r} is empty")
+    parts = max(1, min(num_proc, n))
+    bounds = [n * i // parts for i in range(parts + 1)]
+    with staged_dir(out_dir) as tmp:
+        jobs = [(dataset_path, split, lang, bounds[i], bounds[i + 1], str(Path(tokenizer_dir) / "tokenizer.json"),
+                 str(tmp / f"shard-{i:05d}.bin")) for i in range(parts)]
+        if parts == 1:
+            shards = [_pack_range(jobs[0])]
+        else:
+            # spawn, not fork: the parent may hold threads (tokenizers, torch) that fork would copy mid-flight
+            with multiprocessing.get_context("spawn").Pool(parts) as pool:
+                shards = pool.map(_pack_range, jobs)
+        meta = _folder_meta(tokenizer_dir, shards, {"split": split, "lang": lang})
+        if meta["documents"] == 0:
+            raise StageError(f"{dataset_dir}: split {split!r} has no {lang} documents")
+        write_json(tmp / META, meta)
+    log.info("tokenized %s%s: %d documents, %d tokens, %d shard(s)", split, f" ({lang})" if lang else "",
+             meta["documents"], meta["tokens"], len(shards))
+    return meta
+
+
+def pack_dataset(dataset_dir: str | Path, tokenizer_dir: str | Path, out_dir: str | Path, num_proc: int = 1,
+                 config=None) -> dict[str, Path]:
+    """Token folders for the train split and each validation language, under ``out_dir``, with a
+    manifest. Folders that already exist for the same tokenizer are kept (a rerun resumes)."""
+    from tonsai.data.prepare import load_prepared
+
+    dd, _ = load_prepared(dataset_dir)
+    tok_sha = tokenizer_hash(tokenizer_dir)
+    wanted: dict[str, tuple[str, str | None, int]] = {"train": ("train", None, num_proc)}
+    for lang in sorted(set(dd["validation"]["lang"])):
+        wanted[f"validation_{lang}"] = ("validation", lang, 1)
+    paths = {}
+    out_dir = Path(out_dir)
+    for name, (split, lang, procs) in wanted.items():
+        path = paths[name] = out_dir / name
+        if (path / META).is_file():
+            try:
+                TokenFile(path, tok_sha)
+                log.info("reusing token folder %s", path)
+                continue
+            except StageError as e:
+                log.info("re-tokenizing %s: %s", path, e)
+        pack_dataset_split(dataset_dir, split, lang, tokenizer_dir, path, procs)
+    write_manifest(out_dir, STAGE, config or {}, dataset_dir=str(dataset_dir), tokenizer_dir=str(tokenizer_dir),
+                   tokenizer_sha256=tok_sha, folders={n: json.loads((p / META).read_text()) for n, p in paths.items()})
+    return paths
+
+
+class ShardedTokens:
+    """Read-only concatenation of memory-mapped shards: ``len()``, slices and ``np.asarray``."""
+
+    def __init__(self, arrays: list[np.ndarray], dtype: np.dtype):
+        self.arrays = [a for a in arrays if len(a)]
+        self.dtype = dtype
+        self.starts = np.cumsum([0] + [len(a) for a in self.arrays])
+
+    def __len__(self) -> int:
+        return int(self.starts[-1])
+
+    def __getitem__(self, key: slice) -> np.ndarray:
+        start, stop, step = key.indices(len(self))
+        if step != 1:
+            raise ValueError("ShardedTokens supports contiguous slices only")
+        out = []
+        first = int(np.searchsorted(self.starts, start, side="right")) - 1
+        for i in range(max(first, 0), len(self.arrays)):
+            lo, hi = int(self.starts[i]), int(self.starts[i + 1])
+            if lo >= stop:
+                break
+            out.append(self.arrays[i][max(start, lo) - lo:min(stop, hi) - lo])
+        return np.concatenate(out) if len(out) != 1 else out[0]
+
+    def __array__(self, dtype=None, copy=None):
+        arr = self[0:len(self)] if len(self) else np.zeros(0, self.dtype)
+        return arr.astype(dtype) if dtype is not None else arr
+
+
 class TokenFile:
-    """A packed token file opened read-only as a memory map, with its metadata checked."""
+    """A token folder opened read-only (shards memory-mapped), with its metadata checked."""
 
     def __init__(self, path: str | Path, expect_tokenizer_sha256: str | None = None,
                  expect_dtype: str | None = None):
@@ -92,11 +210,14 @@ class TokenFile:
         if expect_dtype and dtype.name != expect_dtype:
             raise StageError(f"{self.path} stores {dtype.name} tokens but the tokenizer needs {expect_dtype}; "
                              f"delete it to re-tokenize")
-        n = self.meta["tokens"]
-        size = (self.path / "tokens.bin").stat().st_size
-        if size != n * dtype.itemsize:
-            raise StageError(f"{self.path}/tokens.bin has {size} bytes, meta says {n} {dtype.name} tokens; re-tokenize")
-        self.tokens = np.memmap(self.path / "tokens.bin", dtype=dtype, mode="r", shape=(n,)) if n else np.zeros(0, dtype)
+        arrays = []
+        for shard in self.meta["shards"]:
+            file, n = self.path / shard["file"], shard["tokens"]
+            size = file.stat().st_size if file.is_file() else -1
+            if size != n * dtype.itemsize:
+                raise StageError(f"{file} has {size} bytes, meta says {n} {dtype.name} tokens; re-tokenize")
+            arrays.append(np.memmap(file, dtype=dtype, mode="r", shape=(n,)) if n else np.zeros(0, dtype))
+        self.tokens = ShardedTokens(arrays, dtype)
 
     def __len__(self) -> int:
         return len(self.tokens)
@@ -109,7 +230,7 @@ class PackedBlocks:
     does not fill a block is kept, padded with ``pad_id`` and masked out of the loss with -100.
     """
 
-    def __init__(self, tokens: np.ndarray, block_size: int, pad_last: bool = False, pad_id: int = 0):
+    def __init__(self, tokens, block_size: int, pad_last: bool = False, pad_id: int = 0):
         self.tokens = tokens
         self.block_size = block_size
         self.pad_id = pad_id
@@ -134,8 +255,21 @@ class PackedBlocks:
         return {"input_ids": ids, "labels": labels}
 
 
-def split_by_language(langs: Sequence[str]) -> dict[str, list[int]]:
-    groups: dict[str, list[int]] = {}
-    for i, lang in enumerate(langs):
-        groups.setdefault(lang, []).append(i)
-    return groups
+@dataclasses.dataclass
+class TokenizeConfig:
+    """Options of scripts/tokenize_dataset.py."""
+
+    dataset_dir: str = dataclasses.field(metadata={"help": "folder written by prepare_dataset.py"})
+    tokenizer_dir: str = dataclasses.field(metadata={"help": "folder written by train_tokenizer.py"})
+    output_dir: str = dataclasses.field(metadata={
+        "help": "folder for the token folders (train, validation_<lang>) and manifest.json"})
+    workers: int = dataclasses.field(default=max(1, (multiprocessing.cpu_count() or 1)), metadata={
+        "help": "processes tokenizing the train split, each writing one shard"})
+
+    def __post_init__(self) -> None:
+        if self.workers < 1:
+            raise ValueError("--workers must be at least 1")
+
+
+def run_tokenize(cfg: TokenizeConfig) -> dict[str, Path]:
+    return pack_dataset(cfg.dataset_dir, cfg.tokenizer_dir, cfg.output_dir, cfg.workers, cfg)

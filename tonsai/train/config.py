@@ -20,6 +20,10 @@ class TrainConfig:
     resume_from: str | None = dataclasses.field(default=None, metadata={
         "help": "'auto' (latest checkpoint in --output-dir), a checkpoint folder (restores everything), "
                 "or a Hugging Face model folder (weights only, fresh optimizer)"})
+    tokens_dir: str | None = dataclasses.field(default=None, metadata={
+        "help": "token folders written by tokenize_dataset.py (default: tokenize into <output-dir>/tokens)"})
+    tokenize_workers: int = dataclasses.field(default=1, metadata={
+        "help": "processes that tokenize the train split when tonsai tokenizes it itself"})
     block_size: int | None = dataclasses.field(default=None, metadata={
         "help": "tokens per training sequence (default: the model's context length)"})
     micro_batch_size: int = dataclasses.field(default=8, metadata={"help": "sequences per device per step"})
@@ -65,5 +69,7 @@ class TrainConfig:
             raise ValueError("--learning-rate must be positive")
         if self.warmup < 0:
             raise ValueError("--warmup must be >= 0")
+        if self.tokenize_workers < 1:
+            raise ValueError("--tokenize-workers must be at least 1")
         if self.dataloader_workers < 0:
             raise ValueError("--dataloader-workers must be >= 0")

@@ -17,8 +17,8 @@ from pathlib import Path
 
 from tonsai.atomic import write_text
 from tonsai.cli import StageError
-from tonsai.manifest import read_manifest, write_manifest
-from tonsai.tokenizer.pack import PackedBlocks, TokenFile, pack_texts, tokenizer_hash
+from tonsai.manifest import ManifestError, read_manifest, write_manifest
+from tonsai.tokenizer.pack import PackedBlocks, TokenFile, pack_dataset, tokenizer_hash
 from tonsai.train import launch
 from tonsai.train.config import TrainConfig
 
@@ -27,41 +27,29 @@ STAGE = "train"
 MODEL_STAGE = "model"
 
 
-def _pack_all(cfg: TrainConfig, tok_sha: str, dtype: str | None) -> dict[str, Path]:
-    """Token files for the train split and each validation language (made once, by rank 0)."""
-    from tonsai.data.prepare import load_prepared
-
-    dd, _ = load_prepared(cfg.dataset_dir)
+def _token_folders(cfg: TrainConfig, tok_sha: str) -> dict[str, Path]:
+    """Token folders for the train split and each validation language: --tokens-dir if given, else
+    made (once, by rank 0; other ranks wait) in <output_dir>/tokens."""
+    if cfg.tokens_dir is not None:
+        manifest = read_manifest(cfg.tokens_dir, "tokens")
+        if manifest["tokenizer_sha256"] != tok_sha:
+            raise StageError(f"--tokens-dir {cfg.tokens_dir} was made with another tokenizer than "
+                             f"--tokenizer-dir {cfg.tokenizer_dir}; re-run tokenize_dataset.py")
+        return {name: Path(cfg.tokens_dir) / name for name in manifest["folders"]}
     tokens_dir = Path(cfg.output_dir) / "tokens"
-    wanted = {"train": dd["train"]}
-    val = dd["validation"]
-    for lang in sorted(set(val["lang"])):
-        wanted[f"validation_{lang}"] = val.filter(lambda r, lang=lang: r["lang"] == lang)
-    paths = {}
-    for name, ds in wanted.items():
-        path = tokens_dir / name
-        paths[name] = path
-        if launch.rank() != 0:
-            continue
-        meta = path / "meta.json"
-        if meta.is_file():
-            try:
-                TokenFile(path, tok_sha, dtype)
-                log.info("reusing token file %s", path)
-                continue
-            except StageError:
-                log.info("token file %s was made with another tokenizer: re-tokenizing", path)
-        if len(ds) == 0:
-            raise StageError(f"{cfg.dataset_dir}: split for {name} is empty")
-        texts = (t for batch in ds.iter(batch_size=1000) for t in batch["text"])  # streamed, not one list
-        pack_texts(texts, cfg.tokenizer_dir, path, extra_meta={"split": name})
-    if launch.rank() != 0:  # wait for rank 0 to finish packing
-        deadline = time.time() + 3600
-        while not all((p / "meta.json").is_file() for p in paths.values()):
-            if time.time() > deadline:
-                raise StageError("timed out waiting for rank 0 to tokenize the dataset")
-            time.sleep(1)
-    return paths
+    if launch.rank() == 0:
+        return pack_dataset(cfg.dataset_dir, cfg.tokenizer_dir, tokens_dir, cfg.tokenize_workers, cfg)
+    deadline = time.time() + 3600
+    while True:  # rank 0 writes the manifest last
+        try:
+            manifest = read_manifest(tokens_dir, "tokens")
+            if manifest["tokenizer_sha256"] == tok_sha:
+                return {name: tokens_dir / name for name in manifest["folders"]}
+        except ManifestError:
+            pass
+        if time.time() > deadline:
+            raise StageError("timed out waiting for rank 0 to tokenize the dataset")
+        time.sleep(1)
 
 
 def latest_checkpoint(output_dir: str | Path) -> Path | None:
@@ -172,7 +160,7 @@ def run_train(cfg: TrainConfig) -> dict:
              config.model_type, f"{n_params:,}", n_params / 1e9, ctx, config.vocab_size, len(tokenizer))
 
     dtype = tok_manifest.get("token_dtype")
-    paths = _pack_all(cfg, tok_sha, dtype)
+    paths = _token_folders(cfg, tok_sha)
     train_tokens = TokenFile(paths["train"], tok_sha, dtype)
     train_ds = PackedBlocks(train_tokens.tokens, block_size)
     if len(train_ds) == 0:
