@@ -129,7 +129,7 @@ def test_continual_pretraining_from_a_model_folder(plain_run, sample_pipeline, t
 
 
 @pytest.mark.parametrize("script", ["prepare_dataset", "train_tokenizer", "train_gpt2", "eval_model", "quickstart",
-                                    "tokenize_dataset", "tokenizer_report",
+                                    "tokenize_dataset", "tokenizer_report", "plan_run",
                                     "normalize_text"])
 def test_every_script_has_help(script):
     proc = subprocess.run([sys.executable, str(REPO / "scripts" / f"{script}.py"), "--help"],
@@ -151,3 +151,16 @@ def test_train_from_a_tokens_dir_and_refuse_another_tokenizer(sample_pipeline, t
     bad.tokenizer_dir = str(other)
     with pytest.raises(StageError, match="another tokenizer"):
         run_train(bad)
+
+
+def test_llama_style_model_trains(sample_pipeline, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    cfg = config(sample_pipeline, tmp_path / "llama", steps=4)
+    cfg.model_config = str(REPO / "configs/model/llama_tiny.json")
+    manifest = run_train(cfg)
+    assert manifest["model_type"] == "llama" and manifest["global_step"] == 4
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "llama" / "final")
+    assert model.config.num_key_value_heads == 2 and model.config.vocab_size % 64 == 0
+    rows = [json.loads(x) for x in (tmp_path / "llama" / "metrics.jsonl").read_text().splitlines()]
+    assert any("tokens_per_s" in r for r in rows) and not any("mfu" in r for r in rows)  # no MFU on a CPU

@@ -1,4 +1,4 @@
-"""Trainer callbacks: metrics.jsonl with throughput and per-language bits per byte."""
+"""Trainer callbacks: metrics.jsonl with throughput, MFU and per-language bits per byte."""
 
 from __future__ import annotations
 
@@ -7,21 +7,29 @@ import math
 import time
 from pathlib import Path
 
+import torch
 from transformers import TrainerCallback
+
+from tonsai.model.cost import mfu
 
 
 class MetricsLogger(TrainerCallback):
     """Append one JSON object per log event to ``metrics.jsonl`` (main process only).
 
-    Train events carry step, loss, learning rate, grad norm and tokens/s since the previous train
-    event; validation events carry ``eval_<lang>_loss`` and the derived ``eval_<lang>_bpb`` (bits
+    Train events carry step, loss, learning rate, grad norm, tokens/s since the previous train
+    event, and on a GPU the MFU (:mod:`tonsai.model.cost`, against the device's bf16 peak) and the
+    peak GPU memory; validation events carry ``eval_<lang>_loss`` and the derived ``eval_<lang>_bpb`` (bits
     per UTF-8 byte: loss in nats times tokens per byte of that validation set, over ln 2).
     """
 
-    def __init__(self, path: str | Path, tokens_per_step: int, tokens_per_byte: dict[str, float]):
+    def __init__(self, path: str | Path, tokens_per_step: int, tokens_per_byte: dict[str, float],
+                 flops_per_token: float | None = None, peak_flops: float | None = None, world_size: int = 1):
         self.path = Path(path)
         self.tokens_per_step = tokens_per_step
         self.tokens_per_byte = tokens_per_byte
+        self.flops_per_token = flops_per_token
+        self.peak_flops = peak_flops
+        self.world_size = world_size
         self._t = None
         self._step = 0
 
@@ -41,7 +49,12 @@ class MetricsLogger(TrainerCallback):
             steps = state.global_step - self._step
             if steps > 0 and now > self._t:
                 record["tokens_per_s"] = steps * self.tokens_per_step / (now - self._t)
+                if self.flops_per_token and self.peak_flops:
+                    record["mfu"] = mfu(record["tokens_per_s"], self.flops_per_token, self.peak_flops,
+                                        self.world_size)
             self._t, self._step = now, state.global_step
+            if torch.cuda.is_available():
+                record["gpu_memory_gb"] = torch.cuda.max_memory_allocated() / 1e9
         record["tokens_seen"] = state.global_step * self.tokens_per_step
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")

@@ -126,6 +126,7 @@ def run_train(cfg: TrainConfig) -> dict:
     from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments, default_data_collator
 
     from tonsai.model.build import build_model, context_length, count_parameters, load_model_config
+    from tonsai.model.cost import GPU_PEAK_BF16, ModelShape, gpu_key
     from tonsai.train.callbacks import MetricsLogger
 
     read_manifest(cfg.dataset_dir, "prepare")
@@ -214,10 +215,15 @@ def run_train(cfg: TrainConfig) -> dict:
         remove_unused_columns=False,
         prediction_loss_only=True,
     )
+    shape = ModelShape.from_config(config, block_size)
+    peak = GPU_PEAK_BF16.get(gpu_key(torch.cuda.get_device_name()) or "") if not use_cpu else None
+    log.info("%.3f GFLOP per token (tonsai.model.cost)%s", shape.flops_per_token() / 1e9,
+             f"; MFU against {peak / 1e12:.0f} TFLOP/s" if peak else "; no MFU on this device")
     trainer = Trainer(
         model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
         data_collator=default_data_collator, processing_class=tokenizer,
-        callbacks=[MetricsLogger(Path(cfg.output_dir) / "metrics.jsonl", tokens_per_step, tokens_per_byte)],
+        callbacks=[MetricsLogger(Path(cfg.output_dir) / "metrics.jsonl", tokens_per_step, tokens_per_byte,
+                                 shape.flops_per_token(), peak, world)],
     )
     result = trainer.train(resume_from_checkpoint=resume_path if kind == "checkpoint" else None)
     final_metrics = {}
