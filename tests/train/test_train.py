@@ -135,7 +135,7 @@ def test_every_script_has_help(script):
     proc = subprocess.run([sys.executable, str(REPO / "scripts" / f"{script}.py"), "--help"],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0
-    assert "--output" in proc.stdout and "Example" in proc.stdout
+    assert "Example" in proc.stdout and "--config CONFIG" in proc.stdout and "(default:" in proc.stdout
 
 
 def test_train_from_a_tokens_dir_and_refuse_another_tokenizer(sample_pipeline, tmp_path):
