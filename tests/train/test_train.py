@@ -164,3 +164,58 @@ def test_llama_style_model_trains(sample_pipeline, tmp_path):
     assert model.config.num_key_value_heads == 2 and model.config.vocab_size % 64 == 0
     rows = [json.loads(x) for x in (tmp_path / "llama" / "metrics.jsonl").read_text().splitlines()]
     assert any("tokens_per_s" in r for r in rows) and not any("mfu" in r for r in rows)  # no MFU on a CPU
+
+
+def _wait_and_kill(proc, condition, timeout=600):
+    import signal
+    import time
+
+    deadline = time.time() + timeout
+    while not condition():
+        assert proc.poll() is None, "training ended before the kill point"
+        assert time.time() < deadline
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def test_kill_9_then_resume_auto_gives_the_uninterrupted_losses(plain_run, sample_pipeline, tmp_path):
+    out = tmp_path / "killed"
+    args = common_args(sample_pipeline, out)
+    env = {k: v for k, v in os.environ.items() if k not in LAUNCH_VARS}
+    cmd = [sys.executable, str(REPO / "scripts/train_gpt2.py"), *args]
+
+    def logged_step(n):
+        def ok():
+            path = out / "metrics.jsonl"
+            return path.is_file() and any(json.loads(x).get("step", 0) >= n for x in path.read_text().splitlines()
+                                          if x.strip())
+        return ok
+
+    # kill 1: after checkpoint-6 is complete and step 8 is logged (mid-way to the next checkpoint)
+    _wait_and_kill(subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
+                   lambda: (out / "checkpoint-6" / "trainer_state.json").is_file() and logged_step(8)())
+    assert not (out / "final").exists()
+    # kill 2: the resumed run, once it has logged step 10 again
+    resumed = subprocess.Popen(cmd + ["--resume-from", "auto"], cwd=REPO, env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _wait_and_kill(resumed, logged_step(10))
+    proc = run_script(args + ["--resume-from", "auto"])
+    assert "checkpoint-6" in proc.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["global_step"] == 12 and manifest["start"] == "checkpoint"
+    # same data order, same losses as the run that was never interrupted (CPU, fp32: exactly)
+    assert losses(out) == losses(plain_run[0])
+    assert losses(out, "eval_km_loss") == losses(plain_run[0], "eval_km_loss")
+
+
+def test_incomplete_checkpoints_are_never_resumed_from(tmp_path):
+    from tonsai.train.run import latest_checkpoint
+
+    for step, state in ((6, '{"global_step": 6}'), (9, '{"global_step": 9, "log_hi'), (12, None)):
+        d = tmp_path / f"checkpoint-{step}"
+        d.mkdir()
+        (d / "model.safetensors").write_bytes(b"x")
+        if state is not None:
+            (d / "trainer_state.json").write_text(state)
+    assert latest_checkpoint(tmp_path) == tmp_path / "checkpoint-6"

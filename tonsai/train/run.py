@@ -53,13 +53,23 @@ def _token_folders(cfg: TrainConfig, tok_sha: str) -> dict[str, Path]:
 
 
 def latest_checkpoint(output_dir: str | Path) -> Path | None:
-    """The newest complete ``checkpoint-N`` folder (one with trainer_state.json) in ``output_dir``."""
+    """The newest complete ``checkpoint-N`` folder in ``output_dir`` (see :func:`_complete`)."""
     found = []
     for p in Path(output_dir).glob("checkpoint-*"):
         step = p.name.split("-")[-1]
-        if step.isdigit() and (p / "trainer_state.json").is_file():
+        if step.isdigit() and _complete(p):
             found.append((int(step), p))
     return max(found)[1] if found else None
+
+
+def _complete(checkpoint: Path) -> bool:
+    """The Trainer writes trainer_state.json last: a checkpoint killed while being written has
+    none, or a truncated one."""
+    try:
+        json.loads((checkpoint / "trainer_state.json").read_text())
+        return True
+    except (OSError, json.JSONDecodeError):
+        return False
 
 
 def _resolve_resume(cfg: TrainConfig) -> tuple[str, str | None]:
@@ -199,7 +209,7 @@ def run_train(cfg: TrainConfig) -> dict:
         use_cpu=use_cpu,
         eval_strategy="steps",
         eval_steps=cfg.eval_steps,
-        eval_on_start=True,
+        eval_on_start=kind != "checkpoint",  # a resumed run already logged this evaluation
         save_strategy="steps",
         save_steps=cfg.save_steps,
         save_total_limit=cfg.save_total_limit,
