@@ -77,7 +77,7 @@ def run_quickstart(cfg: QuickstartConfig) -> dict:
         dataset_dir=str(data_dir), tokenizer_dir=str(tok_dir), model_config=cfg.model_config,
         output_dir=str(run_dir), deepspeed=cfg.deepspeed, block_size=cfg.block_size, micro_batch_size=8,
         max_steps=cfg.max_steps, learning_rate=2e-3, warmup=0.05, eval_steps=max(1, cfg.max_steps // 10),
-        save_steps=cfg.max_steps, save_total_limit=1, logging_steps=max(1, cfg.max_steps // 30),
+        save_steps=cfg.max_steps, save_total_limit=1, logging_steps=1,
         seed=cfg.seed, device="cpu", dataloader_workers=0, overwrite=True))
     timings["train"] = time.perf_counter() - t
 

@@ -219,3 +219,38 @@ def test_incomplete_checkpoints_are_never_resumed_from(tmp_path):
         if state is not None:
             (d / "trainer_state.json").write_text(state)
     assert latest_checkpoint(tmp_path) == tmp_path / "checkpoint-6"
+
+
+def test_non_finite_loss_stops_without_saving(plain_run, sample_pipeline, tmp_path):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    broken = tmp_path / "broken"  # a model whose weights went bad: one NaN in the last layer norm
+    model = AutoModelForCausalLM.from_pretrained(plain_run[0] / "final")
+    with torch.no_grad():
+        model.transformer.ln_f.weight[0] = float("nan")
+    model.save_pretrained(broken)
+    cfg = config(sample_pipeline, tmp_path / "nan", steps=12, resume_from=str(broken))
+    with pytest.raises(StageError, match="loss became nan") as e:
+        run_train(cfg)
+    step = int(str(e.value).split(" at step ")[1].split(";")[0])
+    assert step < 6
+    assert not (tmp_path / "nan" / "final").exists()
+    saved = [int(p.name.split("-")[1]) for p in (tmp_path / "nan").glob("checkpoint-*")]
+    assert all(s < step for s in saved)
+
+
+def test_too_little_disk_stops_before_the_checkpoint(sample_pipeline, tmp_path):
+    with pytest.raises(StageError, match="GB free"):
+        run_train(config(sample_pipeline, tmp_path / "disk", steps=6, min_free_disk_gb=1e9))
+    assert not list((tmp_path / "disk").glob("checkpoint-*"))
+
+
+def test_driver_message():
+    from tonsai.train.guards import cuda_problem
+
+    msg = cuda_problem("550.54.15", "13.0")
+    assert "driver >= 580" in msg and "torch==2.10" in msg
+    assert cuda_problem("580.65", "13.0") is None
+    assert cuda_problem("535.1", "12.8") is None
+    assert cuda_problem(None, "13.0") is None

@@ -56,6 +56,8 @@ class TrainConfig:
     local_rank: int = dataclasses.field(default=-1, metadata={
         "help": "set by the deepspeed launcher (--local_rank=N); the LOCAL_RANK environment variable is what is used",
         "aliases": ["--local_rank"]})
+    min_free_disk_gb: float = dataclasses.field(default=1.0, metadata={
+        "help": "free disk to keep beyond a checkpoint's size; below it the run stops before saving"})
     dataloader_workers: int = dataclasses.field(default=2, metadata={"help": "data loading worker processes"})
 
     def __post_init__(self) -> None:
@@ -63,6 +65,9 @@ class TrainConfig:
                      "logging_steps", "eval_batch_size", "save_total_limit"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+        if self.save_steps % self.logging_steps:
+            raise ValueError(f"--save-steps ({self.save_steps}) must be a multiple of --logging-steps "
+                             f"({self.logging_steps}): the loss is checked for NaN/inf at every log, before a save")
         if self.block_size is not None and self.block_size < 2:
             raise ValueError("--block-size must be at least 2")
         if self.learning_rate <= 0:

@@ -21,6 +21,7 @@ from tonsai.manifest import ManifestError, read_manifest, write_manifest
 from tonsai.tokenizer.pack import PackedBlocks, TokenFile, pack_dataset, tokenizer_hash
 from tonsai.train import launch
 from tonsai.train.config import TrainConfig
+from tonsai.train.guards import DiskSpaceGuard, NonFiniteLossGuard, cuda_problem, nvidia_driver_version
 
 log = logging.getLogger(__name__)
 STAGE = "train"
@@ -185,6 +186,12 @@ def run_train(cfg: TrainConfig) -> dict:
             eval_ds[lang] = PackedBlocks(tf.tokens, block_size, pad_last=True, pad_id=tokenizer.pad_token_id)
             tokens_per_byte[lang] = tf.meta["tokens"] / max(1, tf.meta["bytes"])
 
+    if cfg.device != "cpu" and not torch.cuda.is_available():
+        problem = cuda_problem(nvidia_driver_version(), torch.version.cuda)
+        if problem:
+            raise StageError(problem)
+        if cfg.device == "cuda":
+            raise StageError("--device cuda, but torch sees no GPU (no NVIDIA driver found); use --device cpu")
     use_cpu = cfg.device == "cpu" or (cfg.device == "auto" and not torch.cuda.is_available())
     bf16 = _precision(cfg, use_cpu)
     world = launch.world_size()
@@ -224,7 +231,9 @@ def run_train(cfg: TrainConfig) -> dict:
         torch_compile=cfg.torch_compile,
         remove_unused_columns=False,
         prediction_loss_only=True,
+        logging_nan_inf_filter=False,  # NonFiniteLossGuard must see a non-finite loss, not an average that hides it
     )
+    nan_guard = NonFiniteLossGuard()
     shape = ModelShape.from_config(config, block_size)
     peak = GPU_PEAK_BF16.get(gpu_key(torch.cuda.get_device_name()) or "") if not use_cpu else None
     log.info("%.3f GFLOP per token (tonsai.model.cost)%s", shape.flops_per_token() / 1e9,
@@ -233,9 +242,16 @@ def run_train(cfg: TrainConfig) -> dict:
         model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
         data_collator=default_data_collator, processing_class=tokenizer,
         callbacks=[MetricsLogger(Path(cfg.output_dir) / "metrics.jsonl", tokens_per_step, tokens_per_byte,
-                                 shape.flops_per_token(), peak, world)],
+                                 shape.flops_per_token(), peak, world),
+                   nan_guard, DiskSpaceGuard(cfg.output_dir, n_params, cfg.min_free_disk_gb)],
     )
     result = trainer.train(resume_from_checkpoint=resume_path if kind == "checkpoint" else None)
+    if nan_guard.bad_step is not None:
+        last = latest_checkpoint(cfg.output_dir)
+        raise StageError(
+            f"the training loss became {nan_guard.loss} at step {nan_guard.bad_step}; training stopped without "
+            f"saving. The last complete checkpoint is {last or 'none'}: resume it with --resume-from auto and a "
+            f"lower --learning-rate (or more --warmup), or inspect the data near that step.")
     final_metrics = {}
     for lang, ds in eval_ds.items():
         last = [e for e in trainer.state.log_history if f"eval_{lang}_loss" in e]

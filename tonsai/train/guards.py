@@ -1,0 +1,87 @@
+"""Checks that stop a long run early and clearly instead of late and silently.
+
+- :class:`NonFiniteLossGuard`: a NaN or infinite training loss, checked at every log (the Trainer's
+  NaN filter is off, and --save-steps must be a multiple of --logging-steps, so every save follows a
+  check in the same step), stops training at once, before any further checkpoint is written, so the last complete checkpoint predates the problem; the stage
+  then exits non-zero with a message (resume with ``--resume-from auto`` and a lower learning rate,
+  or look at the data near that step). A non-finite loss has usually already produced non-finite
+  gradients and weights, which is why tonsai stops rather than skipping the step and going on.
+- :class:`DiskSpaceGuard`: before each checkpoint, free space must exceed the checkpoint's
+  estimated size (16 bytes per parameter: fp32 weights and two Adam moments, plus RNG and
+  scheduler state) plus ``--min-free-disk-gb``; otherwise the run stops with an error instead of
+  dying in the middle of a write.
+- :func:`cuda_problem`: why torch cannot see a GPU that ``nvidia-smi`` sees, in words.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import subprocess
+from pathlib import Path
+
+from transformers import TrainerCallback
+
+from tonsai.cli import StageError
+
+CHECKPOINT_BYTES_PER_PARAMETER = 16
+# the oldest NVIDIA driver for each CUDA major version torch wheels are built with
+MIN_DRIVER = {12: 525, 13: 580}
+
+
+class NonFiniteLossGuard(TrainerCallback):
+    def __init__(self) -> None:
+        self.bad_step: int | None = None
+        self.loss: float | None = None
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(loss):
+            self.bad_step, self.loss = state.global_step, loss
+            control.should_training_stop = True
+            control.should_save = False
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.bad_step is not None:
+            control.should_save = False
+
+
+class DiskSpaceGuard(TrainerCallback):
+    def __init__(self, output_dir: str | Path, parameters: int, min_free_gb: float = 0.0):
+        self.output_dir = Path(output_dir)
+        self.needed = parameters * CHECKPOINT_BYTES_PER_PARAMETER + min_free_gb * 1e9
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if control.should_save and state.is_world_process_zero:
+            free = shutil.disk_usage(self.output_dir).free
+            if free < self.needed:
+                raise StageError(
+                    f"only {free / 1e9:.1f} GB free in {self.output_dir}, a checkpoint needs about "
+                    f"{self.needed / 1e9:.1f} GB: free space (lower --save-total-limit keeps fewer checkpoints) "
+                    f"and resume with --resume-from auto")
+
+
+def cuda_problem(driver_version: str | None, torch_cuda: str | None) -> str | None:
+    """A message when the NVIDIA driver is too old for torch's CUDA build, else None."""
+    if not driver_version or not torch_cuda:
+        return None
+    major = int(torch_cuda.split(".")[0])
+    need = MIN_DRIVER.get(major)
+    have = int(driver_version.split(".")[0])
+    if need is None or have >= need:
+        return None
+    return (f"torch is built for CUDA {torch_cuda}, which needs NVIDIA driver >= {need}, but this machine has "
+            f"driver {driver_version}. Upgrade the driver, or pin a torch built for an older CUDA in "
+            f"pyproject.toml (torch 2.10 is the last CUDA 12.8 build: \"torch==2.10.*\") and run `uv lock`.")
+
+
+def nvidia_driver_version() -> str | None:
+    """The driver version nvidia-smi reports, or None when there is no NVIDIA driver."""
+    if shutil.which("nvidia-smi") is None:
+        return None
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else None
