@@ -69,6 +69,7 @@ def test_plain_run_writes_model_metrics_and_manifest(plain_run):
         assert curve[-1][1] < curve[0][1]
         assert losses(out, f"eval_{lang}_bpb")
     assert all(r[1] > 0 for r in losses(out, "tokens_per_s"))
+    assert list((out / "tensorboard").glob("events.out.tfevents.*"))  # TensorBoard by default, offline
 
 
 def test_deepspeed_zero2_single_process_without_launcher_matches_plain_run(plain_run, sample_pipeline, tmp_path):

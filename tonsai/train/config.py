@@ -50,6 +50,9 @@ class TrainConfig:
     gradient_checkpointing: bool = dataclasses.field(default=False, metadata={
         "help": "recompute activations in the backward pass to save memory"})
     torch_compile: bool = dataclasses.field(default=False, metadata={"help": "compile the model with torch.compile"})
+    report_to: list[str] = dataclasses.field(default_factory=lambda: ["tensorboard"], metadata={
+        "help": "where to send training metrics besides metrics.jsonl: tensorboard (offline, in "
+                "<output-dir>/tensorboard), wandb (install it with `uv add wandb`), or none"})
     overwrite: bool = dataclasses.field(default=False, metadata={
         "help": "start from scratch in an --output-dir that already holds checkpoints or a final model, "
                 "deleting them (without it, such a folder is refused)"})
@@ -74,6 +77,9 @@ class TrainConfig:
             raise ValueError("--learning-rate must be positive")
         if self.warmup < 0:
             raise ValueError("--warmup must be >= 0")
+        unknown = set(self.report_to) - {"tensorboard", "wandb", "none"}
+        if unknown:
+            raise ValueError(f"--report-to: unknown {sorted(unknown)}; use tensorboard, wandb or none")
         if self.tokenize_workers < 1:
             raise ValueError("--tokenize-workers must be at least 1")
         if self.dataloader_workers < 0:

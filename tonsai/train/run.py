@@ -199,6 +199,20 @@ def run_train(cfg: TrainConfig) -> dict:
     log.info("%d training blocks of %d tokens; %d tokens per optimizer step; %s; %s",
              len(train_ds), block_size, tokens_per_step, "bf16" if bf16 else "fp32",
              f"DeepSpeed {cfg.deepspeed}" if cfg.deepspeed else "no DeepSpeed")
+    # TensorBoard gets an explicit folder through our own callback; the Trainer handles the rest
+    report_to = [r for r in cfg.report_to if r not in ("none", "tensorboard")]
+    if "wandb" in report_to:
+        import importlib.util
+
+        if importlib.util.find_spec("wandb") is None:
+            raise StageError("--report-to wandb needs the wandb package: `uv add wandb` (and `wandb login`)")
+    extra_callbacks = []
+    if "tensorboard" in cfg.report_to:
+        from torch.utils.tensorboard import SummaryWriter
+        from transformers.integrations import TensorBoardCallback
+
+        writer = SummaryWriter(log_dir=str(Path(cfg.output_dir) / "tensorboard")) if launch.rank() == 0 else None
+        extra_callbacks.append(TensorBoardCallback(tb_writer=writer))
     args = TrainingArguments(
         output_dir=cfg.output_dir,
         per_device_train_batch_size=cfg.micro_batch_size,
@@ -225,7 +239,7 @@ def run_train(cfg: TrainConfig) -> dict:
         seed=cfg.seed,
         data_seed=cfg.seed,
         deepspeed=cfg.deepspeed,
-        report_to="none",
+        report_to=report_to or "none",
         dataloader_num_workers=cfg.dataloader_workers,
         activation_checkpointing=cfg.gradient_checkpointing,
         torch_compile=cfg.torch_compile,
@@ -243,7 +257,7 @@ def run_train(cfg: TrainConfig) -> dict:
         data_collator=default_data_collator, processing_class=tokenizer,
         callbacks=[MetricsLogger(Path(cfg.output_dir) / "metrics.jsonl", tokens_per_step, tokens_per_byte,
                                  shape.flops_per_token(), peak, world),
-                   nan_guard, DiskSpaceGuard(cfg.output_dir, n_params, cfg.min_free_disk_gb)],
+                   nan_guard, DiskSpaceGuard(cfg.output_dir, n_params, cfg.min_free_disk_gb), *extra_callbacks],
     )
     result = trainer.train(resume_from_checkpoint=resume_path if kind == "checkpoint" else None)
     if nan_guard.bad_step is not None:
