@@ -224,13 +224,14 @@ def test_incomplete_checkpoints_are_never_resumed_from(tmp_path):
 
 def test_non_finite_loss_stops_without_saving(plain_run, sample_pipeline, tmp_path):
     import torch
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     broken = tmp_path / "broken"  # a model whose weights went bad: one NaN in the last layer norm
     model = AutoModelForCausalLM.from_pretrained(plain_run[0] / "final")
     with torch.no_grad():
         model.transformer.ln_f.weight[0] = float("nan")
     model.save_pretrained(broken)
+    AutoTokenizer.from_pretrained(plain_run[0] / "final").save_pretrained(broken)
     cfg = config(sample_pipeline, tmp_path / "nan", steps=12, resume_from=str(broken))
     with pytest.raises(StageError, match="loss became nan") as e:
         run_train(cfg)
@@ -255,3 +256,39 @@ def test_driver_message():
     assert cuda_problem("580.65", "13.0") is None
     assert cuda_problem("535.1", "12.8") is None
     assert cuda_problem(None, "13.0") is None
+
+
+def test_continual_pretraining_with_another_tokenizer_needs_vocab_transfer(plain_run, sample_pipeline, tmp_path):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tonsai.tokenizer.bpe import TokenizerConfig, run_train_tokenizer
+
+    new_tok = tmp_path / "tok700"
+    run_train_tokenizer(TokenizerConfig(output_dir=str(new_tok), dataset_dir=str(sample_pipeline / "data"),
+                                        vocab_size=700))
+    cfg = config(sample_pipeline, tmp_path / "cpt", steps=2, resume_from=str(plain_run[0] / "final"))
+    cfg.tokenizer_dir = str(new_tok)
+    with pytest.raises(StageError, match="--vocab-transfer"):
+        run_train(cfg)
+    bare = tmp_path / "bare"  # a model folder without tokenizer files cannot be checked: refused too
+    AutoModelForCausalLM.from_pretrained(plain_run[0] / "final").save_pretrained(bare)
+    with pytest.raises(StageError, match="has no tokenizer to compare with"):
+        run_train(config(sample_pipeline, tmp_path / "cpt0", steps=2, resume_from=str(bare)))
+    cfg.vocab_transfer = True
+    cfg.max_steps = 1
+    cfg.learning_rate = 1e-12  # keep the weights where the transfer put them
+    run_train(cfg)
+    old_model = AutoModelForCausalLM.from_pretrained(plain_run[0] / "final")
+    new_model = AutoModelForCausalLM.from_pretrained(tmp_path / "cpt" / "final")
+    old_tok, new = AutoTokenizer.from_pretrained(plain_run[0] / "final"), AutoTokenizer.from_pretrained(new_tok)
+    assert new_model.config.vocab_size == 704 and new_model.get_input_embeddings().num_embeddings == 704
+    old_e, new_e = old_model.get_input_embeddings().weight, new_model.get_input_embeddings().weight
+    shared = [t for t in new.get_vocab() if t in old_tok.get_vocab()]
+    assert len(shared) > 300
+    for t in shared[:50]:
+        assert torch.allclose(new_e[new.get_vocab()[t]], old_e[old_tok.get_vocab()[t]], atol=1e-6)
+    fresh = [t for t in new.get_vocab() if t not in old_tok.get_vocab()]
+    t = fresh[0]
+    sub = old_tok(new.decode([new.get_vocab()[t]]), add_special_tokens=False)["input_ids"]
+    assert torch.allclose(new_e[new.get_vocab()[t]], old_e[sub].mean(0), atol=1e-6)

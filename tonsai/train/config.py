@@ -24,6 +24,9 @@ class TrainConfig:
         "help": "token folders written by tokenize_dataset.py (default: tokenize into <output-dir>/tokens)"})
     tokenize_workers: int = dataclasses.field(default=1, metadata={
         "help": "processes that tokenize the train split when tonsai tokenizes it itself"})
+    vocab_transfer: bool = dataclasses.field(default=False, metadata={
+        "help": "with --resume-from MODEL_FOLDER whose tokenizer differs from --tokenizer-dir: keep the "
+                "embeddings of shared tokens and start new ones from the mean of their old sub-tokens"})
     block_size: int | None = dataclasses.field(default=None, metadata={
         "help": "tokens per training sequence (default: the model's context length)"})
     micro_batch_size: int = dataclasses.field(default=8, metadata={"help": "sequences per device per step"})

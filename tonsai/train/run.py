@@ -118,6 +118,41 @@ def _prepare_output_dir(cfg: TrainConfig, kind: str, resume_path: str | None) ->
     metrics.unlink(missing_ok=True)
 
 
+def _match_vocabulary(model, base: str, tokenizer, cfg: TrainConfig) -> None:
+    """Continual pretraining: the base model's tokenizer must be --tokenizer-dir's, or be transferred."""
+    from transformers import AutoTokenizer
+
+    from tonsai.model.build import padded_vocab_size
+    from tonsai.model.vocab_transfer import transfer_vocabulary
+
+    local = Path(base)
+    has_files = not local.is_dir() or any((local / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json",
+                                                                            "tokenizer.model", "vocab.json"))
+    try:
+        old = AutoTokenizer.from_pretrained(base) if has_files else None
+    except (OSError, ValueError):
+        old = None
+    if old is not None and old.get_vocab() == tokenizer.get_vocab():
+        if model.get_input_embeddings().num_embeddings < len(tokenizer):
+            raise StageError(f"--resume-from {base}: fewer embedding rows than tokens in its own tokenizer")
+        return
+    what = "has no tokenizer to compare with" if old is None else (
+        f"has a different tokenizer ({len(old):,} tokens, {len(set(old.get_vocab()) & set(tokenizer.get_vocab())):,} "
+        f"shared with the {len(tokenizer):,} of --tokenizer-dir)")
+    if not cfg.vocab_transfer or old is None:
+        raise StageError(
+            f"--resume-from {base} {what}. Its embeddings index another vocabulary, so training on "
+            f"--tokenizer-dir {cfg.tokenizer_dir} would read the wrong rows. Pass --vocab-transfer to map them "
+            f"(shared tokens keep their rows, new ones start from their old sub-tokens), or continue with the "
+            f"model's own tokenizer as --tokenizer-dir.")
+    rep = transfer_vocabulary(model, old, tokenizer, padded_vocab_size(len(tokenizer)))
+    for name, value in (("bos_token_id", tokenizer.bos_token_id), ("eos_token_id", tokenizer.eos_token_id),
+                        ("pad_token_id", tokenizer.pad_token_id)):
+        setattr(model.config, name, value)
+    log.info("vocabulary transfer: %d tokens copied, %d initialized from old sub-tokens, %d from the mean",
+             rep.copied, rep.initialized_from_subtokens, rep.initialized_from_mean)
+
+
 def _precision(cfg: TrainConfig, use_cpu: bool) -> bool:
     import torch
 
@@ -151,11 +186,7 @@ def run_train(cfg: TrainConfig) -> dict:
     if kind == "weights":
         log.info("continual pretraining: loading weights from %s (fresh optimizer and LR schedule)", resume_path)
         model = AutoModelForCausalLM.from_pretrained(resume_path, attn_implementation="sdpa", dtype=torch.float32)
-        if model.get_input_embeddings().num_embeddings < len(tokenizer):
-            raise StageError(
-                f"--resume-from {resume_path}: its embedding has {model.get_input_embeddings().num_embeddings} rows "
-                f"but the tokenizer in {cfg.tokenizer_dir} has {len(tokenizer)} tokens; continue with the model's "
-                f"own tokenizer (vocabulary transfer is not implemented yet)")
+        _match_vocabulary(model, resume_path, tokenizer, cfg)
         config = model.config
     else:
         config = load_model_config(cfg.model_config, tokenizer)
