@@ -78,6 +78,7 @@ def test_validation_split_does_not_move_when_weights_change(tmp_path, corpus):
     vb, _ = load_prepared(tmp_path / "b")
     assert sorted(va["validation"]["id"]) == sorted(vb["validation"]["id"])
     assert a["mixture"]["km"]["requested_share"] == pytest.approx(0.2 / 0.7)  # --english-weight defaults to 0.5
+    assert b["mixture"]["km"]["requested_share"] == pytest.approx(0.8 / 1.3)
 
 
 def test_realized_shares_within_one_percent_on_real_data(tmp_path, shared_data):
