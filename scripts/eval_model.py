@@ -1,10 +1,14 @@
 #!/usr/bin/env python
-"""Evaluate a trained model per language: loss, perplexity, bits per byte and bits per character on
-a prepared dataset's validation split; writes report.json and report.md.
+"""Evaluate a trained model: per language and per source loss, perplexity, bits per byte and bits per
+character; bits per sentence on aligned Khmer-English text; prompt suites (QA, summarization,
+translation, multiple choice); loss curves. Writes report.json, report.md and report.html.
 
-Example:
+Examples:
   uv run python scripts/eval_model.py --model-dir runs/gpt2-500m/final --dataset-dir runs/data \
       --output-dir runs/gpt2-500m/eval
+  uv run python scripts/eval_model.py --model-dir runs/gpt2-500m/checkpoint-4000 \
+      --text km=news_km.txt en=news_en.txt --parallel flores/khm_Khmr.txt flores/eng_Latn.txt \
+      --suite eval_suites/khmer_core --output-dir runs/gpt2-500m/eval-4000 --compare runs/baseline/eval
 """
 
 import sys

@@ -111,3 +111,47 @@ def score_texts(model, tokenizer, texts: Sequence[str], block_size: int, stride:
         characters=sum(len(t) for t in texts) + n_docs,
         nll_nats=nll,
     )
+
+
+def score_each(model, tokenizer, texts: Sequence[str], batch_size: int = 8, device: str = "cpu",
+               max_tokens: int | None = None, progress: str | None = None) -> tuple[list[float], list[int]]:
+    """Negative log-likelihood in nats of each text on its own, and the tokens predicted for it.
+
+    Each text is scored as ``<eot> text <eot>``: its tokens and the closing end-of-text are predicted
+    from the opening one, so the figure is the cost of the whole sentence as a complete document.
+    A text longer than ``max_tokens`` (default: the model's context) is scored over sliding windows
+    of that length advancing by half of it, as :func:`score_texts` does.
+    """
+    import torch
+    import torch.nn.functional as F
+    from tqdm.auto import tqdm
+
+    from tonsai.model.build import context_length
+
+    limit = max_tokens or context_length(model.config)
+    eot = tokenizer.eos_token_id
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eot
+    seqs = [[eot, *enc, eot] for enc in tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
+    nll = [0.0] * len(seqs)
+    for i, s in enumerate(seqs):
+        if len(s) > limit:
+            nll[i] = score_texts(model, tokenizer, [texts[i]], limit, max(1, limit // 2), batch_size, device).nll_nats
+    # longest first, so that a batch pads little
+    order = sorted((i for i in range(len(seqs)) if len(seqs[i]) <= limit), key=lambda i: -len(seqs[i]))
+    model.eval()
+    with torch.no_grad():
+        for b in tqdm(range(0, len(order), batch_size), desc=progress, disable=progress is None, leave=False):
+            idx = order[b:b + batch_size]
+            width = len(seqs[idx[0]])
+            inp = torch.full((len(idx), width), pad, dtype=torch.long)
+            att = torch.zeros((len(idx), width), dtype=torch.long)
+            for r, i in enumerate(idx):
+                inp[r, :len(seqs[i])] = torch.tensor(seqs[i])
+                att[r, :len(seqs[i])] = 1
+            inp, att = inp.to(device), att.to(device)
+            logits = model(input_ids=inp, attention_mask=att).logits.float()
+            lp = F.cross_entropy(logits[:, :-1].transpose(1, 2), inp[:, 1:], reduction="none")
+            lp = (lp * att[:, 1:]).sum(dim=1)
+            for r, i in enumerate(idx):
+                nll[i] = float(lp[r])
+    return nll, [len(s) - 1 for s in seqs]

@@ -1,57 +1,190 @@
-"""Writing evaluation reports: report.json for machines, report.md for people.
+"""Evaluation reports: report.json for machines, report.md and report.html for people.
 
-report.json schema (version 1):
+report.json schema (version 2; keys marked * appear only when that input was given):
 
     {
-      "schema_version": 1,
-      "model_dir": str, "dataset_dir": str, "split": str,
-      "block_size": int, "stride": int,
-      "languages": {
-        "<km|en|...>": {"loss": float, "perplexity": float, "bits_per_byte": float,
-                        "bits_per_char": float, "documents": int, "tokens": int,
-                        "bytes": int, "characters": int}
-      }
+      "schema_version": 2,
+      "name": str,                        # label of the model in reports and comparisons
+      "model_dir": str, "dataset_dir": str | null, "split": str | null,
+      "block_size": int, "stride": int,   # sliding windows, in tokens
+      "device": str, "dtype": str,
+      "languages": {                      # every scored document of that language, all sources
+        "<km|en|...>": {"loss": float,          # nats per token of this model's tokenizer
+                        "perplexity": float,    # exp(loss)
+                        "bits_per_byte": float, # tokenizer-independent; compare models within a language
+                        "bits_per_char": float,
+                        "documents": int, "tokens": int, "bytes": int, "characters": int}
+      },
+      "sources": {"<source>": {"lang": str, ...the same figures...}},
+      "parallel"*: {"km_file", "en_file", "pairs", "skipped_pairs",
+                    "km_bits_per_sentence", "en_bits_per_sentence", "km_en_bits_ratio",
+                    "km_tokens_per_sentence", "en_tokens_per_sentence",
+                    "km_wins"},           # share of pairs where the Khmer side costs fewer bits
+      "suites"*: {"<suite>": {"<task>": {"<metric>": float, "n": int}}},
+      "suite_limit"*: int | null,         # examples per task were capped at this
+      "metrics_file"*: str, "curves"*: {"train": [[step, loss], ...], "<lang>": [[step, val loss], ...]},
+      "compare": [{"name": str, "path": str}]   # reports shown side by side in report.md/html
     }
+
+Version 1 (the walking skeleton's) had only the keys up to "languages"; :func:`load_report` reads
+both.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from tonsai.atomic import write_json, write_text
+from tonsai.cli import StageError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 LANG_NAMES = {"km": "Khmer", "en": "English"}
+NOTES = [
+    "Loss and perplexity are per token of this model's tokenizer: compare them only between models that",
+    "share it. Bits per byte and per character do not depend on the tokenizer; they compare models",
+    "within one language. A Khmer character is 3 UTF-8 bytes and an English letter 1, so bits per byte",
+    "does not compare Khmer with English; bits per sentence on aligned translations does.",
+]
 
 
-def render_markdown(report: dict) -> str:
-    lines = [
-        "# Evaluation report",
-        "",
-        f"- model: `{report['model_dir']}`",
-        f"- data: `{report['dataset_dir']}` (split `{report['split']}`)",
-        f"- windows: {report['block_size']} tokens, stride {report['stride']}",
-        "",
-        "| language | documents | tokens | loss (nats/token) | perplexity | bits/byte | bits/char |",
-        "|---|---:|---:|---:|---:|---:|---:|",
-    ]
-    for lang, m in report["languages"].items():
-        lines.append(
-            f"| {LANG_NAMES.get(lang, lang)} (`{lang}`) | {m['documents']:,} | {m['tokens']:,} | {m['loss']:.4f} | "
-            f"{m['perplexity']:.2f} | {m['bits_per_byte']:.4f} | {m['bits_per_char']:.4f} |"
-        )
-    lines += [
-        "",
-        "Loss and perplexity are per token of this model's tokenizer: compare them only between models that",
-        "share it. Bits per byte and per character do not depend on the tokenizer; they compare models",
-        "within one language. A Khmer character is 3 UTF-8 bytes and an English letter 1, so bits per byte",
-        "does not compare Khmer with English.",
-        "",
-    ]
+def lang_label(lang: str) -> str:
+    return f"{LANG_NAMES.get(lang, lang)} (`{lang}`)"
+
+
+def load_report(path: str | Path) -> dict:
+    """A report.json, from its path or its folder; ``path`` is added to the returned dict."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / "report.json"
+    if not p.is_file():
+        raise StageError(f"--compare {path}: no report.json there; pass a folder written by eval_model.py")
+    try:
+        report = json.loads(p.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise StageError(f"{p}: not valid JSON ({e}); rerun eval_model.py for that model") from e
+    if not isinstance(report, dict) or report.get("schema_version") not in (1, 2):
+        raise StageError(f"{p}: not a tonsai evaluation report (schema_version 1 or 2 expected)")
+    report.setdefault("name", Path(report.get("model_dir", p.parent.name)).parent.name or p.parent.name)
+    report.setdefault("sources", {})
+    report["path"] = str(p)
+    return report
+
+
+def _fmt(v) -> str:
+    if isinstance(v, bool) or v is None:
+        return str(v)
+    if isinstance(v, int):
+        return f"{v:,}"
+    if isinstance(v, float):
+        return f"{v:.4f}" if abs(v) < 1000 else f"{v:,.1f}"
+    return str(v)
+
+
+def suite_rows(report: dict) -> list[tuple[str, str, str, float, int | None]]:
+    """(suite, task, metric, value, n) for every suite score."""
+    rows = []
+    for suite, tasks in (report.get("suites") or {}).items():
+        for task, metrics in tasks.items():
+            n = metrics.get("n")
+            for metric, value in metrics.items():
+                if metric != "n" and isinstance(value, (int, float)):
+                    rows.append((suite, task, metric, float(value), n))
+    return rows
+
+
+def comparison_columns(reports: list[dict]) -> list[tuple[str, str]]:
+    """(label, key) columns shared by a comparison: bits per byte per language, then suite metrics."""
+    cols: list[tuple[str, str]] = []
+    langs = sorted({lang for r in reports for lang in r.get("languages", {})})
+    cols += [(f"{lang} bits/byte", f"lang:{lang}:bits_per_byte") for lang in langs]
+    cols += [(f"{lang} loss", f"lang:{lang}:loss") for lang in langs]
+    if any("parallel" in r for r in reports):
+        cols.append(("km/en bits per sentence", "parallel:km_en_bits_ratio"))
+    seen = []
+    for r in reports:
+        for suite, task, metric, _, _ in suite_rows(r):
+            key = f"suite:{suite}:{task}:{metric}"
+            if key not in seen:
+                seen.append(key)
+    cols += [(f"{k.split(':', 2)[2].replace(':', ' ')}", k) for k in seen]
+    return cols
+
+
+def column_value(report: dict, key: str):
+    kind, _, rest = key.partition(":")
+    if kind == "lang":
+        lang, metric = rest.split(":")
+        return report.get("languages", {}).get(lang, {}).get(metric)
+    if kind == "parallel":
+        return (report.get("parallel") or {}).get(rest)
+    suite, task, metric = rest.split(":", 2)
+    return (report.get("suites") or {}).get(suite, {}).get(task, {}).get(metric)
+
+
+def render_markdown(report: dict, compared: list[dict] = ()) -> str:
+    lines = [f"# Evaluation report: {report.get('name', '')}", "", f"- model: `{report['model_dir']}`"]
+    if report.get("dataset_dir"):
+        lines.append(f"- data: `{report['dataset_dir']}` (split `{report['split']}`)")
+    lines += [f"- windows: {report['block_size']} tokens, stride {report['stride']}", ""]
+    if report.get("languages"):
+        lines += [
+            "## Per language", "",
+            "| language | documents | tokens | loss (nats/token) | perplexity | bits/byte | bits/char |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        for lang, m in report["languages"].items():
+            lines.append(
+                f"| {lang_label(lang)} | {m['documents']:,} | {m['tokens']:,} | {m['loss']:.4f} | "
+                f"{m['perplexity']:.2f} | {m['bits_per_byte']:.4f} | {m['bits_per_char']:.4f} |")
+        lines.append("")
+    if len(report.get("sources", {})) > 1:
+        lines += ["## Per source", "", "| source | language | documents | loss | bits/byte | bits/char |",
+                  "|---|---|---:|---:|---:|---:|"]
+        for name, m in report["sources"].items():
+            lines.append(f"| {name} | {m['lang']} | {m['documents']:,} | {m['loss']:.4f} | "
+                         f"{m['bits_per_byte']:.4f} | {m['bits_per_char']:.4f} |")
+        lines.append("")
+    if report.get("parallel"):
+        p = report["parallel"]
+        lines += [
+            "## Aligned sentences", "",
+            f"{p['pairs']:,} pairs from `{p['km_file']}` and `{p['en_file']}` ({p['skipped_pairs']} skipped: an empty side).",
+            "",
+            "| | Khmer | English |", "|---|---:|---:|",
+            f"| bits per sentence | {p['km_bits_per_sentence']:.1f} | {p['en_bits_per_sentence']:.1f} |",
+            f"| tokens per sentence | {p['km_tokens_per_sentence']:.1f} | {p['en_tokens_per_sentence']:.1f} |",
+            "",
+            f"Khmer costs {p['km_en_bits_ratio']:.3f}× the bits of the same sentence in English "
+            f"(1.0 would be parity); the Khmer side is cheaper for {100 * p['km_wins']:.1f}% of pairs.",
+            "",
+        ]
+    rows = suite_rows(report)
+    if rows:
+        limit = report.get("suite_limit")
+        lines += ["## Prompt suites", ""]
+        if limit:
+            lines += [f"At most {limit} examples per task (`--limit`): a quick look, not a benchmark figure.", ""]
+        lines += ["| suite | task | metric | value | examples |", "|---|---|---|---:|---:|"]
+        lines += [f"| {s} | {t} | {m} | {v:.4f} | {_fmt(n)} |" for s, t, m, v, n in rows]
+        lines.append("")
+    if compared:
+        reports = [report, *compared]
+        cols = comparison_columns(reports)
+        lines += ["## Side by side", "", "| model | " + " | ".join(c for c, _ in cols) + " |",
+                  "|---|" + "---:|" * len(cols)]
+        for r in reports:
+            vals = [column_value(r, k) for _, k in cols]
+            lines.append(f"| {r['name']} | " + " | ".join("–" if v is None else _fmt(v) for v in vals) + " |")
+        lines.append("")
+    lines += NOTES + [""]
     return "\n".join(lines)
 
 
-def write_report(out_dir: str | Path, report: dict) -> None:
+def write_report(out_dir: str | Path, report: dict, compared: list[dict] = ()) -> None:
+    from tonsai.eval.html import render_html
+
     out_dir = Path(out_dir)
     write_json(out_dir / "report.json", report)
-    write_text(out_dir / "report.md", render_markdown(report))
+    write_text(out_dir / "report.md", render_markdown(report, list(compared)))
+    write_text(out_dir / "report.html", render_html(report, list(compared)))

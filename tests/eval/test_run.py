@@ -1,0 +1,167 @@
+"""The evaluation stage end to end on a model this project trained (tests/conftest.py: trained_model)."""
+
+import json
+import math
+import re
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from tonsai.cli import StageError
+from tonsai.eval.perplexity import score_each, score_texts
+from tonsai.eval.report import load_report
+from tonsai.eval.run import EvalConfig, read_curves, run_eval
+from tonsai.text import normalize
+
+from ..conftest import REPO, SAMPLE
+
+
+@pytest.fixture(scope="module")
+def model_and_tok(trained_model):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    return AutoModelForCausalLM.from_pretrained(trained_model).eval(), AutoTokenizer.from_pretrained(trained_model)
+
+
+def test_score_each_is_the_full_sequence_loss_and_long_texts_use_windows(model_and_tok):
+    model, tok = model_and_tok
+    texts = ["ទន្លេមេគង្គហូរកាត់ប្រទេសកម្ពុជា។", "The Mekong flows through Cambodia.", "ក"]
+    nll, n = score_each(model, tok, texts, batch_size=2)
+    for text, got, count in zip(texts, nll, n):
+        ids = torch.tensor([[tok.eos_token_id, *tok(text, add_special_tokens=False)["input_ids"], tok.eos_token_id]])
+        with torch.no_grad():
+            ref = model(input_ids=ids, labels=ids).loss.item() * (ids.shape[1] - 1)
+        assert count == ids.shape[1] - 1
+        assert got == pytest.approx(ref, rel=1e-4)
+    # a text longer than the limit is scored over sliding windows, exactly like score_texts
+    long_text = " ".join((SAMPLE / "en.txt").read_text(encoding="utf-8").split()[:150])
+    (got,), (count,) = score_each(model, tok, [long_text], max_tokens=64)
+    ref = score_texts(model, tok, [long_text], block_size=64, stride=32)
+    assert count > 64 and got == pytest.approx(ref.nll_nats, rel=1e-5)
+
+
+def test_report_per_language_per_source_parallel_and_curves(trained_model, sample_pipeline, tmp_path):
+    out = tmp_path / "eval"
+    report = run_eval(EvalConfig(
+        model_dir=str(trained_model), dataset_dir=str(sample_pipeline / "data"), output_dir=str(out),
+        text=[f"km={SAMPLE / 'km.txt'}"], parallel=[str(SAMPLE / "km.txt"), str(SAMPLE / "en.txt")], device="cpu"))
+    on_disk = json.loads((out / "report.json").read_text())
+    assert on_disk["schema_version"] == 2 and on_disk["languages"] == report["languages"]
+
+    # per source: the dataset's own two sources plus the --text file; per language sums them
+    sources = report["sources"]
+    assert set(sources) == {"km:km.txt", "en:en.txt", "text:km.txt"}
+    assert sources["text:km.txt"]["documents"] == 51
+    km = report["languages"]["km"]
+    assert km["documents"] == sources["km:km.txt"]["documents"] + 51
+    assert km["tokens"] == sources["km:km.txt"]["tokens"] + sources["text:km.txt"]["tokens"]
+    pooled = (sources["km:km.txt"]["loss"] * sources["km:km.txt"]["tokens"]
+              + sources["text:km.txt"]["loss"] * sources["text:km.txt"]["tokens"]) / km["tokens"]
+    assert km["loss"] == pytest.approx(pooled)
+    assert km["bits_per_byte"] == pytest.approx(km["loss"] * km["tokens"] / math.log(2) / km["bytes"])
+
+    # aligned sentences: the shipped corpus is line-aligned, 51 pairs
+    p = report["parallel"]
+    assert p["pairs"] == 51 and p["skipped_pairs"] == 0
+    assert p["km_en_bits_ratio"] == pytest.approx(p["km_bits_per_sentence"] / p["en_bits_per_sentence"])
+    assert 0 <= p["km_wins"] <= 1 and p["km_tokens_per_sentence"] > 1
+
+    # loss curves came from the run's metrics.jsonl, and they go down
+    curves = report["curves"]
+    assert {"train", "km", "en"} <= set(curves)
+    assert curves["km"][-1][1] < curves["km"][0][1]
+    assert report["name"] == "run"
+
+    md = (out / "report.md").read_text()
+    assert "## Per source" in md and "text:km.txt" in md and "## Aligned sentences" in md
+    html = (out / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == 2  # bits-per-byte bars and loss curves
+    assert not re.search(r"""(src|href)=["']https?:""", html)  # self-contained
+    assert "Khmer costs" in html
+
+
+def test_checkpoint_folder_compare_and_tokenizer_mismatch(trained_model, sample_pipeline, tmp_path):
+    run_dir = trained_model.parent
+    (ckpt,) = run_dir.glob("checkpoint-*")
+    first = run_eval(EvalConfig(model_dir=str(ckpt), output_dir=str(tmp_path / "a"),
+                                text=[f"en={SAMPLE / 'en.txt'}"], device="cpu"))
+    assert first["name"] == f"run@{ckpt.name.split('-')[1]}"
+    second = run_eval(EvalConfig(model_dir=str(trained_model), output_dir=str(tmp_path / "b"), name="final",
+                                 text=[f"en={SAMPLE / 'en.txt'}"], compare=[str(tmp_path / "a")], device="cpu"))
+    # the checkpoint is the final step: same weights, same figures
+    assert second["languages"]["en"]["loss"] == pytest.approx(first["languages"]["en"]["loss"], rel=1e-6)
+    assert second["compare"] == [{"name": first["name"], "path": str(tmp_path / "a" / "report.json")}]
+    md = (tmp_path / "b" / "report.md").read_text()
+    table = md.split("## Side by side", 1)[1]
+    assert f"| {first['name']} |" in table and "| final |" in table and "en bits/byte" in table
+    assert "Side by side" in (tmp_path / "b" / "report.html").read_text()
+
+    # another tokenizer than the one the model was trained with is refused by its hash
+    from tonsai.tokenizer.bpe import TokenizerConfig, run_train_tokenizer
+
+    other = tmp_path / "other_tok"
+    run_train_tokenizer(TokenizerConfig(output_dir=str(other), input=[str(SAMPLE / "en.txt")], vocab_size=300))
+    with pytest.raises(StageError, match="not the tokenizer"):
+        run_eval(EvalConfig(model_dir=str(trained_model), tokenizer_dir=str(other), output_dir=str(tmp_path / "c"),
+                            text=[f"en={SAMPLE / 'en.txt'}"], device="cpu"))
+    assert not (tmp_path / "c").exists()
+
+
+def test_read_curves_keeps_the_last_value_of_a_repeated_step(tmp_path):
+    f = tmp_path / "metrics.jsonl"
+    rows = [{"step": 1, "loss": 5.0}, {"step": 2, "loss": 4.0}, {"step": 2, "eval_km_loss": 4.5},
+            {"step": 2, "loss": 3.9}, {"step": 3, "loss": 3.5}]  # resumed at step 2: logged again
+    f.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    assert read_curves(f) == {"train": [[1, 5.0], [2, 3.9], [3, 3.5]], "km": [[2, 4.5]]}
+    f.write_text('{"step": 1, "loss": 5.0}\n{"step": 2, "lo\n')
+    with pytest.raises(StageError, match=r"metrics.jsonl:2: malformed JSON"):
+        read_curves(f)
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, str(REPO / "scripts" / "eval_model.py"), *map(str, args)],
+                          capture_output=True, text=True, cwd=REPO)
+
+
+def test_bad_input_gets_a_clear_message_and_nonzero_exit(trained_model, tmp_path):
+    r = _cli("--model-dir", trained_model, "--output-dir", tmp_path / "o")
+    assert r.returncode == 2 and "nothing to evaluate" in r.stderr
+    r = _cli("--model-dir", trained_model, "--output-dir", tmp_path / "o", "--text", SAMPLE / "km.txt")
+    assert r.returncode == 1 and "expected LANG=FILE" in r.stderr
+    short = tmp_path / "short.txt"
+    short.write_text("ក\nខ\n", encoding="utf-8")
+    r = _cli("--model-dir", trained_model, "--output-dir", tmp_path / "o", "--parallel", SAMPLE / "km.txt", short)
+    assert r.returncode == 1 and "has 51 lines but" in r.stderr and str(short) in r.stderr
+    r = _cli("--model-dir", tmp_path, "--output-dir", tmp_path / "o", "--text", f"km={short}")
+    assert r.returncode == 1 and "no config.json" in r.stderr
+    r = _cli("--model-dir", trained_model, "--output-dir", tmp_path / "o", "--text", f"km={short}",
+             "--compare", tmp_path)
+    assert r.returncode == 1 and "no report.json" in r.stderr
+    assert not (tmp_path / "o").exists()
+    with pytest.raises(StageError, match="schema_version"):
+        (tmp_path / "bad.json").write_text('{"x": 1}')
+        load_report(tmp_path / "bad.json")
+
+
+def test_lm_evaluation_harness_loads_the_exported_model(trained_model, model_and_tok):
+    """lm-eval's `hf` model (HFLM) loads the folder and scores exactly what the model itself gives."""
+    pytest.importorskip("lm_eval", reason="lm-eval is a dev dependency (uv sync installs it)")
+    from lm_eval.api.instance import Instance
+    from lm_eval.models.huggingface import HFLM
+
+    lm = HFLM(pretrained=str(trained_model), device="cpu", batch_size=2)
+    model, tok = model_and_tok
+    assert lm.eot_token_id == tok.eos_token_id and lm.max_length == model.config.n_positions
+    pairs = [(normalize("ប្រទេសកម្ពុជា"), normalize("ស្ថិតនៅអាស៊ី")), ("Cambodia is", " in Asia")]
+    got = lm.loglikelihood([Instance(request_type="loglikelihood", doc={}, arguments=a, idx=i)
+                            for i, a in enumerate(pairs)], disable_tqdm=True)
+    for (ctx, cont), (logprob, _) in zip(pairs, got):
+        ctx_ids = tok(ctx, add_special_tokens=False)["input_ids"]
+        whole = tok(ctx + cont, add_special_tokens=False)["input_ids"]
+        cont_ids = whole[len(ctx_ids):]
+        with torch.no_grad():
+            logits = model(input_ids=torch.tensor([whole])).logits[0].log_softmax(-1)
+        ref = sum(logits[len(ctx_ids) - 1 + j, t].item() for j, t in enumerate(cont_ids))
+        assert logprob == pytest.approx(ref, abs=1e-3)

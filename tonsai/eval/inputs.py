@@ -1,0 +1,93 @@
+"""What the evaluation scores: texts per language and source, and aligned sentence pairs.
+
+Three inputs, all normalized with :func:`tonsai.text.normalize` exactly as training text is:
+
+- a prepared dataset's split (``--dataset-dir``), grouped by its ``lang`` and ``source`` columns;
+- plain files given as ``LANG=FILE`` (``--text km=news.txt``): ``.txt`` holds one document per
+  line, ``.jsonl`` one object per line with a ``text`` field; the source is named ``text:<file>``;
+- aligned parallel text (``--parallel KM_FILE EN_FILE``): line *i* of one file translates line *i*
+  of the other, as in FLORES-200 and NTREX-128.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from tonsai.cli import StageError
+from tonsai.data.sources import ReadStats, Source, iter_documents
+from tonsai.text import normalize
+
+
+@dataclasses.dataclass
+class EvalSet:
+    """Documents of one language from one source."""
+
+    source: str
+    lang: str
+    texts: list[str]
+
+
+def parse_text_spec(spec: str) -> tuple[str, str]:
+    """``"km=path/file.txt"`` -> ``("km", "path/file.txt")``, with an error that shows the form."""
+    lang, sep, path = spec.partition("=")
+    if not sep or not lang.strip() or not path.strip():
+        raise StageError(f"--text {spec!r}: expected LANG=FILE, for example --text km=khmer.txt en=english.txt")
+    return lang.strip(), path.strip()
+
+
+def text_sets(specs: list[str]) -> list[EvalSet]:
+    sets = []
+    for spec in specs:
+        lang, path = parse_text_spec(spec)
+        source = Source(path, lang, name=f"text:{Path(path).name}")
+        stats = ReadStats()
+        texts = [t for t in (normalize(d.text).strip() for d in iter_documents(source, stats)) if t]
+        if not texts:
+            raise StageError(f"--text {spec}: {path} holds no non-empty document; nothing to evaluate")
+        sets.append(EvalSet(source.name, lang, texts))
+    return sets
+
+
+def dataset_sets(dataset_dir: str | Path, split: str) -> list[EvalSet]:
+    from tonsai.data.prepare import load_prepared
+
+    dd, _ = load_prepared(dataset_dir)
+    if split not in dd:
+        raise StageError(f"{dataset_dir} has no split {split!r}; it has {sorted(dd)}")
+    ds = dd[split]
+    if len(ds) == 0:
+        raise StageError(f"{dataset_dir} split {split!r} is empty: nothing to evaluate")
+    groups: dict[tuple[str, str], list[str]] = {}
+    for text, lang, source in zip(ds["text"], ds["lang"], ds["source"]):
+        # prepared text is already normalized; normalizing again is a no-op that guards old datasets
+        groups.setdefault((lang, source), []).append(normalize(text))
+    return [EvalSet(source, lang, texts) for (lang, source), texts in sorted(groups.items())]
+
+
+def parallel_pairs(km_file: str | Path, en_file: str | Path) -> tuple[list[str], list[str], int]:
+    """Aligned (Khmer, English) sentences, normalized; pairs with an empty side are skipped and counted."""
+    sides = []
+    for path in (km_file, en_file):
+        p = Path(path)
+        if not p.is_file():
+            raise StageError(f"--parallel: {p} is not a file")
+        try:
+            sides.append(p.read_text(encoding="utf-8").splitlines())
+        except UnicodeDecodeError as e:
+            raise StageError(f"--parallel: {p} is not UTF-8 ({e}); convert it first") from e
+    km, en = sides
+    if len(km) != len(en):
+        raise StageError(f"--parallel: {km_file} has {len(km)} lines but {en_file} has {len(en)}; "
+                         "the files must be line-aligned translations of each other")
+    out_km, out_en, skipped = [], [], 0
+    for a, b in zip(km, en):
+        a, b = normalize(a).strip(), normalize(b).strip()
+        if a and b:
+            out_km.append(a)
+            out_en.append(b)
+        else:
+            skipped += 1
+    if not out_km:
+        raise StageError(f"--parallel: {km_file} and {en_file} hold no pair of non-empty lines")
+    return out_km, out_en, skipped
