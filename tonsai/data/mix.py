@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import dataclasses
 import random
+
+import numpy as np
+import xxhash
 from typing import Sequence
 
 
@@ -81,3 +84,141 @@ def plan_mixture(chars: dict[str, list[int]], weights: dict[str, float], max_epo
         plan.selected_chars = sum(chars[lang][i] for i in idx) if idx else 0
         plan.epochs = plan.selected_chars / plan.available_chars if plan.available_chars else 0.0
     return chosen, plans
+
+
+# ---------------------------------------------------------------------------------------------
+# Source-level mixing for the streaming prepare stage: shares per source, several strategies.
+
+STRATEGIES = ("weights", "temperature", "unimax")
+
+
+@dataclasses.dataclass
+class SourcePlan:
+    name: str
+    lang: str
+    share: float  # requested share of all training characters
+    available_chars: int
+    max_epochs: float
+    target_chars: int = 0
+    selected_chars: int = 0
+    selected_docs: int = 0  # document copies, repeats included
+    epochs: float = 0.0
+
+
+def _within_language(sources: list[dict], alpha: float | None) -> dict[str, float]:
+    """Shares of a language's sources: their weights, or natural (by characters) when none is
+    given, or characters**alpha with temperature sampling."""
+    if alpha is not None:
+        raw = {s["name"]: float(s["chars"]) ** alpha if s["chars"] else 0.0 for s in sources}
+    elif any(s["weight"] is not None for s in sources):
+        missing = [s["name"] for s in sources if s["weight"] is None]
+        if missing:
+            raise ValueError(f"sources {missing} have no weight while others of their language do; "
+                             f"give every source of a language a weight, or none")
+        raw = {s["name"]: float(s["weight"]) for s in sources}
+    else:
+        raw = {s["name"]: float(s["chars"]) for s in sources}
+    total = sum(raw.values())
+    if total <= 0:
+        raise ValueError(f"sources {[s['name'] for s in sources]}: all weights are zero or nothing is left")
+    return {k: v / total for k, v in raw.items()}
+
+
+def unimax_budgets(chars: dict[str, int], budget: float, max_epochs: dict[str, float]) -> dict[str, float]:
+    """UniMax (Chung et al., 2023): spread ``budget`` uniformly over languages, none beyond
+    ``max_epochs`` passes; what a small language cannot use goes to the others."""
+    out: dict[str, float] = {}
+    left = budget
+    langs = sorted(chars, key=lambda lang: chars[lang] * max_epochs[lang])
+    for i, lang in enumerate(langs):
+        fair = left / (len(langs) - i)
+        out[lang] = min(fair, chars[lang] * max_epochs[lang])
+        left -= out[lang]
+    return out
+
+
+def source_shares(sources: list[dict], lang_weights: dict[str, float], strategy: str = "weights",
+                  alpha: float = 0.3, budget: float | None = None,
+                  max_epochs: dict[str, float] | None = None) -> dict[str, float]:
+    """Requested share of all training characters for each source.
+
+    ``sources``: dicts with name, lang, weight (or None) and chars (available training characters).
+    ``weights``: language shares from ``lang_weights``, sources inside a language by their weights.
+    ``temperature``: language share proportional to chars**alpha (alpha=1: natural; 0: uniform),
+    and the same inside a language. ``unimax``: languages get equal character budgets capped at
+    ``max_epochs`` passes (surplus to the others); sources inside a language by their weights.
+    """
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown mixing strategy {strategy!r}; choose from {STRATEGIES}")
+    by_lang: dict[str, list[dict]] = {}
+    for s in sources:
+        by_lang.setdefault(s["lang"], []).append(s)
+    lang_chars = {lang: sum(s["chars"] for s in ss) for lang, ss in by_lang.items()}
+    if strategy == "temperature":
+        lw = normalize_weights({lang: float(c) ** alpha if c else 0.0 for lang, c in lang_chars.items()})
+        inner_alpha: float | None = alpha
+    elif strategy == "unimax":
+        lang_epochs = {lang: min(s["max_epochs"] for s in ss) for lang, ss in by_lang.items()}
+        b = budget if budget else float(sum(lang_chars.values()))
+        lw = normalize_weights(unimax_budgets(lang_chars, b, lang_epochs))
+        inner_alpha = None
+    else:
+        lw = normalize_weights({lang: lang_weights.get(lang, 0.0) for lang in by_lang})
+        inner_alpha = None
+    shares = {}
+    for lang, ss in by_lang.items():
+        if lw[lang] == 0:
+            shares.update({s["name"]: 0.0 for s in ss})
+            continue
+        for name, w in _within_language(ss, inner_alpha).items():
+            shares[name] = lw[lang] * w
+    return shares
+
+
+def select_counts(lengths: np.ndarray, target: int, rng: np.random.Generator) -> np.ndarray:
+    """How many times to take each document so the taken lengths sum closest to ``target``:
+    whole seeded passes, then a prefix of one more shuffled pass, cut at the closest document."""
+    counts = np.zeros(len(lengths), dtype=np.int32)
+    total = int(lengths.sum())
+    if total == 0 or target <= 0:
+        return counts
+    full, rem = divmod(int(target), total)
+    counts += full
+    if rem:
+        order = rng.permutation(len(lengths))
+        cs = np.cumsum(lengths[order])
+        k = int(np.searchsorted(cs, rem))  # cs[k] >= rem
+        before = int(cs[k - 1]) if k else 0
+        take = k + 1 if int(cs[k]) - rem <= rem - before else k
+        counts[order[:take]] += 1
+    return counts
+
+
+def plan_sources(lengths: dict[str, np.ndarray], langs: dict[str, str], shares: dict[str, float],
+                 max_epochs: dict[str, float], seed: int, target_chars: int | None = None
+                 ) -> tuple[dict[str, np.ndarray], dict[str, SourcePlan], int, bool]:
+    """Copies per document for every source, so that character shares follow ``shares``.
+
+    The mixture's total is the largest every source can fill within its ``max_epochs``:
+    ``T = min_s(C_s * E_s / share_s)``, or ``target_chars`` when that is smaller. Returns the copy
+    counts, the plans, the total and whether ``target_chars`` was reached.
+    """
+    plans = {name: SourcePlan(name, langs[name], shares[name], int(lengths[name].sum()), max_epochs[name])
+             for name in lengths}
+    for p in plans.values():
+        if p.share > 0 and p.available_chars == 0:
+            raise ValueError(f"source {p.name} has a positive share but no training documents left after "
+                             f"filtering and deduplication")
+    cap = min(p.available_chars * p.max_epochs / p.share for p in plans.values() if p.share > 0)
+    total = cap if not target_chars else min(cap, float(target_chars))
+    reached = not target_chars or target_chars <= cap
+    counts = {}
+    for name, p in plans.items():
+        p.target_chars = round(p.share * total)
+        c = select_counts(lengths[name], p.target_chars,
+                          np.random.default_rng([seed, xxhash.xxh3_64_intdigest(name.encode("utf-8"))]))
+        counts[name] = c
+        p.selected_docs = int(c.sum())
+        p.selected_chars = int((c.astype(np.int64) * lengths[name]).sum())
+        p.epochs = p.selected_chars / p.available_chars if p.available_chars else 0.0
+    return counts, plans, int(total), reached

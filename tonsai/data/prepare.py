@@ -1,30 +1,46 @@
 """The prepare stage: raw Khmer and English text to a mixed, split DatasetDict on disk.
 
-Per document: read -> normalize -> length filter -> script routing against the declared language
--> quality signals (U+FFFD, invalid Khmer clusters, legacy-font text) -> exact deduplication (across all sources and languages, first occurrence survives) ->
-validation split (deterministic by hashed id, per source) -> character-weighted mixing of the
-training part. Every document read is counted as kept or dropped with a reason in manifest.json.
+It streams, in two phases, so memory does not grow with the corpus:
+
+1. Shards (:mod:`tonsai.data.shards`): read every source (:mod:`tonsai.data.sources`), normalize,
+   filter with reasons (:mod:`tonsai.data.filters`), and write the surviving documents with their
+   exact and MinHash keys to Parquet in a work folder. ``--num-shards N --shard-index i`` runs one
+   shard (on any machine that sees the inputs and the work folder); without ``--shard-index`` all
+   unfinished shards run here, one after the other, each with ``--num-proc`` processes.
+2. Merge: exact and near-duplicate removal across all sources and languages on arrays of keys
+   (:mod:`tonsai.data.dedup`), the validation split per source by hashed id, the mixing plan per
+   source (:mod:`tonsai.data.mix`), then one pass over the shard files that writes the shuffled
+   splits (:mod:`tonsai.data.writer`) and manifest.json into a temporary folder renamed at the end.
+
+Every document read is counted as kept or dropped with a reason in manifest.json.
 """
 
 from __future__ import annotations
 
 import collections
 import dataclasses
-import hashlib
+import json
 import logging
 import math
-import random
+import shutil
+import time
 from pathlib import Path
 
+import numpy as np
+import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
 from tonsai.atomic import staged_dir
 from tonsai.cli import StageError
-from tonsai.data.filters import bad_quality, script_mismatch, too_short
-from tonsai.data.mix import normalize_weights, plan_mixture
-from tonsai.data.sources import Document, ReadStats, Source, iter_documents
-from tonsai.manifest import file_sha256, write_manifest
-from tonsai.text import RoutingThresholds, count_scripts, normalize
+from tonsai.data.dedup import NearDuplicateClusters, exact_duplicates
+from tonsai.data.filters import FilterThresholds
+from tonsai.data.mix import STRATEGIES, normalize_weights, plan_sources, source_shares
+from tonsai.data.shards import ORDER_BITS, DocParams, read_shard_info, run_shard, shard_name, source_identity
+from tonsai.data.sources import ReadOptions, Source, load_mix_file
+from tonsai.data.writer import ShuffledSplitWriter, buckets_for, write_dataset_dict_index
+from tonsai.manifest import write_manifest
+from tonsai.text import RoutingThresholds
+from tonsai.text.normalize import NORMALIZER_VERSION
 
 log = logging.getLogger(__name__)
 STAGE = "prepare"
@@ -37,9 +53,11 @@ class PrepareConfig:
 
     output_dir: str = dataclasses.field(metadata={"help": "folder to write the DatasetDict and manifest.json into"})
     khmer: list[str] = dataclasses.field(default_factory=list, metadata={
-        "help": "Khmer sources: .txt/.jsonl files, folders or globs", "metavar": "PATH"})
+        "help": "Khmer sources: .txt/.jsonl/.json/.parquet files (.gz/.zst too), save_to_disk folders, "
+                "folders or globs of these, or hf:NAME[:CONFIG[:SPLIT]] (a Hub dataset, streamed)",
+        "metavar": "PATH"})
     english: list[str] = dataclasses.field(default_factory=list, metadata={
-        "help": "English sources: .txt/.jsonl files, folders or globs", "metavar": "PATH"})
+        "help": "English sources, as for --khmer", "metavar": "PATH"})
     khmer_weight: float = dataclasses.field(default=0.5, metadata={
         "help": "share of Khmer characters in the training mixture (normalized with --english-weight)"})
     english_weight: float = dataclasses.field(default=0.5, metadata={
@@ -66,9 +84,66 @@ class PrepareConfig:
     latin_min_share: float = dataclasses.field(default=RoutingThresholds.latin_min_share, metadata={
         "help": "route to English when Latin letters are at least this share of the letters"})
 
+    mix: str | None = dataclasses.field(default=None, metadata={
+        "help": "YAML/JSON mix file (see configs/data/) with a list of sources: path, lang, and optional "
+                "name, weight, max_epochs, text_column, split; adds to --khmer/--english"})
+    source_weights: list[str] = dataclasses.field(default_factory=list, metadata={
+        "help": "NAME=WEIGHT: a source's share inside its language (names as in the manifest, e.g. "
+                "km:news.txt); a language's sources all get a weight or none (none: by characters)",
+        "metavar": "NAME=W"})
+    mix_strategy: str = dataclasses.field(default="weights", metadata={
+        "help": "weights: language shares from --khmer-weight/--english-weight; temperature: shares "
+                "proportional to characters**alpha; unimax: equal budgets capped at --max-epochs",
+        "choices": list(STRATEGIES)})
+    temperature_alpha: float = dataclasses.field(default=0.3, metadata={
+        "help": "alpha of temperature sampling (1: natural shares, 0: uniform)"})
+    target_chars: int = dataclasses.field(default=0, metadata={
+        "help": "size of the training mixture in characters (0: as large as the weights and --max-epochs "
+                "allow; for unimax, the budget to spread)"})
+    invalid_utf8: str = dataclasses.field(default="replace", metadata={
+        "help": "lines with invalid UTF-8: decode with U+FFFD (counted), or skip the document (counted)",
+        "choices": ["replace", "skip"]})
+    bad_records: str = dataclasses.field(default="error", metadata={
+        "help": "a malformed JSON line: stop with its file:line, or skip it (counted, location in the manifest)",
+        "choices": ["error", "skip"]})
+    min_words: int = dataclasses.field(default=FilterThresholds.min_units, metadata={
+        "help": "drop documents with fewer word-like units (Khmer syllables, other words)"})
+    max_dup_line_frac: float = dataclasses.field(default=FilterThresholds.max_dup_line_frac, metadata={
+        "help": "drop documents where more than this share of lines repeat an earlier line"})
+    max_dup_ngram_frac: float = dataclasses.field(default=FilterThresholds.max_dup_ngram_frac, metadata={
+        "help": "drop documents where more than this share of word-like units sit in a repeated 5-gram"})
+    max_digit_frac: float = dataclasses.field(default=FilterThresholds.max_digit_frac, metadata={
+        "help": "drop documents with more digits than this share of non-space characters"})
+    max_symbol_frac: float = dataclasses.field(default=FilterThresholds.max_symbol_frac, metadata={
+        "help": "drop documents with more punctuation/symbols than this share of non-space characters"})
+    max_url_frac: float = dataclasses.field(default=FilterThresholds.max_url_frac, metadata={
+        "help": "drop documents with more URL characters than this share"})
+    near_dedup: bool = dataclasses.field(default=True, metadata={
+        "help": "remove near-duplicates (MinHash LSH over character 5-grams) besides exact duplicates"})
+    minhash_perm: int = dataclasses.field(default=128, metadata={"help": "MinHash permutations"})
+    minhash_bands: int = dataclasses.field(default=16, metadata={
+        "help": "LSH bands (permutations / bands rows each; 128/16 catches 92%% of pairs at Jaccard 0.8)"})
+    num_shards: int = dataclasses.field(default=1, metadata={
+        "help": "split the documents into this many shards (each shard a separate job if you like)"})
+    shard_index: int | None = dataclasses.field(default=None, metadata={
+        "help": "process only this shard into the work folder and stop (run --merge-only after all)"})
+    merge_only: bool = dataclasses.field(default=False, metadata={
+        "help": "do not process shards here: merge finished shards (an error lists missing ones)"})
+    work_dir: str | None = dataclasses.field(default=None, metadata={
+        "help": "folder for shard files (default: <output-dir>.work beside the output); finished shards "
+                "there are skipped on a rerun"})
+    keep_work_dir: bool = dataclasses.field(default=False, metadata={
+        "help": "keep the shard files after a successful merge"})
+    num_proc: int = dataclasses.field(default=1, metadata={
+        "help": "worker processes for normalizing and filtering (per shard job)"})
+    write_rejected: bool = dataclasses.field(default=False, metadata={
+        "help": "write dropped documents with their reasons to <output-dir>/rejected/ for inspection"})
+    shuffle_bucket_mb: int = dataclasses.field(default=256, metadata={
+        "help": "the output shuffle holds about this many MB of text at once (bounds peak memory)"})
+
     def __post_init__(self) -> None:
-        if not self.khmer and not self.english:
-            raise ValueError("give at least one source with --khmer or --english")
+        if not self.khmer and not self.english and not self.mix:
+            raise ValueError("give at least one source with --khmer, --english or --mix")
         normalize_weights(self.weights())  # raises on negative or all-zero weights
         if self.khmer and self.khmer_weight <= 0 or self.english and self.english_weight <= 0:
             raise ValueError("a language with sources needs a positive weight (--khmer-weight / --english-weight)")
@@ -78,143 +153,350 @@ class PrepareConfig:
             raise ValueError(f"--max-epochs must be positive, got {self.max_epochs}")
         if self.min_validation_docs < 1:
             raise ValueError("--min-validation-docs must be at least 1")
-        for name in ("khmer_min_share", "mixed_min_share", "latin_min_share"):
+        for name in ("khmer_min_share", "mixed_min_share", "latin_min_share", "max_dup_line_frac",
+                     "max_dup_ngram_frac", "max_digit_frac", "max_symbol_frac", "max_url_frac"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be between 0 and 1")
         if self.mixed_min_share > self.khmer_min_share:
             raise ValueError("--mixed-min-share must not exceed --khmer-min-share")
+        self.parsed_source_weights()
+        if self.target_chars < 0:
+            raise ValueError("--target-chars must be >= 0")
+        if not 0 <= self.temperature_alpha <= 1:
+            raise ValueError("--temperature-alpha must be between 0 and 1")
+        if self.num_shards < 1:
+            raise ValueError("--num-shards must be at least 1")
+        if self.shard_index is not None and not 0 <= self.shard_index < self.num_shards:
+            raise ValueError(f"--shard-index must be in 0..{self.num_shards - 1}")
+        if self.shard_index is not None and self.merge_only:
+            raise ValueError("--shard-index and --merge-only exclude each other")
+        if self.num_proc < 1:
+            raise ValueError("--num-proc must be at least 1")
+        if self.minhash_perm < 1 or self.minhash_bands < 1 or self.minhash_perm % self.minhash_bands:
+            raise ValueError("--minhash-bands must divide --minhash-perm")
+        if self.shuffle_bucket_mb < 1:
+            raise ValueError("--shuffle-bucket-mb must be at least 1")
+
+    def parsed_source_weights(self) -> dict[str, float]:
+        out = {}
+        for item in self.source_weights:
+            name, sep, w = item.rpartition("=")
+            try:
+                value = float(w)
+            except ValueError:
+                value = None
+            if not sep or not name or value is None:
+                raise ValueError(f"--source-weights {item!r}: expected NAME=WEIGHT, e.g. km:news.txt=2")
+            if value < 0:
+                raise ValueError(f"--source-weights {item!r}: weights must be >= 0")
+            out[name] = value
+        return out
 
     def thresholds(self) -> RoutingThresholds:
         return RoutingThresholds(self.khmer_min_share, self.khmer_min_chars, self.mixed_min_share,
                                  self.latin_min_share)
 
     def weights(self) -> dict[str, float]:
+        """Language weights of the languages given on the command line (both with a mix file)."""
         w = {}
-        if self.khmer:
+        if self.khmer or self.mix:
             w["km"] = self.khmer_weight
-        if self.english:
+        if self.english or self.mix:
             w["en"] = self.english_weight
         return w
 
+    def filter_thresholds(self) -> FilterThresholds:
+        return FilterThresholds(self.min_chars, self.min_words, self.max_dup_line_frac, self.max_dup_ngram_frac,
+                                self.max_digit_frac, self.max_symbol_frac, self.max_url_frac)
+
+    def read_options(self) -> ReadOptions:
+        return ReadOptions(self.doc_mode, self.text_column, self.invalid_utf8, self.bad_records)
+
     def sources(self) -> list[Source]:
-        return [Source(p, "km") for p in self.khmer] + [Source(p, "en") for p in self.english]
+        """The declared sources, command line first, then the mix file; names made unique, weights
+        from --source-weights applied. Reads the mix file (so it is not called in validation)."""
+        out = [Source(p, "km") for p in self.khmer] + [Source(p, "en") for p in self.english]
+        if self.mix:
+            out += load_mix_file(self.mix)
+        seen: collections.Counter = collections.Counter()
+        for s in out:
+            seen[s.name] += 1
+            if seen[s.name] > 1:
+                s.name = f"{s.name}#{seen[s.name]}"
+        weights = self.parsed_source_weights()
+        unknown = sorted(set(weights) - {s.name for s in out})
+        if unknown:
+            raise StageError(f"--source-weights names {unknown} match no source; the sources are "
+                             f"{[s.name for s in out]}")
+        for s in out:
+            if s.name in weights:
+                s.weight = weights[s.name]
+        return out
+
+    def work_path(self) -> Path:
+        out = Path(self.output_dir)
+        return Path(self.work_dir) if self.work_dir else out.with_name(out.name + ".work")
 
 
-def _hash_key(doc_id: str, seed: int) -> str:
-    return hashlib.sha1(f"{seed}:{doc_id}".encode()).hexdigest()
+def _shard_settings(cfg: PrepareConfig, sources: list[Source]) -> dict:
+    """What a shard's content depends on; a finished shard with other settings is redone."""
+    keys = ("doc_mode", "text_column", "invalid_utf8", "bad_records", "min_chars", "min_words",
+            "max_dup_line_frac", "max_dup_ngram_frac", "max_digit_frac", "max_symbol_frac", "max_url_frac",
+            "near_dedup", "minhash_perm", "minhash_bands", "num_shards", "write_rejected", "khmer_min_share",
+            "khmer_min_chars", "mixed_min_share", "latin_min_share")
+    return {"config": {k: getattr(cfg, k) for k in keys}, "normalizer": NORMALIZER_VERSION,
+            "sources": [dict(source_identity(s), lang=s.lang) for s in sources]}
 
 
-def _validation_ids(docs: list[Document], fraction: float, min_docs: int) -> set[str]:
-    """Ids of the documents held out from one source: those with the smallest id hashes.
+def run_shards(cfg: PrepareConfig, sources: list[Source]) -> list[dict]:
+    """Phase 1: run this job's shards (one with --shard-index, else every unfinished one)."""
+    work = cfg.work_path()
+    work.mkdir(parents=True, exist_ok=True)
+    params = DocParams(cfg.thresholds(), cfg.filter_thresholds(), cfg.near_dedup, cfg.minhash_perm,
+                       cfg.minhash_bands)
+    settings = _shard_settings(cfg, sources)
+    todo = [cfg.shard_index] if cfg.shard_index is not None else range(cfg.num_shards)
+    return [run_shard(sources, i, cfg.num_shards, work, cfg.read_options(), params, settings, cfg.num_proc,
+                      cfg.write_rejected, with_inputs=(i == 0)) for i in todo]
 
-    The choice depends only on the documents' ids, so it stays the same when mixing weights
-    change. At least one document stays in training.
-    """
-    if len(docs) < 2:
-        return set()
-    n = min(len(docs) - 1, max(min_docs, math.ceil(fraction * len(docs))))
-    ranked = sorted(docs, key=lambda d: _hash_key(d.id, 0))
-    return {d.id for d in ranked[:n]}
+
+def _validation_mask(src: np.ndarray, idh: np.ndarray, alive: np.ndarray, n_sources: int,
+                     fraction: float, min_docs: int) -> np.ndarray:
+    """Per source, hold out the surviving documents with the smallest id hashes: at least
+    ``min_docs`` and ``fraction`` of them, always leaving one for training. Depends only on the ids
+    that survive filtering and deduplication, so it stays the same when mixing weights change."""
+    val = np.zeros(len(src), dtype=bool)
+    for s in range(n_sources):
+        idx = np.flatnonzero(alive & (src == s))
+        if len(idx) < 2:
+            continue
+        n = min(len(idx) - 1, max(min_docs, math.ceil(fraction * len(idx))))
+        val[idx[np.argsort(idh[idx], kind="stable")[:n]]] = True
+    return val
+
+
+def _read_columns(files: list[Path], columns: list[str]) -> dict[str, np.ndarray]:
+    parts: dict[str, list] = {c: [] for c in columns}
+    for f in files:
+        t = pq.read_table(f, columns=columns)
+        for c in columns:
+            parts[c].append(t.column(c).to_numpy())
+    return {c: (np.concatenate(v) if v else np.zeros(0)) for c, v in parts.items()}
+
+
+def merge(cfg: PrepareConfig, sources: list[Source]) -> dict:
+    """Phase 2: deduplicate, split, mix and write the output folder from finished shards."""
+    work = cfg.work_path()
+    fp_settings = _shard_settings(cfg, sources)
+    from tonsai.data.shards import fingerprint
+
+    fp = fingerprint(fp_settings)
+    infos, missing = [], []
+    for i in range(cfg.num_shards):
+        info = read_shard_info(work / shard_name(i, cfg.num_shards))
+        if info is None or info.get("fingerprint") != fp:
+            missing.append(i)
+        infos.append(info)
+    if missing:
+        raise StageError(f"shards {missing} of {cfg.num_shards} are not finished in {work} (or were made with "
+                         f"other settings); run them with --shard-index, or drop --merge-only")
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    names = [s.name for s in sources]
+    lang_of = {s.name: s.lang for s in sources}
+    counts: dict[str, collections.Counter] = {n: collections.Counter() for n in names}
+    skipped: dict[str, list] = {}
+    for info in infos:
+        for n, c in info["counts"].items():
+            counts[n].update(c)
+        for n, locs in info.get("skipped_locations", {}).items():
+            skipped.setdefault(n, []).extend(locs)
+    files = [work / shard_name(i, cfg.num_shards) / "docs.parquet" for i in range(cfg.num_shards)]
+    cols = _read_columns(files, ["src", "order", "chars", "h1", "h2", "idh"])
+    src, order, chars = cols["src"].astype(np.int32), cols["order"].astype(np.int64), cols["chars"].astype(np.int64)
+    n_docs = len(src)
+    exact = exact_duplicates(cols["h1"], cols["h2"], order)
+    del cols["h1"], cols["h2"]
+    timings["exact_dedup_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    near = np.zeros(n_docs, dtype=bool)
+    if cfg.near_dedup and n_docs:
+        clusters = NearDuplicateClusters(order)
+        for k in tqdm(range(cfg.minhash_bands), desc="near-dup bands", leave=False):
+            clusters.add_band(_read_columns(files, [f"b{k}"])[f"b{k}"], ~exact)
+        near, _ = clusters.duplicates(n_docs)
+        near &= ~exact
+    timings["near_dedup_s"] = time.perf_counter() - t0
+    for mask, reason in ((exact, "duplicate"), (near, "near_duplicate")):
+        for s, c in enumerate(np.bincount(src[mask], minlength=len(names)).tolist()):
+            if c:
+                counts[names[s]][f"dropped:{reason}"] += c
+    kept = ~(exact | near)
+    t0 = time.perf_counter()
+    val = _validation_mask(src, cols["idh"], kept, len(names), cfg.validation_fraction, cfg.min_validation_docs)
+    train_pool = kept & ~val
+    kept_per = np.bincount(src[kept], minlength=len(names))
+    val_per = np.bincount(src[val], minlength=len(names))
+    for s, n in enumerate(names):
+        counts[n]["kept"] = int(kept_per[s])
+        counts[n]["validation"] = int(val_per[s])
+        counts[n]["train_pool"] = int(kept_per[s] - val_per[s])
+
+    pool_idx = {n: np.flatnonzero(train_pool & (src == s)) for s, n in enumerate(names)}
+    lengths = {n: chars[idx] for n, idx in pool_idx.items()}
+    lang_weights = {"km": cfg.khmer_weight, "en": cfg.english_weight}
+    for lang in sorted({s.lang for s in sources}):
+        if not any(len(pool_idx[s.name]) for s in sources if s.lang == lang):
+            raise StageError(
+                f"no {lang} documents are left after filtering (see counts: "
+                f"{ {k: dict(v) for k, v in counts.items() if lang_of[k] == lang} }); "
+                f"check the input files and --min-chars")
+    max_epochs = {s.name: s.max_epochs or cfg.max_epochs for s in sources}
+    try:
+        shares = source_shares(
+            [{"name": s.name, "lang": s.lang, "weight": s.weight, "chars": int(lengths[s.name].sum()),
+              "max_epochs": max_epochs[s.name]} for s in sources],
+            lang_weights, cfg.mix_strategy, cfg.temperature_alpha, cfg.target_chars or None, max_epochs)
+        copies_per, plans, total, reached = plan_sources(
+            lengths, lang_of, shares, max_epochs, cfg.seed, cfg.target_chars or None)
+    except ValueError as e:
+        raise StageError(str(e)) from e
+    if not reached:
+        log.warning("--target-chars %d cannot be reached within the sources' max epochs: the mixture has %d "
+                    "characters; raise --max-epochs or add data", cfg.target_chars, total)
+    copies = np.zeros(n_docs, dtype=np.int32)
+    for n, idx in pool_idx.items():
+        copies[idx] = copies_per[n]
+        counts[n]["train_selected"] = plans[n].selected_docs
+    timings["split_and_plan_s"] = time.perf_counter() - t0
+
+    mixture, mixture_sources = _mixture_report(sources, plans)
+    val_docs_per_lang = collections.Counter()
+    for s, n in enumerate(names):
+        val_docs_per_lang[lang_of[n]] += int(val_per[s])
+    for lang, m in mixture.items():
+        log.info("%s: %.2f%% of training characters (requested %.2f%%), %d docs, %.2f epochs; %d validation docs",
+                 lang, 100 * m["realized_share"], 100 * m["requested_share"], m["selected_docs"], m["epochs"],
+                 val_docs_per_lang[lang])
+
+    t0 = time.perf_counter()
+    train_chars = int(sum(p.selected_chars for p in plans.values()))
+    val_chars = int(chars[val].sum())
+    with staged_dir(cfg.output_dir) as tmp:
+        ds_dir = tmp / "dataset"
+        train_w = ShuffledSplitWriter(ds_dir / "train", tmp / "tmp-train", cfg.seed,
+                                      buckets_for(train_chars, cfg.shuffle_bucket_mb))
+        val_w = ShuffledSplitWriter(ds_dir / "validation", tmp / "tmp-validation", cfg.seed,
+                                    buckets_for(val_chars, cfg.shuffle_bucket_mb))
+        rejected = None
+        if cfg.write_rejected:
+            (tmp / "rejected").mkdir()
+            for i in range(cfg.num_shards):
+                r = work / shard_name(i, cfg.num_shards) / "rejected.jsonl.gz"
+                if r.is_file():
+                    shutil.copy(r, tmp / "rejected" / f"filters-{i:05d}.jsonl.gz")
+            import gzip
+
+            rejected = gzip.open(tmp / "rejected" / "dedup.jsonl.gz", "wt", encoding="utf-8")
+        offset = 0
+        for f in tqdm(files, desc="write splits", unit="shard", leave=False):
+            pf = pq.ParquetFile(f)
+            for batch in pf.iter_batches(batch_size=2048, columns=["text", "id", "src"]):
+                texts, ids, srcs = (batch.column(c).to_pylist() for c in ("text", "id", "src"))
+                for j, (text, doc_id, s) in enumerate(zip(texts, ids, srcs)):
+                    g = offset + j
+                    name = names[s]
+                    if val[g]:
+                        val_w.add(text, lang_of[name], name, doc_id)
+                    for c in range(int(copies[g])):
+                        train_w.add(text, lang_of[name], name, doc_id, c)
+                    if rejected is not None and (exact[g] or near[g]):
+                        rejected.write(json.dumps({"id": doc_id, "source": name, "reason":
+                                                   "duplicate" if exact[g] else "near_duplicate", "text": text},
+                                                  ensure_ascii=False) + "\n")
+                offset += len(texts)
+        if rejected is not None:
+            rejected.close()
+        n_train, n_val = train_w.finish(), val_w.finish()
+        write_dataset_dict_index(ds_dir, ["train", "validation"])
+        timings["write_s"] = time.perf_counter() - t0
+        inputs = next((i["inputs"] for i in infos if i.get("inputs")), None)
+        manifest = write_manifest(
+            tmp, STAGE, cfg, inputs=inputs,
+            sources=[{"name": s.name, "lang": s.lang, "path": s.path, "weight": s.weight,
+                      "max_epochs": max_epochs[s.name]} for s in sources],
+            counts={n: dict(c) for n, c in counts.items()},
+            counts_by_lang=_counts_by_lang(counts, lang_of),
+            skipped_record_locations=skipped,
+            mixture=mixture,
+            mixture_sources=mixture_sources,
+            mixture_total_chars=total,
+            target_chars=cfg.target_chars or None,
+            target_reached=reached,
+            splits={"train": n_train, "validation": n_val},
+            validation_docs_per_lang=dict(val_docs_per_lang),
+            mixing_unit="characters of normalized text (a Khmer character is 3 UTF-8 bytes; token shares "
+                        "depend on the tokenizer: train_tokenizer's report states them)",
+            seed=cfg.seed,
+            num_shards=cfg.num_shards,
+            merge_timings_s={k: round(v, 3) for k, v in timings.items()},
+        )
+    _check_accounting(manifest["counts"])
+    log.info("wrote %s (train %d docs, validation %d docs)", cfg.output_dir, n_train, n_val)
+    return manifest
+
+
+def _counts_by_lang(counts: dict[str, collections.Counter], lang_of: dict[str, str]) -> dict:
+    out: dict[str, collections.Counter] = {}
+    for n, c in counts.items():
+        out.setdefault(lang_of[n], collections.Counter()).update(c)
+    return {k: dict(v) for k, v in out.items()}
+
+
+def _check_accounting(counts: dict) -> None:
+    """Every document read is kept or dropped with a reason; a mismatch is a bug, not bad input."""
+    for name, c in counts.items():
+        dropped = sum(v for k, v in c.items() if k.startswith("dropped:"))
+        assert c.get("read", 0) == c.get("kept", 0) + dropped, (name, c)
+
+
+def _mixture_report(sources: list[Source], plans: dict) -> tuple[dict, dict]:
+    total = sum(p.selected_chars for p in plans.values())
+    by_lang: dict[str, dict] = {}
+    for s in sources:
+        p = plans[s.name]
+        m = by_lang.setdefault(s.lang, {"requested_share": 0.0, "available_chars": 0, "selected_chars": 0,
+                                        "selected_docs": 0})
+        m["requested_share"] += p.share
+        m["available_chars"] += p.available_chars
+        m["selected_chars"] += p.selected_chars
+        m["selected_docs"] += p.selected_docs
+    for m in by_lang.values():
+        m["realized_share"] = m["selected_chars"] / total if total else 0.0
+        m["epochs"] = round(m["selected_chars"] / m["available_chars"], 4) if m["available_chars"] else 0.0
+    per_source = {s.name: {"lang": s.lang, "requested_share": plans[s.name].share,
+                           "realized_share": plans[s.name].selected_chars / total if total else 0.0,
+                           "available_chars": plans[s.name].available_chars,
+                           "selected_chars": plans[s.name].selected_chars,
+                           "selected_docs": plans[s.name].selected_docs,
+                           "epochs": round(plans[s.name].epochs, 4),
+                           "max_epochs": plans[s.name].max_epochs} for s in sources}
+    return by_lang, per_source
 
 
 def run_prepare(cfg: PrepareConfig) -> dict:
-    """Run the prepare stage and return its manifest."""
-    thresholds = cfg.thresholds()
-    counts: dict[str, collections.Counter] = {}
-    seen_hashes: set[str] = set()
-    kept: dict[str, list[Document]] = collections.defaultdict(list)
-    inputs = []
-    for source in cfg.sources():
-        c = counts.setdefault(source.name, collections.Counter())
-        stats = ReadStats()
-        files = source.files()
-        inputs.append({"source": source.name, "lang": source.lang,
-                       "files": [{"path": str(f), "sha256": file_sha256(f)} for f in files]})
-        docs = iter_documents(source, stats, cfg.doc_mode, cfg.text_column)
-        for doc in tqdm(docs, desc=f"read {source.name}", unit="doc", leave=False):
-            c["read"] += 1
-            doc.text = normalize(doc.text).strip()
-            reason = (too_short(doc.text, cfg.min_chars)
-                      or script_mismatch(count_scripts(doc.text), source.lang, thresholds)
-                      or bad_quality(doc.text))
-            if reason is None:
-                h = hashlib.sha1(doc.text.encode("utf-8")).hexdigest()
-                if h in seen_hashes:
-                    reason = "duplicate"
-                else:
-                    seen_hashes.add(h)
-            if reason:
-                c[f"dropped:{reason}"] += 1
-                continue
-            c["kept"] += 1
-            kept[source.name].append(doc)
-        c["invalid_utf8_lines"] += stats.invalid_utf8_lines
-        log.info("%s: read %d, kept %d", source.name, c["read"], c["kept"])
-
-    train_pool: dict[str, list[Document]] = collections.defaultdict(list)
-    validation: list[Document] = []
-    for name, docs in kept.items():
-        held = _validation_ids(docs, cfg.validation_fraction, cfg.min_validation_docs)
-        for d in docs:
-            (validation.append(d) if d.id in held else train_pool[d.lang].append(d))
-        counts[name]["validation"] = len(held)
-        counts[name]["train_pool"] = len(docs) - len(held)
-
-    for lang in cfg.weights():
-        if not train_pool.get(lang):
-            raise StageError(
-                f"no {lang} documents are left after filtering (see counts: "
-                f"{ {k: dict(v) for k, v in counts.items() if k.startswith(lang)} }); "
-                f"check the input files and --min-chars"
-            )
-    try:
-        chosen, plans = plan_mixture(
-            {lang: [len(d.text) for d in docs] for lang, docs in train_pool.items()},
-            cfg.weights(), cfg.max_epochs, cfg.seed)
-    except ValueError as e:
-        raise StageError(str(e)) from e
-    train = [train_pool[lang][i] for lang, idx in chosen.items() for i in idx]
-    random.Random(cfg.seed).shuffle(train)
-    for d in train:
-        counts[d.source]["train_selected"] += 1
-
-    total_chars = sum(p.selected_chars for p in plans.values())
-    mixture = {
-        lang: {
-            "requested_share": p.weight,
-            "realized_share": p.selected_chars / total_chars if total_chars else 0.0,
-            "available_chars": p.available_chars,
-            "selected_chars": p.selected_chars,
-            "selected_docs": p.selected_docs,
-            "epochs": round(p.epochs, 4),
-        }
-        for lang, p in plans.items()
-    }
-    val_counts = collections.Counter(d.lang for d in validation)
-    for lang, m in mixture.items():
-        log.info("%s: %.1f%% of training characters (requested %.1f%%), %d docs, %.2f epochs; %d validation docs",
-                 lang, 100 * m["realized_share"], 100 * m["requested_share"], m["selected_docs"],
-                 m["epochs"], val_counts[lang])
-
-    import datasets  # slow import, only when writing
-
-    def to_ds(docs: list[Document]) -> "datasets.Dataset":
-        return datasets.Dataset.from_dict({
-            "text": [d.text for d in docs], "lang": [d.lang for d in docs],
-            "source": [d.source for d in docs], "id": [d.id for d in docs]})
-
-    dd = datasets.DatasetDict({"train": to_ds(train), "validation": to_ds(validation)})
-    with staged_dir(cfg.output_dir) as tmp:
-        dd.save_to_disk(str(tmp / "dataset"))
-        manifest = write_manifest(
-            tmp, STAGE, cfg, inputs=inputs,
-            counts={name: dict(c) for name, c in counts.items()},
-            mixture=mixture,
-            splits={"train": len(train), "validation": len(validation)},
-            validation_docs_per_lang=dict(val_counts),
-            mixing_unit="characters of normalized text",
-        )
-    log.info("wrote %s (train %d docs, validation %d docs)", cfg.output_dir, len(train), len(validation))
+    """Run the prepare stage and return its manifest (or, with --shard-index, that shard's summary)."""
+    sources = cfg.sources()
+    for s in sources:
+        if not s.is_hub:
+            s.files()  # a missing path or an empty folder stops here, before any work
+    if not cfg.merge_only:
+        done = run_shards(cfg, sources)
+        if cfg.shard_index is not None:
+            return done[0]
+    manifest = merge(cfg, sources)
+    if not cfg.keep_work_dir:
+        shutil.rmtree(cfg.work_path(), ignore_errors=True)
     return manifest
 
 

@@ -1,28 +1,49 @@
-"""Reading raw documents from local files.
+"""Reading raw documents from local files and Hugging Face datasets, streamed.
 
-A source is a path (file, folder or glob) declared as Khmer or English. Supported files:
+A source is a path (file, folder or glob) or a Hub dataset declared as Khmer or English, with its
+own mixing weight. Supported inputs:
 
 - ``.txt``: one document per line (``doc_mode="line"``, the default) or per block separated by
   blank lines (``doc_mode="paragraph"``);
-- ``.jsonl``: one JSON object per line with a text field (``text_column``, default ``text``).
+- ``.jsonl`` / ``.json``: one JSON object per line with a text field (``text_column``); a ``.json``
+  file that starts with ``[`` is one JSON array of such objects (loaded whole: use JSON lines for
+  big files). Both may be compressed: ``.gz`` or ``.zst`` after the suffix;
+- ``.parquet``: read in record batches of the text column only;
+- a folder written by ``datasets``' ``save_to_disk`` (a ``Dataset``, or a ``DatasetDict`` whose
+  split is chosen with ``split``): its Arrow files are read batch by batch, never memory-mapped;
+- ``hf:NAME[:CONFIG[:SPLIT]]``: a dataset loaded with
+  ``datasets.load_dataset(NAME, CONFIG, split=SPLIT, streaming=True)``, e.g.
+  ``hf:HuggingFaceFW/fineweb-2:khm_Khmr:train``; NAME may also be a local folder of
+  parquet/json files (the same streaming code path, used by the offline tests).
 
-Every document gets a stable id, ``<source name>:<file>:<line>``, that the deterministic
-validation split and deduplication rely on. Invalid UTF-8 is decoded with U+FFFD replacements and
-counted, so it is never lost silently.
+Every document gets a stable id, ``<source name>:<file>:<line>`` (``<source>:<split>:<row>`` for
+Hub datasets and Arrow/Parquet rows), that the deterministic validation split, sharding and
+deduplication rely on. Invalid UTF-8 is decoded with U+FFFD replacements and counted, so it is never
+lost silently; ``invalid_utf8="skip"`` drops such documents instead (counted as a reason).
+A malformed JSON line stops the run with its file:line, or with ``bad_records="skip"`` is counted
+as ``dropped:malformed_json`` and its location is kept for the manifest.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import glob
+import gzip
+import io
 import json
 from pathlib import Path
-from typing import Iterator
+from typing import IO, Iterator
+
+import yaml
 
 from tonsai.cli import StageError
 
 TEXT_SUFFIXES = {".txt"}
-JSONL_SUFFIXES = {".jsonl"}
+JSON_SUFFIXES = {".jsonl", ".json"}
+PARQUET_SUFFIXES = {".parquet"}
+COMPRESSED = {".gz", ".zst"}
+HF_PREFIX = "hf:"
+MAX_LOCATIONS = 20  # locations of skipped records kept per source for the manifest
 
 
 @dataclasses.dataclass
@@ -32,105 +53,382 @@ class Document:
     lang: str
     source: str
     location: str  # file:line, for messages
+    skip_reason: str | None = None  # set by the reader: invalid_utf8 (skip mode) or malformed_json
 
 
 @dataclasses.dataclass
 class Source:
-    """One input declared by the user: a path and the language it is supposed to hold."""
+    """One input declared by the user: a path or ``hf:`` name and the language it should hold.
+
+    ``weight`` is the source's share inside its language (normalized over the language's sources);
+    ``None`` means "in proportion to its available characters" (the natural share).
+    """
 
     path: str
     lang: str
     name: str = ""
+    weight: float | None = None
+    max_epochs: float | None = None  # None: the stage's --max-epochs
+    text_column: str | None = None  # None: the stage's --text-column
+    split: str | None = None  # Hub datasets and DatasetDict folders; default "train"
 
     def __post_init__(self) -> None:
         if not self.name:
-            self.name = f"{self.lang}:{Path(self.path).name}"
+            base = self.path[len(HF_PREFIX):].rstrip("/") if self.is_hub else self.path.rstrip("/")
+            self.name = f"{self.lang}:{Path(base).name or base}"
+        if self.weight is not None and self.weight < 0:
+            raise ValueError(f"source {self.name}: weight {self.weight} must be >= 0")
+        if self.max_epochs is not None and self.max_epochs <= 0:
+            raise ValueError(f"source {self.name}: max_epochs must be positive, got {self.max_epochs}")
+
+    @property
+    def is_hub(self) -> bool:
+        return self.path.startswith(HF_PREFIX)
+
+    def hub_args(self) -> tuple[str, str | None, str]:
+        """(name, config, split) of an ``hf:`` source."""
+        parts = self.path[len(HF_PREFIX):].split(":")
+        if not parts[0] or len(parts) > 3:
+            raise StageError(f"{self.path}: expected hf:NAME[:CONFIG[:SPLIT]]")
+        name = parts[0]
+        config = parts[1] if len(parts) > 1 and parts[1] else None
+        split = parts[2] if len(parts) > 2 and parts[2] else (self.split or "train")
+        return name, config, split
 
     def files(self) -> list[Path]:
+        """The files (or save_to_disk folders) of a local source, sorted; errors when there are none."""
+        if self.is_hub:
+            return []
         p = Path(self.path)
         if any(ch in self.path for ch in "*?["):
             found = sorted(Path(x) for x in glob.glob(self.path, recursive=True))
         elif p.is_dir():
-            found = sorted(x for x in p.rglob("*") if x.is_file())
+            if _is_saved_dataset(p):
+                return [p]
+            found = sorted(x for x in p.rglob("*") if x.is_file() or _is_saved_dataset(x))
         elif p.is_file():
+            if _kind(p) is None:
+                raise StageError(f"{self.lang} source {self.path}: unsupported file type "
+                                 f"(use .txt, .jsonl, .json, .parquet, optionally .gz/.zst)")
             return [p]
         else:
             raise StageError(f"{self.lang} source {self.path}: no such file or folder")
-        found = [x for x in found if x.suffix in TEXT_SUFFIXES | JSONL_SUFFIXES]
+        found = [x for x in found if _kind(x) is not None]
+        # a saved dataset's own .arrow/.json files are not separate inputs
+        saved = [x for x in found if x.is_dir()]
+        found = [x for x in found if x.is_dir() or not any(s in x.parents for s in saved)]
         if not found:
-            raise StageError(
-                f"{self.lang} source {self.path}: no .txt or .jsonl files found there"
-            )
+            raise StageError(f"{self.lang} source {self.path}: no .txt, .jsonl, .json, .parquet files "
+                             f"or save_to_disk folders found there")
         return found
+
+
+def _is_saved_dataset(p: Path) -> bool:
+    return p.is_dir() and ((p / "state.json").is_file() or (p / "dataset_dict.json").is_file())
+
+
+def _kind(p: Path) -> str | None:
+    if _is_saved_dataset(p):
+        return "saved"
+    if p.is_dir():
+        return None
+    suffixes = p.suffixes[-2:]
+    last = suffixes[-1] if suffixes else ""
+    if last in COMPRESSED:
+        last = suffixes[0] if len(suffixes) == 2 else ""
+        if last in PARQUET_SUFFIXES:
+            return None
+    if last in TEXT_SUFFIXES:
+        return "txt"
+    if last in JSON_SUFFIXES:
+        return "json"
+    if last in PARQUET_SUFFIXES:
+        return "parquet"
+    return None
+
+
+def open_binary(path: Path) -> IO[bytes]:
+    """Open a possibly .gz/.zst-compressed file for streaming binary reads."""
+    try:
+        if path.suffix == ".gz":
+            return gzip.open(path, "rb")
+        if path.suffix == ".zst":
+            import zstandard
+
+            return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(open(path, "rb"), closefd=True))
+        return open(path, "rb")
+    except PermissionError as e:
+        raise StageError(f"{path}: cannot read ({e.strerror}); check its permissions") from e
 
 
 @dataclasses.dataclass
 class ReadStats:
     documents: int = 0
     invalid_utf8_lines: int = 0
+    malformed_records: int = 0
+    locations: list[str] = dataclasses.field(default_factory=list)  # first skipped records
+
+    def note(self, where: str) -> None:
+        if len(self.locations) < MAX_LOCATIONS:
+            self.locations.append(where)
 
 
-def _decode(raw: bytes, stats: ReadStats) -> str:
+@dataclasses.dataclass(frozen=True)
+class ReadOptions:
+    doc_mode: str = "line"
+    text_column: str = "text"
+    invalid_utf8: str = "replace"  # or "skip"
+    bad_records: str = "error"  # or "skip"
+
+
+def _decode(raw: bytes, stats: ReadStats) -> tuple[str, bool]:
     try:
-        return raw.decode("utf-8")
+        return raw.decode("utf-8"), False
     except UnicodeDecodeError:
         stats.invalid_utf8_lines += 1
-        return raw.decode("utf-8", errors="replace")
+        return raw.decode("utf-8", errors="replace"), True
 
 
 def iter_documents(source: Source, stats: ReadStats, doc_mode: str = "line",
-                   text_column: str = "text") -> Iterator[Document]:
-    """Yield the documents of ``source``, streaming each file line by line."""
+                   text_column: str = "text", options: ReadOptions | None = None) -> Iterator[Document]:
+    """Yield the documents of ``source``, streaming each file (bounded memory except .json arrays)."""
+    opts = options or ReadOptions(doc_mode=doc_mode, text_column=text_column)
+    opts = dataclasses.replace(opts, text_column=source.text_column or opts.text_column)
+    if source.is_hub:
+        yield from _iter_hub(source, stats, opts)
+        return
     for path in source.files():
+        kind = _kind(path)
         rel = path.name
-        if path.suffix in JSONL_SUFFIXES:
-            yield from _iter_jsonl(path, rel, source, stats, text_column)
-            continue
-        with open(path, "rb") as f:
-            buf: list[str] = []
-            start = 0
-            for lineno, raw in enumerate(f, 1):
-                line = _decode(raw, stats).rstrip("\r\n")
-                if doc_mode == "line":
-                    if line.strip():
-                        stats.documents += 1
-                        yield Document(f"{source.name}:{rel}:{lineno}", line, source.lang, source.name,
-                                       f"{path}:{lineno}")
-                    continue
-                if line.strip():
-                    if not buf:
-                        start = lineno
-                    buf.append(line)
-                elif buf:
-                    stats.documents += 1
-                    yield Document(f"{source.name}:{rel}:{start}", "\n".join(buf), source.lang,
-                                   source.name, f"{path}:{start}")
-                    buf = []
-            if buf:
-                stats.documents += 1
-                yield Document(f"{source.name}:{rel}:{start}", "\n".join(buf), source.lang,
-                               source.name, f"{path}:{start}")
+        try:
+            if kind == "json":
+                yield from _iter_json(path, rel, source, stats, opts)
+            elif kind == "parquet":
+                yield from _iter_parquet(path, rel, source, stats, opts)
+            elif kind == "saved":
+                yield from _iter_saved(path, rel, source, stats, opts)
+            else:
+                yield from _iter_txt(path, rel, source, stats, opts)
+        except (OSError, EOFError) as e:
+            if isinstance(e, PermissionError):
+                raise StageError(f"{path}: cannot read ({e.strerror}); check its permissions") from e
+            raise StageError(f"{path}: cannot read ({e}); the file may be truncated or not what its "
+                             f"suffix says") from e
 
 
-def _iter_jsonl(path: Path, rel: str, source: Source, stats: ReadStats,
-                text_column: str) -> Iterator[Document]:
-    with open(path, "rb") as f:
+def _doc(source: Source, rel: str, n: int | str, text: str, where: str, bad_utf8: bool,
+         opts: ReadOptions, stats: ReadStats) -> Document:
+    stats.documents += 1
+    reason = "invalid_utf8" if bad_utf8 and opts.invalid_utf8 == "skip" else None
+    return Document(f"{source.name}:{rel}:{n}", text, source.lang, source.name, where, reason)
+
+
+def _iter_txt(path: Path, rel: str, source: Source, stats: ReadStats, opts: ReadOptions) -> Iterator[Document]:
+    with open_binary(path) as f:
+        buf: list[str] = []
+        bad = False
+        start = 0
         for lineno, raw in enumerate(f, 1):
-            line = _decode(raw, stats).strip()
+            line, invalid = _decode(raw, stats)
+            line = line.rstrip("\r\n")
+            if opts.doc_mode == "line":
+                if line.strip():
+                    yield _doc(source, rel, lineno, line, f"{path}:{lineno}", invalid, opts, stats)
+                continue
+            if line.strip():
+                if not buf:
+                    start, bad = lineno, False
+                buf.append(line)
+                bad = bad or invalid
+            elif buf:
+                yield _doc(source, rel, start, "\n".join(buf), f"{path}:{start}", bad, opts, stats)
+                buf = []
+        if buf:
+            yield _doc(source, rel, start, "\n".join(buf), f"{path}:{start}", bad, opts, stats)
+
+
+def _record_text(obj, where: str, opts: ReadOptions) -> str:
+    col = opts.text_column
+    if not isinstance(obj, dict) or col not in obj:
+        cols = sorted(obj) if isinstance(obj, dict) else type(obj).__name__
+        raise StageError(f"{where}: no {col!r} field (found {cols}); pass --text-column with one of these")
+    text = obj[col]
+    if not isinstance(text, str):
+        raise StageError(f"{where}: field {col!r} is {type(text).__name__}, not a string")
+    return text
+
+
+def _iter_json(path: Path, rel: str, source: Source, stats: ReadStats, opts: ReadOptions) -> Iterator[Document]:
+    with open_binary(path) as f:
+        head = f.peek(64)[:64] if hasattr(f, "peek") else b""
+        if head.lstrip()[:1] == b"[":
+            text, invalid = _decode(f.read(), stats)
+            try:
+                records = json.loads(text)
+            except json.JSONDecodeError as e:
+                raise StageError(f"{path}:{e.lineno}: malformed JSON ({e.msg}); fix the file") from e
+            for i, obj in enumerate(records):
+                yield _doc(source, rel, i, _record_text(obj, f"{path}[{i}]", opts), f"{path}[{i}]",
+                           invalid, opts, stats)
+            return
+        for lineno, raw in enumerate(f, 1):
+            line, invalid = _decode(raw, stats)
+            line = line.strip()
             if not line:
                 continue
+            where = f"{path}:{lineno}"
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as e:
-                raise StageError(f"{path}:{lineno}: malformed JSON ({e.msg}); fix or remove that line") from e
-            if not isinstance(obj, dict) or text_column not in obj:
-                cols = sorted(obj) if isinstance(obj, dict) else type(obj).__name__
-                raise StageError(
-                    f"{path}:{lineno}: no {text_column!r} field (found {cols}); "
-                    f"pass --text-column with one of these"
-                )
-            text = obj[text_column]
-            if not isinstance(text, str):
-                raise StageError(f"{path}:{lineno}: field {text_column!r} is {type(text).__name__}, not a string")
-            stats.documents += 1
-            yield Document(f"{source.name}:{rel}:{lineno}", text, source.lang, source.name, f"{path}:{lineno}")
+                if opts.bad_records == "skip":
+                    stats.malformed_records += 1
+                    stats.note(where)
+                    d = _doc(source, rel, lineno, "", where, False, opts, stats)
+                    d.skip_reason = "malformed_json"
+                    yield d
+                    continue
+                raise StageError(f"{where}: malformed JSON ({e.msg}); fix or remove that line, "
+                                 f"or pass --bad-records skip to count and skip it") from e
+            yield _doc(source, rel, lineno, _record_text(obj, where, opts), where, invalid, opts, stats)
+
+
+def _check_column(names: list[str], where: str, opts: ReadOptions) -> None:
+    if opts.text_column not in names:
+        raise StageError(f"{where}: no {opts.text_column!r} column (found {sorted(names)}); "
+                         f"pass --text-column with one of these")
+
+
+def _iter_batches_text(batches, col: str) -> Iterator[str | None]:
+    for batch in batches:
+        yield from batch.column(col).to_pylist()
+
+
+def _iter_parquet(path: Path, rel: str, source: Source, stats: ReadStats, opts: ReadOptions) -> Iterator[Document]:
+    import pyarrow.parquet as pq
+
+    pf = pq.ParquetFile(path)
+    _check_column(pf.schema_arrow.names, str(path), opts)
+    texts = _iter_batches_text(pf.iter_batches(batch_size=1024, columns=[opts.text_column]), opts.text_column)
+    for i, text in enumerate(texts):
+        yield _doc(source, rel, i, text or "", f"{path}#row{i}", False, opts, stats)
+
+
+def _iter_saved(path: Path, rel: str, source: Source, stats: ReadStats, opts: ReadOptions) -> Iterator[Document]:
+    """A save_to_disk folder: read its Arrow stream files batch by batch (no memory map)."""
+    import pyarrow as pa
+
+    if (path / "dataset_dict.json").is_file():
+        split = source.split or "train"
+        splits = json.loads((path / "dataset_dict.json").read_text())["splits"]
+        if split not in splits:
+            raise StageError(f"{path}: no split {split!r} (found {splits}); set the source's split")
+        path = path / split
+        rel = f"{rel}/{split}"
+    state = json.loads((path / "state.json").read_text())
+    i = 0
+    for entry in state["_data_files"]:
+        with pa.OSFile(str(path / entry["filename"])) as fh:
+            reader = pa.ipc.open_stream(fh)
+            _check_column(reader.schema.names, str(path), opts)
+            for text in _iter_batches_text(reader, opts.text_column):
+                yield _doc(source, rel, i, text or "", f"{path}#row{i}", False, opts, stats)
+                i += 1
+
+
+def _iter_hub(source: Source, stats: ReadStats, opts: ReadOptions) -> Iterator[Document]:
+    name, config, split = source.hub_args()
+    ds = open_hub(source)
+    cols = list(ds.column_names or []) if ds.column_names is not None else None
+    if cols is not None:
+        _check_column(cols, source.path, opts)
+    for i, row in enumerate(ds):
+        if i == 0 and cols is None:
+            _check_column(list(row), source.path, opts)
+        yield _doc(source, split, i, row.get(opts.text_column) or "", f"{source.path}#row{i}", False, opts, stats)
+
+
+def open_hub(source: Source):
+    """``datasets.load_dataset(name, config, split=..., streaming=True)`` with a clear error."""
+    import datasets
+
+    name, config, split = source.hub_args()
+    local = Path(name)
+    try:
+        if local.is_dir() and not _is_saved_dataset(local):
+            return datasets.load_dataset(str(local), config, split=split, streaming=True)
+        return datasets.load_dataset(name, config, split=split, streaming=True)
+    except Exception as e:  # datasets raises many kinds: missing name, config, split, offline
+        raise StageError(f"{source.path}: cannot stream this dataset ({type(e).__name__}: {e}). "
+                         f"Check the name, config and split, and the network (HF_HUB_OFFLINE).") from e
+
+
+def hub_fingerprint(source: Source) -> dict:
+    """What identifies the Hub input for the manifest: name, config, split and revision when known."""
+    name, config, split = source.hub_args()
+    out: dict = {"hub": name, "config": config, "split": split}
+    if Path(name).is_dir():
+        from tonsai.manifest import file_sha256
+
+        out["files"] = [{"path": str(f), "sha256": file_sha256(f)} for f in sorted(Path(name).rglob("*"))
+                        if f.is_file()]
+        return out
+    try:
+        import huggingface_hub
+
+        out["revision"] = huggingface_hub.HfApi().dataset_info(name).sha
+    except Exception as e:  # offline or private: say so instead of guessing
+        out["revision"] = None
+        out["revision_error"] = f"{type(e).__name__}: {e}"[:200]
+    return out
+
+
+def input_record(source: Source) -> dict:
+    """The manifest's entry for one source: files with content hashes, or the Hub revision."""
+    from tonsai.manifest import file_sha256
+
+    rec = {"source": source.name, "lang": source.lang, "path": source.path, "weight": source.weight,
+           "max_epochs": source.max_epochs}
+    if source.is_hub:
+        rec.update(hub_fingerprint(source))
+        return rec
+    files = []
+    for f in source.files():
+        if f.is_dir():
+            for g in sorted(x for x in f.rglob("*") if x.is_file()):
+                files.append({"path": str(g), "sha256": file_sha256(g)})
+        else:
+            try:
+                files.append({"path": str(f), "sha256": file_sha256(f)})
+            except PermissionError as e:
+                raise StageError(f"{f}: cannot read ({e.strerror}); check its permissions") from e
+    rec["files"] = files
+    return rec
+
+
+def load_mix_file(path: str | Path) -> list[Source]:
+    """Sources from a mix file (YAML or JSON, see configs/data/): a list under ``sources`` of
+    ``{path, lang, name?, weight?, max_epochs?, text_column?, split?}``. Relative paths are
+    relative to the working directory, as on the command line."""
+    p = Path(path)
+    if not p.is_file():
+        raise StageError(f"--mix {path}: no such file")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        raise StageError(f"--mix {path}: cannot parse ({e})") from e
+    if not isinstance(data, dict) or not isinstance(data.get("sources"), list) or not data["sources"]:
+        raise StageError(f"--mix {path}: expected a mapping with a non-empty list under 'sources'")
+    out = []
+    allowed = {f.name for f in dataclasses.fields(Source)}
+    for i, s in enumerate(data["sources"]):
+        if not isinstance(s, dict) or "path" not in s or s.get("lang") not in ("km", "en"):
+            raise StageError(f"--mix {path}: source #{i + 1} needs 'path' and 'lang' (km or en), got {s!r}")
+        unknown = sorted(set(s) - allowed)
+        if unknown:
+            raise StageError(f"--mix {path}: source #{i + 1} has unknown key(s) {unknown}; allowed: {sorted(allowed)}")
+        try:
+            src = Source(**{k: s[k] for k in s})
+        except ValueError as e:
+            raise StageError(f"--mix {path}: {e}") from e
+        out.append(src)
+    return out

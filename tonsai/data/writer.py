@@ -1,0 +1,94 @@
+"""Writing a split of the prepared dataset in ``save_to_disk`` layout, shuffled, in bounded memory.
+
+Documents are spread over ``num_buckets`` temporary Arrow files by a hash of (seed, id, copy);
+each bucket is then read alone, sorted by that hash and written as one
+``data-0000k-of-0000K.arrow`` file. Peak memory is about one bucket (choose the number of buckets
+from the split's size), and the order depends only on the seed and the documents, not on how many
+shards or processes made them. ``datasets.load_from_disk`` reads the result like any saved dataset.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import xxhash
+
+COLUMNS = ("text", "lang", "source", "id")
+SCHEMA = pa.schema([(c, pa.string()) for c in COLUMNS])
+_BUCKET_SCHEMA = SCHEMA.append(pa.field("key", pa.uint64()))
+FLUSH_ROWS = 2048
+
+
+def buckets_for(chars: int, bucket_mb: int) -> int:
+    """Buckets needed so that each holds about ``bucket_mb`` MB (3 bytes per character at most)."""
+    return max(1, math.ceil(3 * chars / (bucket_mb * 1e6)))
+
+
+class ShuffledSplitWriter:
+    def __init__(self, out_dir: Path, tmp_dir: Path, seed: int, num_buckets: int):
+        self.out_dir, self.tmp_dir, self.seed, self.k = Path(out_dir), Path(tmp_dir), seed, num_buckets
+        self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        self.files = [pa.OSFile(str(self.tmp_dir / f"bucket-{i}.arrow"), "wb") for i in range(self.k)]
+        self.writers = [pa.ipc.new_stream(f, _BUCKET_SCHEMA) for f in self.files]
+        self.buf: list[dict[str, list]] = [{c: [] for c in _BUCKET_SCHEMA.names} for _ in range(self.k)]
+        self.rows = 0
+
+    def add(self, text: str, lang: str, source: str, doc_id: str, copy: int = 0) -> None:
+        key = xxhash.xxh3_64_intdigest(f"{doc_id}\0{copy}".encode("utf-8"), seed=self.seed)
+        b = key % self.k
+        buf = self.buf[b]
+        buf["text"].append(text); buf["lang"].append(lang); buf["source"].append(source)
+        buf["id"].append(doc_id); buf["key"].append(key)
+        if len(buf["key"]) >= FLUSH_ROWS:
+            self._flush(b)
+        self.rows += 1
+
+    def _flush(self, b: int) -> None:
+        if self.buf[b]["key"]:
+            self.writers[b].write_table(pa.table(self.buf[b], schema=_BUCKET_SCHEMA))
+            self.buf[b] = {c: [] for c in _BUCKET_SCHEMA.names}
+
+    def finish(self) -> int:
+        """Sort each bucket and write the split folder; returns the number of rows."""
+        for b in range(self.k):
+            self._flush(b)
+            self.writers[b].close()
+            self.files[b].close()
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        names = []
+        for b in range(self.k):
+            path = self.tmp_dir / f"bucket-{b}.arrow"
+            with pa.OSFile(str(path)) as f:
+                table = pa.ipc.open_stream(f).read_all()
+            table = table.take(pc.sort_indices(table, [("key", "ascending")])).drop_columns(["key"])
+            name = f"data-{b:05d}-of-{self.k:05d}.arrow"
+            with pa.OSFile(str(self.out_dir / name), "wb") as f, pa.ipc.new_stream(f, SCHEMA) as w:
+                for batch in table.to_batches(max_chunksize=1000):
+                    w.write_batch(batch)
+            del table
+            path.unlink()
+            names.append(name)
+        shutil.rmtree(self.tmp_dir, ignore_errors=True)
+        _write_split_metadata(self.out_dir, names)
+        return self.rows
+
+
+def _write_split_metadata(split_dir: Path, data_files: list[str]) -> None:
+    state = {"_data_files": [{"filename": n} for n in data_files],
+             "_fingerprint": xxhash.xxh64("\n".join(
+                 f"{n}:{(split_dir / n).stat().st_size}" for n in data_files).encode()).hexdigest(),
+             "_format_columns": None, "_format_kwargs": {}, "_format_type": None,
+             "_output_all_columns": False, "_split": None}
+    info = {"citation": "", "description": "", "homepage": "", "license": "",
+            "features": {c: {"dtype": "string", "_type": "Value"} for c in COLUMNS}}
+    (split_dir / "state.json").write_text(json.dumps(state, indent=2), encoding="utf-8")
+    (split_dir / "dataset_info.json").write_text(json.dumps(info, indent=2), encoding="utf-8")
+
+
+def write_dataset_dict_index(dataset_dir: Path, splits: list[str]) -> None:
+    (dataset_dir / "dataset_dict.json").write_text(json.dumps({"splits": splits}), encoding="utf-8")
