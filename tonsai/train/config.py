@@ -38,6 +38,10 @@ class TrainConfig:
     lr_schedule: str = dataclasses.field(default="cosine", metadata={
         "help": "learning-rate decay after warmup", "choices": ["cosine", "linear", "constant_with_warmup"]})
     weight_decay: float = dataclasses.field(default=0.1, metadata={"help": "AdamW weight decay"})
+    optimizer: str = dataclasses.field(default="adamw", metadata={
+        "help": "adamw (fused on GPU), or muon: torch.optim.Muon on the 2-D matrices inside the blocks, AdamW on "
+                "embeddings, head, biases and norms, one learning rate for both (tonsai/train/optim.py); "
+                "muon runs without --deepspeed", "choices": ["adamw", "muon"]})
     max_grad_norm: float = dataclasses.field(default=1.0, metadata={"help": "gradient clipping norm"})
     precision: str = dataclasses.field(default="auto", metadata={
         "help": "bf16 on a GPU that supports it, fp32 on CPU, or force one", "choices": ["auto", "bf16", "fp32"]})
@@ -80,6 +84,9 @@ class TrainConfig:
             raise ValueError("--learning-rate must be positive")
         if self.warmup < 0:
             raise ValueError("--warmup must be >= 0")
+        if self.optimizer == "muon" and self.deepspeed:
+            raise ValueError("--optimizer muon needs whole weight matrices, and DeepSpeed ZeRO-2 hands the optimizer "
+                             "flattened partitions: leave out --deepspeed (one GPU, or torchrun for several)")
         unknown = set(self.report_to) - {"tensorboard", "wandb", "none"}
         if unknown:
             raise ValueError(f"--report-to: unknown {sorted(unknown)}; use tensorboard, wandb or none")

@@ -283,7 +283,16 @@ def run_train(cfg: TrainConfig) -> dict:
     peak = GPU_PEAK_BF16.get(gpu_key(torch.cuda.get_device_name()) or "") if not use_cpu else None
     log.info("%.3f GFLOP per token (tonsai.model.cost)%s", shape.flops_per_token() / 1e9,
              f"; MFU against {peak / 1e12:.0f} TFLOP/s" if peak else "; no MFU on this device")
+    optimizer_cls_and_kwargs = None
+    if cfg.optimizer == "muon":
+        from tonsai.train.optim import MuonAdamW, tag_muon_parameters
+
+        n_muon, n_adam = tag_muon_parameters(model)
+        log.info("optimizer: Muon on %s matrix parameters, AdamW on %s others", f"{n_muon:,}", f"{n_adam:,}")
+        optimizer_cls_and_kwargs = (MuonAdamW, {"lr": cfg.learning_rate, "weight_decay": cfg.weight_decay,
+                                                "betas": (0.9, 0.95), "eps": 1e-8})
     trainer = Trainer(
+        optimizer_cls_and_kwargs=optimizer_cls_and_kwargs,
         model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
         data_collator=default_data_collator, processing_class=tokenizer,
         callbacks=[MetricsLogger(Path(cfg.output_dir) / "metrics.jsonl", tokens_per_step, tokens_per_byte,
