@@ -57,6 +57,9 @@ class TrainConfig:
     gradient_checkpointing: bool = dataclasses.field(default=False, metadata={
         "help": "recompute activations in the backward pass to save memory"})
     torch_compile: bool = dataclasses.field(default=False, metadata={"help": "compile the model with torch.compile"})
+    liger_kernel: bool = dataclasses.field(default=False, metadata={
+        "help": "Liger Triton kernels (RMSNorm, RoPE, SwiGLU, fused linear cross-entropy) on a CUDA GPU, for "
+                "architectures Liger supports, e.g. configs/model/llama_480m.json; GPT-2 has none"})
     report_to: list[str] = dataclasses.field(default_factory=lambda: ["tensorboard"], metadata={
         "help": "where to send training metrics besides metrics.jsonl: tensorboard (offline, in "
                 "<output-dir>/tensorboard), wandb (install it with `uv add wandb`), or none"})

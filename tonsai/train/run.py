@@ -163,6 +163,20 @@ def _precision(cfg: TrainConfig, use_cpu: bool) -> bool:
     return (not use_cpu) and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
 
 
+def check_liger(model_type: str, use_cpu: bool) -> str | None:
+    """Why --liger-kernel cannot run here, or None."""
+    if use_cpu:
+        return "--liger-kernel needs a CUDA GPU (its kernels are Triton); leave it out on CPU"
+    try:
+        from liger_kernel.transformers.monkey_patch import MODEL_TYPE_TO_APPLY_LIGER_FN
+    except ImportError:
+        return "--liger-kernel needs the liger-kernel package (installed by `uv sync` on Linux)"
+    if model_type not in MODEL_TYPE_TO_APPLY_LIGER_FN:
+        return (f"--liger-kernel: Liger has no kernels for {model_type!r} models; it supports e.g. llama "
+                "(configs/model/llama_480m.json), mistral, qwen2, gemma. Leave the flag out for GPT-2.")
+    return None
+
+
 def run_train(cfg: TrainConfig) -> dict:
     if cfg.deepspeed:
         if not Path(cfg.deepspeed).is_file():
@@ -225,6 +239,10 @@ def run_train(cfg: TrainConfig) -> dict:
             raise StageError("--device cuda, but torch sees no GPU (no NVIDIA driver found); use --device cpu")
     use_cpu = cfg.device == "cpu" or (cfg.device == "auto" and not torch.cuda.is_available())
     bf16 = _precision(cfg, use_cpu)
+    if cfg.liger_kernel:
+        liger_problem = check_liger(config.model_type, use_cpu)
+        if liger_problem:
+            raise StageError(liger_problem)
     world = launch.world_size()
     tokens_per_step = cfg.micro_batch_size * cfg.gradient_accumulation * world * block_size
     log.info("%d training blocks of %d tokens; %d tokens per optimizer step; %s; %s",
@@ -274,6 +292,7 @@ def run_train(cfg: TrainConfig) -> dict:
         dataloader_num_workers=cfg.dataloader_workers,
         activation_checkpointing=cfg.gradient_checkpointing,
         torch_compile=cfg.torch_compile,
+        use_liger_kernel=cfg.liger_kernel,
         remove_unused_columns=False,
         prediction_loss_only=True,
         logging_nan_inf_filter=False,  # NonFiniteLossGuard must see a non-finite loss, not an average that hides it
