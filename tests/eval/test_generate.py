@@ -1,0 +1,77 @@
+import pytest
+import torch
+
+
+@pytest.fixture(scope="module")
+def lm(trained_model):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(trained_model)
+    model = AutoModelForCausalLM.from_pretrained(trained_model).eval()
+    return model, tok
+
+
+PROMPTS = ["ប្រទេសកម្ពុជា", "The Mekong river", "ស្រូវ", "Angkor Wat is a temple in the north of"]
+
+
+def test_batched_generation_equals_one_prompt_at_a_time(lm):
+    from tonsai.eval.generate import generate_greedy
+
+    model, tok = lm
+    batched = generate_greedy(model, tok, PROMPTS, max_new_tokens=12, stop=["\n"], batch_size=4)
+    alone = [generate_greedy(model, tok, [p], max_new_tokens=12, stop=["\n"], batch_size=1)[0] for p in PROMPTS]
+    assert batched == alone
+    assert tok.padding_side == "right"  # generation pads on the left without touching the caller's tokenizer
+
+
+def test_generation_matches_a_manual_greedy_loop_and_stops(lm):
+    from tonsai.eval.generate import cut_at_stop, generate_greedy
+
+    model, tok = lm
+    prompt = PROMPTS[1]
+    ids = [tok.eos_token_id] + tok(prompt, add_special_tokens=False)["input_ids"]
+    x = torch.tensor([ids])
+    with torch.no_grad():
+        for _ in range(10):
+            nxt = model(input_ids=x).logits[0, -1].argmax()
+            x = torch.cat([x, nxt.view(1, 1)], dim=1)
+    manual = tok.decode(x[0, len(ids):].tolist(), skip_special_tokens=True)
+    out = generate_greedy(model, tok, [prompt], max_new_tokens=10, stop=[])[0]
+    assert out == cut_at_stop(manual.split(tok.eos_token)[0], [])
+    # a stop string taken from the text cuts the output before it
+    stop = out.strip()[:1]
+    if stop:
+        cut = generate_greedy(model, tok, [prompt], max_new_tokens=10, stop=[stop])[0]
+        assert cut == out[:out.index(stop)]
+    assert cut_at_stop("abc\ndef", ["\n", "c"]) == "ab"
+
+
+def test_long_prompt_is_left_truncated_to_fit(lm):
+    from tonsai.eval.generate import generate_greedy
+
+    model, tok = lm
+    long = "ស្រូវ " * 400  # far longer than the 256-token context
+    out = generate_greedy(model, tok, [long, "ស្រូវ"], max_new_tokens=4, stop=[], batch_size=2)
+    assert len(out) == 2
+
+
+def test_loglikelihood_equals_a_full_forward_pass_and_batches(lm):
+    from tonsai.eval.generate import loglikelihood
+
+    model, tok = lm
+    pairs = [("The Mekong", " river"), ("ប្រទេស", "កម្ពុជា"), ("The Mekong", " is long and wide"), ("", "ស្រូវ")]
+    batched = loglikelihood(model, tok, pairs, batch_size=4)
+    alone = [loglikelihood(model, tok, [p], batch_size=1)[0] for p in pairs]
+    for (a, ga), (b, gb) in zip(batched, alone):
+        assert a == pytest.approx(b, abs=1e-4) and ga == gb
+    ctx, cont = pairs[2]
+    c = tok(ctx, add_special_tokens=False)["input_ids"]
+    whole = tok(ctx + cont, add_special_tokens=False)["input_ids"]
+    ids = torch.tensor([[tok.eos_token_id] + whole])
+    with torch.no_grad():
+        logp = torch.log_softmax(model(input_ids=ids).logits[0, :-1].float(), -1)
+    n = len(whole) - len(c)
+    target = ids[0, -n:]
+    expected = logp[-n:].gather(-1, target[:, None]).sum().item()
+    assert batched[2][0] == pytest.approx(expected, abs=1e-4)
+    assert batched[2][0] < batched[0][0] < 0  # a longer continuation is less likely
