@@ -158,7 +158,9 @@ def source_shares(sources: list[dict], lang_weights: dict[str, float], strategy:
         lw = normalize_weights({lang: float(c) ** alpha if c else 0.0 for lang, c in lang_chars.items()})
         inner_alpha: float | None = alpha
     elif strategy == "unimax":
-        lang_epochs = {lang: min(s["max_epochs"] for s in ss) for lang, ss in by_lang.items()}
+        epochs = max_epochs or {}
+        lang_epochs = {lang: min(epochs.get(s["name"], s.get("max_epochs", 1.0)) for s in ss)
+                       for lang, ss in by_lang.items()}
         b = budget if budget else float(sum(lang_chars.values()))
         lw = normalize_weights(unimax_budgets(lang_chars, b, lang_epochs))
         inner_alpha = None

@@ -342,7 +342,11 @@ def merge(cfg: PrepareConfig, sources: list[Source]) -> dict:
         counts[n]["validation"] = int(val_per[s])
         counts[n]["train_pool"] = int(kept_per[s] - val_per[s])
 
-    pool_idx = {n: np.flatnonzero(train_pool & (src == s)) for s, n in enumerate(names)}
+    # in input order (not shard order), so the selection does not depend on the number of shards
+    pool_idx = {}
+    for s, n in enumerate(names):
+        idx = np.flatnonzero(train_pool & (src == s))
+        pool_idx[n] = idx[np.argsort(order[idx], kind="stable")]
     lengths = {n: chars[idx] for n, idx in pool_idx.items()}
     lang_weights = {"km": cfg.khmer_weight, "en": cfg.english_weight}
     for lang in sorted({s.lang for s in sources}):

@@ -116,7 +116,7 @@ class Source:
         found = [x for x in found if _kind(x) is not None]
         # a saved dataset's own .arrow/.json files are not separate inputs
         saved = [x for x in found if x.is_dir()]
-        found = [x for x in found if x.is_dir() or not any(s in x.parents for s in saved)]
+        found = [x for x in found if not any(s in x.parents for s in saved)]
         if not found:
             raise StageError(f"{self.lang} source {self.path}: no .txt, .jsonl, .json, .parquet files "
                              f"or save_to_disk folders found there")
