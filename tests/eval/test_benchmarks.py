@@ -1,0 +1,116 @@
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from tonsai.cli import StageError
+from tonsai.eval.benchmarks import SIB200_LABELS, load_belebele, load_parallel, load_sib200
+from tonsai.eval.suites import load_suite, run_suites
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_parallel_on_ntrex_and_flores_subsets(shared_data):
+    ntrex = load_parallel(shared_data, "ntrex128_khm_eng_dev")
+    eng = (shared_data / "ntrex128_khm_eng_dev" / "eng_Latn.txt").read_text(encoding="utf-8").splitlines()
+    assert len(ntrex) == 1007 == len(eng)
+    assert ntrex[0]["target"] == eng[0] == ntrex[0]["eng_Latn"] and ntrex[0]["id"] == 1
+    flores = load_parallel(shared_data, "sib200_flores_khm_eng_dev", source="eng_Latn", target="khm_Khmr")
+    assert len(flores) == 420
+    assert flores[0]["source"].startswith("On Monday, scientists from the Stanford University")
+
+
+def test_parallel_release_layout_and_misaligned_files(tmp_path):
+    (tmp_path / "dev").mkdir()
+    (tmp_path / "dev" / "khm_Khmr.dev").write_text("ក\nខ\n", encoding="utf-8")
+    (tmp_path / "dev" / "eng_Latn.dev").write_text("a\nb\n", encoding="utf-8")
+    items = load_parallel(tmp_path, ".")
+    assert [(i["source"], i["target"]) for i in items] == [("ក", "a"), ("ខ", "b")]
+    (tmp_path / "dev" / "eng_Latn.dev").write_text("a\n", encoding="utf-8")
+    with pytest.raises(StageError, match="khm_Khmr has 2 lines but eng_Latn has 1"):
+        load_parallel(tmp_path, ".")
+    with pytest.raises(StageError, match="neither fra_Latn.txt nor dev/fra_Latn.dev found for language fra_Latn"):
+        load_parallel(tmp_path, ".", target="fra_Latn")
+
+
+def test_sib200_shared_items(shared_data):
+    folder = shared_data / "sib200_flores_khm_eng_dev"
+    every = load_sib200(folder, ".")
+    dev = load_sib200(folder, ".", split="dev")
+    train = load_sib200(folder, ".", split="train", lang="eng_Latn")
+    assert (len(every), len(dev), len(train)) == (420, 47, 373)
+    labels = (folder / "labels.txt").read_text(encoding="utf-8").split()
+    rows = [json.loads(x) for x in (folder / "items.jsonl").read_text(encoding="utf-8").splitlines()]
+    for item, row in zip(every, rows):
+        assert item["text"] == row["khm_Khmr"] and item["choices"] == labels
+        assert labels[item["answer"]] == row["category"]
+    named = load_sib200(folder, ".", split="dev", label_names={"sports": "កីឡា"})
+    assert "កីឡា" in named[0]["choices"] and "sports" not in named[0]["choices"]
+
+
+def test_sib200_repository_tsv_layout(tmp_path):
+    d = tmp_path / "data" / "annotated" / "khm_Khmr"
+    d.mkdir(parents=True)
+    (d / "dev.tsv").write_text('index_id\tcategory\ttext\n7\ttravel\t"ក, ខ"\n9\thealth\tគ\n', encoding="utf-8")
+    items = load_sib200(tmp_path, ".", split="dev")
+    assert [(i["id"], i["text"], SIB200_LABELS[i["answer"]]) for i in items] == [("7", "ក, ខ", "travel"), ("9", "គ", "health")]
+    (d / "dev.tsv").write_text("index_id\tcategory\ttext\n1\tcooking\tក\n", encoding="utf-8")
+    with pytest.raises(StageError, match="category 'cooking'"):
+        load_sib200(tmp_path, ".", split="dev")
+
+
+def _belebele_row(n, answer=2, dialect="khm_Khmr"):
+    return {"link": "https://example.org", "question_number": n, "flores_passage": f"អត្ថបទទី{n}",
+            "question": f"សំណួរទី{n}?", "mc_answer1": "ក", "mc_answer2": "ខ", "mc_answer3": "គ",
+            "mc_answer4": "ឃ", "correct_answer_num": str(answer), "dialect": dialect, "ds": "2023-05-03"}
+
+
+def test_belebele_format(tmp_path):
+    rows = [_belebele_row(1, 2), _belebele_row(2, 4), _belebele_row(3, 1, dialect="eng_Latn")]
+    path = tmp_path / "khm_Khmr.jsonl"
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    items = load_belebele(tmp_path, str(path))
+    assert [(i["id"], i["answer"], i["choices"][i["answer"]]) for i in items] == [(1, 1, "ខ"), (2, 3, "ឃ")]
+    assert load_belebele(tmp_path, ".") == items  # a folder holding <lang>.jsonl
+    path.write_text(json.dumps(_belebele_row(1, 5)) + "\n", encoding="utf-8")
+    with pytest.raises(StageError, match=r"khm_Khmr\.jsonl:1: correct_answer_num must be 1\.\.4"):
+        load_belebele(tmp_path, str(path))
+    bad = _belebele_row(1)
+    del bad["mc_answer3"]
+    path.write_text(json.dumps(bad) + "\n", encoding="utf-8")
+    with pytest.raises(StageError, match=r"khm_Khmr\.jsonl:1: missing Belebele field\(s\) mc_answer3"):
+        load_belebele(tmp_path, str(path))
+
+
+def test_belebele_task_runs_from_a_local_file(tmp_path, trained_model):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    rows = [_belebele_row(n, 1 + n % 4) for n in range(1, 5)]
+    (tmp_path / "bb.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    shipped = (REPO / "eval_suites/belebele_khm/suite.yaml").read_text(encoding="utf-8")
+    (tmp_path / "suite.yaml").write_text(shipped.replace("{hub: facebook/belebele, lang: khm_Khmr}",
+                                                         "{path: bb.jsonl, lang: khm_Khmr}"), encoding="utf-8")
+    res = run_suites(AutoModelForCausalLM.from_pretrained(trained_model),
+                     AutoTokenizer.from_pretrained(trained_model), [tmp_path], "cpu", progress=False)
+    scores = res["belebele_khm"]["belebele_km"]
+    assert scores["n"] == 4 and {scores["acc"], scores["acc_norm"]} <= {0.0, 0.25, 0.5, 0.75, 1.0}
+    sample = res.samples["belebele_khm"]["belebele_km"][0]
+    assert sample["choices"] == ["ក", "ខ", "គ", "ឃ"] and sample["answer"] == 1
+
+
+def test_shipped_benchmark_suite_runs_on_shared_data(shared_data, trained_model):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    suite = load_suite(REPO / "eval_suites/khmer_benchmarks")
+    sizes = {t.name: len(t.requests) for t in suite.tasks}
+    assert sizes == {"sib200_km": 47, "sib200_en": 47, "flores_km_en": 420, "flores_en_km": 420,
+                     "ntrex_km_en": 1007, "ntrex_en_km": 1007}
+    model = AutoModelForCausalLM.from_pretrained(trained_model)
+    tok = AutoTokenizer.from_pretrained(trained_model)
+    res = run_suites(model, tok, [REPO / "eval_suites/khmer_benchmarks"], "cpu", batch_size=4, limit=2,
+                     progress=False)["khmer_benchmarks"]
+    assert set(res) == set(sizes)
+    assert all(r["n"] == 2 for r in res.values())
+    assert set(res["flores_en_km"]) >= {"chrf", "chrf_pp", "bleu", "km_script_share", "km_invalid_cluster_rate"}
+    assert all(math.isfinite(v) for r in res.values() for v in r.values())
