@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 import sacrebleu
 
@@ -88,3 +90,27 @@ def test_khmer_output_checks():
     assert khmer_output_checks([good])["km_script_share"] == 1.0
     assert khmer_output_checks([latin])["km_script_share"] == 0.0
     assert 0.5 < checks["km_script_share"] < 1.0
+
+
+MODULES = Path(metrics.__file__).parent / "metric_modules"
+
+
+@pytest.mark.parametrize("name, kwargs, expected", [
+    ("tonsai_chrf", {"word_order": 2}, lambda p, r: {"score": metrics.chrf(p, r, word_order=2), "word_order": 2}),
+    ("tonsai_bleu", {"lang": "km"}, lambda p, r: {"bleu": metrics.bleu(p, r, lang="km")}),
+    ("tonsai_rouge_l", {"lang": "km"}, lambda p, r: {"rouge_l": metrics.rouge_l(p, r, lang="km")}),
+    ("tonsai_qa", {"lang": "km"}, lambda p, r: {"exact_match": metrics.exact_match(p, r),
+                                                "f1": metrics.f1(p, r, lang="km")}),
+])
+def test_metric_modules_load_offline_by_path(name, kwargs, expected):
+    import os
+
+    import evaluate
+
+    assert os.environ["HF_HUB_OFFLINE"] == "1"  # set by tests/conftest.py: no Hub access
+    preds = ["កសិករដាំស្រូវនៅរដូវវស្សា។", "ភ្នំពេញ"]
+    refs = [["កសិករច្រូតស្រូវនៅខែធ្នូ។"], ["ក្រុងភ្នំពេញ", "ភ្នំពេញ"]]
+    got = evaluate.load(str(MODULES / name)).compute(predictions=preds, references=refs, **kwargs)
+    want = expected(preds, refs)
+    assert got == pytest.approx(want)
+    assert 0 < list(want.values())[0] < 100
