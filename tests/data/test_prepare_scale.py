@@ -361,3 +361,18 @@ def test_cli_exit_codes_and_messages(tmp_path):
     assert r.returncode == 2 and "weights must be >= 0" in r.stderr
     r = subprocess.run([sys.executable, script, "--help"], capture_output=True, text=True, env=env)
     assert "hf:NAME[:CONFIG[:SPLIT]]" in r.stdout and "--num-shards" in r.stdout
+
+
+def test_minhash_signature_estimates_jaccard():
+    from tonsai.data.dedup import SHINGLE, shingle_hashes, signature
+
+    a = " ".join(en_docs(8, seed=11))
+    b = a[: len(a) * 3 // 4] + " ".join(en_docs(2, seed=12))
+
+    def grams(t):
+        return {t[i:i + SHINGLE] for i in range(len(t) - SHINGLE + 1)}
+
+    true = len(grams(a) & grams(b)) / len(grams(a) | grams(b))
+    est = float((signature(shingle_hashes(a), 256) == signature(shingle_hashes(b), 256)).mean())
+    assert abs(est - true) < 0.1, (est, true)
+    assert (signature(shingle_hashes(a)) == signature(shingle_hashes(a + " " + a))).mean() > 0.8

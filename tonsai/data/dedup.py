@@ -3,8 +3,9 @@
 Per document (computed in the shard workers, streamed):
 
 - exact key: xxh3-128 of the normalized text, stored as two uint64 (16 bytes per document);
-- near-duplicate keys: a MinHash signature (datasketch, ``num_perm`` permutations) over character
-  5-grams of the lower-cased text with whitespace collapsed (character n-grams need no word
+- near-duplicate keys: a MinHash signature (datasketch's affine32 permutations, ``num_perm`` of
+  them, applied with numpy in blocks) over character 5-grams of the lower-cased text with
+  whitespace collapsed (character n-grams need no word
   segmentation, so they work for Khmer), cut into ``bands`` bands of ``num_perm / bands`` rows;
   each band is hashed to one uint64 (8 bytes x bands per document, 128 bytes with 16 bands).
   Two documents whose Jaccard similarity is s collide in at least one band with probability
@@ -45,32 +46,56 @@ def id_hash(doc_id: str, seed: int = 0) -> int:
 
 
 @functools.lru_cache(maxsize=4)
-def _permutations(num_perm: int):
+def _permutations(num_perm: int) -> tuple[np.ndarray, np.ndarray]:
+    """datasketch's affine32 permutations (seed 1): h -> a*h + b mod 2**32, a odd."""
     from datasketch import MinHash
 
-    return MinHash(num_perm=num_perm, seed=1).permutations
+    a, b = MinHash(num_perm=num_perm, seed=1, scheme="affine32").permutations
+    return a.astype(np.uint32), b.astype(np.uint32)
 
 
-def _hash32(b: bytes) -> int:
-    return xxhash.xxh32_intdigest(b)
+_P = np.uint64(0x100000001B3)  # FNV prime: weights of the characters of a shingle
+_MIX1, _MIX2 = np.uint64(0xFF51AFD7ED558CCD), np.uint64(0xC4CEB9FE1A85EC53)
+CHUNK = 4096  # shingles per block of the (shingles x permutations) product: 2 MB with 128 permutations
 
 
-def shingles(text: str, n: int = SHINGLE) -> set[bytes]:
+def shingle_hashes(text: str, n: int = SHINGLE) -> np.ndarray:
+    """32-bit hashes of the character ``n``-grams of the lower-cased text with whitespace collapsed,
+    computed with numpy (a polynomial over code points, then a 64-bit finalizer)."""
     t = _SPACE.sub(" ", text.lower()).strip()
-    if len(t) <= n:
-        return {t.encode("utf-8")}
-    return {t[i:i + n].encode("utf-8") for i in range(len(t) - n + 1)}
+    cp = np.frombuffer(t.encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
+    if len(cp) < n:
+        cp = np.concatenate([cp, np.zeros(n - len(cp), dtype=np.uint64)])
+    m = len(cp) - n + 1
+    h = np.zeros(m, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for j in range(n):
+            h = h * _P + cp[j:j + m]
+        h ^= h >> np.uint64(33)
+        h *= _MIX1
+        h ^= h >> np.uint64(33)
+        h *= _MIX2
+        h ^= h >> np.uint64(33)
+    return (h & np.uint64(0xFFFFFFFF)).astype(np.uint32)
+
+
+def signature(hashes: np.ndarray, num_perm: int = 128) -> np.ndarray:
+    """MinHash signature of a set of 32-bit shingle hashes with datasketch's affine32 permutations
+    (datasketch mixes its inputs with its own finalizer first; :func:`shingle_hashes` is mixed already)."""
+    a, b = _permutations(num_perm)
+    sig = np.full(num_perm, 0xFFFFFFFF, dtype=np.uint32)
+    with np.errstate(over="ignore"):
+        for i in range(0, len(hashes), CHUNK):
+            block = hashes[i:i + CHUNK, None] * a[None, :] + b[None, :]
+            np.minimum(sig, block.min(axis=0), out=sig)
+    return sig
 
 
 def band_keys(text: str, num_perm: int = 128, bands: int = 16) -> list[int]:
     """One uint64 per LSH band of the text's MinHash signature."""
-    from datasketch import MinHash
-
-    m = MinHash(num_perm=num_perm, hashfunc=_hash32, permutations=_permutations(num_perm), scheme="affine32")
-    m.update_batch(shingles(text))
-    hv = m.hashvalues.astype(np.uint64)
+    sig = signature(shingle_hashes(text), num_perm)
     r = num_perm // bands
-    return [xxhash.xxh3_64_intdigest(hv[i * r:(i + 1) * r].tobytes()) for i in range(bands)]
+    return [xxhash.xxh3_64_intdigest(sig[i * r:(i + 1) * r].tobytes()) for i in range(bands)]
 
 
 def exact_duplicates(h1: np.ndarray, h2: np.ndarray, order: np.ndarray) -> np.ndarray:

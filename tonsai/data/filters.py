@@ -14,7 +14,7 @@ import dataclasses
 
 import regex
 
-from tonsai.text.quality import quality_signals
+from tonsai.text.quality import QualitySignals, legacy_font_counts, quality_signals
 from tonsai.text.script import RoutingThresholds, ScriptCounts, route
 
 # a Khmer syllable: base consonant or independent vowel, then subscripts (COENG + consonant), signs, joiners
@@ -101,10 +101,19 @@ def script_mismatch(counts: ScriptCounts, declared: str, thresholds: RoutingThre
     return None if routed == declared else f"script_{routed}_in_{declared}_source"
 
 
-def bad_quality(text: str) -> str | None:
+def bad_quality(text: str, counts: ScriptCounts | None = None) -> str | None:
     """Drop documents over a quality threshold of :mod:`tonsai.text.quality` (U+FFFD rate,
-    invalid Khmer clusters, legacy-font suspicion); the reason names the first flag raised."""
-    flags = quality_signals(text).flags
+    invalid Khmer clusters, legacy-font suspicion); the reason names the first flag raised.
+
+    With ``counts`` showing no Khmer character, the Khmer cluster check (the slow part on English
+    text) is skipped: its rate is 0 there by definition."""
+    if counts is not None and counts.khmer == 0:
+        garbled, words = legacy_font_counts(text)
+        signals = QualitySignals(text.count("\ufffd") / len(text) if text else 0.0, 0, 0.0, words,
+                                 garbled / words if words else 0.0)
+    else:
+        signals = quality_signals(text)
+    flags = signals.flags
     return flags[0] if flags else None
 
 
@@ -117,4 +126,4 @@ def first_reason(text: str, counts: ScriptCounts, declared: str, routing: Routin
     us = units(text)
     return (too_few_units(us, t.min_units) or symbol_ratios(text, counts, t)
             or repeated_lines(text, t.max_dup_line_frac) or repeated_ngrams(us, t.max_dup_ngram_frac)
-            or bad_quality(text))
+            or bad_quality(text, counts))
