@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from tonsai.cli import StageError
-from tonsai.tokenizer.pack import PackedBlocks, TokenFile, pack_texts, tokenizer_hash
+from tonsai.tokenizer.pack import PackedBlocks, TokenFile, pack_dataset_split, pack_texts, tokenizer_hash
 
 
 def test_pack_writes_eos_separated_tokens_and_checks_tokenizer(tmp_path, sample_pipeline):
@@ -72,3 +72,24 @@ def test_several_processes_give_the_same_tokens_as_one(tmp_path, sample_pipeline
     m = read_manifest(tmp_path / "b", "tokens")
     assert m["tokenizer_sha256"] == tokenizer_hash(sample_pipeline / "tok")
     assert m["folders"]["validation_km"]["lang"] == "km"
+
+
+@pytest.mark.parametrize("procs", [1, 2])
+def test_mixed_split_records_the_language_of_every_token(sample_pipeline, tmp_path, procs):
+    import datasets
+    from transformers import AutoTokenizer
+
+    out = tmp_path / "train"
+    pack_dataset_split(sample_pipeline / "data", "train", None, sample_pipeline / "tok", out, procs)
+    tf = TokenFile(out)
+    assert sorted(tf.langs) == ["en", "km"]
+    total = tf.lang_counts(0, len(tf))
+    tok = AutoTokenizer.from_pretrained(sample_pipeline / "tok")
+    want = {"km": 0, "en": 0}
+    ds = datasets.load_from_disk(str(sample_pipeline / "data" / "dataset"))["train"]
+    for text, lang in zip(ds["text"], ds["lang"]):
+        want[lang] += len(tok(text, add_special_tokens=False)["input_ids"]) + 1  # + its end-of-text
+    assert {lang: int(n) for lang, n in zip(tf.langs, total)} == want
+    assert tf.lang_counts(100, 300).sum() == 200
+    blocks = PackedBlocks(tf.tokens, 64, token_file=tf)
+    assert sum(int(blocks[i]["lang_tokens"].sum()) for i in range(len(blocks))) == len(blocks) * 64

@@ -69,6 +69,12 @@ def test_plain_run_writes_model_metrics_and_manifest(plain_run):
         assert curve[-1][1] < curve[0][1]
         assert losses(out, f"eval_{lang}_bpb")
     assert all(r[1] > 0 for r in losses(out, "tokens_per_s"))
+    # tokens seen per language (by the language of each token's document) add up to all tokens seen
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    train_rows = [r for r in rows if "loss" in r]
+    for r in train_rows:
+        assert r["tokens_seen_km"] + r["tokens_seen_en"] == r["tokens_seen"] == r["step"] * 4 * 64
+    assert 0 < train_rows[-1]["tokens_seen_km"] < train_rows[-1]["tokens_seen"]
     assert list((out / "tensorboard").glob("events.out.tfevents.*"))  # TensorBoard by default, offline
 
 
@@ -92,6 +98,10 @@ def test_deepspeed_zero2_two_processes_under_torchrun(sample_pipeline, tmp_path)
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["world_size"] == 2
     assert manifest["tokens_per_step"] == 2 * 4 * 64
+    # per-language counts are summed over both processes
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    for r in (r for r in rows if "loss" in r):
+        assert r["tokens_seen_km"] + r["tokens_seen_en"] == r["tokens_seen"] == r["step"] * 2 * 4 * 64
     assert (out / "final" / "model.safetensors").is_file()
 
 
@@ -208,6 +218,7 @@ def test_kill_9_then_resume_auto_gives_the_uninterrupted_losses(plain_run, sampl
     # same data order, same losses as the run that was never interrupted (CPU, fp32: exactly)
     assert losses(out) == losses(plain_run[0])
     assert losses(out, "eval_km_loss") == losses(plain_run[0], "eval_km_loss")
+    assert losses(out, "tokens_seen_km") == losses(plain_run[0], "tokens_seen_km")  # counts resume exactly
 
 
 def test_incomplete_checkpoints_are_never_resumed_from(tmp_path):

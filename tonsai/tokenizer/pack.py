@@ -36,8 +36,16 @@ def tokenizer_hash(tokenizer_dir: str | Path) -> str:
     return file_sha256(path)
 
 
-def _write_shard(texts: Iterable[str], tokenizer_json: str, path: Path, batch_size: int = 1000) -> dict:
-    """Tokenize ``texts`` into the shard file ``path``; return its counts."""
+LANG_SUFFIX = ".langs.npy"
+
+
+def _write_shard(texts: Iterable[str | tuple[str, str]], tokenizer_json: str, path: Path,
+                 batch_size: int = 1000) -> dict:
+    """Tokenize ``texts`` into the shard file ``path``; return its counts.
+
+    Items may be ``(text, lang)`` pairs: then ``<shard>.langs.npy`` records the language of every
+    token as runs (an int64 array of rows ``[end offset, language index]``, languages listed in the
+    counts under ``langs``), which training uses to count the tokens it has seen per language."""
     from tokenizers import Tokenizer
 
     tok = Tokenizer.from_file(tokenizer_json)
@@ -46,18 +54,32 @@ def _write_shard(texts: Iterable[str], tokenizer_json: str, path: Path, batch_si
         raise StageError(f"{tokenizer_json}: tokenizer has no {EOT} token")
     dtype = np.dtype(token_dtype(tok.get_vocab_size()))
     counts = {"file": path.name, "tokens": 0, "documents": 0, "bytes": 0, "characters": 0}
+    langs: list[str] = []
+    runs: list[list[int]] = []  # [end offset, language index], one row per run of same-language documents
     with open(path, "wb") as f:
         batch: list[str] = []
+        batch_langs: list[str | None] = []
 
         def flush() -> None:
-            for enc in tok.encode_batch(batch, add_special_tokens=False):
+            for enc, lang in zip(tok.encode_batch(batch, add_special_tokens=False), batch_langs):
                 ids = np.asarray(enc.ids + [eos], dtype=dtype)
                 f.write(ids.tobytes())
                 counts["tokens"] += len(ids)
+                if lang is not None:
+                    if lang not in langs:
+                        langs.append(lang)
+                    code = langs.index(lang)
+                    if runs and runs[-1][1] == code:
+                        runs[-1][0] = counts["tokens"]
+                    else:
+                        runs.append([counts["tokens"], code])
             batch.clear()
+            batch_langs.clear()
 
-        for text in texts:
+        for item in texts:
+            text, lang = item if isinstance(item, tuple) else (item, None)
             batch.append(text)
+            batch_langs.append(lang)
             counts["documents"] += 1
             counts["characters"] += len(text)
             counts["bytes"] += len(text.encode("utf-8"))
@@ -65,6 +87,10 @@ def _write_shard(texts: Iterable[str], tokenizer_json: str, path: Path, batch_si
                 flush()
         if batch:
             flush()
+    if runs:
+        with open(path.with_name(path.name.removesuffix(".bin") + LANG_SUFFIX), "wb") as f:
+            np.save(f, np.asarray(runs, dtype=np.int64))
+        counts["langs"] = langs
     return counts
 
 
@@ -93,7 +119,9 @@ def _dataset_texts(dataset_path: str, split: str, lang: str | None, start: int, 
     ds = datasets.load_from_disk(dataset_path)[split].select(range(start, end))
     for batch in ds.iter(batch_size=1000):
         for text, doc_lang in zip(batch["text"], batch["lang"]):
-            if lang is None or doc_lang == lang:
+            if lang is None:
+                yield text, doc_lang  # a mixed split: keep each token's language for the training counts
+            elif doc_lang == lang:
                 yield text
 
 
@@ -218,6 +246,39 @@ class TokenFile:
                 raise StageError(f"{file} has {size} bytes, meta says {n} {dtype.name} tokens; re-tokenize")
             arrays.append(np.memmap(file, dtype=dtype, mode="r", shape=(n,)) if n else np.zeros(0, dtype))
         self.tokens = ShardedTokens(arrays, dtype)
+        self.langs, self.lang_runs = self._lang_runs(dtype)
+
+    def _lang_runs(self, dtype) -> tuple[list[str], np.ndarray | None]:
+        """Languages and their token runs across all shards (None for folders made without them)."""
+        langs: list[str] = []
+        rows, offset = [], 0
+        for shard in self.meta["shards"]:
+            if "langs" not in shard:
+                return [], None
+            f = self.path / (shard["file"].removesuffix(".bin") + LANG_SUFFIX)
+            if not f.is_file():
+                raise StageError(f"{f} is missing (its meta.json lists languages); re-tokenize")
+            runs = np.load(f)
+            for lang in shard["langs"]:
+                if lang not in langs:
+                    langs.append(lang)
+            remap = np.asarray([langs.index(x) for x in shard["langs"]], dtype=np.int64)
+            rows.append(np.stack([runs[:, 0] + offset, remap[runs[:, 1]]], axis=1))
+            offset += shard["tokens"]
+        return (langs, np.concatenate(rows)) if rows else ([], None)
+
+    def lang_counts(self, start: int, stop: int) -> np.ndarray:
+        """Tokens of each language (in ``self.langs`` order) among positions start..stop-1."""
+        out = np.zeros(len(self.langs), dtype=np.int64)
+        ends = self.lang_runs[:, 0]
+        i = int(np.searchsorted(ends, start, side="right"))
+        pos = start
+        while pos < stop and i < len(ends):
+            end = min(int(ends[i]), stop)
+            out[int(self.lang_runs[i, 1])] += end - pos
+            pos = end
+            i += 1
+        return out
 
     def __len__(self) -> int:
         return len(self.tokens)
@@ -230,8 +291,11 @@ class PackedBlocks:
     does not fill a block is kept, padded with ``pad_id`` and masked out of the loss with -100.
     """
 
-    def __init__(self, tokens, block_size: int, pad_last: bool = False, pad_id: int = 0):
+    def __init__(self, tokens, block_size: int, pad_last: bool = False, pad_id: int = 0,
+                 token_file: "TokenFile | None" = None):
         self.tokens = tokens
+        # with a token file that knows each token's language, items carry "lang_tokens" counts
+        self.token_file = token_file if token_file is not None and token_file.lang_runs is not None else None
         self.block_size = block_size
         self.pad_id = pad_id
         full, rest = divmod(len(tokens), block_size)
@@ -252,7 +316,11 @@ class PackedBlocks:
             pad = self.block_size - len(chunk)
             ids = torch.cat([ids, torch.full((pad,), self.pad_id, dtype=torch.long)])
             labels = torch.cat([labels, torch.full((pad,), -100, dtype=torch.long)])
-        return {"input_ids": ids, "labels": labels}
+        item = {"input_ids": ids, "labels": labels}
+        if self.token_file is not None:
+            item["lang_tokens"] = torch.from_numpy(
+                self.token_file.lang_counts(i * self.block_size, (i + 1) * self.block_size))
+        return item
 
 
 @dataclasses.dataclass

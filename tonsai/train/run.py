@@ -183,11 +183,12 @@ def run_train(cfg: TrainConfig) -> dict:
             raise StageError(f"--deepspeed {cfg.deepspeed}: no such file (see configs/deepspeed/)")
         launch.ensure_single_process_env()
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, Trainer, TrainingArguments, default_data_collator
+    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainingArguments, default_data_collator
 
     from tonsai.model.build import build_model, context_length, count_parameters, load_model_config
     from tonsai.model.cost import GPU_PEAK_BF16, ModelShape, gpu_key
     from tonsai.train.callbacks import MetricsLogger
+    from tonsai.train.trainer import TonsaiTrainer
 
     read_manifest(cfg.dataset_dir, "prepare")
     tok_manifest = read_manifest(cfg.tokenizer_dir, "tokenizer")
@@ -219,7 +220,7 @@ def run_train(cfg: TrainConfig) -> dict:
     dtype = tok_manifest.get("token_dtype")
     paths = _token_folders(cfg, tok_sha)
     train_tokens = TokenFile(paths["train"], tok_sha, dtype)
-    train_ds = PackedBlocks(train_tokens.tokens, block_size)
+    train_ds = PackedBlocks(train_tokens.tokens, block_size, token_file=train_tokens)
     if len(train_ds) == 0:
         raise StageError(f"the training split has {len(train_tokens)} tokens: fewer than one block of "
                          f"{block_size}; lower --block-size or add data")
@@ -310,7 +311,8 @@ def run_train(cfg: TrainConfig) -> dict:
         log.info("optimizer: Muon on %s matrix parameters, AdamW on %s others", f"{n_muon:,}", f"{n_adam:,}")
         optimizer_cls_and_kwargs = (MuonAdamW, {"lr": cfg.learning_rate, "weight_decay": cfg.weight_decay,
                                                 "betas": (0.9, 0.95), "eps": 1e-8})
-    trainer = Trainer(
+    trainer = TonsaiTrainer(
+        langs=train_tokens.langs if train_tokens.lang_runs is not None else None,
         optimizer_cls_and_kwargs=optimizer_cls_and_kwargs,
         model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
         data_collator=default_data_collator, processing_class=tokenizer,
