@@ -61,7 +61,7 @@ def test_run_core_suite_end_to_end(trained_model):
 
     tok = AutoTokenizer.from_pretrained(trained_model)
     model = AutoModelForCausalLM.from_pretrained(trained_model)
-    res = run_suites(model, tok, [CORE], device="cpu", batch_size=4, limit=3, progress=False)
+    res = run_suites(model, tok, [CORE], device="cpu", batch_size=4, limit=3, progress=False, max_new_tokens=12)
     core = res["khmer_core"]
     assert res.scores is res and json.loads(json.dumps(res)) == res
     assert set(core["qa_km"]) == {"exact_match", "f1", "km_normalized_share", "km_invalid_cluster_rate",
@@ -147,3 +147,18 @@ def test_bad_metric_and_bad_answer(tmp_path):
     ok = load_suite(write_suite(tmp_path / "c", mc, {"mc.jsonl": '{"q": "x", "opts": ["a", "b"], "gold": "b"}\n'}))
     assert ok.tasks[0].requests[0].answer == 1
     assert ok.tasks[0].metrics == ["acc", "acc_norm"]
+
+
+def test_few_shot_from_another_file_with_instruction(tmp_path):
+    task = QA_TASK + """    few_shot: 2
+    few_shot_from: shots.jsonl
+    instruction: "Answer briefly."
+    few_shot_separator: "\\n---\\n"
+    target_delimiter: "  "
+"""
+    folder = write_suite(tmp_path, task, {"qa.jsonl": '{"q": "x?", "a": "y"}\n',
+                                          "shots.jsonl": '{"q": "s1?", "a": "t1"}\n{"q": "s2?", "a": "t2"}\n'})
+    prompt = load_suite(folder).tasks[0].requests[0].prompt
+    blocks = prompt.split("\n---\n")
+    assert blocks[0] == "Answer briefly." and blocks[-1] == "Q: x?\nA:"
+    assert sorted(blocks[1:3]) == ["Q: s1?\nA:  t1", "Q: s2?\nA:  t2"]

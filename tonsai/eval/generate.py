@@ -169,13 +169,13 @@ def loglikelihood(model, tokenizer, pairs: Sequence[tuple[str, str]], batch_size
                 ids = seqs[r][0][:-1]
                 inp[j, :len(ids)] = torch.tensor(ids)
                 att[j, :len(ids)] = 1
-            logits = model(input_ids=inp.to(device), attention_mask=att.to(device)).logits.float()
-            logp = torch.log_softmax(logits, dim=-1).cpu()
+            logits = model(input_ids=inp.to(device), attention_mask=att.to(device)).logits
             for j, r in enumerate(rows):
                 ids, n_cont = seqs[r]
                 n_in = len(ids) - 1
-                target = torch.tensor(ids[-n_cont:])
-                rows_logp = logp[j, n_in - n_cont:n_in]  # logits at t predict token t+1
+                target = torch.tensor(ids[-n_cont:], device=logits.device)
+                # logits at t predict token t+1; only the continuation's rows are softmaxed (on the device)
+                rows_logp = torch.log_softmax(logits[j, n_in - n_cont:n_in].float(), dim=-1)
                 total = rows_logp.gather(-1, target[:, None]).sum().item()
                 greedy = bool((rows_logp.argmax(-1) == target).all())
                 out[r] = (total, greedy)

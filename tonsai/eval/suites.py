@@ -297,15 +297,17 @@ def load_suite(path: str | Path) -> Suite:
 # ----------------------------------------------------------------------------------------------- running
 
 def run_task(model, tokenizer, task: Task, device: str, batch_size: int = 8, limit: int | None = None,
-             progress: bool = True, label: str = "") -> tuple[dict[str, float | int], list[dict]]:
-    """Scores and samples of one task on its first ``limit`` items."""
+             progress: bool = True, label: str = "", max_new_tokens: int | None = None
+             ) -> tuple[dict[str, float | int], list[dict]]:
+    """Scores and samples of one task on its first ``limit`` items; ``max_new_tokens`` caps the task's own."""
     from tonsai.eval.generate import generate_greedy, loglikelihood
     from tonsai.eval.metrics import choice_scores
 
     reqs = task.requests[:limit] if limit else task.requests
     desc = f"{label}{task.name}" if progress else None
     if task.type == "generate":
-        raw = generate_greedy(model, tokenizer, [r.prompt for r in reqs], task.max_new_tokens, task.stop,
+        budget = min(task.max_new_tokens, max_new_tokens) if max_new_tokens else task.max_new_tokens
+        raw = generate_greedy(model, tokenizer, [r.prompt for r in reqs], budget, task.stop,
                               batch_size, device, progress=desc)
         preds = [normalize(p.strip()) for p in raw]
         scores: dict[str, float | int] = dict(generation_scores(task.metrics, preds, [r.reference for r in reqs],
@@ -333,12 +335,13 @@ def run_task(model, tokenizer, task: Task, device: str, batch_size: int = 8, lim
 
 
 def run_suites(model, tokenizer, suite_paths: Sequence[str | Path], device: str, batch_size: int = 8,
-               limit: int | None = None, progress: bool = True) -> SuiteResults:
+               limit: int | None = None, progress: bool = True, max_new_tokens: int | None = None) -> SuiteResults:
     """Run every task of every suite; returns :class:`SuiteResults`.
 
     ``SuiteResults`` is the dict ``{suite_name: {task_name: {metric: float, ..., "n": int}}}`` (write it
     into report.json as ``suites.<suite>.<task>.<metric>``) with ``.samples`` holding the prompt,
-    prediction and reference of every item. ``limit`` takes the first items of each task. The model is
+    prediction and reference of every item. ``limit`` takes the first items of each task;
+    ``max_new_tokens`` caps every generate task's budget (quick smoke runs). The model is
     used as it is (put it on ``device`` in the dtype you want, e.g. bf16 on a GPU); all suites are
     loaded, and so validated, before the first one runs."""
     if limit is not None and limit < 1:
@@ -352,7 +355,7 @@ def run_suites(model, tokenizer, suite_paths: Sequence[str | Path], device: str,
         results[suite.name], results.samples[suite.name] = {}, {}
         for task in suite.tasks:
             scores, samples = run_task(model, tokenizer, task, device, batch_size, limit, progress,
-                                       label=f"{suite.name}/")
+                                       label=f"{suite.name}/", max_new_tokens=max_new_tokens)
             results[suite.name][task.name] = scores
             results.samples[suite.name][task.name] = samples
             log.info("%s/%s: %s", suite.name, task.name,
