@@ -2,7 +2,9 @@
 """Tokenizer benchmark on the shared data: training time and fertility of tonsai's two BPE
 algorithms and of a plain SentencePiece BPE baseline (byte fallback, identity normalization) on
 the same text, and encode throughput of tonsai's tokenizer through transformers and through the
-raw tokenizers library, against SentencePiece, in the same run.
+raw tokenizers library, against SentencePiece, in the same run. tonsai trains on the distinct lines
+(as scripts/train_tokenizer.py --input does); the SentencePiece baseline on every line, and once
+more on the distinct lines.
 
   uv run python bench/bench_tokenizer.py [--shared-data ../shared/data] [--vocab-size 32000]
 """
@@ -16,7 +18,7 @@ import time
 from pathlib import Path
 
 from tonsai.text import normalize
-from tonsai.tokenizer.bpe import SPECIAL_TOKENS, train_bpe
+from tonsai.tokenizer.bpe import SPECIAL_TOKENS, file_texts, train_bpe
 from tonsai.tokenizer.spm import to_tokenizers, train_sentencepiece
 
 TRAIN = ["khmer_news_kh_data_1000/khm_news_orig.txt", "english_wikitext2_raw/wikitext2.valid.txt",
@@ -37,10 +39,11 @@ def main() -> int:
     if not (d / TRAIN[0]).is_file():
         print(f"{d / TRAIN[0]} not found (pass --shared-data)", file=sys.stderr)
         return 1
-    texts = [t for p in TRAIN for t in lines(d / p)]
+    every_line = [t for p in TRAIN for t in lines(d / p)]
+    texts = list(file_texts([d / p for p in TRAIN]))  # what train_tokenizer.py --input trains on
     chars = sum(map(len, texts))
-    print(f"training text: {len(texts):,} lines, {chars:,} chars (normalized); vocab {args.vocab_size:,}; "
-          f"{os.cpu_count()} cores\n")
+    print(f"training text: {len(texts):,} distinct lines of {len(every_line):,}, {chars:,} chars (normalized); "
+          f"vocab {args.vocab_size:,}; {os.cpu_count()} cores\n")
 
     counters, rows, trained = {}, [], {}
     for algo in ("byte-fallback", "byte-level"):
@@ -49,17 +52,21 @@ def main() -> int:
         rows.append((f"tonsai {algo}", time.perf_counter() - t))
         trained[algo] = tok
     t = time.perf_counter()
-    sp = train_sentencepiece(iter(texts), args.vocab_size, SPECIAL_TOKENS)
+    sp = train_sentencepiece(iter(every_line), args.vocab_size, SPECIAL_TOKENS)
     rows.append(("sentencepiece BPE (baseline)", time.perf_counter() - t))
     t = time.perf_counter()
-    trained["sentencepiece"] = to_tokenizers(sp)
+    sp_distinct = train_sentencepiece(iter(texts), args.vocab_size, SPECIAL_TOKENS)
+    rows.append(("sentencepiece BPE, distinct lines", time.perf_counter() - t))
+    t = time.perf_counter()
+    trained["sentencepiece"] = to_tokenizers(sp_distinct)  # what --algorithm sentencepiece --input gives
     rows.append(("tonsai sentencepiece (converted)", rows[-1][1] + time.perf_counter() - t))
     for name, tok in trained.items():
         counters[f"tonsai {name}" + (" (converted)" if name == "sentencepiece" else "")] = (
             lambda xs, tok=tok: [len(e.ids) for e in tok.encode_batch(xs, add_special_tokens=False)])
     counters["sentencepiece BPE (baseline)"] = lambda xs: [len(ids) for ids in sp.encode(xs)]
+    counters["sentencepiece BPE, distinct lines"] = lambda xs: [len(ids) for ids in sp_distinct.encode(xs)]
 
-    print(f"{'tokenizer':30} {'train s':>8} " + " ".join(f"{s[:6] + ' ' + m:>13}" for s in PARALLEL
+    print(f"{'tokenizer':34} {'train s':>8} " + " ".join(f"{s[:6] + ' ' + m:>13}" for s in PARALLEL
                                                          for m in ("km/1k", "en/1k", "parity")))
     for name, secs in rows:
         cells = []
@@ -67,7 +74,7 @@ def main() -> int:
             km, en = lines(d / s / "khm_Khmr.txt"), lines(d / s / "eng_Latn.txt")
             kt, et = sum(counters[name](km)), sum(counters[name](en))
             cells += [1000 * kt / sum(map(len, km)), 1000 * et / sum(map(len, en)), kt / et]
-        print(f"{name:30} {secs:>8.1f} " + " ".join(f"{c:>13.3f}" if i % 3 == 2 else f"{c:>13.1f}"
+        print(f"{name:34} {secs:>8.1f} " + " ".join(f"{c:>13.3f}" if i % 3 == 2 else f"{c:>13.1f}"
                                                      for i, c in enumerate(cells)))
 
     # encode throughput on the whole training text, batched, with the 32k tokenizers trained above
@@ -82,7 +89,7 @@ def main() -> int:
         ("raw tokenizers encode_batch", lambda xs: [e.ids for e in raw_tok.encode_batch(xs, add_special_tokens=False)]),
         ("converted SentencePiece, tokenizers", lambda xs: [e.ids for e in trained["sentencepiece"].encode_batch(
             xs, add_special_tokens=False)]),
-        ("sentencepiece encode (baseline)", lambda xs: sp.encode(xs, num_threads=os.cpu_count())),
+        ("sentencepiece encode (distinct lines)", lambda xs: sp_distinct.encode(xs, num_threads=os.cpu_count())),
     ]:
         t = time.perf_counter()
         n = sum(len(ids) for i in range(0, len(texts), batch) for ids in fn(texts[i:i + batch]))
@@ -90,7 +97,7 @@ def main() -> int:
     base = timings["raw tokenizers encode_batch"][0]
     print(f"\nencode throughput, batches of {batch}, {os.cpu_count()} cores:")
     for name, (r, n) in timings.items():
-        print(f"  {name:34} {r / 1e6:>7.2f} M tokens/s ({n:,} tokens)  ratio to raw tokenizers {r / base:.2f}")
+        print(f"  {name:38} {r / 1e6:>7.2f} M tokens/s ({n:,} tokens)  ratio to raw tokenizers {r / base:.2f}")
     return 0
 
 

@@ -90,3 +90,30 @@ def test_missing_column_and_empty_input(tmp_path, sample_pipeline):
     with pytest.raises(StageError, match="empty"):
         run_train_tokenizer(TokenizerConfig(output_dir=str(tmp_path / "b"), input=[str(empty)], vocab_size=300))
     assert not (tmp_path / "b").exists()
+
+
+def test_numbers_keep_their_space_and_separators():
+    from tonsai.tokenizer.bpe import build_tokenizer_model
+
+    tok = build_tokenizer_model()
+    words = [p for p, _ in tok.pre_tokenizer.pre_tokenize_str("In 2019, 1,000.5 came at 12:55. ឆ្នាំ ២០១៩ មាន ១២៣នាក់។")]
+    assert words == ["In", " 2019", ",", " 1,000.5", " came", " at", " 12:55", ".", " ឆ្នាំ", " ២០១៩", " មាន",
+                     " ១២៣", "នាក់។"]
+
+
+def test_raw_files_train_on_distinct_lines(tmp_path):
+    """A line repeated 200 times (a play's speaker name) buys no merges unless --no-dedup-lines."""
+    src = tmp_path / "play.txt"
+    body = (SAMPLE / "en.txt").read_text(encoding="utf-8").splitlines() + (SAMPLE / "km.txt").read_text(
+        encoding="utf-8").splitlines()
+    src.write_text("\n".join(body + ["GLOUCESTER:"] * 200) + "\n", encoding="utf-8")
+    got = {}
+    for dedup in (True, False):
+        out = tmp_path / f"tok{dedup}"
+        m = run_train_tokenizer(TokenizerConfig(output_dir=str(out), input=[str(src)], vocab_size=600, dedup_lines=dedup))
+        vocab = json.loads((out / "tokenizer.json").read_text())["model"]["vocab"]
+        got[dedup] = m, "GLOUCESTER" in vocab
+    (m_on, has_on), (m_off, has_off) = got[True], got[False]
+    assert m_on["trained_on"]["documents"] == 103 and m_on["duplicate_lines_skipped"] == 199
+    assert m_off["trained_on"]["documents"] == 302 and m_off["duplicate_lines_skipped"] is None
+    assert has_off and not has_on

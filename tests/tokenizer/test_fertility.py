@@ -8,32 +8,59 @@ from tonsai.tokenizer.fertility import load_counter, render_markdown, write_fert
 from tonsai.tokenizer.report import TokenizerReportConfig, run_tokenizer_report
 
 
-@pytest.fixture(scope="module")
-def tok32k(shared_data, tmp_path_factory):
-    """The tokenizer of the issue's quality goal: 32k, shared Khmer news + WikiText-2 + Tiny Shakespeare."""
-    d = shared_data
-    out = tmp_path_factory.mktemp("tok32k") / "tok"
-    run_train_tokenizer(TokenizerConfig(
+GOAL_SETS = ("sib200_flores_khm_eng_dev", "ntrex128_khm_eng_dev")
+
+
+def _goal_config(d, out, **kw) -> TokenizerConfig:
+    """32k on the shared Khmer news + WikiText-2 + Tiny Shakespeare, measured on the two dev sets."""
+    return TokenizerConfig(
         output_dir=str(out), vocab_size=32000,
         input=[str(d / "khmer_news_kh_data_1000/khm_news_orig.txt"), str(d / "english_wikitext2_raw/wikitext2.valid.txt"),
                str(d / "english_wikitext2_raw/wikitext2.test.txt"), str(d / "english_tinyshakespeare/input.txt")],
-        parity_file=[str(d / "sib200_flores_khm_eng_dev/khm_Khmr.txt"), str(d / "sib200_flores_khm_eng_dev/eng_Latn.txt"),
-                     str(d / "ntrex128_khm_eng_dev/khm_Khmr.txt"), str(d / "ntrex128_khm_eng_dev/eng_Latn.txt")],
-        compare=[str(d / "tokenizers/gpt2/gpt2.tiktoken"), f"llama2={d / 'tokenizers/llama2/tokenizer.model'}",
-                 str(d / "tokenizers/gemma3/tokenizer.json.xz")]))
+        parity_file=[str(d / f"{s}/{f}") for s in GOAL_SETS for f in ("khm_Khmr.txt", "eng_Latn.txt")], **kw)
+
+
+@pytest.fixture(scope="module")
+def tok32k(shared_data, tmp_path_factory):
+    """The tokenizer of the issue's quality goal, with the default options."""
+    d = shared_data
+    out = tmp_path_factory.mktemp("tok32k") / "tok"
+    run_train_tokenizer(_goal_config(d, out, compare=[
+        str(d / "tokenizers/gpt2/gpt2.tiktoken"), f"llama2={d / 'tokenizers/llama2/tokenizer.model'}",
+        str(d / "tokenizers/gemma3/tokenizer.json.xz")]))
     return out
 
 
-def test_quality_goal_on_unseen_aligned_sentences(tok32k):
-    report = json.loads((tok32k / "fertility.json").read_text())
-    flores = report["sets"]["sib200_flores_khm_eng_dev"]["results"]["tonsai"]
-    assert flores["km"]["per_1k_chars"] <= 230
-    assert flores["en"]["per_1k_chars"] <= 240
-    assert flores["parity"] <= 1.10
-    ntrex = report["sets"]["ntrex128_khm_eng_dev"]["results"]["tonsai"]
-    assert ntrex["km"]["per_1k_chars"] <= 230
-    assert ntrex["parity"] <= 1.10
-    assert ntrex["en"]["per_1k_chars"] <= 243  # measured 242.1: 0.9% over the goal of 240 (see the issue note)
+@pytest.fixture(scope="module")
+def spm32k(shared_data, tmp_path_factory):
+    """The issue's baseline: a plain SentencePiece BPE on the same files, every line of them (a few seconds)."""
+    out = tmp_path_factory.mktemp("spm32k") / "tok"
+    run_train_tokenizer(_goal_config(shared_data, out, algorithm="sentencepiece", dedup_lines=False))
+    return out
+
+
+def _results(tok_dir, set_name):
+    return json.loads((tok_dir / "fertility.json").read_text())["sets"][set_name]["results"]["tonsai"]
+
+
+@pytest.mark.parametrize("set_name", GOAL_SETS)
+def test_quality_goal_on_unseen_aligned_sentences(tok32k, set_name):
+    res = _results(tok32k, set_name)
+    assert res["km"]["per_1k_chars"] <= 230
+    assert res["en"]["per_1k_chars"] <= 240
+    assert res["parity"] <= 1.10
+
+
+@pytest.mark.parametrize("set_name", GOAL_SETS)
+def test_beats_the_plain_sentencepiece_baseline(tok32k, spm32k, set_name):
+    """Fewer tokens than the baseline on each language. (Its parity is lower because its English is
+    worse; parity is held to the goal above, not to the baseline.)"""
+    ours, base = _results(tok32k, set_name), _results(spm32k, set_name)
+    for lang in ("km", "en"):
+        assert ours[lang]["per_1k_chars"] < base[lang]["per_1k_chars"], lang
+    manifest = json.loads((tok32k / "manifest.json").read_text())
+    assert manifest["duplicate_lines_skipped"] > 5000  # play speaker names, site footers
+    assert json.loads((spm32k / "manifest.json").read_text())["duplicate_lines_skipped"] is None
 
 
 def test_reference_tokenizers_match_published_figures(tok32k):
