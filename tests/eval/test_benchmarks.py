@@ -115,3 +115,29 @@ def test_shipped_benchmark_suite_runs_on_shared_data(shared_data, trained_model)
     assert all(r["n"] == 2 for r in res.values())
     assert set(res["flores_en_km"]) >= {"chrf", "chrf_pp", "bleu", "km_script_share", "km_invalid_cluster_rate"}
     assert all(math.isfinite(v) for r in res.values() for v in r.values())
+
+
+def test_sib200_shots_from_the_train_split(shared_data, tmp_path):
+    folder = shared_data / "sib200_flores_khm_eng_dev"
+    (tmp_path / "suite.yaml").write_text(f"""name: s
+tasks:
+  - name: sib
+    type: multiple_choice
+    loader: sib200
+    options: {{path: {folder}, lang: eng_Latn, split: dev}}
+    few_shot: 2
+    few_shot_from: {{split: train}}
+    template: "Text: {{text}}\\nTopic:"
+    choices: choices
+    answer: answer
+""", encoding="utf-8")
+    reqs = load_suite(tmp_path).tasks[0].requests
+    train = {i["text"] for i in load_sib200(folder, ".", lang="eng_Latn", split="train")}
+    dev = load_sib200(folder, ".", lang="eng_Latn", split="dev")
+    assert len(reqs) == 47
+    for req, item in zip(reqs, dev):
+        shots = req.prompt.split("\n\n")
+        assert len(shots) == 3 and shots[-1] == f"Text: {item['text']}\nTopic:"
+        for shot in shots[:2]:
+            text, topic = shot[len("Text: "):].split("\nTopic: ")
+            assert text in train and topic in SIB200_LABELS

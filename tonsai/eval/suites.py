@@ -301,7 +301,6 @@ def run_task(model, tokenizer, task: Task, device: str, batch_size: int = 8, lim
              ) -> tuple[dict[str, float | int], list[dict]]:
     """Scores and samples of one task on its first ``limit`` items; ``max_new_tokens`` caps the task's own."""
     from tonsai.eval.generate import generate_greedy, loglikelihood
-    from tonsai.eval.metrics import choice_scores
 
     reqs = task.requests[:limit] if limit else task.requests
     desc = f"{label}{task.name}" if progress else None
