@@ -35,6 +35,19 @@ def test_quickstart_pipeline_learns_and_reports_both_languages(tmp_path, capsys)
         assert 0 < m["bits_per_byte"] < m["bits_per_char"] or lang == "en"
     md = (tmp_path / "qs" / "eval" / "report.md").read_text()
     assert "Khmer (`km`)" in md and "English (`en`)" in md
+    # bits per sentence on the shipped aligned sentences, and the Khmer core suite, in json, md and html
+    assert report["parallel"]["pairs"] == 51
+    core = report["suites"]["khmer_core"]
+    assert {"qa_km", "translate_km_en", "translate_en_km", "summarize_km", "topic_km", "reading_km"} <= set(core)
+    assert 0 <= core["topic_km"]["acc"] <= 1 and core["topic_km"]["n"] == 15
+    assert "## Prompt suites" in md and "## Aligned sentences" in md
+    html = (tmp_path / "qs" / "eval" / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == 3  # bits/byte bars, loss curves, suite bars
+
+    # tokens seen: exact (epochs here end in a short batch), and split by language
+    rows = [json.loads(x) for x in (tmp_path / "qs" / "run" / "metrics.jsonl").read_text().splitlines()]
+    last = [r for r in rows if "loss" in r][-1]
+    assert last["tokens_seen_km"] + last["tokens_seen_en"] == last["tokens_seen"] <= last["step"] * 8 * 128
     assert "report.md" in capsys.readouterr().out
 
     # the tokenizer round-trips the sample text

@@ -41,6 +41,8 @@ class QuickstartConfig:
         "help": "DeepSpeed JSON to train under, e.g. configs/deepspeed/zero2_h100.json (on CPU the first "
                 "run compiles a communication op, about a minute)"})
     seed: int = dataclasses.field(default=0, metadata={"help": "seed for every stage"})
+    suite: bool = dataclasses.field(default=True, metadata={
+        "help": "run the Khmer core prompt suite (eval_suites/khmer_core) in the evaluation"})
 
     def __post_init__(self) -> None:
         if self.max_steps < 1:
@@ -81,17 +83,20 @@ def run_quickstart(cfg: QuickstartConfig) -> dict:
         seed=cfg.seed, device="cpu", dataloader_workers=0, overwrite=True))
     timings["train"] = time.perf_counter() - t
 
-    _banner(4, "evaluate: per-language perplexity and bits per byte")
+    _banner(4, "evaluate: per-language perplexity, bits per sentence, the Khmer core prompt suite")
     t = time.perf_counter()
     eval_dir = out / "eval"
-    report = run_eval(EvalConfig(model_dir=str(run_dir / "final"), dataset_dir=str(data_dir),
-                                 output_dir=str(eval_dir), device="cpu"))
+    report = run_eval(EvalConfig(
+        model_dir=str(run_dir / "final"), dataset_dir=str(data_dir), output_dir=str(eval_dir), device="cpu",
+        parallel=[str(SAMPLE_DIR / "km.txt"), str(SAMPLE_DIR / "en.txt")],
+        suite=[str(REPO_ROOT / "eval_suites" / "khmer_core")] if cfg.suite else []))
     timings["eval"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - t0
 
     print("\n" + (eval_dir / "report.md").read_text(encoding="utf-8"))
     print("stage times: " + ", ".join(f"{k} {v:.1f}s" for k, v in timings.items()))
-    print(f"report: {eval_dir / 'report.md'} (machine-readable: {eval_dir / 'report.json'})")
+    print(f"report: {eval_dir / 'report.md'} (with plots: {eval_dir / 'report.html'}; "
+          f"machine-readable: {eval_dir / 'report.json'})")
     return {"report": report, "timings": timings, "paths": {
         "data": str(data_dir), "tokenizer": str(tok_dir), "run": str(run_dir), "eval": str(eval_dir)}}
 

@@ -212,10 +212,14 @@ def run_eval(cfg: EvalConfig) -> dict:
     model_dir = Path(cfg.model_dir)
     compared = [load_report(p) for p in cfg.compare]  # fail before the slow part
     sets = (dataset_sets(cfg.dataset_dir, cfg.split) if cfg.dataset_dir else []) + text_sets(cfg.text)
-    for p in cfg.suite:
-        if not Path(p).exists():
-            raise StageError(f"--suite {p}: no such file or folder (suites live in eval_suites/, e.g. "
-                             "eval_suites/khmer_core)")
+    if cfg.suite:
+        from tonsai.eval.suites import load_suite
+
+        for p in cfg.suite:  # a missing file or a malformed line fails here, before the model loads
+            if not Path(p).exists():
+                raise StageError(f"--suite {p}: no such file or folder (suites live in eval_suites/, e.g. "
+                                 "eval_suites/khmer_core)")
+            load_suite(p)
 
     device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     model, tokenizer, dtype = load_model(model_dir, cfg.tokenizer_dir, device)

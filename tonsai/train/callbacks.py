@@ -32,6 +32,7 @@ class MetricsLogger(TrainerCallback):
         self.world_size = world_size
         self._t = None
         self._step = 0
+        self._tokens: int | None = None
 
     def on_train_begin(self, args, state, control, **kwargs):
         self._t, self._step = time.perf_counter(), state.global_step
@@ -48,13 +49,23 @@ class MetricsLogger(TrainerCallback):
             now = time.perf_counter()
             steps = state.global_step - self._step
             if steps > 0 and now > self._t:
-                record["tokens_per_s"] = steps * self.tokens_per_step / (now - self._t)
+                if "tokens_seen" in logs and self._tokens is not None:
+                    tokens = logs["tokens_seen"] - self._tokens  # exact, from the trainer
+                else:
+                    tokens = steps * self.tokens_per_step
+                record["tokens_per_s"] = tokens / (now - self._t)
                 if self.flops_per_token and self.peak_flops:
                     record["mfu"] = mfu(record["tokens_per_s"], self.flops_per_token, self.peak_flops,
                                         self.world_size)
             self._t, self._step = now, state.global_step
             if torch.cuda.is_available():
                 record["gpu_memory_gb"] = torch.cuda.max_memory_allocated() / 1e9
-        record["tokens_seen"] = state.global_step * self.tokens_per_step
+        if "tokens_seen" in logs:
+            self._tokens = logs["tokens_seen"]
+        elif "loss" in logs or self._tokens is None:
+            # a plain Trainer does not count: steps x tokens per step (overcounts short epoch-end batches)
+            record["tokens_seen"] = state.global_step * self.tokens_per_step
+        else:
+            record["tokens_seen"] = self._tokens  # validation events: the count at the last training log
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
