@@ -141,3 +141,10 @@ tasks:
         for shot in shots[:2]:
             text, topic = shot[len("Text: "):].split("\nTopic: ")
             assert text in train and topic in SIB200_LABELS
+
+
+def test_hub_loader_offline_fails_with_a_clear_message(tmp_path):
+    # tests/conftest.py sets HF_HUB_OFFLINE=1 and an empty HF_HOME: nothing can come from the Hub
+    with pytest.raises(StageError, match=r"could not load 'facebook/belebele' \(config 'khm_Khmr', split 'test'\)"
+                                         r".*pass a local path"):
+        load_belebele(tmp_path, hub="facebook/belebele")
