@@ -99,9 +99,13 @@ def test_belebele_task_runs_from_a_local_file(tmp_path, trained_model):
     assert sample["choices"] == ["ក", "ខ", "គ", "ឃ"] and sample["answer"] == 1
 
 
-def test_shipped_benchmark_suite_runs_on_shared_data(shared_data, trained_model):
+def test_shipped_benchmark_suite_runs_on_shared_data(shared_data, trained_model, monkeypatch):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    monkeypatch.delenv("TONSAI_BENCHMARK_DATA", raising=False)
+    with pytest.raises(StageError, match=r"TONSAI_BENCHMARK_DATA\}, which is not set"):
+        load_suite(REPO / "eval_suites/khmer_benchmarks")
+    monkeypatch.setenv("TONSAI_BENCHMARK_DATA", str(shared_data))
     suite = load_suite(REPO / "eval_suites/khmer_benchmarks")
     sizes = {t.name: len(t.requests) for t in suite.tasks}
     assert sizes == {"sib200_km": 47, "sib200_en": 47, "flores_km_en": 420, "flores_en_km": 420,

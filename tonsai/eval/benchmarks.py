@@ -30,6 +30,8 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import re
 from pathlib import Path
 from typing import Any, Callable
 
@@ -72,9 +74,18 @@ def _hub(dataset: str, config: str | None, split: str) -> list[dict]:
 
 
 def _resolve(base: Path, path: str | None) -> Path | None:
+    """A ``path:`` option: ``${VAR}`` from the environment, ``~`` expanded, relative to the suite's folder."""
     if path is None:
         return None
-    p = Path(path).expanduser()
+
+    def var(m: re.Match) -> str:
+        value = os.environ.get(m.group(1))
+        if not value:
+            raise StageError(f"path {path!r} uses ${{{m.group(1)}}}, which is not set: export {m.group(1)}=<folder "
+                             "with the benchmark files> or edit the suite's `path:`")
+        return value
+
+    p = Path(re.sub(r"\$\{(\w+)\}", var, path)).expanduser()
     return p if p.is_absolute() else base / p
 
 
