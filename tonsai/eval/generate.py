@@ -58,12 +58,9 @@ def cut_at_stop(text: str, stop: Sequence[str]) -> str:
 
 
 def context_length(model) -> int:
-    cfg = model.config
-    for name in ("n_positions", "max_position_embeddings", "n_ctx"):
-        value = getattr(cfg, name, None)
-        if isinstance(value, int) and value > 0:
-            return value
-    return 2048
+    from tonsai.model.build import context_length as config_context_length
+
+    return config_context_length(model.config)
 
 
 def _batches(n: int, batch_size: int, order: list[int]):
