@@ -1,9 +1,19 @@
 #!/usr/bin/env python
 """Prepare a Khmer/English pretraining mixture: normalize, route, filter, deduplicate, split, mix.
 
-Example:
-  uv run python scripts/prepare_dataset.py --khmer data/km/*.txt --english data/en.txt \
+Examples:
+  uv run python scripts/prepare_dataset.py --khmer data/km/*.txt --english data/en.jsonl.zst \
       --khmer-weight 0.6 --english-weight 0.4 --output-dir runs/data
+  # sources with their own weights and max epochs, from a mix file (see configs/data/):
+  uv run python scripts/prepare_dataset.py --mix configs/data/shared_km_en.yaml --output-dir runs/data
+  # a Hugging Face dataset, streamed (hf:NAME[:CONFIG[:SPLIT]], --text-column for its text field):
+  uv run python scripts/prepare_dataset.py --khmer hf:HuggingFaceFW/fineweb-2:khm_Khmr:train \
+      --english corpus/en --output-dir runs/data
+  # on a cluster: one job per shard (any order, any machines sharing --work-dir), then the merge:
+  uv run python scripts/prepare_dataset.py --mix MIX --num-shards 64 --shard-index $I --work-dir W --output-dir O
+  uv run python scripts/prepare_dataset.py --mix MIX --num-shards 64 --merge-only --work-dir W --output-dir O
+
+Rerunning the same command skips finished shards. The output folder appears only when complete.
 """
 
 import sys

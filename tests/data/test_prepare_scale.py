@@ -376,3 +376,34 @@ def test_minhash_signature_estimates_jaccard():
     est = float((signature(shingle_hashes(a), 256) == signature(shingle_hashes(b), 256)).mean())
     assert abs(est - true) < 0.1, (est, true)
     assert (signature(shingle_hashes(a)) == signature(shingle_hashes(a + " " + a))).mean() > 0.8
+
+
+def test_shuffled_writer_order_depends_only_on_seed_and_ids(tmp_path):
+    import datasets
+
+    from tonsai.data.writer import ShuffledSplitWriter
+
+    rows = [(f"text {i}", "en", "s", f"id{i}") for i in range(50)]
+
+    def write(name, items, buckets):
+        w = ShuffledSplitWriter(tmp_path / name, tmp_path / f"tmp-{name}", seed=7, num_buckets=buckets)
+        for r in items:
+            w.add(*r)
+        assert w.finish() == 50
+        assert not (tmp_path / f"tmp-{name}").exists()
+        return datasets.load_from_disk(str(tmp_path / name))
+
+    a = write("a", rows, 3)
+    b = write("b", rows[::-1], 3)
+    assert len(list((tmp_path / "a").glob("data-*-of-00003.arrow"))) == 3
+    assert a["id"] == b["id"] and sorted(a["id"]) == sorted(r[3] for r in rows)
+    assert a["id"] != [r[3] for r in rows]  # shuffled
+    assert a.column_names == ["text", "lang", "source", "id"]
+
+
+def test_zero_source_weights_are_refused(tmp_path):
+    k1 = write_lines(tmp_path / "k1.txt", km_docs(10, seed=1))
+    k2 = write_lines(tmp_path / "k2.txt", km_docs(10, seed=2))
+    with pytest.raises(StageError, match="all weights are zero"):
+        run_prepare(cfg(tmp_path, khmer=[k1, k2], source_weights=["km:k1.txt=0", "km:k2.txt=0"]))
+    assert not (tmp_path / "out").exists()

@@ -35,7 +35,7 @@ from tonsai.cli import StageError
 from tonsai.data.dedup import NearDuplicateClusters, exact_duplicates
 from tonsai.data.filters import FilterThresholds
 from tonsai.data.mix import STRATEGIES, normalize_weights, plan_sources, source_shares
-from tonsai.data.shards import ORDER_BITS, DocParams, read_shard_info, run_shard, shard_name, source_identity
+from tonsai.data.shards import DocParams, peak_rss_mb, read_shard_info, run_shard, shard_name, source_identity
 from tonsai.data.sources import ReadOptions, Source, load_mix_file
 from tonsai.data.writer import ShuffledSplitWriter, buckets_for, write_dataset_dict_index
 from tonsai.manifest import write_manifest
@@ -318,6 +318,8 @@ def merge(cfg: PrepareConfig, sources: list[Source]) -> dict:
     exact = exact_duplicates(cols["h1"], cols["h2"], order)
     del cols["h1"], cols["h2"]
     timings["exact_dedup_s"] = time.perf_counter() - t0
+    rss = {"before_merge": peak_rss_mb(), "exact_dedup": 0.0}
+    rss["exact_dedup"] = peak_rss_mb()
     t0 = time.perf_counter()
     near = np.zeros(n_docs, dtype=bool)
     if cfg.near_dedup and n_docs:
@@ -327,6 +329,7 @@ def merge(cfg: PrepareConfig, sources: list[Source]) -> dict:
         near, _ = clusters.duplicates(n_docs)
         near &= ~exact
     timings["near_dedup_s"] = time.perf_counter() - t0
+    rss["near_dedup"] = peak_rss_mb()
     for mask, reason in ((exact, "duplicate"), (near, "near_duplicate")):
         for s, c in enumerate(np.bincount(src[mask], minlength=len(names)).tolist()):
             if c:
@@ -373,6 +376,7 @@ def merge(cfg: PrepareConfig, sources: list[Source]) -> dict:
         copies[idx] = copies_per[n]
         counts[n]["train_selected"] = plans[n].selected_docs
     timings["split_and_plan_s"] = time.perf_counter() - t0
+    rss["split_and_plan"] = peak_rss_mb()
 
     mixture, mixture_sources = _mixture_report(sources, plans)
     val_docs_per_lang = collections.Counter()
@@ -424,6 +428,7 @@ def merge(cfg: PrepareConfig, sources: list[Source]) -> dict:
         n_train, n_val = train_w.finish(), val_w.finish()
         write_dataset_dict_index(ds_dir, ["train", "validation"])
         timings["write_s"] = time.perf_counter() - t0
+        rss["write"] = peak_rss_mb()
         inputs = next((i["inputs"] for i in infos if i.get("inputs")), None)
         manifest = write_manifest(
             tmp, STAGE, cfg, inputs=inputs,
@@ -444,6 +449,10 @@ def merge(cfg: PrepareConfig, sources: list[Source]) -> dict:
             seed=cfg.seed,
             num_shards=cfg.num_shards,
             merge_timings_s={k: round(v, 3) for k, v in timings.items()},
+            peak_rss_mb_after={k: round(v) for k, v in rss.items()},
+            shard_timings=[{"shard": i["shard"], "elapsed_s": i.get("elapsed_s"), "bytes_in": i.get("bytes_in"),
+                            "worker_step_s": i.get("worker_step_s"), "peak_rss_mb": i.get("peak_rss_mb")}
+                           for i in infos],
         )
     _check_accounting(manifest["counts"])
     log.info("wrote %s (train %d docs, validation %d docs)", cfg.output_dir, n_train, n_val)

@@ -4,8 +4,8 @@ Shard ``i`` of ``N`` takes the documents whose position inside their source is `
 (every shard reads the inputs, but decodes, normalizes and filters only its own documents: reading
 is a small part of the cost). For each document it records the reason it was dropped, or writes it
 with its exact-duplicate key, MinHash band keys, character count and id hash to Parquet files in
-``<work>/shard-0000i-of-0000N/`` (row groups of at most ``BATCH_ROWS`` documents: memory does not
-grow with the corpus). The folder is written under a temporary name and renamed when the shard is
+``<work>/shard-0000i-of-0000N/`` (row groups of at most ``BATCH_ROWS`` documents and ``BATCH_CHARS``
+characters: readers hold one row group, so memory does not grow with the corpus). The folder is written under a temporary name and renamed when the shard is
 done, with ``shard.json`` (counts and a fingerprint of the settings), so a rerun skips finished
 shards and an interrupted one never looks finished. ``num_proc`` worker processes normalize and
 filter batches of documents; results come back in input order, so output does not depend on it.
@@ -20,6 +20,7 @@ import hashlib
 import json
 import logging
 import multiprocessing
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -36,7 +37,8 @@ from tonsai.text.normalize import NORMALIZER_VERSION
 
 log = logging.getLogger(__name__)
 BATCH_DOCS = 256  # documents per task sent to a worker
-BATCH_ROWS = 4096  # documents per Parquet row group
+BATCH_ROWS = 4096  # documents per Parquet row group, at most
+BATCH_CHARS = 4_000_000  # characters per row group, at most (readers hold one row group in memory)
 ORDER_BITS = 40  # order = source index << 40 | position inside the source (up to 1.1e12 documents)
 SHARD_INFO = "shard.json"
 
@@ -62,25 +64,41 @@ def schema(bands: int) -> pa.Schema:
                      + [(f"b{k}", pa.uint64()) for k in range(bands)])
 
 
-def process_batch(lang: str, docs: list[tuple[str, str | None]], p: DocParams) -> list[tuple]:
+def process_batch(lang: str, docs: list[tuple[str, str | None]], p: DocParams) -> tuple[list[tuple], dict]:
     """Normalize and filter ``(text, skip_reason)`` pairs of one language.
 
-    Returns per document ``(reason, text)`` when dropped, or ``(None, text, chars, h1, h2, bands)``.
+    Returns per document ``(reason, text)`` when dropped, or ``(None, text, chars, h1, h2, bands)``,
+    and the seconds spent per step.
     """
     out = []
+    clock = time.perf_counter
+    t_norm = t_filt = t_hash = 0.0
     for raw, skip in docs:
+        t0 = clock()
         text = normalize(raw).strip()
+        t1 = clock()
         reason = skip or first_reason(text, count_scripts(text), lang, p.routing, p.filters)
+        t2 = clock()
+        t_norm += t1 - t0
+        t_filt += t2 - t1
         if reason:
             out.append((reason, text))
             continue
         h1, h2 = exact_key(text)
         out.append((None, text, len(text), h1, h2, band_keys(text, p.num_perm, p.bands) if p.near_dedup else []))
-    return out
+        t_hash += clock() - t2
+    return out, {"normalize": t_norm, "filters": t_filt, "dedup_keys": t_hash}
 
 
 def _process_star(args):
     return process_batch(*args)
+
+
+def peak_rss_mb() -> float:
+    """Largest resident set of this process so far, in MB (Linux reports kB)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def fingerprint(settings: dict) -> str:
@@ -114,6 +132,7 @@ class _RowBuffer:
         self.writer, self.bands = writer, bands
         self.cols: dict[str, list] = collections.defaultdict(list)
         self.n = 0
+        self.chars = 0
 
     def add(self, text, doc_id, src, order, chars, h1, h2, idh, bkeys) -> None:
         c = self.cols
@@ -122,14 +141,15 @@ class _RowBuffer:
         for k in range(self.bands):
             c[f"b{k}"].append(bkeys[k] if bkeys else 0)
         self.n += 1
-        if self.n >= BATCH_ROWS:
+        self.chars += chars
+        if self.n >= BATCH_ROWS or self.chars >= BATCH_CHARS:
             self.flush()
 
     def flush(self) -> None:
         if self.n:
             self.writer.write_table(pa.table(dict(self.cols), schema=self.writer.schema))
             self.cols.clear()
-            self.n = 0
+            self.n = self.chars = 0
 
 
 def _own_documents(sources: list[Source], index: int, num_shards: int, opts: ReadOptions,
@@ -157,6 +177,8 @@ def run_shard(sources: list[Source], index: int, num_shards: int, work_dir: Path
     if done is not None:
         log.warning("%s was made with other settings or inputs; redoing it", final.name)
     counts = {s.name: collections.Counter() for s in sources}
+    steps: collections.Counter = collections.Counter()
+    started = time.perf_counter()
     stats = {s.name: ReadStats() for s in sources}
     pool = multiprocessing.get_context("spawn").Pool(num_proc) if num_proc > 1 else None
     try:
@@ -169,7 +191,8 @@ def run_shard(sources: list[Source], index: int, num_shards: int, work_dir: Path
             def drain(limit: int) -> None:
                 while len(pending) > limit:
                     meta, res = pending.popleft()
-                    results = res.get() if pool else res
+                    results, times = res.get() if pool else res
+                    steps.update(times)
                     for (si, pos, doc), r in zip(meta, results):
                         c = counts[doc.source]
                         if r[0] is not None:
@@ -217,6 +240,10 @@ def run_shard(sources: list[Source], index: int, num_shards: int, work_dir: Path
                 "counts": {k: dict(v) for k, v in counts.items()},
                 "skipped_locations": {k: v.locations for k, v in stats.items() if v.locations},
                 "inputs": [input_record(s) for s in sources] if with_inputs else None,
+                "elapsed_s": round(time.perf_counter() - started, 3),
+                "worker_step_s": {k: round(v, 3) for k, v in steps.items()},
+                "bytes_in": sum(st.bytes for st in stats.values()),
+                "peak_rss_mb": round(peak_rss_mb()),
             }
             write_json(tmp / SHARD_INFO, info)
     finally:

@@ -164,6 +164,7 @@ def open_binary(path: Path) -> IO[bytes]:
 @dataclasses.dataclass
 class ReadStats:
     documents: int = 0
+    bytes: int = 0  # UTF-8 bytes of the documents' text as read (before normalization)
     invalid_utf8_lines: int = 0
     malformed_records: int = 0
     locations: list[str] = dataclasses.field(default_factory=list)  # first skipped records
@@ -219,6 +220,7 @@ def iter_documents(source: Source, stats: ReadStats, doc_mode: str = "line",
 def _doc(source: Source, rel: str, n: int | str, text: str, where: str, bad_utf8: bool,
          opts: ReadOptions, stats: ReadStats) -> Document:
     stats.documents += 1
+    stats.bytes += len(text.encode("utf-8", errors="replace"))
     reason = "invalid_utf8" if bad_utf8 and opts.invalid_utf8 == "skip" else None
     return Document(f"{source.name}:{rel}:{n}", text, source.lang, source.name, where, reason)
 

@@ -2,9 +2,12 @@
 
 Documents are spread over ``num_buckets`` temporary Arrow files by a hash of (seed, id, copy);
 each bucket is then read alone, sorted by that hash and written as one
-``data-0000k-of-0000K.arrow`` file. Peak memory is about one bucket (choose the number of buckets
-from the split's size), and the order depends only on the seed and the documents, not on how many
-shards or processes made them. ``datasets.load_from_disk`` reads the result like any saved dataset.
+``data-0000k-of-0000K.arrow`` file. The order depends only on the seed and the documents, not on
+how many shards or processes made them. Memory: while spreading, at most ``FLUSH_BYTES`` of text
+per bucket waits in Python lists; while sorting, one bucket is in memory (plus 1,000 rows being
+copied out). :func:`buckets_for` picks buckets of about ``bucket_mb`` MB, at most ``MAX_BUCKETS`` of
+them (open files), so memory stays flat up to ``MAX_BUCKETS x bucket_mb`` of selected text (128 GB
+with the default 256 MB) and grows beyond that (1 GB buckets for 512 GB). ``datasets.load_from_disk`` reads the result like any saved dataset.
 """
 
 from __future__ import annotations
@@ -14,19 +17,22 @@ import math
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import xxhash
 
 COLUMNS = ("text", "lang", "source", "id")
 SCHEMA = pa.schema([(c, pa.string()) for c in COLUMNS])
 _BUCKET_SCHEMA = SCHEMA.append(pa.field("key", pa.uint64()))
 FLUSH_ROWS = 2048
+FLUSH_BYTES = 256 * 1024
+MAX_BUCKETS = 512
+WRITE_ROWS = 1000
 
 
 def buckets_for(chars: int, bucket_mb: int) -> int:
     """Buckets needed so that each holds about ``bucket_mb`` MB (3 bytes per character at most)."""
-    return max(1, math.ceil(3 * chars / (bucket_mb * 1e6)))
+    return min(MAX_BUCKETS, max(1, math.ceil(3 * chars / (bucket_mb * 1e6))))
 
 
 class ShuffledSplitWriter:
@@ -36,6 +42,7 @@ class ShuffledSplitWriter:
         self.files = [pa.OSFile(str(self.tmp_dir / f"bucket-{i}.arrow"), "wb") for i in range(self.k)]
         self.writers = [pa.ipc.new_stream(f, _BUCKET_SCHEMA) for f in self.files]
         self.buf: list[dict[str, list]] = [{c: [] for c in _BUCKET_SCHEMA.names} for _ in range(self.k)]
+        self.size = [0] * self.k
         self.rows = 0
 
     def add(self, text: str, lang: str, source: str, doc_id: str, copy: int = 0) -> None:
@@ -44,7 +51,8 @@ class ShuffledSplitWriter:
         buf = self.buf[b]
         buf["text"].append(text); buf["lang"].append(lang); buf["source"].append(source)
         buf["id"].append(doc_id); buf["key"].append(key)
-        if len(buf["key"]) >= FLUSH_ROWS:
+        self.size[b] += len(text)
+        if len(buf["key"]) >= FLUSH_ROWS or self.size[b] >= FLUSH_BYTES:
             self._flush(b)
         self.rows += 1
 
@@ -52,6 +60,7 @@ class ShuffledSplitWriter:
         if self.buf[b]["key"]:
             self.writers[b].write_table(pa.table(self.buf[b], schema=_BUCKET_SCHEMA))
             self.buf[b] = {c: [] for c in _BUCKET_SCHEMA.names}
+            self.size[b] = 0
 
     def finish(self) -> int:
         """Sort each bucket and write the split folder; returns the number of rows."""
@@ -65,12 +74,13 @@ class ShuffledSplitWriter:
             path = self.tmp_dir / f"bucket-{b}.arrow"
             with pa.OSFile(str(path)) as f:
                 table = pa.ipc.open_stream(f).read_all()
-            table = table.take(pc.sort_indices(table, [("key", "ascending")])).drop_columns(["key"])
+            order = np.argsort(table.column("key").to_numpy(), kind="stable")
+            table = table.drop_columns(["key"])
             name = f"data-{b:05d}-of-{self.k:05d}.arrow"
             with pa.OSFile(str(self.out_dir / name), "wb") as f, pa.ipc.new_stream(f, SCHEMA) as w:
-                for batch in table.to_batches(max_chunksize=1000):
-                    w.write_batch(batch)
-            del table
+                for i in range(0, len(order), WRITE_ROWS):
+                    w.write_table(table.take(order[i:i + WRITE_ROWS]))
+            del table, order
             path.unlink()
             names.append(name)
         shutil.rmtree(self.tmp_dir, ignore_errors=True)
