@@ -276,12 +276,16 @@ def _validation_mask(src: np.ndarray, idh: np.ndarray, alive: np.ndarray, n_sour
 
 
 def _read_columns(files: list[Path], columns: list[str]) -> dict[str, np.ndarray]:
-    parts: dict[str, list] = {c: [] for c in columns}
-    for f in files:
-        t = pq.read_table(f, columns=columns)
-        for c in columns:
-            parts[c].append(t.column(c).to_numpy())
-    return {c: (np.concatenate(v) if v else np.zeros(0)) for c, v in parts.items()}
+    """Whole columns of the shard files as numpy arrays, read one column and row group at a time
+    (reading them together as one table needs several times the arrays' size)."""
+    out = {}
+    for c in columns:
+        parts = []
+        for f in files:
+            pf = pq.ParquetFile(f)
+            parts += [pf.read_row_group(i, columns=[c]).column(0).to_numpy() for i in range(pf.num_row_groups)]
+        out[c] = np.concatenate(parts) if parts else np.zeros(0)
+    return out
 
 
 def merge(cfg: PrepareConfig, sources: list[Source]) -> dict:
