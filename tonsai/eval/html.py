@@ -67,6 +67,7 @@ def _curves_plot(reports: list[dict]) -> str | None:
         ax.set_ylabel("nats/token")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
+    fig.tight_layout()
     return _png(fig)
 
 
@@ -93,6 +94,47 @@ def _grouped_bars(title: str, groups: list[str], series: dict[str, list[float | 
     ax.grid(axis="y", alpha=0.3)
     if len(series) > 1:
         ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _png(fig)
+
+
+def _suite_panels(reports: list[dict]) -> str:
+    """One small bar chart per suite task (its metrics have different scales), every run side by side."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks: dict[tuple[str, str], list[str]] = {}
+    for r in reports:
+        for s, t, m, _, _ in suite_rows(r):
+            metrics = tasks.setdefault((s, t), [])
+            if m not in metrics:
+                metrics.append(m)
+    cols = min(3, len(tasks))
+    rows = -(-len(tasks) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 2.9 * rows), squeeze=False)
+    width = 0.8 / len(reports)
+    for ax, ((suite, task), metrics) in zip(axes.flat, tasks.items()):
+        for i, r in enumerate(reports):
+            values = [column_value(r, f"suite:{suite}:{task}:{m}") for m in metrics]
+            xs = [j + i * width for j in range(len(metrics))]
+            bars = ax.bar(xs, [v or 0.0 for v in values], width=width, label=r["name"])
+            for b, v in zip(bars, values):
+                if v is not None:
+                    ax.annotate(f"{v:.3g}", (b.get_x() + b.get_width() / 2, b.get_height()), ha="center",
+                                va="bottom", fontsize=7)
+        ax.set_xticks([j + width * (len(reports) - 1) / 2 for j in range(len(metrics))],
+                      [m.removeprefix("km_").replace("_", " ") for m in metrics], rotation=25, ha="right",
+                      fontsize=7)
+        ax.set_title(f"{suite} / {task}", fontsize=9)
+        ax.grid(axis="y", alpha=0.3)
+        ax.margins(y=0.15)
+    for ax in list(axes.flat)[len(tasks):]:
+        ax.axis("off")
+    if len(reports) > 1:
+        axes.flat[0].legend(fontsize=7)
+    fig.tight_layout()
     return _png(fig)
 
 
@@ -145,14 +187,7 @@ def render_html(report: dict, compared: list[dict] = ()) -> str:
                          "not a benchmark figure.</p>")
         parts.append(_table(["suite", "task", "metric", "value", "examples"],
                             [[s, t, m, v, n] for s, t, m, v, n in rows], numeric_from=3))
-        keys = []
-        for r in reports:
-            for s, t, m, _, _ in suite_rows(r):
-                if (s, t, m) not in keys:
-                    keys.append((s, t, m))
-        parts.append(_grouped_bars("suite scores", [f"{t}\n{m}" for _, t, m in keys],
-                                   {r["name"]: [column_value(r, f"suite:{s}:{t}:{m}") for s, t, m in keys]
-                                    for r in reports}, "score"))
+        parts.append(_suite_panels(reports))
     if compared:
         cols = comparison_columns(reports)
         parts.append("<h2>Side by side</h2>")
