@@ -134,6 +134,10 @@ def test_bad_input_gets_a_clear_message_and_nonzero_exit(trained_model, tmp_path
     short.write_text("ក\nខ\n", encoding="utf-8")
     r = _cli("--model-dir", trained_model, "--output-dir", tmp_path / "o", "--parallel", SAMPLE / "km.txt", short)
     assert r.returncode == 1 and "has 51 lines but" in r.stderr and str(short) in r.stderr
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n  \n", encoding="utf-8")
+    r = _cli("--model-dir", trained_model, "--output-dir", tmp_path / "o", "--text", f"km={empty}")
+    assert r.returncode == 1 and "holds no non-empty document" in r.stderr and str(empty) in r.stderr
     r = _cli("--model-dir", tmp_path, "--output-dir", tmp_path / "o", "--text", f"km={short}")
     assert r.returncode == 1 and "no config.json" in r.stderr
     r = _cli("--model-dir", trained_model, "--output-dir", tmp_path / "o", "--text", f"km={short}",
