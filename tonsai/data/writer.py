@@ -25,7 +25,7 @@ COLUMNS = ("text", "lang", "source", "id")
 SCHEMA = pa.schema([(c, pa.string()) for c in COLUMNS])
 _BUCKET_SCHEMA = SCHEMA.append(pa.field("key", pa.uint64()))
 FLUSH_ROWS = 2048
-FLUSH_BYTES = 256 * 1024
+FLUSH_BYTES = 64 * 1024
 MAX_BUCKETS = 512
 WRITE_ROWS = 1000
 
