@@ -264,8 +264,8 @@ def test_mix_file_shares_on_shared_data(tmp_path, shared_data):
     assert [s.name for s in shipped] == ["km:news", "km:oscar", "en:wikitext", "en:shakespeare"]
     mix = tmp_path / "mix.yaml"
     mix.write_text(f"""sources:
-  - {{name: km:news, path: {shared_data}/khmer_news_kh_data_1000/khm_news_orig.txt, lang: km, weight: 2}}
-  - {{name: km:ntrex, path: {shared_data}/ntrex128_khm_eng_dev/khm_Khmr.txt, lang: km, weight: 1}}
+  - {{name: km:ntrex, path: {shared_data}/ntrex128_khm_eng_dev/khm_Khmr.txt, lang: km, weight: 2}}
+  - {{name: km:flores, path: {shared_data}/sib200_flores_khm_eng_dev/khm_Khmr.txt, lang: km, weight: 1}}
   - {{name: en:wikitext, path: {shared_data}/english_wikitext2_raw/wikitext2.valid.txt, lang: en, weight: 3}}
   - {{name: en:ntrex, path: {shared_data}/ntrex128_khm_eng_dev/eng_Latn.txt, lang: en, weight: 1, max_epochs: 2}}
 """, encoding="utf-8")
@@ -273,7 +273,7 @@ def test_mix_file_shares_on_shared_data(tmp_path, shared_data):
     for lang, want in (("km", 0.6), ("en", 0.4)):
         assert abs(m["mixture"][lang]["realized_share"] - want) < 0.01, m["mixture"]
     ms = m["mixture_sources"]
-    assert ms["km:news"]["requested_share"] == pytest.approx(0.4)
+    assert ms["km:ntrex"]["requested_share"] == pytest.approx(0.4)
     for name, p in ms.items():
         assert abs(p["realized_share"] - p["requested_share"]) < 0.01, (name, p)
         assert p["epochs"] <= p["max_epochs"] + 1e-9
