@@ -12,14 +12,17 @@ Per document (computed in the shard workers, streamed):
   ``1 - (1 - s**r)**b``: with 128 permutations in 16 bands of 8 rows that is 50% at s = 0.71,
   92% at s = 0.8 and 99.98% at s = 0.9.
 
-Globally (in the merge step, on arrays, never on texts): the exact duplicates of a key are all its
+Globally (in the merge step, on keys, never on texts): the exact duplicates of a key are all its
 documents but the survivor; then documents that share a band key with another are joined into
 clusters (union-find over the colliding pairs only) and each cluster keeps one survivor. The
 survivor is always the document with the smallest *order* (source position in the command line or
 mix file, then position inside the source), so it does not depend on the number of shards or
-processes. Memory in the merge: 16 bytes per document for exact keys plus 8 bytes per document for
-the band being processed (bands are read one at a time from the shard files), plus the pairs that
-collide.
+processes. The merge (:mod:`tonsai.data.prepare`) does this bucket by bucket: the keys go to files
+partitioned by a hash prefix (:class:`tonsai.data.ondisk.Partition`; equal keys share a bucket),
+:func:`bucket_exact_duplicates` and :func:`bucket_band_pairs` work on one bucket at a time, and
+only the colliding pairs meet in memory (:class:`NearDuplicateClusters` without ``order``: the
+documents are numbered by *slot*, which sorts like order). :func:`exact_duplicates` and
+``add_band`` are the same rules on whole arrays.
 """
 
 from __future__ import annotations
@@ -110,10 +113,39 @@ def exact_duplicates(h1: np.ndarray, h2: np.ndarray, order: np.ndarray) -> np.nd
     return dup
 
 
-class NearDuplicateClusters:
-    """Union-find over the documents that collide in some LSH band; roots are the smallest order."""
+EXACT_RECORD = np.dtype([("h1", "<u8"), ("h2", "<u8"), ("slot", "<i8")])  # 24 bytes
+BAND_RECORD = np.dtype([("band", "<u2"), ("key", "<u8"), ("slot", "<i8")])  # 18 bytes
 
-    def __init__(self, order: np.ndarray):
+
+def bucket_exact_duplicates(recs: np.ndarray) -> np.ndarray:
+    """Slots of the documents of one exact-key bucket whose key belongs to a smaller slot."""
+    if len(recs) < 2:
+        return np.zeros(0, dtype=np.int64)
+    recs = recs[np.lexsort((recs["slot"], recs["h2"], recs["h1"]))]
+    h1, h2 = recs["h1"], recs["h2"]
+    same = (h1[1:] == h1[:-1]) & (h2[1:] == h2[:-1])
+    return recs["slot"][1:][same]
+
+
+def bucket_band_pairs(recs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(first, other): slot pairs to join, from the records of one band-key bucket (several bands):
+    every document sharing a (band, key) with a smaller slot is paired with the smallest."""
+    if len(recs) < 2:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    recs = recs[np.lexsort((recs["slot"], recs["key"], recs["band"]))]
+    band, key, slot = recs["band"], recs["key"], recs["slot"]
+    new = np.concatenate(([True], (band[1:] != band[:-1]) | (key[1:] != key[:-1])))
+    starts = np.flatnonzero(new)
+    same = np.flatnonzero(~new)
+    head = starts[np.searchsorted(starts, same, side="right") - 1]
+    return slot[head], slot[same]
+
+
+class NearDuplicateClusters:
+    """Union-find over the documents that collide in some LSH band; roots are the smallest order
+    (with ``order=None``: the documents are numbered so that the smallest number is the earliest)."""
+
+    def __init__(self, order: np.ndarray | None = None):
         self.order = order
         self.parent: dict[int, int] = {}
 
@@ -129,10 +161,19 @@ class NearDuplicateClusters:
         ra, rb = self._find(a), self._find(b)
         if ra == rb:
             return
-        if self.order[rb] < self.order[ra]:
+        if (rb < ra) if self.order is None else (self.order[rb] < self.order[ra]):
             ra, rb = rb, ra
         self.parent[rb] = ra
         self.parent.setdefault(ra, ra)
+
+    def add_pairs(self, a: np.ndarray, b: np.ndarray) -> None:
+        for x, y in zip(a.tolist(), b.tolist()):
+            self._union(x, y)
+
+    def non_survivors(self) -> np.ndarray:
+        """Sorted numbers of the documents that are not their cluster's survivor."""
+        out = [i for i in list(self.parent) if self._find(i) != i]
+        return np.sort(np.array(out, dtype=np.int64))
 
     def add_band(self, keys: np.ndarray, alive: np.ndarray) -> None:
         """Join the live documents (indices into ``keys``) that share a key in this band."""

@@ -16,7 +16,7 @@ import random
 
 import numpy as np
 import xxhash
-from typing import Sequence
+from typing import Callable, Sequence
 
 
 @dataclasses.dataclass
@@ -180,20 +180,45 @@ def source_shares(sources: list[dict], lang_weights: dict[str, float], strategy:
 def select_counts(lengths: np.ndarray, target: int, rng: np.random.Generator) -> np.ndarray:
     """How many times to take each document so the taken lengths sum closest to ``target``:
     whole seeded passes, then a prefix of one more shuffled pass, cut at the closest document."""
-    counts = np.zeros(len(lengths), dtype=np.int32)
-    total = int(lengths.sum())
-    if total == 0 or target <= 0:
-        return counts
-    full, rem = divmod(int(target), total)
-    counts += full
-    if rem:
-        order = rng.permutation(len(lengths))
-        cs = np.cumsum(lengths[order])
-        k = int(np.searchsorted(cs, rem))  # cs[k] >= rem
-        before = int(cs[k - 1]) if k else 0
-        take = k + 1 if int(cs[k]) - rem <= rem - before else k
-        counts[order[:take]] += 1
+    lengths = np.asarray(lengths)
+    full, extra, _ = select_passes(len(lengths), int(lengths.sum()), target, rng, lambda idx: lengths[idx])
+    counts = np.full(len(lengths), full, dtype=np.int32)
+    counts[extra] += 1
     return counts
+
+
+SELECT_CHUNK = 1 << 20  # positions of the shuffled pass whose lengths are gathered at once
+
+
+def select_passes(n: int, total: int, target: int, rng: np.random.Generator,
+                  gather: Callable[[np.ndarray], np.ndarray]) -> tuple[int, np.ndarray, int]:
+    """:func:`select_counts` without the lengths in memory: ``gather(idx)`` returns the lengths of
+    documents ``idx`` (of ``n``, summing to ``total``). Returns ``(full, extra, chars)``: every
+    document is taken ``full`` times and those in ``extra`` (sorted) once more; ``chars`` is the
+    length taken in all. Holds the shuffled order of the ``n`` documents (4 bytes per document
+    below 2**31 documents; numpy's seeded shuffle is the same on int32 and int64) and
+    ``SELECT_CHUNK`` gathered lengths; nothing when whole passes reach the target."""
+    if total == 0 or target <= 0:
+        return 0, np.zeros(0, dtype=np.int64), 0
+    full, rem = divmod(int(target), total)
+    if not rem:
+        return full, np.zeros(0, dtype=np.int64), full * total
+    order = np.arange(n, dtype=np.int32 if n < 2**31 else np.int64)
+    rng.shuffle(order)  # the same permutation as rng.permutation(n)
+    before = 0  # cumulative length before the current chunk
+    for start in range(0, n, SELECT_CHUNK):
+        cs = np.cumsum(np.asarray(gather(order[start:start + SELECT_CHUNK]), dtype=np.int64)) + before
+        if int(cs[-1]) >= rem:
+            k = int(np.searchsorted(cs, rem))  # cs[k] >= rem
+            prev = int(cs[k - 1]) if k else before
+            take = start + (k + 1 if int(cs[k]) - rem <= rem - prev else k)
+            taken = int(cs[k]) if take > start + k else prev
+            break
+        before = int(cs[-1])
+    else:  # unreachable: the lengths sum to total > rem
+        raise AssertionError("lengths do not sum to total")
+    extra = np.sort(order[:take])
+    return full, extra, full * total + taken
 
 
 def plan_sources(lengths: dict[str, np.ndarray], langs: dict[str, str], shares: dict[str, float],
@@ -205,8 +230,29 @@ def plan_sources(lengths: dict[str, np.ndarray], langs: dict[str, str], shares: 
     ``T = min_s(C_s * E_s / share_s)``, or ``target_chars`` when that is smaller. Returns the copy
     counts, the plans, the total and whether ``target_chars`` was reached.
     """
-    plans = {name: SourcePlan(name, langs[name], shares[name], int(lengths[name].sum()), max_epochs[name])
-             for name in lengths}
+    lengths = {k: np.asarray(v, dtype=np.int64) for k, v in lengths.items()}
+    sel, plans, total, reached = plan_sources_lazy(
+        {k: (len(v), int(v.sum())) for k, v in lengths.items()}, lambda name, idx: lengths[name][idx],
+        langs, shares, max_epochs, seed, target_chars)
+    counts = {}
+    for name, (full, extra) in sel.items():
+        c = np.full(len(lengths[name]), full, dtype=np.int32)
+        c[extra] += 1
+        counts[name] = c
+    return counts, plans, total, reached
+
+
+def plan_sources_lazy(available: dict[str, tuple[int, int]], gather: Callable[[str, np.ndarray], np.ndarray],
+                      langs: dict[str, str], shares: dict[str, float], max_epochs: dict[str, float], seed: int,
+                      target_chars: int | None = None
+                      ) -> tuple[dict[str, tuple[int, np.ndarray]], dict[str, SourcePlan], int, bool]:
+    """:func:`plan_sources` with the documents' lengths on disk: ``available[name]`` is (documents,
+    characters) of a source's training pool and ``gather(name, idx)`` the lengths of its documents
+    ``idx``. Returns per source ``(full, extra)`` (every document ``full`` copies, those at the
+    sorted positions ``extra`` one more; see :func:`select_passes`), the plans, the total and
+    whether ``target_chars`` was reached."""
+    plans = {name: SourcePlan(name, langs[name], shares[name], int(chars), max_epochs[name])
+             for name, (_, chars) in available.items()}
     for p in plans.values():
         if p.share > 0 and p.available_chars == 0:
             raise ValueError(f"source {p.name} has a positive share but no training documents left after "
@@ -214,13 +260,16 @@ def plan_sources(lengths: dict[str, np.ndarray], langs: dict[str, str], shares: 
     cap = min(p.available_chars * p.max_epochs / p.share for p in plans.values() if p.share > 0)
     total = cap if not target_chars else min(cap, float(target_chars))
     reached = not target_chars or target_chars <= cap
-    counts = {}
+    sel = {}
     for name, p in plans.items():
         p.target_chars = round(p.share * total)
-        c = select_counts(lengths[name], p.target_chars,
-                          np.random.default_rng([seed, xxhash.xxh3_64_intdigest(name.encode("utf-8"))]))
-        counts[name] = c
-        p.selected_docs = int(c.sum())
-        p.selected_chars = int((c.astype(np.int64) * lengths[name]).sum())
+        n = available[name][0]
+        full, extra, chars = select_passes(
+            n, p.available_chars, p.target_chars,
+            np.random.default_rng([seed, xxhash.xxh3_64_intdigest(name.encode("utf-8"))]),
+            lambda idx, name=name: gather(name, idx))
+        sel[name] = (full, extra)
+        p.selected_docs = full * n + len(extra)
+        p.selected_chars = chars
         p.epochs = p.selected_chars / p.available_chars if p.available_chars else 0.0
-    return counts, plans, int(total), reached
+    return sel, plans, int(total), reached

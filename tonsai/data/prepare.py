@@ -32,10 +32,12 @@ from tqdm.auto import tqdm
 
 from tonsai.atomic import staged_dir
 from tonsai.cli import StageError
-from tonsai.data.dedup import NearDuplicateClusters, exact_duplicates
+from tonsai.data.dedup import (BAND_RECORD, EXACT_RECORD, NearDuplicateClusters, bucket_band_pairs,
+                               bucket_exact_duplicates)
 from tonsai.data.filters import FilterThresholds
-from tonsai.data.mix import STRATEGIES, normalize_weights, plan_sources, source_shares
-from tonsai.data.shards import DocParams, peak_rss_mb, read_shard_info, run_shard, shard_name, source_identity
+from tonsai.data.mix import STRATEGIES, normalize_weights, plan_sources_lazy, source_shares
+from tonsai.data.ondisk import DiskArray, Partition, num_buckets
+from tonsai.data.shards import ORDER_BITS, DocParams, peak_rss_mb, read_shard_info, run_shard, shard_name, source_identity
 from tonsai.data.sources import ReadOptions, Source, load_mix_file
 from tonsai.data.writer import ShuffledSplitWriter, buckets_for, write_dataset_dict_index
 from tonsai.manifest import write_manifest
@@ -140,6 +142,11 @@ class PrepareConfig:
         "help": "write dropped documents with their reasons to <output-dir>/rejected/ for inspection"})
     shuffle_bucket_mb: int = dataclasses.field(default=256, metadata={
         "help": "the output shuffle holds about this many MB of text at once (bounds peak memory)"})
+    merge_memory_mb: int = dataclasses.field(default=64, metadata={
+        "help": "the merge sorts dedup keys in on-disk buckets of about a quarter of this many MB each "
+                "(the number of buckets follows from the number of documents; bounds peak memory)"})
+    merge_buckets: int = dataclasses.field(default=0, metadata={
+        "help": "number of on-disk key buckets of the merge (0: from --merge-memory-mb)"})
 
     def __post_init__(self) -> None:
         if not self.khmer and not self.english and not self.mix:
@@ -176,6 +183,10 @@ class PrepareConfig:
             raise ValueError("--minhash-bands must divide --minhash-perm")
         if self.shuffle_bucket_mb < 1:
             raise ValueError("--shuffle-bucket-mb must be at least 1")
+        if self.merge_memory_mb < 1:
+            raise ValueError("--merge-memory-mb must be at least 1")
+        if self.merge_buckets < 0:
+            raise ValueError("--merge-buckets must be >= 0")
 
     def parsed_source_weights(self) -> dict[str, float]:
         out = {}
@@ -260,36 +271,74 @@ def run_shards(cfg: PrepareConfig, sources: list[Source]) -> list[dict]:
                       cfg.write_rejected, with_inputs=(i == 0)) for i in todo]
 
 
-def _validation_mask(src: np.ndarray, idh: np.ndarray, alive: np.ndarray, n_sources: int,
-                     fraction: float, min_docs: int) -> np.ndarray:
-    """Per source, hold out the surviving documents with the smallest id hashes: at least
-    ``min_docs`` and ``fraction`` of them, always leaving one for training. Depends only on the ids
-    that survive filtering and deduplication, so it stays the same when mixing weights change."""
-    val = np.zeros(len(src), dtype=bool)
-    for s in range(n_sources):
-        idx = np.flatnonzero(alive & (src == s))
-        if len(idx) < 2:
-            continue
-        n = min(len(idx) - 1, max(min_docs, math.ceil(fraction * len(idx))))
-        val[idx[np.argsort(idh[idx], kind="stable")[:n]]] = True
-    return val
+# status of a document slot in the merge (1 byte per slot, on disk)
+ABSENT, TRAIN, EXACT_DUP, NEAR_DUP, VALIDATION = 0, 1, 2, 3, 4
+POS_MASK = (1 << ORDER_BITS) - 1
+ID_BIN_SHIFT = 47  # 63-bit id hashes in 65,536 bins for the validation cut
 
 
-def _read_columns(files: list[Path], columns: list[str]) -> dict[str, np.ndarray]:
-    """Whole columns of the shard files as numpy arrays, read one column and row group at a time
-    (reading them together as one table needs several times the arrays' size)."""
-    out = {}
-    for c in columns:
-        parts = []
-        for f in files:
-            pf = pq.ParquetFile(f)
-            parts += [pf.read_row_group(i, columns=[c]).column(0).to_numpy() for i in range(pf.num_row_groups)]
-        out[c] = np.concatenate(parts) if parts else np.zeros(0)
-    return out
+def _row_groups(files: list[Path], columns: list[str]):
+    for f in files:
+        pf = pq.ParquetFile(f)
+        for i in range(pf.num_row_groups):
+            yield pf.read_row_group(i, columns=columns)
+
+
+def _np(table, name: str) -> np.ndarray:
+    return table.column(name).to_numpy()
+
+
+def _validation(status: DiskArray, length: DiskArray, idh: DiskArray, lo: int, hi: int, fraction: float,
+                min_docs: int) -> tuple[int, int]:
+    """Mark a source's validation documents (slots ``lo:hi``): the surviving documents with the
+    smallest id hashes, at least ``min_docs`` and ``fraction`` of them, always leaving one for
+    training. Depends only on the ids that survive filtering and deduplication, so it stays the
+    same when mixing weights change. Two passes over the slots: a histogram of the id hashes'
+    top 16 bits finds the bin where the cut falls, then only that bin's documents are sorted (ties
+    of equal hashes, i.e. equal ids, by slot). Returns (documents, characters) held out."""
+    hist = np.zeros(1 << (63 - ID_BIN_SHIFT), dtype=np.int64)
+    n_kept = 0
+    for a, st in status.chunks(lo, hi):
+        m = st == TRAIN
+        n_kept += int(m.sum())
+        hist += np.bincount(idh.read(a, a + len(st))[m] >> ID_BIN_SHIFT, minlength=len(hist))
+    if n_kept < 2:
+        return 0, 0
+    n_val = min(n_kept - 1, max(min_docs, math.ceil(fraction * n_kept)))
+    cum = np.cumsum(hist)
+    cut = int(np.searchsorted(cum, n_val))  # the bin where the n_val-th smallest hash lies
+    rest = n_val - (int(cum[cut - 1]) if cut else 0)
+    chars = 0
+    cand_h, cand_s = [], []
+    for a, st in status.chunks(lo, hi):
+        m = st == TRAIN
+        b = idh.read(a, a + len(st)) >> ID_BIN_SHIFT
+        below = m & (b < cut)
+        if below.any():
+            chars += int(length.read(a, a + len(st))[below].sum())
+            st[below] = VALIDATION
+            status.write(a, st)
+        at = np.flatnonzero(m & (b == cut))
+        cand_s.append(at + a)
+        cand_h.append(idh.read(a, a + len(st))[at])
+    cs, ch = np.concatenate(cand_s), np.concatenate(cand_h)
+    take = np.sort(cs[np.lexsort((cs, ch))[:rest]])
+    status.scatter(take, VALIDATION)
+    chars += int(length.gather(take).sum())
+    return n_val, chars
 
 
 def merge(cfg: PrepareConfig, sources: list[Source]) -> dict:
-    """Phase 2: deduplicate, split, mix and write the output folder from finished shards."""
+    """Phase 2: deduplicate, split, mix and write the output folder from finished shards.
+
+    Memory does not grow with the corpus: every document has a *slot* (its source's offset plus
+    its position in the source, so slots sort like the input order), and the per-slot arrays are
+    files in ``<work>/merge`` (status 1 byte, characters 8, id hash 8, copies 4) read and written in
+    slices of ``CHUNK`` slots. Dedup keys are partitioned on disk by hash (``--merge-memory-mb``) and
+    processed one bucket at a time; only the colliding pairs of near duplicates and, while a
+    source is planned for a fractional epoch, its shuffled order (4 bytes per training document of
+    that source) are held in memory.
+    """
     work = cfg.work_path()
     fp_settings = _shard_settings(cfg, sources)
     from tonsai.data.shards import fingerprint
@@ -304,7 +353,18 @@ def merge(cfg: PrepareConfig, sources: list[Source]) -> dict:
     if missing:
         raise StageError(f"shards {missing} of {cfg.num_shards} are not finished in {work} (or were made with "
                          f"other settings); run them with --shard-index, or drop --merge-only")
+    mdir = work / "merge"
+    shutil.rmtree(mdir, ignore_errors=True)
+    mdir.mkdir(parents=True)
+    try:
+        return _merge(cfg, sources, infos, work, mdir)
+    finally:
+        shutil.rmtree(mdir, ignore_errors=True)
+
+
+def _merge(cfg: PrepareConfig, sources: list[Source], infos: list[dict], work: Path, mdir: Path) -> dict:
     timings: dict[str, float] = {}
+    rss: dict[str, float] = {"before_merge": peak_rss_mb()}
     t0 = time.perf_counter()
     names = [s.name for s in sources]
     lang_of = {s.name: s.lang for s in sources}
@@ -316,48 +376,108 @@ def merge(cfg: PrepareConfig, sources: list[Source]) -> dict:
         for n, locs in info.get("skipped_locations", {}).items():
             skipped.setdefault(n, []).extend(locs)
     files = [work / shard_name(i, cfg.num_shards) / "docs.parquet" for i in range(cfg.num_shards)]
-    cols = _read_columns(files, ["src", "order", "chars", "h1", "h2", "idh"])
-    src, order, chars = cols["src"].astype(np.int32), cols["order"].astype(np.int64), cols["chars"].astype(np.int64)
-    n_docs = len(src)
-    exact = exact_duplicates(cols["h1"], cols["h2"], order)
-    del cols["h1"], cols["h2"]
+    offs = np.zeros(len(names) + 1, dtype=np.int64)
+    offs[1:] = np.cumsum([counts[n].get("read", 0) for n in names])
+    n_slots = int(offs[-1])
+    n_docs = sum(counts[n].get("passed_filters", 0) for n in names)
+    bands = cfg.minhash_bands
+    near_on = bool(cfg.near_dedup and n_docs)
+    budget = cfg.merge_memory_mb * 1_000_000 // 4  # a bucket's records; sorting needs a copy and an index
+    k_exact = cfg.merge_buckets or num_buckets(n_docs, EXACT_RECORD.itemsize, budget)
+    k_band = cfg.merge_buckets or num_buckets(n_docs * bands, BAND_RECORD.itemsize, budget)
+
+    # partition the keys by hash, and the per-document columns by slot
+    status = DiskArray(mdir / "status.u8", np.uint8, n_slots)
+    length = DiskArray(mdir / "chars.i64", np.int64, n_slots)
+    idh = DiskArray(mdir / "idh.i64", np.int64, n_slots)
+    exact_part = Partition(mdir, "exact", EXACT_RECORD, k_exact)
+    band_part = Partition(mdir, "band", BAND_RECORD, k_band) if near_on else None
+    columns = ["src", "order", "chars", "h1", "h2", "idh"] + ([f"b{k}" for k in range(bands)] if near_on else [])
+    band_ids = np.arange(bands, dtype=np.uint16)
+    for t in _row_groups(files, columns):
+        slot = offs[_np(t, "src").astype(np.int64)] + (_np(t, "order") & POS_MASK)
+        status.scatter(slot, TRAIN)
+        length.scatter(slot, _np(t, "chars"))
+        idh.scatter(slot, _np(t, "idh"))
+        rec = np.empty(len(slot), dtype=EXACT_RECORD)
+        rec["h1"], rec["h2"], rec["slot"] = _np(t, "h1"), _np(t, "h2"), slot
+        exact_part.add(rec, rec["h1"])
+        if band_part is not None:
+            rec = np.empty(len(slot) * bands, dtype=BAND_RECORD)
+            rec["band"] = np.repeat(band_ids, len(slot))
+            rec["key"] = np.concatenate([_np(t, f"b{k}") for k in range(bands)])
+            rec["slot"] = np.tile(slot, bands)
+            band_part.add(rec, rec["key"])
+        del t, rec
+    exact_part.close()
+    if band_part is not None:
+        band_part.close()
+    timings["partition_s"] = time.perf_counter() - t0
+    rss["partition"] = peak_rss_mb()
+
+    def per_source(slots: np.ndarray) -> list[int]:
+        return np.bincount(np.searchsorted(offs, slots, side="right") - 1, minlength=len(names)).tolist()
+
+    t0 = time.perf_counter()
+    n_exact = [0] * len(names)
+    for recs in exact_part.buckets():
+        dup = np.sort(bucket_exact_duplicates(recs))
+        status.scatter(dup, EXACT_DUP)
+        n_exact = [a + b for a, b in zip(n_exact, per_source(dup))]
+        del recs, dup
     timings["exact_dedup_s"] = time.perf_counter() - t0
-    rss = {"before_merge": peak_rss_mb(), "exact_dedup": 0.0}
     rss["exact_dedup"] = peak_rss_mb()
     t0 = time.perf_counter()
-    near = np.zeros(n_docs, dtype=bool)
-    if cfg.near_dedup and n_docs:
-        clusters = NearDuplicateClusters(order)
-        for k in tqdm(range(cfg.minhash_bands), desc="near-dup bands", leave=False):
-            clusters.add_band(_read_columns(files, [f"b{k}"])[f"b{k}"], ~exact)
-        near, _ = clusters.duplicates(n_docs)
-        near &= ~exact
+    n_near = [0] * len(names)
+    if band_part is not None:
+        clusters = NearDuplicateClusters()
+        for recs in tqdm(band_part.buckets(), total=k_band, desc="near-dup buckets", leave=False):
+            recs = recs[status.gather(recs["slot"]) != EXACT_DUP]
+            a, b = bucket_band_pairs(recs)
+            if len(a):
+                pairs = np.unique(np.stack([a, b], axis=1), axis=0)
+                clusters.add_pairs(pairs[:, 0], pairs[:, 1])
+            del recs, a, b
+        near = clusters.non_survivors()
+        del clusters
+        status.scatter(near, NEAR_DUP)
+        n_near = per_source(near)
     timings["near_dedup_s"] = time.perf_counter() - t0
     rss["near_dedup"] = peak_rss_mb()
-    for mask, reason in ((exact, "duplicate"), (near, "near_duplicate")):
-        for s, c in enumerate(np.bincount(src[mask], minlength=len(names)).tolist()):
+    for per, reason in ((n_exact, "duplicate"), (n_near, "near_duplicate")):
+        for s, c in enumerate(per):
             if c:
                 counts[names[s]][f"dropped:{reason}"] += c
-    kept = ~(exact | near)
-    t0 = time.perf_counter()
-    val = _validation_mask(src, cols["idh"], kept, len(names), cfg.validation_fraction, cfg.min_validation_docs)
-    train_pool = kept & ~val
-    kept_per = np.bincount(src[kept], minlength=len(names))
-    val_per = np.bincount(src[val], minlength=len(names))
-    for s, n in enumerate(names):
-        counts[n]["kept"] = int(kept_per[s])
-        counts[n]["validation"] = int(val_per[s])
-        counts[n]["train_pool"] = int(kept_per[s] - val_per[s])
 
-    # in input order (not shard order), so the selection does not depend on the number of shards
-    pool_idx = {}
+    t0 = time.perf_counter()
+    val_chars = 0
+    val_per: list[int] = []
     for s, n in enumerate(names):
-        idx = np.flatnonzero(train_pool & (src == s))
-        pool_idx[n] = idx[np.argsort(order[idx], kind="stable")]
-    lengths = {n: chars[idx] for n, idx in pool_idx.items()}
+        nv, cv = _validation(status, length, idh, int(offs[s]), int(offs[s + 1]), cfg.validation_fraction,
+                             cfg.min_validation_docs)
+        val_per.append(nv)
+        val_chars += cv
+    # the training pool of each source in input (slot) order, its lengths in one file
+    pool_len = DiskArray(mdir / "pool_chars.i64", np.int64, n_slots)
+    pool_off: dict[str, int] = {}
+    available: dict[str, tuple[int, int]] = {}
+    filled = 0
+    for s, n in enumerate(names):
+        pool_off[n] = filled
+        kept = chars = 0
+        for a, st in status.chunks(int(offs[s]), int(offs[s + 1])):
+            kept += int(np.isin(st, (TRAIN, VALIDATION)).sum())
+            ln = length.read(a, a + len(st))[st == TRAIN]
+            pool_len.write(filled, ln)
+            filled += len(ln)
+            chars += int(ln.sum())
+        available[n] = (filled - pool_off[n], chars)
+        counts[n]["kept"] = kept
+        counts[n]["validation"] = val_per[s]
+        counts[n]["train_pool"] = kept - val_per[s]
     lang_weights = {"km": cfg.khmer_weight, "en": cfg.english_weight}
     for lang in sorted({s.lang for s in sources}):
-        if not any(len(pool_idx[s.name]) for s in sources if s.lang == lang):
+        if not any(available[s.name][0] for s in sources if s.lang == lang):
             raise StageError(
                 f"no {lang} documents are left after filtering (see counts: "
                 f"{ {k: dict(v) for k, v in counts.items() if lang_of[k] == lang} }); "
@@ -365,20 +485,33 @@ def merge(cfg: PrepareConfig, sources: list[Source]) -> dict:
     max_epochs = {s.name: s.max_epochs or cfg.max_epochs for s in sources}
     try:
         shares = source_shares(
-            [{"name": s.name, "lang": s.lang, "weight": s.weight, "chars": int(lengths[s.name].sum()),
+            [{"name": s.name, "lang": s.lang, "weight": s.weight, "chars": available[s.name][1],
               "max_epochs": max_epochs[s.name]} for s in sources],
             lang_weights, cfg.mix_strategy, cfg.temperature_alpha, cfg.target_chars or None, max_epochs)
-        copies_per, plans, total, reached = plan_sources(
-            lengths, lang_of, shares, max_epochs, cfg.seed, cfg.target_chars or None)
+        selection, plans, total, reached = plan_sources_lazy(
+            available, lambda name, idx: pool_len.gather(pool_off[name] + idx), lang_of, shares, max_epochs,
+            cfg.seed, cfg.target_chars or None)
     except ValueError as e:
         raise StageError(str(e)) from e
     if not reached:
         log.warning("--target-chars %d cannot be reached within the sources' max epochs: the mixture has %d "
                     "characters; raise --max-epochs or add data", cfg.target_chars, total)
-    copies = np.zeros(n_docs, dtype=np.int32)
-    for n, idx in pool_idx.items():
-        copies[idx] = copies_per[n]
+    copies = DiskArray(mdir / "copies.i32", np.int32, n_slots)
+    for s, n in enumerate(names):
+        full, extra = selection[n]
         counts[n]["train_selected"] = plans[n].selected_docs
+        rank = 0
+        for a, st in status.chunks(int(offs[s]), int(offs[s + 1])):
+            pool = np.flatnonzero(st == TRAIN)
+            ranks = rank + np.arange(len(pool))
+            c = np.zeros(len(st), dtype=np.int32)
+            pos = np.searchsorted(extra, ranks)
+            c[pool] = full + ((pos < len(extra)) & (extra[np.minimum(pos, len(extra) - 1)] == ranks)
+                              if len(extra) else 0)
+            copies.write(a, c)
+            rank += len(pool)
+        del extra
+    selection.clear()
     timings["split_and_plan_s"] = time.perf_counter() - t0
     rss["split_and_plan"] = peak_rss_mb()
 
@@ -393,7 +526,6 @@ def merge(cfg: PrepareConfig, sources: list[Source]) -> dict:
 
     t0 = time.perf_counter()
     train_chars = int(sum(p.selected_chars for p in plans.values()))
-    val_chars = int(chars[val].sum())
     with staged_dir(cfg.output_dir) as tmp:
         ds_dir = tmp / "dataset"
         train_w = ShuffledSplitWriter(ds_dir / "train", tmp / "tmp-train", cfg.seed,
@@ -410,23 +542,24 @@ def merge(cfg: PrepareConfig, sources: list[Source]) -> dict:
             import gzip
 
             rejected = gzip.open(tmp / "rejected" / "dedup.jsonl.gz", "wt", encoding="utf-8")
-        offset = 0
         for f in tqdm(files, desc="write splits", unit="shard", leave=False):
             pf = pq.ParquetFile(f)
-            for batch in pf.iter_batches(batch_size=2048, columns=["text", "id", "src"]):
-                texts, ids, srcs = (batch.column(c).to_pylist() for c in ("text", "id", "src"))
-                for j, (text, doc_id, s) in enumerate(zip(texts, ids, srcs)):
-                    g = offset + j
+            for batch in pf.iter_batches(batch_size=2048, columns=["text", "id", "src", "order"]):
+                src = batch.column("src").to_numpy().astype(np.int64)
+                slot = offs[src] + (batch.column("order").to_numpy() & POS_MASK)
+                st, cp = status.gather(slot).tolist(), copies.gather(slot).tolist()
+                texts, ids = batch.column("text").to_pylist(), batch.column("id").to_pylist()
+                for text, doc_id, s, stj, cpj in zip(texts, ids, src.tolist(), st, cp):
                     name = names[s]
-                    if val[g]:
+                    if stj == VALIDATION:
                         val_w.add(text, lang_of[name], name, doc_id)
-                    for c in range(int(copies[g])):
+                    for c in range(cpj):
                         train_w.add(text, lang_of[name], name, doc_id, c)
-                    if rejected is not None and (exact[g] or near[g]):
+                    if rejected is not None and stj in (EXACT_DUP, NEAR_DUP):
                         rejected.write(json.dumps({"id": doc_id, "source": name, "reason":
-                                                   "duplicate" if exact[g] else "near_duplicate", "text": text},
-                                                  ensure_ascii=False) + "\n")
-                offset += len(texts)
+                                                   "duplicate" if stj == EXACT_DUP else "near_duplicate",
+                                                   "text": text}, ensure_ascii=False) + "\n")
+                del batch, texts, ids
         if rejected is not None:
             rejected.close()
         n_train, n_val = train_w.finish(), val_w.finish()
@@ -452,6 +585,7 @@ def merge(cfg: PrepareConfig, sources: list[Source]) -> dict:
                         "depend on the tokenizer: train_tokenizer's report states them)",
             seed=cfg.seed,
             num_shards=cfg.num_shards,
+            merge_buckets={"exact": k_exact, "near": k_band if near_on else 0},
             merge_timings_s={k: round(v, 3) for k, v in timings.items()},
             peak_rss_mb_after={k: round(v) for k, v in rss.items()},
             shard_timings=[{"shard": i["shard"], "elapsed_s": i.get("elapsed_s"), "bytes_in": i.get("bytes_in"),
