@@ -194,3 +194,13 @@ def choice_scores(loglikelihoods: Sequence[Sequence[float]], choices: Sequence[S
     n = len(answers)
     return ({"acc": sum(p == a for p, a in zip(pred, answers)) / n,
              "acc_norm": sum(p == a for p, a in zip(pred_norm, answers)) / n}, pred, pred_norm)
+
+
+def evaluate_features() -> list:
+    """Inputs of tonsai's `evaluate` metric modules: a prediction string and one reference string or a
+    list of accepted references."""
+    import datasets
+
+    text = datasets.Value("string")
+    return [datasets.Features({"predictions": text, "references": datasets.Sequence(text)}),
+            datasets.Features({"predictions": text, "references": text})]

@@ -5,7 +5,6 @@ scores over khmer-nltk words (Khmer writes no spaces), other languages use sacre
 
 Same numbers as :func:`tonsai.eval.metrics.bleu` (it calls it)."""
 
-import datasets
 import evaluate
 
 from tonsai.eval import metrics
@@ -15,10 +14,7 @@ class TonsaiBleu(evaluate.Metric):
     def _info(self):
         return evaluate.MetricInfo(
             description=__doc__, citation="Papineni et al. 2002; Post 2018 (sacrebleu)", inputs_description=__doc__,
-            features=[datasets.Features({"predictions": datasets.Value("string"),
-                                         "references": datasets.Sequence(datasets.Value("string"))}),
-                      datasets.Features({"predictions": datasets.Value("string"),
-                                         "references": datasets.Value("string")})])
+            features=metrics.evaluate_features())
 
     def _compute(self, predictions, references, lang: str = "en"):
         return {"bleu": metrics.bleu(predictions, references, lang=lang)}

@@ -5,7 +5,6 @@
 
 Same numbers as :func:`tonsai.eval.metrics.chrf` (it calls it)."""
 
-import datasets
 import evaluate
 
 from tonsai.eval import metrics
@@ -15,10 +14,7 @@ class TonsaiChrf(evaluate.Metric):
     def _info(self):
         return evaluate.MetricInfo(
             description=__doc__, citation="Popovic 2015 (chrF), 2017 (chrF++)", inputs_description=__doc__,
-            features=[datasets.Features({"predictions": datasets.Value("string"),
-                                         "references": datasets.Sequence(datasets.Value("string"))}),
-                      datasets.Features({"predictions": datasets.Value("string"),
-                                         "references": datasets.Value("string")})])
+            features=metrics.evaluate_features())
 
     def _compute(self, predictions, references, word_order: int = 0):
         return {"score": metrics.chrf(predictions, references, word_order=word_order), "word_order": word_order}

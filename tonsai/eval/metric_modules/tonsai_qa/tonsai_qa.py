@@ -5,7 +5,6 @@ Khmer words from khmer-nltk, Khmer punctuation removed like English punctuation:
 
 Same numbers as :func:`tonsai.eval.metrics.exact_match` and :func:`tonsai.eval.metrics.f1`."""
 
-import datasets
 import evaluate
 
 from tonsai.eval import metrics
@@ -15,10 +14,7 @@ class TonsaiQa(evaluate.Metric):
     def _info(self):
         return evaluate.MetricInfo(
             description=__doc__, citation="Rajpurkar et al. 2016 (SQuAD)", inputs_description=__doc__,
-            features=[datasets.Features({"predictions": datasets.Value("string"),
-                                         "references": datasets.Sequence(datasets.Value("string"))}),
-                      datasets.Features({"predictions": datasets.Value("string"),
-                                         "references": datasets.Value("string")})])
+            features=metrics.evaluate_features())
 
     def _compute(self, predictions, references, lang: str = "km"):
         return {"exact_match": metrics.exact_match(predictions, references),

@@ -5,7 +5,6 @@ path. Khmer is segmented with khmer-nltk (rouge-score's default tokenizer would 
 
 Same numbers as :func:`tonsai.eval.metrics.rouge_l` (it calls it)."""
 
-import datasets
 import evaluate
 
 from tonsai.eval import metrics
@@ -15,10 +14,7 @@ class TonsaiRougeL(evaluate.Metric):
     def _info(self):
         return evaluate.MetricInfo(
             description=__doc__, citation="Lin 2004 (ROUGE)", inputs_description=__doc__,
-            features=[datasets.Features({"predictions": datasets.Value("string"),
-                                         "references": datasets.Sequence(datasets.Value("string"))}),
-                      datasets.Features({"predictions": datasets.Value("string"),
-                                         "references": datasets.Value("string")})])
+            features=metrics.evaluate_features())
 
     def _compute(self, predictions, references, lang: str = "km"):
         return {"rouge_l": metrics.rouge_l(predictions, references, lang=lang)}
