@@ -70,7 +70,8 @@ def main() -> int:
     ap.add_argument("--scale", type=int, default=1, help="corpus size as a multiple of the shared data")
     ap.add_argument("--num-proc", type=int, default=1)
     ap.add_argument("--num-shards", type=int, default=1)
-    ap.add_argument("--shuffle-bucket-mb", type=int, default=64)
+    ap.add_argument("--shuffle-bucket-mb", type=int, default=8,
+                    help="small, so that shuffle buckets are full at 1x as at 10x (memory is then flat)")
     ap.add_argument("--work", type=Path, default=Path("/tmp/tonsai_bench_prepare"))
     ap.add_argument("--json", type=Path, help="also write the figures here")
     args = ap.parse_args()

@@ -114,8 +114,10 @@ EXPECTED = {
 
 
 @pytest.mark.parametrize("kw", [dict(num_shards=1), dict(num_shards=3, merge_buckets=5),
-                                dict(num_shards=2, merge_buckets=1)])
-def test_merge_matches_the_in_memory_merge(tmp_path, kw):
+                                dict(num_shards=2, merge_buckets=1), dict(merge_buckets=7, max_open=3)])
+def test_merge_matches_the_in_memory_merge(tmp_path, monkeypatch, kw):
+    if "max_open" in kw:  # near-dup buckets in three passes over the shard files
+        monkeypatch.setattr("tonsai.data.prepare.MAX_OPEN", kw.pop("max_open"))
     got = _run(tmp_path, "out", **kw)
     assert got == EXPECTED
     assert not (tmp_path / "out.work").exists()  # the merge's bucket files go with the work folder

@@ -17,7 +17,8 @@ from typing import Iterator
 
 import numpy as np
 
-MAX_BUCKETS = 512  # open files per partition
+MAX_OPEN = 512  # bucket files open at once (more buckets: more passes)
+MAX_BUCKETS = 1 << 16
 
 
 class DiskArray:
@@ -69,15 +70,17 @@ def num_buckets(n_records: int, record_bytes: int, budget_bytes: int) -> int:
 
 
 class Partition:
-    """Records spread over ``k`` files by ``bucket = key % k``."""
+    """Records spread over ``k`` files by ``bucket = key % k``; only buckets ``lo:hi`` are kept
+    (so that a partition into more buckets than open files is made in several passes)."""
 
-    def __init__(self, folder: Path, name: str, dtype, k: int):
+    def __init__(self, folder: Path, name: str, dtype, k: int, lo: int = 0, hi: int | None = None):
         self.folder, self.name, self.dtype, self.k = Path(folder), name, np.dtype(dtype), k
+        self.lo, self.hi = lo, k if hi is None else hi
         self.folder.mkdir(parents=True, exist_ok=True)
-        self.files = [open(self.path(b), "wb") for b in range(k)]
+        self.files = {b: open(self.path(b), "wb") for b in range(self.lo, self.hi)}
 
     def path(self, b: int) -> Path:
-        return self.folder / f"{self.name}-{b:04d}.bin"
+        return self.folder / f"{self.name}-{b:05d}.bin"
 
     def add(self, records: np.ndarray, key: np.ndarray) -> None:
         if not len(records):
@@ -87,19 +90,22 @@ class Partition:
             return
         b = (key % np.uint64(self.k)).astype(np.int64)
         srt = np.argsort(b, kind="stable")
-        bounds = np.searchsorted(b[srt], np.arange(self.k + 1))
-        recs = records[srt]
-        for i in range(self.k):
+        bounds = np.searchsorted(b[srt], np.arange(self.lo, self.hi + 1))
+        if bounds[-1] == bounds[0]:
+            return
+        recs = records[srt[bounds[0]:bounds[-1]]]
+        bounds -= bounds[0]
+        for i, b in enumerate(range(self.lo, self.hi)):
             if bounds[i + 1] > bounds[i]:
-                recs[bounds[i]:bounds[i + 1]].tofile(self.files[i])
+                recs[bounds[i]:bounds[i + 1]].tofile(self.files[b])
 
     def close(self) -> None:
-        for f in self.files:
+        for f in self.files.values():
             f.close()
 
     def buckets(self) -> Iterator[np.ndarray]:
         """Each bucket's records in turn (the file is deleted once read)."""
-        for b in range(self.k):
+        for b in range(self.lo, self.hi):
             p = self.path(b)
             recs = np.fromfile(p, dtype=self.dtype)
             p.unlink()
@@ -116,14 +122,17 @@ def release_memory_promptly() -> dict:
     does not (measured on the merge of a 10x corpus: 301 MB against 209 MB with these settings).
     Two allocators kept freed memory: glibc, whose mmap threshold rises to the size of the largest
     block freed (then blocks of text-sized allocations stay in a fragmented heap: fixed at 128 KB
-    here, with the trim threshold, through ``mallopt``), and Arrow's jemalloc pool (Arrow buffers
-    go to the system allocator instead). Linux/glibc only; elsewhere a no-op. Returns what was set."""
+    here, with the trim threshold, through ``mallopt``; :func:`trim_heap` is called between
+    batches too), and Arrow's mimalloc/jemalloc pool (Arrow buffers go to the system allocator
+    instead). Linux/glibc only; elsewhere a no-op. Returns what was set."""
     import ctypes
     import ctypes.util
 
     import pyarrow as pa
 
     done = {}
+    # pyarrow-level allocations; Arrow's C++ code (Parquet and IPC readers) uses the pool chosen by
+    # ARROW_DEFAULT_MEMORY_POOL when pyarrow was imported (tonsai.data.prepare sets it to system)
     try:
         if pa.default_memory_pool().backend_name != "system":
             pa.set_memory_pool(pa.system_memory_pool())
@@ -138,3 +147,22 @@ def release_memory_promptly() -> dict:
     except (OSError, AttributeError):  # not glibc
         pass
     return done
+
+
+_LIBC = None
+
+
+def trim_heap() -> None:
+    """Give the free pages of glibc's heaps back to the system (``malloc_trim(0)``; no-op elsewhere)."""
+    global _LIBC
+    if _LIBC is None:
+        import ctypes
+        import ctypes.util
+
+        try:
+            _LIBC = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+            _LIBC.malloc_trim  # noqa: B018 - raises AttributeError when not glibc
+        except (OSError, AttributeError):
+            _LIBC = False
+    if _LIBC:
+        _LIBC.malloc_trim(0)

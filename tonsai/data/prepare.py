@@ -7,17 +7,27 @@ It streams, in two phases, so memory does not grow with the corpus:
    exact and MinHash keys to Parquet in a work folder. ``--num-shards N --shard-index i`` runs one
    shard (on any machine that sees the inputs and the work folder); without ``--shard-index`` all
    unfinished shards run here, one after the other, each with ``--num-proc`` processes.
-2. Merge: exact and near-duplicate removal across all sources and languages on arrays of keys
-   (:mod:`tonsai.data.dedup`), the validation split per source by hashed id, the mixing plan per
+2. Merge: exact and near-duplicate removal across all sources and languages on keys partitioned
+   on disk by hash and processed one bucket at a time (:mod:`tonsai.data.dedup`,
+   :mod:`tonsai.data.ondisk`), the validation split per source by hashed id, the mixing plan per
    source (:mod:`tonsai.data.mix`), then one pass over the shard files that writes the shuffled
    splits (:mod:`tonsai.data.writer`) and manifest.json into a temporary folder renamed at the end.
+   Per-document state (status, length, id hash, copies) lives in files in ``<work>/merge``; see
+   :func:`merge` for what is held in memory.
 
 Every document read is counted as kept or dropped with a reason in manifest.json.
 """
 
 from __future__ import annotations
 
-import collections
+import os
+
+# Arrow picks its default memory pool when pyarrow is first imported; mimalloc/jemalloc keep freed
+# memory, which made the resident set of the merge grow with the corpus (see
+# tonsai.data.ondisk.release_memory_promptly). Set before any pyarrow import; an explicit setting wins.
+os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
+
+import collections  # noqa: E402
 import dataclasses
 import json
 import logging
@@ -36,7 +46,7 @@ from tonsai.data.dedup import (BAND_RECORD, EXACT_RECORD, NearDuplicateClusters,
                                bucket_exact_duplicates)
 from tonsai.data.filters import FilterThresholds
 from tonsai.data.mix import STRATEGIES, normalize_weights, plan_sources_lazy, source_shares
-from tonsai.data.ondisk import DiskArray, Partition, num_buckets
+from tonsai.data.ondisk import MAX_OPEN, DiskArray, Partition, num_buckets, release_memory_promptly, trim_heap
 from tonsai.data.shards import ORDER_BITS, DocParams, peak_rss_mb, read_shard_info, run_shard, shard_name, source_identity
 from tonsai.data.sources import ReadOptions, Source, load_mix_file
 from tonsai.data.writer import ShuffledSplitWriter, buckets_for, write_dataset_dict_index
@@ -275,6 +285,7 @@ def run_shards(cfg: PrepareConfig, sources: list[Source]) -> list[dict]:
 ABSENT, TRAIN, EXACT_DUP, NEAR_DUP, VALIDATION = 0, 1, 2, 3, 4
 POS_MASK = (1 << ORDER_BITS) - 1
 ID_BIN_SHIFT = 47  # 63-bit id hashes in 65,536 bins for the validation cut
+TRIM_EVERY = 32  # batches of documents written between two trim_heap() calls
 
 
 def _row_groups(files: list[Path], columns: list[str]):
@@ -383,7 +394,8 @@ def _merge(cfg: PrepareConfig, sources: list[Source], infos: list[dict], work: P
     bands = cfg.minhash_bands
     near_on = bool(cfg.near_dedup and n_docs)
     budget = cfg.merge_memory_mb * 1_000_000 // 4  # a bucket's records; sorting needs a copy and an index
-    k_exact = cfg.merge_buckets or num_buckets(n_docs, EXACT_RECORD.itemsize, budget)
+    # exact keys: one pass, at most MAX_OPEN buckets (flat up to MAX_OPEN x budget / 24 B = 340M documents)
+    k_exact = min(MAX_OPEN, cfg.merge_buckets or num_buckets(n_docs, EXACT_RECORD.itemsize, budget))
     k_band = cfg.merge_buckets or num_buckets(n_docs * bands, BAND_RECORD.itemsize, budget)
 
     # partition the keys by hash, and the per-document columns by slot
@@ -391,10 +403,7 @@ def _merge(cfg: PrepareConfig, sources: list[Source], infos: list[dict], work: P
     length = DiskArray(mdir / "chars.i64", np.int64, n_slots)
     idh = DiskArray(mdir / "idh.i64", np.int64, n_slots)
     exact_part = Partition(mdir, "exact", EXACT_RECORD, k_exact)
-    band_part = Partition(mdir, "band", BAND_RECORD, k_band) if near_on else None
-    columns = ["src", "order", "chars", "h1", "h2", "idh"] + ([f"b{k}" for k in range(bands)] if near_on else [])
-    band_ids = np.arange(bands, dtype=np.uint16)
-    for t in _row_groups(files, columns):
+    for t in _row_groups(files, ["src", "order", "chars", "h1", "h2", "idh"]):
         slot = offs[_np(t, "src").astype(np.int64)] + (_np(t, "order") & POS_MASK)
         status.scatter(slot, TRAIN)
         length.scatter(slot, _np(t, "chars"))
@@ -402,16 +411,8 @@ def _merge(cfg: PrepareConfig, sources: list[Source], infos: list[dict], work: P
         rec = np.empty(len(slot), dtype=EXACT_RECORD)
         rec["h1"], rec["h2"], rec["slot"] = _np(t, "h1"), _np(t, "h2"), slot
         exact_part.add(rec, rec["h1"])
-        if band_part is not None:
-            rec = np.empty(len(slot) * bands, dtype=BAND_RECORD)
-            rec["band"] = np.repeat(band_ids, len(slot))
-            rec["key"] = np.concatenate([_np(t, f"b{k}") for k in range(bands)])
-            rec["slot"] = np.tile(slot, bands)
-            band_part.add(rec, rec["key"])
         del t, rec
     exact_part.close()
-    if band_part is not None:
-        band_part.close()
     timings["partition_s"] = time.perf_counter() - t0
     rss["partition"] = peak_rss_mb()
 
@@ -429,15 +430,27 @@ def _merge(cfg: PrepareConfig, sources: list[Source], infos: list[dict], work: P
     rss["exact_dedup"] = peak_rss_mb()
     t0 = time.perf_counter()
     n_near = [0] * len(names)
-    if band_part is not None:
+    if near_on:
         clusters = NearDuplicateClusters()
-        for recs in tqdm(band_part.buckets(), total=k_band, desc="near-dup buckets", leave=False):
-            recs = recs[status.gather(recs["slot"]) != EXACT_DUP]
-            a, b = bucket_band_pairs(recs)
-            if len(a):
-                pairs = np.unique(np.stack([a, b], axis=1), axis=0)
-                clusters.add_pairs(pairs[:, 0], pairs[:, 1])
-            del recs, a, b
+        band_ids = np.arange(bands, dtype=np.uint16)
+        for lo in range(0, k_band, MAX_OPEN):  # one pass over the shard files per MAX_OPEN buckets
+            band_part = Partition(mdir, "band", BAND_RECORD, k_band, lo, min(k_band, lo + MAX_OPEN))
+            for t in _row_groups(files, ["src", "order"] + [f"b{k}" for k in range(bands)]):
+                slot = offs[_np(t, "src").astype(np.int64)] + (_np(t, "order") & POS_MASK)
+                rec = np.empty(len(slot) * bands, dtype=BAND_RECORD)
+                rec["band"] = np.repeat(band_ids, len(slot))
+                rec["key"] = np.concatenate([_np(t, f"b{k}") for k in range(bands)])
+                rec["slot"] = np.tile(slot, bands)
+                band_part.add(rec, rec["key"])
+                del t, rec
+            band_part.close()
+            for recs in tqdm(band_part.buckets(), total=band_part.hi - lo, desc="near-dup buckets", leave=False):
+                recs = recs[status.gather(recs["slot"]) != EXACT_DUP]
+                a, b = bucket_band_pairs(recs)
+                if len(a):
+                    pairs = np.unique(np.stack([a, b], axis=1), axis=0)
+                    clusters.add_pairs(pairs[:, 0], pairs[:, 1])
+                del recs, a, b
         near = clusters.non_survivors()
         del clusters
         status.scatter(near, NEAR_DUP)
@@ -542,6 +555,7 @@ def _merge(cfg: PrepareConfig, sources: list[Source], infos: list[dict], work: P
             import gzip
 
             rejected = gzip.open(tmp / "rejected" / "dedup.jsonl.gz", "wt", encoding="utf-8")
+        n_batches = 0
         for f in tqdm(files, desc="write splits", unit="shard", leave=False):
             pf = pq.ParquetFile(f)
             for batch in pf.iter_batches(batch_size=2048, columns=["text", "id", "src", "order"]):
@@ -560,6 +574,9 @@ def _merge(cfg: PrepareConfig, sources: list[Source], infos: list[dict], work: P
                                                    "duplicate" if stj == EXACT_DUP else "near_duplicate",
                                                    "text": text}, ensure_ascii=False) + "\n")
                 del batch, texts, ids
+                n_batches += 1
+                if n_batches % TRIM_EVERY == 0:
+                    trim_heap()
         if rejected is not None:
             rejected.close()
         n_train, n_val = train_w.finish(), val_w.finish()
@@ -637,6 +654,7 @@ def _mixture_report(sources: list[Source], plans: dict) -> tuple[dict, dict]:
 
 def run_prepare(cfg: PrepareConfig) -> dict:
     """Run the prepare stage and return its manifest (or, with --shard-index, that shard's summary)."""
+    release_memory_promptly()
     sources = cfg.sources()
     for s in sources:
         if not s.is_hub:

@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 from tonsai.atomic import staged_dir, write_json
 from tonsai.data.dedup import band_keys, exact_key, id_hash
 from tonsai.data.filters import FilterThresholds, first_reason
+from tonsai.data.ondisk import release_memory_promptly
 from tonsai.data.sources import ReadOptions, ReadStats, Source, input_record, iter_documents
 from tonsai.text import RoutingThresholds, count_scripts, normalize
 from tonsai.text.normalize import NORMALIZER_VERSION
@@ -38,7 +39,7 @@ from tonsai.text.normalize import NORMALIZER_VERSION
 log = logging.getLogger(__name__)
 BATCH_DOCS = 256  # documents per task sent to a worker
 BATCH_ROWS = 4096  # documents per Parquet row group, at most
-BATCH_CHARS = 4_000_000  # characters per row group, at most (readers hold one row group in memory)
+BATCH_CHARS = 1_000_000  # characters per row group, at most (writer and readers hold one row group in memory)
 ORDER_BITS = 40  # order = source index << 40 | position inside the source (up to 1.1e12 documents)
 SHARD_INFO = "shard.json"
 
@@ -180,7 +181,8 @@ def run_shard(sources: list[Source], index: int, num_shards: int, work_dir: Path
     steps: collections.Counter = collections.Counter()
     started = time.perf_counter()
     stats = {s.name: ReadStats() for s in sources}
-    pool = multiprocessing.get_context("spawn").Pool(num_proc) if num_proc > 1 else None
+    pool = (multiprocessing.get_context("spawn").Pool(num_proc, initializer=release_memory_promptly)
+            if num_proc > 1 else None)
     try:
         with staged_dir(final) as tmp:
             writer = pq.ParquetWriter(tmp / "docs.parquet", schema(params.bands), compression="zstd")

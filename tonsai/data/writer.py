@@ -21,6 +21,8 @@ import numpy as np
 import pyarrow as pa
 import xxhash
 
+from tonsai.data.ondisk import trim_heap
+
 COLUMNS = ("text", "lang", "source", "id")
 SCHEMA = pa.schema([(c, pa.string()) for c in COLUMNS])
 _BUCKET_SCHEMA = SCHEMA.append(pa.field("key", pa.uint64()))
@@ -81,6 +83,7 @@ class ShuffledSplitWriter:
                 for i in range(0, len(order), WRITE_ROWS):
                     w.write_table(table.take(order[i:i + WRITE_ROWS]))
             del table, order
+            trim_heap()
             path.unlink()
             names.append(name)
         shutil.rmtree(self.tmp_dir, ignore_errors=True)
