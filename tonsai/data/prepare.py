@@ -364,6 +364,8 @@ def merge(cfg: PrepareConfig, sources: list[Source]) -> dict:
     if missing:
         raise StageError(f"shards {missing} of {cfg.num_shards} are not finished in {work} (or were made with "
                          f"other settings); run them with --shard-index, or drop --merge-only")
+    # only here: the fixed glibc thresholds cost the shard phase's numpy temporaries 40% of MinHash time
+    release_memory_promptly()
     mdir = work / "merge"
     shutil.rmtree(mdir, ignore_errors=True)
     mdir.mkdir(parents=True)
@@ -426,6 +428,7 @@ def _merge(cfg: PrepareConfig, sources: list[Source], infos: list[dict], work: P
         status.scatter(dup, EXACT_DUP)
         n_exact = [a + b for a, b in zip(n_exact, per_source(dup))]
         del recs, dup
+        trim_heap()
     timings["exact_dedup_s"] = time.perf_counter() - t0
     rss["exact_dedup"] = peak_rss_mb()
     t0 = time.perf_counter()
@@ -451,6 +454,7 @@ def _merge(cfg: PrepareConfig, sources: list[Source], infos: list[dict], work: P
                     pairs = np.unique(np.stack([a, b], axis=1), axis=0)
                     clusters.add_pairs(pairs[:, 0], pairs[:, 1])
                 del recs, a, b
+                trim_heap()
         near = clusters.non_survivors()
         del clusters
         status.scatter(near, NEAR_DUP)
@@ -654,7 +658,6 @@ def _mixture_report(sources: list[Source], plans: dict) -> tuple[dict, dict]:
 
 def run_prepare(cfg: PrepareConfig) -> dict:
     """Run the prepare stage and return its manifest (or, with --shard-index, that shard's summary)."""
-    release_memory_promptly()
     sources = cfg.sources()
     for s in sources:
         if not s.is_hub:

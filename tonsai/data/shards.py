@@ -31,7 +31,6 @@ from tqdm.auto import tqdm
 from tonsai.atomic import staged_dir, write_json
 from tonsai.data.dedup import band_keys, exact_key, id_hash
 from tonsai.data.filters import FilterThresholds, first_reason
-from tonsai.data.ondisk import release_memory_promptly
 from tonsai.data.sources import ReadOptions, ReadStats, Source, input_record, iter_documents
 from tonsai.text import RoutingThresholds, count_scripts, normalize
 from tonsai.text.normalize import NORMALIZER_VERSION
@@ -181,8 +180,7 @@ def run_shard(sources: list[Source], index: int, num_shards: int, work_dir: Path
     steps: collections.Counter = collections.Counter()
     started = time.perf_counter()
     stats = {s.name: ReadStats() for s in sources}
-    pool = (multiprocessing.get_context("spawn").Pool(num_proc, initializer=release_memory_promptly)
-            if num_proc > 1 else None)
+    pool = multiprocessing.get_context("spawn").Pool(num_proc) if num_proc > 1 else None
     try:
         with staged_dir(final) as tmp:
             writer = pq.ParquetWriter(tmp / "docs.parquet", schema(params.bands), compression="zstd")
