@@ -323,7 +323,8 @@ def _validation(status: DiskArray, length: DiskArray, idh: DiskArray, lo: int, h
     cand_h, cand_s = [], []
     for a, st in status.chunks(lo, hi):
         m = st == TRAIN
-        b = idh.read(a, a + len(st)) >> ID_BIN_SHIFT
+        h = idh.read(a, a + len(st))
+        b = h >> ID_BIN_SHIFT
         below = m & (b < cut)
         if below.any():
             chars += int(length.read(a, a + len(st))[below].sum())
@@ -331,7 +332,7 @@ def _validation(status: DiskArray, length: DiskArray, idh: DiskArray, lo: int, h
             status.write(a, st)
         at = np.flatnonzero(m & (b == cut))
         cand_s.append(at + a)
-        cand_h.append(idh.read(a, a + len(st))[at])
+        cand_h.append(h[at])
     cs, ch = np.concatenate(cand_s), np.concatenate(cand_h)
     take = np.sort(cs[np.lexsort((cs, ch))[:rest]])
     status.scatter(take, VALIDATION)
@@ -345,7 +346,7 @@ def merge(cfg: PrepareConfig, sources: list[Source]) -> dict:
     Memory does not grow with the corpus: every document has a *slot* (its source's offset plus
     its position in the source, so slots sort like the input order), and the per-slot arrays are
     files in ``<work>/merge`` (status 1 byte, characters 8, id hash 8, copies 4) read and written in
-    slices of ``CHUNK`` slots. Dedup keys are partitioned on disk by hash (``--merge-memory-mb``) and
+    slices of 1M slots. Dedup keys are partitioned on disk by hash (``--merge-memory-mb``) and
     processed one bucket at a time; only the colliding pairs of near duplicates and, while a
     source is planned for a fractional epoch, its shuffled order (4 bytes per training document of
     that source) are held in memory.
