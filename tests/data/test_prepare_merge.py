@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 
-from tonsai.data.dedup import NearDuplicateClusters, exact_duplicates
+from tonsai.data.dedup import NearDuplicateClusters, exact_duplicates, pair_non_survivors
 from tonsai.data.prepare import PrepareConfig, load_prepared, run_prepare
 
 WORDS = ["river", "temple", "farmer", "rice", "school", "student", "city", "province", "rain", "season",
@@ -162,6 +162,21 @@ def test_bucketed_dedup_equals_whole_array_dedup(tmp_path):
         part.add(rec, rec["key"])
         part.close()
         uf = NearDuplicateClusters()
-        for r in part.buckets():
-            uf.add_pairs(*bucket_band_pairs(r))
+        pairs = [bucket_band_pairs(r) for r in part.buckets()]
+        for a, b in pairs:
+            uf.add_pairs(a, b)
         assert uf.non_survivors().tolist() == sorted(slot[near].tolist())
+        a, b = (np.concatenate(x) for x in zip(*pairs))
+        assert pair_non_survivors(a, b).tolist() == sorted(slot[near].tolist())
+
+
+def test_pair_components_match_union_find():
+    rng = np.random.default_rng(1)
+    for _ in range(200):
+        n, m = int(rng.integers(2, 300)), int(rng.integers(1, 500))
+        a, b = rng.integers(0, n, m) * 7 + 3, rng.integers(0, n, m) * 7 + 3
+        uf = NearDuplicateClusters()
+        uf.add_pairs(a, b)
+        assert pair_non_survivors(a, b).tolist() == uf.non_survivors().tolist()
+    chain = np.arange(100_000)  # a long chain joined from its far end: all but 0 go
+    assert pair_non_survivors(chain[::-1][:-1].copy(), chain[::-1][1:].copy()).tolist() == chain[1:].tolist()

@@ -42,8 +42,8 @@ from tqdm.auto import tqdm
 
 from tonsai.atomic import staged_dir
 from tonsai.cli import StageError
-from tonsai.data.dedup import (BAND_RECORD, EXACT_RECORD, NearDuplicateClusters, bucket_band_pairs,
-                               bucket_exact_duplicates)
+from tonsai.data.dedup import (BAND_RECORD, EXACT_RECORD, bucket_band_pairs, bucket_exact_duplicates,
+                               pair_non_survivors)
 from tonsai.data.filters import FilterThresholds
 from tonsai.data.mix import STRATEGIES, normalize_weights, plan_sources_lazy, source_shares
 from tonsai.data.ondisk import MAX_OPEN, DiskArray, Partition, num_buckets, release_memory_promptly, trim_heap
@@ -347,7 +347,8 @@ def merge(cfg: PrepareConfig, sources: list[Source]) -> dict:
     its position in the source, so slots sort like the input order), and the per-slot arrays are
     files in ``<work>/merge`` (status 1 byte, characters 8, id hash 8, copies 4) read and written in
     slices of 1M slots. Dedup keys are partitioned on disk by hash (``--merge-memory-mb``) and
-    processed one bucket at a time; only the colliding pairs of near duplicates and, while a
+    processed one bucket at a time; only the colliding pairs of near duplicates (16 bytes a pair,
+    about 40 while their components are found) and, while a
     source is planned for a fractional epoch, its shuffled order (4 bytes per training document of
     that source) are held in memory.
     """
@@ -435,7 +436,8 @@ def _merge(cfg: PrepareConfig, sources: list[Source], infos: list[dict], work: P
     t0 = time.perf_counter()
     n_near = [0] * len(names)
     if near_on:
-        clusters = NearDuplicateClusters()
+        pair_a: list[np.ndarray] = []
+        pair_b: list[np.ndarray] = []
         band_ids = np.arange(bands, dtype=np.uint16)
         for lo in range(0, k_band, MAX_OPEN):  # one pass over the shard files per MAX_OPEN buckets
             band_part = Partition(mdir, "band", BAND_RECORD, k_band, lo, min(k_band, lo + MAX_OPEN))
@@ -453,11 +455,18 @@ def _merge(cfg: PrepareConfig, sources: list[Source], infos: list[dict], work: P
                 a, b = bucket_band_pairs(recs)
                 if len(a):
                     pairs = np.unique(np.stack([a, b], axis=1), axis=0)
-                    clusters.add_pairs(pairs[:, 0], pairs[:, 1])
+                    pair_a.append(pairs[:, 0].copy())
+                    pair_b.append(pairs[:, 1].copy())
+                    del pairs
                 del recs, a, b
                 trim_heap()
-        near = clusters.non_survivors()
-        del clusters
+        a = np.concatenate(pair_a) if pair_a else np.zeros(0, dtype=np.int64)
+        b = np.concatenate(pair_b) if pair_b else np.zeros(0, dtype=np.int64)
+        pair_a.clear()
+        pair_b.clear()
+        near = pair_non_survivors(a, b)
+        del a, b
+        trim_heap()
         status.scatter(near, NEAR_DUP)
         n_near = per_source(near)
     timings["near_dedup_s"] = time.perf_counter() - t0
