@@ -572,7 +572,9 @@ def _merge(cfg: PrepareConfig, sources: list[Source], infos: list[dict], work: P
         n_batches = 0
         for f in tqdm(files, desc="write splits", unit="shard", leave=False):
             pf = pq.ParquetFile(f)
-            for batch in pf.iter_batches(batch_size=2048, columns=["text", "id", "src", "order"]):
+            # one row group at a time (iter_batches may buffer ahead across row groups)
+            for batch in (b for i in range(pf.num_row_groups)
+                          for b in pf.read_row_group(i, columns=["text", "id", "src", "order"]).to_batches(2048)):
                 src = batch.column("src").to_numpy().astype(np.int64)
                 slot = offs[src] + (batch.column("order").to_numpy() & POS_MASK)
                 st, cp = status.gather(slot).tolist(), copies.gather(slot).tolist()

@@ -3,8 +3,9 @@
 Documents are spread over ``num_buckets`` temporary Arrow files by a hash of (seed, id, copy);
 each bucket is then read alone, sorted by that hash and written as one
 ``data-0000k-of-0000K.arrow`` file. The order depends only on the seed and the documents, not on
-how many shards or processes made them. Memory: while spreading, at most ``FLUSH_BYTES`` of text
-per bucket waits in Python lists; while sorting, one bucket is in memory (plus 1,000 rows being
+how many shards or processes made them. Memory: while spreading, at most ``FLUSH_BYTES`` characters
+of text (``FLUSH_ROWS`` rows) wait in Python lists, spread over the buckets (4 KB per bucket at
+least); while sorting, one bucket is in memory (plus 1,000 rows being
 copied out). :func:`buckets_for` picks buckets of about ``bucket_mb`` MB, at most ``MAX_BUCKETS`` of
 them (open files), so memory stays flat up to ``MAX_BUCKETS x bucket_mb`` of selected text (128 GB
 with the default 256 MB) and grows beyond that (1 GB buckets for 512 GB). ``datasets.load_from_disk`` reads the result like any saved dataset.
@@ -26,8 +27,8 @@ from tonsai.data.ondisk import trim_heap
 COLUMNS = ("text", "lang", "source", "id")
 SCHEMA = pa.schema([(c, pa.string()) for c in COLUMNS])
 _BUCKET_SCHEMA = SCHEMA.append(pa.field("key", pa.uint64()))
-FLUSH_ROWS = 2048
-FLUSH_BYTES = 64 * 1024
+FLUSH_ROWS = 8192  # rows waiting in all buckets together, at most
+FLUSH_BYTES = 1024 * 1024  # characters waiting in all buckets together, at most
 MAX_BUCKETS = 512
 WRITE_ROWS = 1000
 
@@ -46,6 +47,9 @@ class ShuffledSplitWriter:
         self.buf: list[dict[str, list]] = [{c: [] for c in _BUCKET_SCHEMA.names} for _ in range(self.k)]
         self.size = [0] * self.k
         self.rows = 0
+        # the buffers' total is bounded, not each one's: with many buckets each flushes sooner
+        self.flush_rows = max(16, FLUSH_ROWS // self.k)
+        self.flush_bytes = max(4096, FLUSH_BYTES // self.k)
 
     def add(self, text: str, lang: str, source: str, doc_id: str, copy: int = 0) -> None:
         key = xxhash.xxh3_64_intdigest(f"{doc_id}\0{copy}".encode("utf-8"), seed=self.seed)
@@ -54,7 +58,7 @@ class ShuffledSplitWriter:
         buf["text"].append(text); buf["lang"].append(lang); buf["source"].append(source)
         buf["id"].append(doc_id); buf["key"].append(key)
         self.size[b] += len(text)
-        if len(buf["key"]) >= FLUSH_ROWS or self.size[b] >= FLUSH_BYTES:
+        if len(buf["key"]) >= self.flush_rows or self.size[b] >= self.flush_bytes:
             self._flush(b)
         self.rows += 1
 
