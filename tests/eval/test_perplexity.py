@@ -37,3 +37,20 @@ def test_score_matches_one_full_forward_pass(sample_pipeline):
     # short windows give a higher (less context) but finite loss over the same tokens
     short = score_texts(model, tok, texts, block_size=4, stride=2)
     assert short.tokens == score.tokens
+
+
+def test_scores_the_tokens_training_saw_even_with_a_literal_end_of_text(sample_pipeline, tmp_path):
+    """Evaluation tokenizes documents exactly as tokenization for training does: a quoted
+    "<|endoftext|>" is text in both, so perplexity is over the same token stream."""
+    import numpy as np
+    from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
+
+    from tonsai.tokenizer.pack import TokenFile, pack_texts
+
+    tok = AutoTokenizer.from_pretrained(sample_pipeline / "tok")
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_positions=64, n_layer=1, n_embd=16, n_head=2)).eval()
+    texts = ["End a file with <|endoftext|> please."]
+    pack_texts(texts, sample_pipeline / "tok", tmp_path / "t")
+    packed = np.asarray(TokenFile(tmp_path / "t").tokens).tolist()
+    assert score_texts(model, tok, texts, block_size=64, stride=64).tokens == len(packed)
+    assert packed.count(tok.eos_token_id) == 1

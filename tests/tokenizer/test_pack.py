@@ -26,6 +26,20 @@ def test_pack_writes_eos_separated_tokens_and_checks_tokenizer(tmp_path, sample_
         TokenFile(tmp_path / "tokens", expect_dtype="uint32")
 
 
+def test_literal_end_of_text_in_a_document_is_text_not_the_separator(tmp_path, sample_pipeline):
+    """A document that quotes "<|endoftext|>" must not cut itself in two in the token stream."""
+    from tokenizers import Tokenizer
+
+    tok_dir = sample_pipeline / "tok"
+    texts = ["Write <|endoftext|> to end a document.", "ភ្នំពេញ"]
+    meta = pack_texts(texts, tok_dir, tmp_path / "tokens")
+    ids = np.asarray(TokenFile(tmp_path / "tokens").tokens).tolist()
+    eos = meta["eos_id"]
+    assert ids.count(eos) == 2 and ids[-1] == eos  # one separator per document, none inside
+    first = ids[:ids.index(eos)]
+    assert Tokenizer.from_file(str(tok_dir / "tokenizer.json")).decode(first) == texts[0]
+
+
 def test_truncated_token_file_is_refused(tmp_path, sample_pipeline):
     pack_texts(["Hello world, hello world."] * 5, sample_pipeline / "tok", tmp_path / "t")
     path = tmp_path / "t" / "shard-00000.bin"

@@ -86,7 +86,8 @@ def generate_greedy(model, tokenizer, prompts: Sequence[str], max_new_tokens: in
     if room < 2:
         raise ValueError(f"max_new_tokens {max_new_tokens} leaves no room for a prompt in a context of "
                          f"{context_length(model)} tokens")
-    encoded = [[eot] + ids for ids in tokenizer(list(prompts), add_special_tokens=False)["input_ids"]]
+    encoded = tokenizer(list(prompts), add_special_tokens=False, split_special_tokens=True)["input_ids"]
+    encoded = [[eot] + ids for ids in encoded]
     encoded = [ids[-room:] for ids in encoded]
     order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
     out: list[str] = [""] * len(encoded)
@@ -120,7 +121,8 @@ def generate_greedy(model, tokenizer, prompts: Sequence[str], max_new_tokens: in
 
 def _split_pair(tokenizer, context: str, continuation: str) -> tuple[list[int], list[int]]:
     """Token ids of ``context`` and ``continuation`` as the whole string tokenizes."""
-    whole = tokenizer(context + continuation, add_special_tokens=False, return_offsets_mapping=True)
+    whole = tokenizer(context + continuation, add_special_tokens=False, split_special_tokens=True,
+                      return_offsets_mapping=True)
     ids, offsets = whole["input_ids"], whole["offset_mapping"]
     cut = len(ids)
     for i, (start, end) in enumerate(offsets):
@@ -128,7 +130,7 @@ def _split_pair(tokenizer, context: str, continuation: str) -> tuple[list[int], 
             cut = i
             break
     if cut == len(ids):  # the continuation is empty or swallowed: score it as tokenized alone
-        cont = tokenizer(continuation, add_special_tokens=False)["input_ids"]
+        cont = tokenizer(continuation, add_special_tokens=False, split_special_tokens=True)["input_ids"]
         return ids, cont
     return ids[:cut], ids[cut:]
 

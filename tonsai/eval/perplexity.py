@@ -73,7 +73,7 @@ def score_texts(model, tokenizer, texts: Sequence[str], block_size: int, stride:
 
     eot = tokenizer.eos_token_id
     ids: list[int] = [eot]
-    for enc in tokenizer(list(texts), add_special_tokens=False)["input_ids"]:
+    for enc in tokenizer(list(texts), add_special_tokens=False, split_special_tokens=True)["input_ids"]:
         ids.extend(enc)
         ids.append(eot)
     tokens = np.asarray(ids, dtype=np.int64)
@@ -131,7 +131,7 @@ def score_each(model, tokenizer, texts: Sequence[str], batch_size: int = 8, devi
     limit = max_tokens or context_length(model.config)
     eot = tokenizer.eos_token_id
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eot
-    seqs = [[eot, *enc, eot] for enc in tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
+    seqs = [[eot, *enc, eot] for enc in tokenizer(list(texts), add_special_tokens=False, split_special_tokens=True)["input_ids"]]
     nll = [0.0] * len(seqs)
     for i, s in enumerate(seqs):
         if len(s) > limit:

@@ -57,6 +57,7 @@ def _hf_counter(name: str, json_text: str) -> TokenCounter:
     from tokenizers import Tokenizer
 
     tok = Tokenizer.from_str(json_text)
+    tok.encode_special_tokens = True  # count special-token strings in the text as text
     return TokenCounter(name, lambda texts: [len(e.ids) for e in tok.encode_batch(texts, add_special_tokens=False)],
                         "tokenizers")
 

@@ -49,6 +49,8 @@ def _write_shard(texts: Iterable[str | tuple[str, str]], tokenizer_json: str, pa
     from tokenizers import Tokenizer
 
     tok = Tokenizer.from_file(tokenizer_json)
+    # Document text is text: a literal "<|endoftext|>" in it is spelled out, never the separator id.
+    tok.encode_special_tokens = True
     eos = tok.token_to_id(EOT)
     if eos is None:
         raise StageError(f"{tokenizer_json}: tokenizer has no {EOT} token")
