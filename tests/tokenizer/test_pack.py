@@ -107,3 +107,50 @@ def test_mixed_split_records_the_language_of_every_token(sample_pipeline, tmp_pa
     assert tf.lang_counts(100, 300).sum() == 200
     blocks = PackedBlocks(tf.tokens, 64, token_file=tf)
     assert sum(int(blocks[i]["lang_tokens"].sum()) for i in range(len(blocks))) == len(blocks) * 64
+
+
+def test_pack_dataset_states_token_shares_and_reuses_only_matching_folders(sample_pipeline, tmp_path, caplog):
+    import json
+    import logging
+    import shutil
+
+    from tonsai.tokenizer.pack import pack_dataset
+
+    data = tmp_path / "data"
+    shutil.copytree(sample_pipeline / "data", data)
+    out = tmp_path / "tokens"
+    paths = pack_dataset(data, sample_pipeline / "tok", out)
+    assert sorted(paths) == ["train", "validation_en", "validation_km"]
+    manifest = json.loads((out / "manifest.json").read_text())
+    tf = TokenFile(paths["train"])
+    counts = dict(zip(tf.langs, tf.lang_counts(0, len(tf)).tolist()))
+    shares = manifest["train_token_shares"]
+    assert sorted(shares) == ["en", "km"]
+    for lang, n in counts.items():
+        assert shares[lang]["token_share"] == pytest.approx(n / len(tf), abs=1e-4)
+    chars = {lang: sum(len(t) for t in texts) for lang, texts in _train_texts_by_lang(data).items()}
+    assert shares["km"]["character_share"] == pytest.approx(chars["km"] / sum(chars.values()), abs=1e-4)
+    assert 0 < shares["km"]["tokens_per_character"] < 3
+
+    with caplog.at_level(logging.INFO, logger="tonsai.tokenizer.pack"):
+        pack_dataset(data, sample_pipeline / "tok", out)
+    assert caplog.text.count("reusing token folder") == 3
+    # prepare rerun (its manifest changes): nothing is reused
+    m = json.loads((data / "manifest.json").read_text())
+    m["created_utc"] = "2000-01-01T00:00:00+00:00"
+    (data / "manifest.json").write_text(json.dumps(m))
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="tonsai.tokenizer.pack"):
+        pack_dataset(data, sample_pipeline / "tok", out)
+    assert "reusing token folder" not in caplog.text
+    assert caplog.text.count("another preparation") == 3
+
+
+def _train_texts_by_lang(dataset_dir):
+    import datasets
+
+    ds = datasets.load_from_disk(str(dataset_dir / "dataset"))["train"]
+    out = {}
+    for text, lang in zip(ds["text"], ds["lang"]):
+        out.setdefault(lang, []).append(text)
+    return out

@@ -615,7 +615,8 @@ def _merge(cfg: PrepareConfig, sources: list[Source], infos: list[dict], work: P
             splits={"train": n_train, "validation": n_val},
             validation_docs_per_lang=dict(val_docs_per_lang),
             mixing_unit="characters of normalized text (a Khmer character is 3 UTF-8 bytes; token shares "
-                        "depend on the tokenizer: train_tokenizer's report states them)",
+                        "depend on the tokenizer: the tokens manifest written by tokenize_dataset.py or "
+                        "train_gpt2.py states them as train_token_shares)",
             seed=cfg.seed,
             num_shards=cfg.num_shards,
             merge_buckets={"exact": k_exact, "near": k_band if near_on else 0},

@@ -21,7 +21,7 @@ import numpy as np
 
 from tonsai.atomic import staged_dir, write_json
 from tonsai.cli import StageError
-from tonsai.manifest import file_sha256, write_manifest
+from tonsai.manifest import MANIFEST_NAME, file_sha256, write_manifest
 from tonsai.tokenizer.bpe import EOT, token_dtype
 
 log = logging.getLogger(__name__)
@@ -37,6 +37,15 @@ def tokenizer_hash(tokenizer_dir: str | Path) -> str:
 
 
 LANG_SUFFIX = ".langs.npy"
+
+
+def dataset_hash(dataset_dir: str | Path) -> str:
+    """SHA-256 of a prepared dataset's manifest.json: it changes whenever prepare is rerun, so token
+    folders made from an older preparation are not reused."""
+    path = Path(dataset_dir) / MANIFEST_NAME
+    if not path.is_file():
+        raise StageError(f"{dataset_dir} has no {MANIFEST_NAME}: not a folder written by prepare_dataset.py")
+    return file_sha256(path)
 
 
 def _write_shard(texts: Iterable[str | tuple[str, str]], tokenizer_json: str, path: Path,
@@ -58,16 +67,21 @@ def _write_shard(texts: Iterable[str | tuple[str, str]], tokenizer_json: str, pa
     counts = {"file": path.name, "tokens": 0, "documents": 0, "bytes": 0, "characters": 0}
     langs: list[str] = []
     runs: list[list[int]] = []  # [end offset, language index], one row per run of same-language documents
+    by_lang: dict[str, dict[str, int]] = {}
     with open(path, "wb") as f:
         batch: list[str] = []
         batch_langs: list[str | None] = []
 
         def flush() -> None:
-            for enc, lang in zip(tok.encode_batch(batch, add_special_tokens=False), batch_langs):
+            for enc, lang, text in zip(tok.encode_batch(batch, add_special_tokens=False), batch_langs, batch):
                 ids = np.asarray(enc.ids + [eos], dtype=dtype)
                 f.write(ids.tobytes())
                 counts["tokens"] += len(ids)
                 if lang is not None:
+                    per = by_lang.setdefault(lang, {"documents": 0, "characters": 0, "tokens": 0})
+                    per["documents"] += 1
+                    per["characters"] += len(text)
+                    per["tokens"] += len(ids)
                     if lang not in langs:
                         langs.append(lang)
                     code = langs.index(lang)
@@ -93,6 +107,7 @@ def _write_shard(texts: Iterable[str | tuple[str, str]], tokenizer_json: str, pa
         with open(path.with_name(path.name.removesuffix(".bin") + LANG_SUFFIX), "wb") as f:
             np.save(f, np.asarray(runs, dtype=np.int64))
         counts["langs"] = langs
+        counts["by_lang"] = by_lang
     return counts
 
 
@@ -101,6 +116,14 @@ def _folder_meta(tokenizer_dir: str | Path, shards: list[dict], extra: dict | No
 
     tok = Tokenizer.from_file(str(Path(tokenizer_dir) / "tokenizer.json"))
     totals = {k: sum(s[k] for s in shards) for k in ("tokens", "documents", "bytes", "characters")}
+    by_lang: dict[str, dict[str, int]] = {}
+    for shard in shards:
+        for lang, per in shard.get("by_lang", {}).items():
+            acc = by_lang.setdefault(lang, dict.fromkeys(per, 0))
+            for k, v in per.items():
+                acc[k] += v
+    if by_lang:
+        totals["by_lang"] = by_lang
     return {"tokenizer_sha256": tokenizer_hash(tokenizer_dir), "dtype": token_dtype(tok.get_vocab_size()),
             "eos_id": tok.token_to_id(EOT), **totals, "shards": shards, **(extra or {})}
 
@@ -153,7 +176,8 @@ def pack_dataset_split(dataset_dir: str | Path, split: str, lang: str | None, to
             # spawn, not fork: the parent may hold threads (tokenizers, torch) that fork would copy mid-flight
             with multiprocessing.get_context("spawn").Pool(parts) as pool:
                 shards = pool.map(_pack_range, jobs)
-        meta = _folder_meta(tokenizer_dir, shards, {"split": split, "lang": lang})
+        meta = _folder_meta(tokenizer_dir, shards, {"split": split, "lang": lang,
+                                                     "dataset_manifest_sha256": dataset_hash(dataset_dir)})
         if meta["documents"] == 0:
             raise StageError(f"{dataset_dir}: split {split!r} has no {lang} documents")
         write_json(tmp / META, meta)
@@ -170,6 +194,7 @@ def pack_dataset(dataset_dir: str | Path, tokenizer_dir: str | Path, out_dir: st
 
     dd, _ = load_prepared(dataset_dir)
     tok_sha = tokenizer_hash(tokenizer_dir)
+    data_sha = dataset_hash(dataset_dir)
     wanted: dict[str, tuple[str, str | None, int]] = {"train": ("train", None, num_proc)}
     for lang in sorted(set(dd["validation"]["lang"])):
         wanted[f"validation_{lang}"] = ("validation", lang, 1)
@@ -179,15 +204,33 @@ def pack_dataset(dataset_dir: str | Path, tokenizer_dir: str | Path, out_dir: st
         path = paths[name] = out_dir / name
         if (path / META).is_file():
             try:
-                TokenFile(path, tok_sha)
+                TokenFile(path, tok_sha, expect_dataset_sha256=data_sha)
                 log.info("reusing token folder %s", path)
                 continue
             except StageError as e:
                 log.info("re-tokenizing %s: %s", path, e)
         pack_dataset_split(dataset_dir, split, lang, tokenizer_dir, path, procs)
+    folders = {n: json.loads((p / META).read_text()) for n, p in paths.items()}
+    shares = token_shares(folders["train"])
+    if shares:
+        log.info("train tokens by language: %s", ", ".join(
+            f"{lang} {v['token_share']:.1%} ({v['tokens_per_character']:.3f} tokens/char)" for lang, v in shares.items()))
     write_manifest(out_dir, STAGE, config or {}, dataset_dir=str(dataset_dir), tokenizer_dir=str(tokenizer_dir),
-                   tokenizer_sha256=tok_sha, folders={n: json.loads((p / META).read_text()) for n, p in paths.items()})
+                   tokenizer_sha256=tok_sha, dataset_manifest_sha256=data_sha, train_token_shares=shares,
+                   folders=folders)
     return paths
+
+
+def token_shares(meta: dict) -> dict[str, dict[str, float]]:
+    """Each language's share of a token folder's tokens and characters, and its tokens per character.
+
+    Prepare mixes languages by characters; this is what that mix became in this tokenizer's tokens."""
+    by_lang = meta.get("by_lang") or {}
+    tokens = sum(v["tokens"] for v in by_lang.values())
+    chars = sum(v["characters"] for v in by_lang.values())
+    return {lang: {"token_share": round(v["tokens"] / tokens, 4), "character_share": round(v["characters"] / chars, 4),
+                   "tokens_per_character": round(v["tokens"] / max(1, v["characters"]), 4)}
+            for lang, v in sorted(by_lang.items())} if tokens and chars else {}
 
 
 class ShardedTokens:
@@ -223,7 +266,7 @@ class TokenFile:
     """A token folder opened read-only (shards memory-mapped), with its metadata checked."""
 
     def __init__(self, path: str | Path, expect_tokenizer_sha256: str | None = None,
-                 expect_dtype: str | None = None):
+                 expect_dtype: str | None = None, expect_dataset_sha256: str | None = None):
         self.path = Path(path)
         meta_path = self.path / META
         if not meta_path.is_file():
@@ -234,6 +277,9 @@ class TokenFile:
                 f"{self.path} was tokenized with another tokenizer (sha256 {self.meta['tokenizer_sha256'][:12]}, "
                 f"expected {expect_tokenizer_sha256[:12]}); delete it to re-tokenize with --tokenizer-dir"
             )
+        if expect_dataset_sha256 and self.meta.get("dataset_manifest_sha256") != expect_dataset_sha256:
+            raise StageError(f"{self.path} was tokenized from another preparation of the dataset (its "
+                             f"manifest.json changed since); delete it to re-tokenize")
         dtype = np.dtype(self.meta["dtype"])
         if dtype.name not in ("uint16", "uint32"):
             raise StageError(f"{meta_path}: unsupported token dtype {dtype.name}")

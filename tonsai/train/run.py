@@ -18,7 +18,7 @@ from pathlib import Path
 from tonsai.atomic import write_text
 from tonsai.cli import StageError
 from tonsai.manifest import ManifestError, read_manifest, write_manifest
-from tonsai.tokenizer.pack import PackedBlocks, TokenFile, pack_dataset, tokenizer_hash
+from tonsai.tokenizer.pack import PackedBlocks, TokenFile, dataset_hash, pack_dataset, tokenizer_hash
 from tonsai.train import launch
 from tonsai.train.config import TrainConfig
 from tonsai.train.guards import DiskSpaceGuard, NonFiniteLossGuard, cuda_problem, nvidia_driver_version
@@ -31,11 +31,16 @@ MODEL_STAGE = "model"
 def _token_folders(cfg: TrainConfig, tok_sha: str) -> dict[str, Path]:
     """Token folders for the train split and each validation language: --tokens-dir if given, else
     made (once, by rank 0; other ranks wait) in <output_dir>/tokens."""
+    data_sha = dataset_hash(cfg.dataset_dir)
     if cfg.tokens_dir is not None:
         manifest = read_manifest(cfg.tokens_dir, "tokens")
         if manifest["tokenizer_sha256"] != tok_sha:
             raise StageError(f"--tokens-dir {cfg.tokens_dir} was made with another tokenizer than "
                              f"--tokenizer-dir {cfg.tokenizer_dir}; re-run tokenize_dataset.py")
+        if manifest.get("dataset_manifest_sha256", data_sha) != data_sha:
+            raise StageError(f"--tokens-dir {cfg.tokens_dir} was made from another preparation than "
+                             f"--dataset-dir {cfg.dataset_dir} (its manifest.json differs); "
+                             f"re-run tokenize_dataset.py")
         return {name: Path(cfg.tokens_dir) / name for name in manifest["folders"]}
     tokens_dir = Path(cfg.output_dir) / "tokens"
     if launch.rank() == 0:
@@ -44,7 +49,7 @@ def _token_folders(cfg: TrainConfig, tok_sha: str) -> dict[str, Path]:
     while True:  # rank 0 writes the manifest last
         try:
             manifest = read_manifest(tokens_dir, "tokens")
-            if manifest["tokenizer_sha256"] == tok_sha:
+            if manifest["tokenizer_sha256"] == tok_sha and manifest.get("dataset_manifest_sha256") == data_sha:
                 return {name: tokens_dir / name for name in manifest["folders"]}
         except ManifestError:
             pass
