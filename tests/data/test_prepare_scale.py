@@ -336,9 +336,35 @@ def test_failed_run_leaves_no_complete_looking_output(tmp_path):
         run_prepare(cfg(tmp_path, khmer=[bad]))
     assert (tmp_path / "out" / "manifest.json").read_text() == manifest  # the old output is intact
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp-")]
-    partial = tmp_path / "out.work"
-    assert not any(p.name.startswith("shard-") and not (p / "shard.json").exists()
-                   for p in partial.glob("*")) if partial.exists() else True
+    # the work folder keeps only finished shards (each with its shard.json), no half-written one
+    work = tmp_path / "out.work"
+    if work.exists():
+        entries = list(work.iterdir())
+        assert not [p for p in entries if p.name.startswith(".tmp-")]
+        assert all((p / "shard.json").is_file() for p in entries if p.name.startswith("shard-"))
+
+
+def test_a_failure_while_writing_the_splits_leaves_nothing_behind(tmp_path, monkeypatch):
+    from tonsai.data import writer
+
+    km = write_lines(tmp_path / "km.txt", km_docs(20))
+
+    def broken_finish(self):
+        raise OSError("disk full (injected)")
+
+    monkeypatch.setattr(writer.ShuffledSplitWriter, "finish", broken_finish)
+    with pytest.raises(OSError, match="injected"):
+        run_prepare(cfg(tmp_path, khmer=[km]))
+    assert not (tmp_path / "out").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp-")]
+
+
+def test_accounting_mismatch_is_an_error_not_an_assert():
+    from tonsai.data.prepare import _check_accounting
+
+    _check_accounting({"km:a.txt": {"read": 5, "kept": 3, "dropped:too_short": 2, "passed_filters": 4}})
+    with pytest.raises(StageError, match=r"km:a.txt: 5 documents read but 3 kept \+ 1 dropped"):
+        _check_accounting({"km:a.txt": {"read": 5, "kept": 3, "dropped:too_short": 1}})
 
 
 def test_rejected_documents_are_written_with_reasons(tmp_path):

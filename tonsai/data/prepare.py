@@ -600,6 +600,7 @@ def _merge(cfg: PrepareConfig, sources: list[Source], infos: list[dict], work: P
         timings["write_s"] = time.perf_counter() - t0
         rss["write"] = peak_rss_mb()
         inputs = next((i["inputs"] for i in infos if i.get("inputs")), None)
+        _check_accounting(counts)  # before the manifest: a folder that fails it is never renamed into place
         manifest = write_manifest(
             tmp, STAGE, cfg, inputs=inputs,
             sources=[{"name": s.name, "lang": s.lang, "path": s.path, "weight": s.weight,
@@ -626,7 +627,6 @@ def _merge(cfg: PrepareConfig, sources: list[Source], infos: list[dict], work: P
                             "worker_step_s": i.get("worker_step_s"), "peak_rss_mb": i.get("peak_rss_mb")}
                            for i in infos],
         )
-    _check_accounting(manifest["counts"])
     log.info("wrote %s (train %d docs, validation %d docs)", cfg.output_dir, n_train, n_val)
     return manifest
 
@@ -642,7 +642,10 @@ def _check_accounting(counts: dict) -> None:
     """Every document read is kept or dropped with a reason; a mismatch is a bug, not bad input."""
     for name, c in counts.items():
         dropped = sum(v for k, v in c.items() if k.startswith("dropped:"))
-        assert c.get("read", 0) == c.get("kept", 0) + dropped, (name, c)
+        if c.get("read", 0) != c.get("kept", 0) + dropped:
+            raise StageError(f"source {name}: {c.get('read', 0)} documents read but {c.get('kept', 0)} kept + "
+                             f"{dropped} dropped ({dict(c)}); this is a tonsai bug, please report it with "
+                             f"the command line")
 
 
 def _mixture_report(sources: list[Source], plans: dict) -> tuple[dict, dict]:
