@@ -98,6 +98,37 @@ def test_hub_source_streams_through_load_dataset(tmp_path):
         run_prepare(cfg(tmp_path, english=[f"hf:{hub}"]))
 
 
+def test_paragraph_mode_makes_one_document_per_blank_line_separated_block(tmp_path):
+    paras = [km_docs(3, seed=i) for i in range(12)]  # 12 paragraphs of 3 lines each
+    path = tmp_path / "km.txt"
+    path.write_text("\n\n".join("\n".join(p) for p in paras) + "\n\n\n", encoding="utf-8")
+    m = run_prepare(cfg(tmp_path, khmer=[str(path)], doc_mode="paragraph"))
+    assert m["counts"]["km:km.txt"]["read"] == 12
+    dd, _ = load_prepared(tmp_path / "out")
+    texts = set(dd["train"]["text"]) | set(dd["validation"]["text"])
+    c = m["counts"]["km:km.txt"]
+    # lines of a paragraph stay together, newlines kept (a filter may drop one of these random paragraphs)
+    assert texts <= {"\n".join(p) for p in paras} and len(texts) == c["kept"] >= 10
+    line = run_prepare(cfg(tmp_path, output_dir=str(tmp_path / "lines"), khmer=[str(path)]))
+    assert line["counts"]["km:km.txt"]["read"] == 36
+
+
+@pytest.mark.parametrize("spec, want", [
+    ("hf:HuggingFaceFW/fineweb-2", ("HuggingFaceFW/fineweb-2", None, "train")),
+    ("hf:HuggingFaceFW/fineweb-2:khm_Khmr", ("HuggingFaceFW/fineweb-2", "khm_Khmr", "train")),
+    ("hf:HuggingFaceFW/fineweb-2:khm_Khmr:test", ("HuggingFaceFW/fineweb-2", "khm_Khmr", "test")),
+    ("hf:wikitext::validation", ("wikitext", None, "validation")),
+])
+def test_hub_spec_parsing(spec, want):
+    assert Source(spec, "km").hub_args() == want
+
+
+@pytest.mark.parametrize("spec", ["hf:", "hf:a:b:c:d"])
+def test_bad_hub_spec_says_the_form(spec):
+    with pytest.raises(StageError, match=r"expected hf:NAME\[:CONFIG\[:SPLIT\]\]"):
+        Source(spec, "km").hub_args()
+
+
 def test_missing_parquet_column_lists_columns(tmp_path):
     pq.write_table(pa.table({"body": ["x"], "url": ["y"]}), tmp_path / "a.parquet")
     with pytest.raises(StageError, match=r"a.parquet: no 'text' column \(found \['body', 'url'\]\)"):
@@ -255,6 +286,56 @@ def test_per_source_weights_target_and_reproducibility(tmp_path):
     assert da["train"]["id"] == db["train"]["id"]  # same seed, same order
     with pytest.raises(StageError, match=r"match no source"):
         run_prepare(cfg(tmp_path, khmer=[k1], source_weights=["km:nope.txt=1"]))
+
+
+@pytest.mark.parametrize("strategy", ["temperature", "unimax"])
+def test_mix_strategies_through_prepare(tmp_path, strategy, caplog):
+    from tonsai.data.mix import unimax_budgets
+
+    km = write_lines(tmp_path / "km.txt", km_docs(40))
+    en = write_lines(tmp_path / "en.txt", en_docs(400))
+    kw = dict(khmer=[km], english=[en], mix_strategy=strategy, temperature_alpha=0.3, validation_fraction=0.05,
+              max_epochs=2.0)
+    if strategy == "unimax":
+        kw["target_chars"] = 30000
+    with caplog.at_level("WARNING"):
+        m = run_prepare(cfg(tmp_path, **kw))
+    avail = {lang: m["mixture"][lang]["available_chars"] for lang in ("km", "en")}
+    if strategy == "temperature":
+        w = {lang: c ** 0.3 for lang, c in avail.items()}
+        want = {lang: v / sum(w.values()) for lang, v in w.items()}
+    else:
+        budgets = unimax_budgets(avail, 30000, {"km": 2.0, "en": 2.0})
+        want = {lang: v / sum(budgets.values()) for lang, v in budgets.items()}
+    for lang in ("km", "en"):
+        assert m["mixture"][lang]["requested_share"] == pytest.approx(want[lang], abs=1e-6)
+        assert abs(m["mixture"][lang]["realized_share"] - want[lang]) < 0.03, m["mixture"]
+        assert m["mixture"][lang]["epochs"] <= 2.0 + 1e-9
+    # the natural share of Khmer here is far below either strategy's
+    assert avail["km"] / sum(avail.values()) < m["mixture"]["km"]["realized_share"]
+    assert "ignored" not in caplog.text
+
+
+def test_temperature_says_it_ignores_source_weights(tmp_path, caplog):
+    k1 = write_lines(tmp_path / "k1.txt", km_docs(30, seed=1))
+    k2 = write_lines(tmp_path / "k2.txt", km_docs(30, seed=2))
+    with caplog.at_level("WARNING"):
+        run_prepare(cfg(tmp_path, khmer=[k1, k2], mix_strategy="temperature",
+                        source_weights=["km:k1.txt=3", "km:k2.txt=1"]))
+    assert "weights of km:k1.txt, km:k2.txt" in caplog.text and "ignored" in caplog.text
+
+
+@pytest.mark.slow
+def test_shipped_mix_file_gives_the_requested_shares(tmp_path, shared_data, monkeypatch):
+    """configs/data/shared_km_en.yaml as the README runs it: all four shared sources, 60/40."""
+    monkeypatch.chdir(REPO)  # its paths are relative to the repository root
+    m = run_prepare(cfg(tmp_path, mix="configs/data/shared_km_en.yaml", khmer_weight=0.6, english_weight=0.4))
+    for lang, want in (("km", 0.6), ("en", 0.4)):
+        assert abs(m["mixture"][lang]["realized_share"] - want) < 0.01, m["mixture"]
+    for name, p in m["mixture_sources"].items():
+        assert abs(p["realized_share"] - p["requested_share"]) < 0.01, (name, p)
+        assert p["epochs"] <= p["max_epochs"] + 1e-9
+    assert sorted(m["mixture_sources"]) == ["en:shakespeare", "en:wikitext", "km:news", "km:oscar"]
 
 
 def test_mix_file_shares_on_shared_data(tmp_path, shared_data):

@@ -510,6 +510,11 @@ def _merge(cfg: PrepareConfig, sources: list[Source], infos: list[dict], work: P
                 f"{ {k: dict(v) for k, v in counts.items() if lang_of[k] == lang} }); "
                 f"check the input files and --min-chars")
     max_epochs = {s.name: s.max_epochs or cfg.max_epochs for s in sources}
+    weighted = [s.name for s in sources if s.weight is not None]
+    if cfg.mix_strategy == "temperature" and weighted:
+        log.warning("--mix-strategy temperature shares sources inside a language by characters**alpha too: "
+                    "the weights of %s (--source-weights or the mix file) are ignored; use --mix-strategy "
+                    "weights or unimax to apply them", ", ".join(weighted))
     try:
         shares = source_shares(
             [{"name": s.name, "lang": s.lang, "weight": s.weight, "chars": available[s.name][1],
