@@ -39,7 +39,11 @@ def test_quickstart_pipeline_learns_and_reports_both_languages(tmp_path, capsys)
     assert report["parallel"]["pairs"] == 51
     core = report["suites"]["khmer_core"]
     assert {"qa_km", "translate_km_en", "translate_en_km", "summarize_km", "topic_km", "reading_km"} <= set(core)
-    assert 0 <= core["topic_km"]["acc"] <= 1 and core["topic_km"]["n"] == 15
+    assert core["topic_km"]["n"] == 15
+    samples = json.loads((tmp_path / "qs" / "eval" / "samples.json").read_text())["khmer_core"]["topic_km"]
+    picked = [max(range(len(s["choices"])), key=lambda i: s["loglikelihoods"][i]) for s in samples]
+    assert picked == [s["predicted"] for s in samples]
+    assert core["topic_km"]["acc"] == sum(p == s["answer"] for p, s in zip(picked, samples)) / 15
     assert "## Prompt suites" in md and "## Aligned sentences" in md
     html = (tmp_path / "qs" / "eval" / "report.html").read_text()
     assert html.count("data:image/png;base64,") == 3  # bits/byte bars, loss curves, suite bars

@@ -39,11 +39,30 @@ def test_generation_matches_a_manual_greedy_loop_and_stops(lm):
     out = generate_greedy(model, tok, [prompt], max_new_tokens=10, stop=[])[0]
     assert out == cut_at_stop(manual.split(tok.eos_token)[0], [])
     # a stop string taken from the text cuts the output before it
-    stop = out.strip()[:1]
-    if stop:
-        cut = generate_greedy(model, tok, [prompt], max_new_tokens=10, stop=[stop])[0]
-        assert cut == out[:out.index(stop)]
+    assert out.strip(), "the trained model generated nothing to take a stop string from"
+    stop = out.strip()[-1]
+    cut = generate_greedy(model, tok, [prompt], max_new_tokens=10, stop=[stop])[0]
+    assert cut == out[:out.index(stop)]
     assert cut_at_stop("abc\ndef", ["\n", "c"]) == "ab"
+
+
+def test_stop_on_strings_marks_each_row_once_its_new_text_has_a_stop(lm):
+    from tonsai.eval.generate import StopOnStrings
+
+    _, tok = lm
+    prompt = tok("ស្រូវ", add_special_tokens=False)["input_ids"]
+    done_a = tok(" river.\nNext", add_special_tokens=False)["input_ids"]
+    open_b = tok(" river and", add_special_tokens=False)["input_ids"]
+    width = max(len(done_a), len(open_b))
+    pad = tok.eos_token_id  # skipped when decoding
+    rows = [prompt + done_a + [pad] * (width - len(done_a)), prompt + open_b + [pad] * (width - len(open_b))]
+    crit = StopOnStrings(tok, ["\n"], prompt_width=len(prompt))
+    assert crit(torch.tensor(rows), None).tolist() == [True, False]
+    # only the generated part counts: a stop string inside the prompt does not end the row
+    nl_prompt = tok("a\nb", add_special_tokens=False)["input_ids"]
+    crit = StopOnStrings(tok, ["\n"], prompt_width=len(nl_prompt))
+    assert crit(torch.tensor([nl_prompt + open_b]), None).tolist() == [False]
+    assert StopOnStrings(tok, [""], prompt_width=0)(torch.tensor(rows), None).tolist() == [False, False]
 
 
 def test_long_prompt_is_left_truncated_to_fit(lm):

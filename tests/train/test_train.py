@@ -35,15 +35,22 @@ def run_script(args, launcher=None, timeout=900):
     return proc
 
 
+def torch_allclose(x, y):
+    import torch
+
+    return torch.allclose(x, y, rtol=1e-4, atol=1e-6)
+
+
 def losses(run_dir, key="loss"):
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     return [(r["step"], r[key]) for r in rows if key in r]
 
 
 def config(pipe, out, steps=12, **kw):
-    return TrainConfig(dataset_dir=str(pipe / "data"), tokenizer_dir=str(pipe / "tok"), model_config=TINY,
-                       output_dir=str(out), block_size=64, micro_batch_size=4, max_steps=steps, eval_steps=6,
-                       save_steps=6, logging_steps=2, dataloader_workers=0, device="cpu", **kw)
+    args = dict(dataset_dir=str(pipe / "data"), tokenizer_dir=str(pipe / "tok"), model_config=TINY,
+                output_dir=str(out), block_size=64, micro_batch_size=4, max_steps=steps, eval_steps=6,
+                save_steps=6, logging_steps=2, dataloader_workers=0, device="cpu")
+    return TrainConfig(**{**args, **kw})
 
 
 @pytest.fixture(scope="module")
@@ -90,6 +97,26 @@ def test_deepspeed_zero2_single_process_without_launcher_matches_plain_run(plain
     for (_, a), (_, b) in zip(ds_losses, plain_losses):
         assert a == pytest.approx(b, rel=1e-4)
 
+    # exact resume under DeepSpeed: a crash right after checkpoint-6 (its ZeRO optimizer shards included)
+    assert list((out / "checkpoint-6").glob("global_step6/*optim_states.pt"))
+    resumed = tmp_path / "ds_resumed"
+    shutil.copytree(out, resumed)
+    shutil.rmtree(resumed / "checkpoint-12")
+    shutil.rmtree(resumed / "final")
+    run_script(common_args(sample_pipeline, resumed) + ["--deepspeed", ZERO2, "--resume-from", "auto"])
+    manifest = json.loads((resumed / "manifest.json").read_text())
+    assert manifest["start"] == "checkpoint" and manifest["resumed_from"].endswith("checkpoint-6")
+    assert dict(losses(resumed)).keys() == dict(ds_losses).keys()
+    for step, loss in ds_losses:
+        if step > 6:
+            assert dict(losses(resumed))[step] == pytest.approx(loss, rel=1e-5), step
+    from transformers import AutoModelForCausalLM
+
+    a = AutoModelForCausalLM.from_pretrained(out / "final")
+    b = AutoModelForCausalLM.from_pretrained(resumed / "final")
+    for (name, x), (_, y) in zip(a.named_parameters(), b.named_parameters()):
+        assert torch_allclose(x, y), name
+
 
 def test_deepspeed_zero2_two_processes_under_torchrun(sample_pipeline, tmp_path):
     out = tmp_path / "ddp"
@@ -133,10 +160,25 @@ def test_fresh_run_into_used_folder_is_refused(plain_run, sample_pipeline):
         run_train(config(sample_pipeline, plain_run[0]))
 
 
-def test_continual_pretraining_from_a_model_folder(plain_run, sample_pipeline, tmp_path):
+def test_continual_pretraining_from_a_model_folder(plain_run, sample_pipeline, tmp_path, caplog):
+    import torch
+    from transformers import AutoModelForCausalLM
+
     out = tmp_path / "cpt"
-    manifest = run_train(config(sample_pipeline, out, steps=2, resume_from=str(plain_run[0] / "final")))
-    assert manifest["start"] == "weights" and manifest["global_step"] == 2
+    with caplog.at_level("INFO", logger="tonsai.train.run"):
+        manifest = run_train(config(sample_pipeline, out, steps=4, warmup=4, learning_rate=1e-3, logging_steps=1,
+                                    eval_steps=4, save_steps=4, resume_from=str(plain_run[0] / "final")))
+    assert manifest["start"] == "weights" and manifest["global_step"] == 4
+    assert "continual pretraining: loading weights from" in caplog.text
+    # a fresh schedule: the learning rate warms up again from the start instead of continuing the decay
+    lrs = [lr for _, lr in losses(out, "learning_rate")]
+    assert lrs[0] < lrs[1] < lrs[2] < lrs[3] <= 1e-3
+    # it starts from the trained weights: the first loss is the trained model's, far below a fresh model's
+    first_loss = losses(out)[0][1]
+    assert first_loss < losses(plain_run[0])[0][1] - 0.5
+    start = AutoModelForCausalLM.from_pretrained(plain_run[0] / "final")
+    end = AutoModelForCausalLM.from_pretrained(out / "final")
+    assert not torch.equal(start.get_input_embeddings().weight, end.get_input_embeddings().weight)
 
 
 @pytest.mark.parametrize("script", ["prepare_dataset", "train_tokenizer", "train_gpt2", "eval_model", "quickstart",
@@ -164,13 +206,33 @@ def test_train_from_a_tokens_dir_and_refuse_another_tokenizer(sample_pipeline, t
         run_train(bad)
 
 
-def test_llama_style_model_trains(sample_pipeline, tmp_path):
+def test_llama_style_model_trains(sample_pipeline, tmp_path, monkeypatch):
     from transformers import AutoModelForCausalLM
 
-    cfg = config(sample_pipeline, tmp_path / "llama", steps=4)
+    from transformers import PreTrainedModel
+
+    cfg = config(sample_pipeline, tmp_path / "llama", steps=4, save_steps=2, save_total_limit=1)
     cfg.model_config = str(REPO / "configs/model/llama_tiny.json")
     manifest = run_train(cfg)
     assert manifest["model_type"] == "llama" and manifest["global_step"] == 4
+    # --save-total-limit 1: checkpoint-2 was written and then removed for checkpoint-4
+    assert sorted(p.name for p in (tmp_path / "llama").glob("checkpoint-*")) == ["checkpoint-4"]
+
+    # --gradient-checkpointing: really switched on, and the same losses (it recomputes, it does not change math)
+    enabled = []
+    original = PreTrainedModel.activation_checkpointing_enable
+
+    def spy(self, *a, **kw):
+        enabled.append(type(self).__name__)
+        return original(self, *a, **kw)
+
+    monkeypatch.setattr(PreTrainedModel, "activation_checkpointing_enable", spy)
+    gc = config(sample_pipeline, tmp_path / "llama_gc", steps=4, save_steps=2, gradient_checkpointing=True)
+    gc.model_config = cfg.model_config
+    run_train(gc)
+    assert enabled == ["LlamaForCausalLM"]
+    for (s1, a), (s2, b) in zip(losses(tmp_path / "llama"), losses(tmp_path / "llama_gc")):
+        assert s1 == s2 and a == pytest.approx(b, rel=1e-5)
     model = AutoModelForCausalLM.from_pretrained(tmp_path / "llama" / "final")
     assert model.config.num_key_value_heads == 2 and model.config.vocab_size % 64 == 0
     rows = [json.loads(x) for x in (tmp_path / "llama" / "metrics.jsonl").read_text().splitlines()]
@@ -233,24 +295,87 @@ def test_incomplete_checkpoints_are_never_resumed_from(tmp_path):
     assert latest_checkpoint(tmp_path) == tmp_path / "checkpoint-6"
 
 
-def test_non_finite_loss_stops_without_saving(plain_run, sample_pipeline, tmp_path):
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def test_an_incomplete_checkpoint_named_explicitly_is_refused(plain_run, sample_pipeline, tmp_path):
+    out = tmp_path / "partial"
+    shutil.copytree(plain_run[0], out)
+    state = out / "checkpoint-12" / "trainer_state.json"
+    state.write_text(state.read_text()[:40])  # killed while the Trainer was writing it
+    with pytest.raises(StageError, match="checkpoint is incomplete"):
+        run_train(config(sample_pipeline, out, resume_from=str(out / "checkpoint-12")))
 
-    broken = tmp_path / "broken"  # a model whose weights went bad: one NaN in the last layer norm
-    model = AutoModelForCausalLM.from_pretrained(plain_run[0] / "final")
-    with torch.no_grad():
-        model.transformer.ln_f.weight[0] = float("nan")
-    model.save_pretrained(broken)
-    AutoTokenizer.from_pretrained(plain_run[0] / "final").save_pretrained(broken)
-    cfg = config(sample_pipeline, tmp_path / "nan", steps=12, resume_from=str(broken))
-    with pytest.raises(StageError, match="loss became nan") as e:
+
+def test_resume_tolerates_a_metrics_line_cut_short_by_a_kill(plain_run, sample_pipeline, tmp_path):
+    out = tmp_path / "cut"
+    shutil.copytree(plain_run[0], out)
+    shutil.rmtree(out / "checkpoint-12")
+    shutil.rmtree(out / "final")
+    metrics = out / "metrics.jsonl"
+    metrics.write_text(metrics.read_text() + '{"step": 13, "lo\n\n', encoding="utf-8")
+    run_train(config(sample_pipeline, out, steps=12, resume_from="auto"))
+    assert dict(losses(out)) == pytest.approx(dict(losses(plain_run[0])), rel=1e-5)
+
+
+def test_training_bits_per_byte_agree_with_eval_model(plain_run, sample_pipeline, tmp_path):
+    """Both count the same bytes (UTF-8 bytes plus one per end-of-text): the figure a run logs at
+    its last step and the one eval_model.py reports for the same model and split are the same up
+    to where windows start (packed blocks in training, documents in a stream in evaluation)."""
+    from tonsai.eval.run import EvalConfig, run_eval
+
+    report = run_eval(EvalConfig(model_dir=str(plain_run[0] / "final"), output_dir=str(tmp_path / "eval"),
+                                 dataset_dir=str(sample_pipeline / "data"), block_size=64, stride=64, device="cpu"))
+    for lang in ("km", "en"):
+        trained = losses(plain_run[0], f"eval_{lang}_bpb")[-1]
+        assert trained[0] == 12
+        assert trained[1] == pytest.approx(report["languages"][lang]["bits_per_byte"], rel=0.03), lang
+
+
+def test_shipped_deepspeed_config_leaves_optimizer_and_sizes_to_the_trainer():
+    cfg = json.loads(Path(ZERO2).read_text())
+    assert cfg["zero_optimization"]["stage"] == 2
+    # the Trainer builds AdamW and the LR schedule from tonsai's options; a block here would override them
+    assert "optimizer" not in cfg and "scheduler" not in cfg
+    for key in ("train_batch_size", "train_micro_batch_size_per_gpu", "gradient_accumulation_steps",
+                "gradient_clipping"):
+        assert cfg[key] == "auto", key
+    assert cfg["bf16"]["enabled"] == "auto"
+
+
+def test_report_to_wandb_without_wandb_says_how_to_install(sample_pipeline, tmp_path, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else real(name, *a))
+    with pytest.raises(StageError, match="uv add wandb"):
+        run_train(config(sample_pipeline, tmp_path / "wb", steps=2, report_to=["wandb"]))
+
+
+def test_non_finite_loss_stops_without_saving(plain_run, sample_pipeline, tmp_path):
+    """Weights that go bad after checkpoint-6: the loss is NaN at the next log (step 8), which is also a
+    save step. Training stops there without writing checkpoint-8 or a final model, and says to resume
+    checkpoint-6. (tonsai stops rather than skipping the step: see tonsai.train.guards.)"""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    out = tmp_path / "nan"
+    shutil.copytree(plain_run[0], out)
+    shutil.rmtree(out / "checkpoint-12")
+    shutil.rmtree(out / "final")
+    weights = out / "checkpoint-6" / "model.safetensors"
+    state = load_file(weights)
+    good = {k: v.clone() for k, v in state.items()}
+    state["transformer.ln_f.weight"][0] = float("nan")
+    save_file(state, weights, metadata={"format": "pt"})
+    cfg = config(sample_pipeline, out, steps=12, save_steps=2, resume_from="auto")
+    with pytest.raises(StageError, match="loss became nan at step 8") as e:
         run_train(cfg)
-    step = int(str(e.value).split(" at step ")[1].split(";")[0])
-    assert step < 6
-    assert not (tmp_path / "nan" / "final").exists()
-    saved = [int(p.name.split("-")[1]) for p in (tmp_path / "nan").glob("checkpoint-*")]
-    assert all(s < step for s in saved)
+    assert "last complete checkpoint is " + str(out / "checkpoint-6") in str(e.value)
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-6"]
+    assert not (out / "final").exists()
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "loss" in r][-1] == 8 and not any(r["step"] > 8 for r in rows)
+    # the last checkpoint itself is untouched by the failed run (only our injected NaN is in it)
+    after = load_file(weights)
+    assert all(torch.equal(after[k], good[k]) for k in good if k != "transformer.ln_f.weight")
 
 
 def test_too_little_disk_stops_before_the_checkpoint(sample_pipeline, tmp_path):

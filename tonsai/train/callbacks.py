@@ -19,7 +19,8 @@ class MetricsLogger(TrainerCallback):
     Train events carry step, loss, learning rate, grad norm, tokens/s since the previous train
     event, and on a GPU the MFU (:mod:`tonsai.model.cost`, against the device's bf16 peak) and the
     peak GPU memory; validation events carry ``eval_<lang>_loss`` and the derived ``eval_<lang>_bpb`` (bits
-    per UTF-8 byte: loss in nats times tokens per byte of that validation set, over ln 2).
+    per UTF-8 byte: loss in nats times tokens per byte of that validation set, over ln 2; the bytes
+    count one per end-of-text, as eval_model.py does, so the two report the same figure).
     """
 
     def __init__(self, path: str | Path, tokens_per_step: int, tokens_per_byte: dict[str, float],

@@ -90,7 +90,11 @@ def _resolve_resume(cfg: TrainConfig) -> tuple[str, str | None]:
             return "scratch", None
         return "checkpoint", str(ckpt)
     p = Path(r)
-    if (p / "trainer_state.json").is_file():
+    if (p / "trainer_state.json").exists():
+        if not _complete(p):
+            raise StageError(f"--resume-from {r}: the checkpoint is incomplete (its trainer_state.json is "
+                             f"unreadable; it was probably being written when the run died): resume from "
+                             f"an earlier checkpoint, or pass --resume-from auto to pick the newest complete one")
         return "checkpoint", str(p)
     if p.is_dir() and not (p / "config.json").is_file():
         raise StageError(f"--resume-from {r}: neither a training checkpoint (trainer_state.json) "
@@ -108,8 +112,13 @@ def _prepare_output_dir(cfg: TrainConfig, kind: str, resume_path: str | None) ->
     if kind == "checkpoint":
         step = json.loads((Path(resume_path) / "trainer_state.json").read_text())["global_step"]
         if metrics.is_file():
-            kept = [line for line in metrics.read_text(encoding="utf-8").splitlines()
-                    if line.strip() and json.loads(line).get("step", 0) <= step]
+            kept = []
+            for line in metrics.read_text(encoding="utf-8").splitlines():
+                try:
+                    if json.loads(line).get("step", 0) <= step:
+                        kept.append(line)
+                except (json.JSONDecodeError, AttributeError):
+                    pass  # blank, or cut short when the run was killed mid-write: dropped
             write_text(metrics, "".join(line + "\n" for line in kept))
         return
     old = sorted(out.glob("checkpoint-*")) + [p for p in (out / "final",) if p.exists()]
@@ -235,7 +244,8 @@ def run_train(cfg: TrainConfig) -> dict:
             lang = name.removeprefix("validation_")
             tf = TokenFile(path, tok_sha, dtype)
             eval_ds[lang] = PackedBlocks(tf.tokens, block_size, pad_last=True, pad_id=tokenizer.pad_token_id)
-            tokens_per_byte[lang] = tf.meta["tokens"] / max(1, tf.meta["bytes"])
+            # the same denominator as eval_model.py: UTF-8 bytes plus one per end-of-text (tonsai.eval.perplexity)
+            tokens_per_byte[lang] = tf.meta["tokens"] / max(1, tf.meta["bytes"] + tf.meta["documents"])
 
     if cfg.device != "cpu" and not torch.cuda.is_available():
         problem = cuda_problem(nvidia_driver_version(), torch.version.cuda)
