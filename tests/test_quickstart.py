@@ -3,6 +3,8 @@
 import json
 import math
 
+import pytest
+
 from tonsai.manifest import read_manifest
 from tonsai.quickstart import QuickstartConfig, run_quickstart, validation_curve
 from tonsai.text import normalize
@@ -33,6 +35,8 @@ def test_quickstart_pipeline_learns_and_reports_both_languages(tmp_path, capsys)
         # better than a uniform guess over the vocabulary
         assert m["loss"] < math.log(1024)
         assert 0 < m["bits_per_byte"] < m["bits_per_char"] or lang == "en"
+        # the same scoring code and windows as training's validation: the report ends the curve
+        assert m["loss"] == pytest.approx(validation_curve(paths["run"], lang)[-1][1], rel=1e-5)
     md = (tmp_path / "qs" / "eval" / "report.md").read_text()
     assert "Khmer (`km`)" in md and "English (`en`)" in md
     # bits per sentence on the shipped aligned sentences, and the Khmer core suite, in json, md and html

@@ -65,44 +65,63 @@ def windows(n_tokens: int, block_size: int, stride: int) -> list[tuple[int, int,
     return out
 
 
-def score_texts(model, tokenizer, texts: Sequence[str], block_size: int, stride: int,
-                batch_size: int = 8, device: str = "cpu", progress: str | None = None) -> LanguageScore:
-    """Score ``texts`` (already normalized) with ``model``; see the module docstring."""
+def score_tokens(model, tokens: np.ndarray, block_size: int, stride: int, batch_size: int = 8,
+                 device: str = "cpu", pad_id: int = 0, progress: str | None = None,
+                 part: tuple[int, int] = (0, 1)) -> tuple[float, int]:
+    """Total NLL (nats) and number of predicted tokens over a token stream, by :func:`windows`.
+
+    ``tokens`` starts with an end-of-text (never predicted). ``part=(rank, world)`` scores every
+    world-th window from the rank-th, so several processes split the work and sum their results:
+    training runs its validation this way, eval_model.py with one part. The model is put in eval
+    mode and back in the mode it was in."""
     import torch
     from tqdm.auto import tqdm
 
+    rank, world = part
+    wins = windows(len(tokens), block_size, stride)[rank::world]
+    nll = torch.zeros((), dtype=torch.float64, device=device)
+    predicted = 0
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for i in tqdm(range(0, len(wins), batch_size), desc=progress, disable=progress is None, leave=False):
+                batch = wins[i:i + batch_size]
+                width = max(e - b for b, e, _ in batch)
+                inp = torch.full((len(batch), width), pad_id, dtype=torch.long)
+                tgt = torch.full((len(batch), width), -100, dtype=torch.long)
+                att = torch.zeros((len(batch), width), dtype=torch.long)
+                for r, (b, e, s) in enumerate(batch):
+                    chunk = torch.from_numpy(np.asarray(tokens[b:e], dtype=np.int64))
+                    inp[r, :e - b] = chunk
+                    att[r, :e - b] = 1
+                    # target at position t is token t; it is predicted from logits at t-1
+                    tgt[r, s - b:e - b] = chunk[s - b:]
+                inp, tgt, att = inp.to(device), tgt.to(device), att.to(device)
+                logits = model(input_ids=inp, attention_mask=att).logits.float()
+                shift_logits = logits[:, :-1].reshape(-1, logits.size(-1))
+                shift_tgt = tgt[:, 1:].reshape(-1)
+                nll += torch.nn.functional.cross_entropy(shift_logits, shift_tgt, ignore_index=-100,
+                                                         reduction="sum").double()
+                predicted += int((shift_tgt != -100).sum())
+    finally:
+        model.train(was_training)
+    if world == 1 and predicted != len(tokens) - 1:
+        raise RuntimeError(f"scored {predicted} of {len(tokens) - 1} tokens: a bug in windows()")
+    return float(nll), predicted
+
+
+def score_texts(model, tokenizer, texts: Sequence[str], block_size: int, stride: int,
+                batch_size: int = 8, device: str = "cpu", progress: str | None = None) -> LanguageScore:
+    """Score ``texts`` (already normalized) with ``model``; see the module docstring."""
     eot = tokenizer.eos_token_id
     ids: list[int] = [eot]
     for enc in tokenizer(list(texts), add_special_tokens=False, split_special_tokens=True)["input_ids"]:
         ids.extend(enc)
         ids.append(eot)
     tokens = np.asarray(ids, dtype=np.int64)
-    wins = windows(len(tokens), block_size, stride)
-    nll = 0.0
-    predicted = 0
-    model.eval()
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eot
-    with torch.no_grad():
-        for i in tqdm(range(0, len(wins), batch_size), desc=progress, disable=progress is None, leave=False):
-            batch = wins[i:i + batch_size]
-            width = max(e - b for b, e, _ in batch)
-            inp = torch.full((len(batch), width), pad, dtype=torch.long)
-            tgt = torch.full((len(batch), width), -100, dtype=torch.long)
-            att = torch.zeros((len(batch), width), dtype=torch.long)
-            for r, (b, e, s) in enumerate(batch):
-                chunk = torch.from_numpy(tokens[b:e])
-                inp[r, :e - b] = chunk
-                att[r, :e - b] = 1
-                # target at position t is token t; it is predicted from logits at t-1
-                tgt[r, s - b:e - b] = chunk[s - b:]
-            inp, tgt, att = inp.to(device), tgt.to(device), att.to(device)
-            logits = model(input_ids=inp, attention_mask=att).logits.float()
-            shift_logits = logits[:, :-1].reshape(-1, logits.size(-1))
-            shift_tgt = tgt[:, 1:].reshape(-1)
-            nll += torch.nn.functional.cross_entropy(shift_logits, shift_tgt, ignore_index=-100,
-                                                     reduction="sum").item()
-            predicted += int((shift_tgt != -100).sum())
-    assert predicted == len(tokens) - 1, (predicted, len(tokens))
+    nll, predicted = score_tokens(model, tokens, block_size, stride, batch_size, device, pad, progress)
     n_docs = len(texts)
     return LanguageScore(
         documents=n_docs,
@@ -131,7 +150,8 @@ def score_each(model, tokenizer, texts: Sequence[str], batch_size: int = 8, devi
     limit = max_tokens or context_length(model.config)
     eot = tokenizer.eos_token_id
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eot
-    seqs = [[eot, *enc, eot] for enc in tokenizer(list(texts), add_special_tokens=False, split_special_tokens=True)["input_ids"]]
+    encoded = tokenizer(list(texts), add_special_tokens=False, split_special_tokens=True)["input_ids"]
+    seqs = [[eot, *enc, eot] for enc in encoded]
     nll = [0.0] * len(seqs)
     for i, s in enumerate(seqs):
         if len(s) > limit:

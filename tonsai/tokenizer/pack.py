@@ -333,21 +333,16 @@ class TokenFile:
 
 
 class PackedBlocks:
-    """Fixed-length blocks cut from a :class:`TokenFile`, as a map-style torch dataset.
+    """Fixed-length blocks cut from a token stream, as a map-style torch dataset: whole blocks only,
+    no padding (the tail shorter than a block is not used). Validation does not use blocks: it
+    scores the whole stream over sliding windows (tonsai.train.trainer.ValidationStream)."""
 
-    Training uses whole blocks only (no padding). With ``pad_last=True`` (validation) the tail that
-    does not fill a block is kept, padded with ``pad_id`` and masked out of the loss with -100.
-    """
-
-    def __init__(self, tokens, block_size: int, pad_last: bool = False, pad_id: int = 0,
-                 token_file: "TokenFile | None" = None):
+    def __init__(self, tokens, block_size: int, token_file: "TokenFile | None" = None):
         self.tokens = tokens
         # with a token file that knows each token's language, items carry "lang_tokens" counts
         self.token_file = token_file if token_file is not None and token_file.lang_runs is not None else None
         self.block_size = block_size
-        self.pad_id = pad_id
-        full, rest = divmod(len(tokens), block_size)
-        self.n = full + (1 if pad_last and rest > 1 else 0)
+        self.n = len(tokens) // block_size
 
     def __len__(self) -> int:
         return self.n
@@ -359,12 +354,7 @@ class PackedBlocks:
             raise IndexError(i)
         chunk = np.asarray(self.tokens[i * self.block_size:(i + 1) * self.block_size], dtype=np.int64)
         ids = torch.from_numpy(chunk)
-        labels = ids.clone()
-        if len(chunk) < self.block_size:
-            pad = self.block_size - len(chunk)
-            ids = torch.cat([ids, torch.full((pad,), self.pad_id, dtype=torch.long)])
-            labels = torch.cat([labels, torch.full((pad,), -100, dtype=torch.long)])
-        item = {"input_ids": ids, "labels": labels}
+        item = {"input_ids": ids, "labels": ids.clone()}
         if self.token_file is not None:
             item["lang_tokens"] = torch.from_numpy(
                 self.token_file.lang_counts(i * self.block_size, (i + 1) * self.block_size))

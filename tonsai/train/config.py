@@ -49,7 +49,10 @@ class TrainConfig:
         "help": "cuda when available, else cpu", "choices": ["auto", "cuda", "cpu"]})
     eval_steps: int = dataclasses.field(default=100, metadata={
         "help": "run per-language validation every this many steps"})
-    eval_batch_size: int = dataclasses.field(default=8, metadata={"help": "sequences per validation batch"})
+    eval_batch_size: int = dataclasses.field(default=8, metadata={"help": "windows per validation batch"})
+    eval_stride: int | None = dataclasses.field(default=None, metadata={
+        "help": "validation windows of --block-size tokens advance by this many (default: half the block, as "
+                "eval_model.py's --stride), so each token is scored with at least block - stride of context"})
     save_steps: int = dataclasses.field(default=500, metadata={"help": "write a checkpoint every this many steps"})
     save_total_limit: int = dataclasses.field(default=3, metadata={"help": "keep this many latest checkpoints"})
     logging_steps: int = dataclasses.field(default=10, metadata={"help": "log train metrics every this many steps"})
@@ -81,6 +84,10 @@ class TrainConfig:
         if self.save_steps % self.logging_steps:
             raise ValueError(f"--save-steps ({self.save_steps}) must be a multiple of --logging-steps "
                              f"({self.logging_steps}): the loss is checked for NaN/inf at every log, before a save")
+        if self.eval_stride is not None and self.eval_stride < 1:
+            raise ValueError("--eval-stride must be at least 1")
+        if self.eval_stride is not None and self.block_size is not None and self.eval_stride > self.block_size:
+            raise ValueError(f"--eval-stride {self.eval_stride} is larger than --block-size {self.block_size}")
         if self.block_size is not None and self.block_size < 2:
             raise ValueError("--block-size must be at least 2")
         if self.learning_rate <= 0:

@@ -202,7 +202,7 @@ def run_train(cfg: TrainConfig) -> dict:
     from tonsai.model.build import build_model, context_length, count_parameters, load_model_config
     from tonsai.model.cost import GPU_PEAK_BF16, ModelShape, gpu_key
     from tonsai.train.callbacks import MetricsLogger
-    from tonsai.train.trainer import TonsaiTrainer
+    from tonsai.train.trainer import TonsaiTrainer, ValidationStream
 
     read_manifest(cfg.dataset_dir, "prepare")
     tok_manifest = read_manifest(cfg.tokenizer_dir, "tokenizer")
@@ -239,11 +239,15 @@ def run_train(cfg: TrainConfig) -> dict:
         raise StageError(f"the training split has {len(train_tokens)} tokens: fewer than one block of "
                          f"{block_size}; lower --block-size or add data")
     eval_ds, tokens_per_byte = {}, {}
+    eval_stride = cfg.eval_stride or max(1, block_size // 2)
+    if eval_stride > block_size:
+        raise StageError(f"--eval-stride {eval_stride} is larger than the block of {block_size} tokens")
     for name, path in paths.items():
         if name.startswith("validation_"):
             lang = name.removeprefix("validation_")
             tf = TokenFile(path, tok_sha, dtype)
-            eval_ds[lang] = PackedBlocks(tf.tokens, block_size, pad_last=True, pad_id=tokenizer.pad_token_id)
+            eval_ds[lang] = ValidationStream.from_token_file(tf, tf.meta["eos_id"], block_size, eval_stride,
+                                                             tokenizer.pad_token_id)
             # the same denominator as eval_model.py: UTF-8 bytes plus one per end-of-text (tonsai.eval.perplexity)
             tokens_per_byte[lang] = tf.meta["tokens"] / max(1, tf.meta["bytes"] + tf.meta["documents"])
 

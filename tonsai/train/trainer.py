@@ -1,4 +1,11 @@
-"""The Hugging Face Trainer with one addition: exact tokens seen, in all and per language.
+"""The Hugging Face Trainer with two additions: validation by tonsai's own evaluation code, and
+exact tokens seen, in all and per language.
+
+Validation: each language's validation tokens are one stream, ``<eot> doc1 <eot> doc2 <eot>``
+(:class:`ValidationStream`), scored by :func:`tonsai.eval.perplexity.score_tokens` over sliding
+windows, the function eval_model.py uses. With the same window and stride the ``eval_<lang>_loss``
+a run logs is the loss eval_model.py reports for that model and split. Processes score every
+world-th window each and sum their results.
 
 Every training log gets ``tokens_seen``: the tokens of the batches really consumed (the last batch
 of an epoch may be short, so steps x tokens per step would overcount). Training blocks carry ``lang_tokens`` (how many of their tokens come from documents of each
@@ -11,8 +18,32 @@ totals continue from the checkpoint's last log, which is always at the checkpoin
 
 from __future__ import annotations
 
+import dataclasses
+import time
+
+import numpy as np
 import torch
 from transformers import Trainer
+
+from tonsai.eval.perplexity import score_tokens
+
+
+@dataclasses.dataclass
+class ValidationStream:
+    """One language's validation split as a token stream starting with an end-of-text."""
+
+    tokens: np.ndarray
+    block_size: int
+    stride: int
+    pad_id: int
+
+    @classmethod
+    def from_token_file(cls, token_file, eos_id: int, block_size: int, stride: int, pad_id: int):
+        tokens = np.concatenate([np.asarray([eos_id], dtype=np.int64), np.asarray(token_file.tokens, dtype=np.int64)])
+        return cls(tokens, block_size, stride, pad_id)
+
+    def __len__(self) -> int:
+        return len(self.tokens)
 
 
 class TonsaiTrainer(Trainer):
@@ -56,3 +87,25 @@ class TonsaiTrainer(Trainer):
             for key, base, n in zip(self._keys(), self._lang_base, counts.tolist()):
                 logs[key] = base + int(n)
         super().log(logs, start_time)
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
+        ds = self.eval_dataset if eval_dataset is None else eval_dataset
+        if isinstance(ds, str):  # the Trainer passes each name of a dict of eval sets back to evaluate()
+            ds = self.eval_dataset[ds]
+        if not isinstance(ds, ValidationStream):
+            return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+        start = time.time()
+        dist = torch.distributed.is_available() and torch.distributed.is_initialized()
+        part = (torch.distributed.get_rank(), torch.distributed.get_world_size()) if dist else (0, 1)
+        with self.accelerator.autocast():
+            nll, n = score_tokens(self.model, ds.tokens, ds.block_size, ds.stride, self.args.per_device_eval_batch_size,
+                                  self.args.device, ds.pad_id, part=part)
+        total = torch.tensor([nll, float(n)], dtype=torch.float64, device=self.args.device)
+        if dist:
+            torch.distributed.all_reduce(total)
+        nll, n = float(total[0]), int(total[1])
+        metrics = {f"{metric_key_prefix}_loss": nll / n, f"{metric_key_prefix}_tokens": n,
+                   f"{metric_key_prefix}_runtime": round(time.time() - start, 4)}
+        self.log(metrics)
+        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+        return metrics
