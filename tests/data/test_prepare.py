@@ -3,7 +3,6 @@ import json
 import pytest
 
 from tonsai.cli import StageError, parse_config
-from tonsai.data.mix import plan_mixture
 from tonsai.data.prepare import PrepareConfig, load_prepared, run_prepare
 from tonsai.manifest import read_manifest
 
@@ -99,13 +98,6 @@ def test_routing_thresholds_are_options(tmp_path, corpus):
     assert strict["counts"]["km:km.txt"]["dropped:script_mixed_in_km_source"] >= 1
     with pytest.raises(SystemExit):
         parse_config(PrepareConfig, "p", ["--khmer", "a", "--output-dir", "o", "--mixed-min-share", "0.9"])
-
-
-def test_plan_mixture_upsamples_up_to_max_epochs():
-    chosen, plans = plan_mixture({"km": [100] * 10, "en": [100] * 100}, {"km": 0.5, "en": 0.5}, 2.0, 0)
-    assert plans["km"].selected_chars == 2000
-    assert plans["km"].epochs == pytest.approx(2.0)
-    assert len(chosen["en"]) == 20
 
 
 def test_missing_path_is_a_clear_error(tmp_path):

@@ -63,6 +63,46 @@ def test_khmer_share_sets_the_tokenizers_language_balance(tmp_path, sample_pipel
         parse_config(TokenizerConfig, "t", ["--input", "x.txt", "--khmer-share", "0.5", "--output-dir", "o"])
 
 
+def test_max_chars_trains_on_a_seeded_sample_of_the_dataset(tmp_path, sample_pipeline):
+    import datasets
+
+    data = sample_pipeline / "data"
+    train = datasets.load_from_disk(str(data / "dataset"))["train"]
+    all_chars = sum(len(t) for t in train["text"])
+    whole = run_train_tokenizer(TokenizerConfig(output_dir=str(tmp_path / "all"), dataset_dir=str(data),
+                                                vocab_size=400))
+    assert whole["trained_on"] == {"documents": len(train), "characters": all_chars}
+    assert whole["sampled"] is None  # the default cap is far above this split
+
+    cap = all_chars // 3
+    a = run_train_tokenizer(TokenizerConfig(output_dir=str(tmp_path / "a"), dataset_dir=str(data), vocab_size=400,
+                                            max_chars=cap, seed=1))
+    assert abs(a["trained_on"]["characters"] - cap) < max(len(t) for t in train["text"])
+    assert a["sampled"]["characters"] == a["trained_on"]["characters"]
+    assert a["sampled"]["documents"] == a["trained_on"]["documents"] < len(train)
+    b = run_train_tokenizer(TokenizerConfig(output_dir=str(tmp_path / "b"), dataset_dir=str(data), vocab_size=400,
+                                            max_chars=cap, seed=1))
+    assert a["tokenizer_sha256"] == b["tokenizer_sha256"]  # seeded: the same sample, the same vocabulary
+    c = run_train_tokenizer(TokenizerConfig(output_dir=str(tmp_path / "c"), dataset_dir=str(data), vocab_size=400,
+                                            max_chars=cap, seed=2))
+    assert c["trained_on"] != a["trained_on"] or c["tokenizer_sha256"] != a["tokenizer_sha256"]
+
+    # with --khmer-share the cap holds and so does the balance
+    d = run_train_tokenizer(TokenizerConfig(output_dir=str(tmp_path / "d"), dataset_dir=str(data), vocab_size=400,
+                                            khmer_share=0.7, max_chars=cap))
+    assert d["language_balance"]["km"]["share"] == pytest.approx(0.7, abs=0.03)
+    assert abs(d["trained_on"]["characters"] - cap) < 2 * max(len(t) for t in train["text"])
+    # --max-epochs above 1 repeats the scarcer language's documents to reach the balance
+    e = run_train_tokenizer(TokenizerConfig(output_dir=str(tmp_path / "e"), dataset_dir=str(data), vocab_size=400,
+                                            khmer_share=0.8, max_epochs=2.0))
+    assert e["language_balance"]["km"]["share"] == pytest.approx(0.8, abs=0.03)
+    assert 1.5 < e["language_balance"]["km"]["epochs"] <= 2.0
+    km_docs = sum(lang == "km" for lang in train["lang"])
+    assert e["sampled"]["documents"] > km_docs
+    with pytest.raises(SystemExit):
+        parse_config(TokenizerConfig, "t", ["--dataset-dir", "x", "--max-chars", "-1", "--output-dir", "o"])
+
+
 def test_token_dtype_by_vocab_size():
     assert token_dtype(65535) == "uint16"
     assert token_dtype(65536) == "uint32"

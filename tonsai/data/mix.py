@@ -1,33 +1,23 @@
-"""Weighted mixing of languages, measured in characters.
+"""Weighted mixing of sources and languages, measured in characters.
 
 The unit is characters of normalized text (not bytes: a Khmer character is 3 UTF-8 bytes, an
-English letter 1; not tokens: they depend on a tokenizer that does not exist yet). With weights
-``w_l`` (normalized to sum to 1), available characters ``C_l`` and at most ``max_epochs`` passes
-over any language, the mixture's size is the largest total ``T`` that every language can fill:
-``T = min_l(C_l * max_epochs / w_l)``. Each language then contributes ``w_l * T`` characters,
-taken document by document in a seeded shuffled order (a new order for each extra epoch), stopping
-at the document that brings the running total closest to the target.
+English letter 1; not tokens: they depend on a tokenizer that does not exist yet). Every source
+gets a share of the training characters (:func:`source_shares`: language weights times weights
+inside a language, or temperature sampling, or UniMax). With shares ``s``, available characters
+``C`` and at most ``E`` passes over a source, the mixture's size is the largest total every source
+can fill, ``T = min(C * E / s)``, or a requested target when smaller (:func:`plan_sources`). Each
+source then contributes ``s * T`` characters: whole passes, then a prefix of a seeded shuffled
+pass, cut at the document that brings the running total closest to the target. The tokenizer's
+``--khmer-share`` / ``--max-chars`` sampling uses the same planner with one group per language.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import random
 
 import numpy as np
 import xxhash
-from typing import Callable, Sequence
-
-
-@dataclasses.dataclass
-class LanguagePlan:
-    lang: str
-    weight: float
-    available_chars: int
-    target_chars: int = 0
-    selected_chars: int = 0
-    selected_docs: int = 0
-    epochs: float = 0.0
+from typing import Callable
 
 
 def normalize_weights(weights: dict[str, float]) -> dict[str, float]:
@@ -38,52 +28,6 @@ def normalize_weights(weights: dict[str, float]) -> dict[str, float]:
     if total <= 0:
         raise ValueError("all mixing weights are zero; give at least one language a positive weight")
     return {lang: w / total for lang, w in weights.items()}
-
-
-def select_by_chars(lengths: Sequence[int], target: int, rng: random.Random) -> list[int]:
-    """Indices into ``lengths`` (repeats allowed across epochs) whose lengths sum closest to ``target``."""
-    chosen: list[int] = []
-    total = 0
-    if not lengths or target <= 0:
-        return chosen
-    while True:
-        order = list(range(len(lengths)))
-        rng.shuffle(order)
-        for i in order:
-            if total >= target:
-                return chosen
-            n = lengths[i]
-            # stop before a document that would overshoot by more than stopping short would miss
-            if total + n > target and (total + n - target) > (target - total):
-                return chosen
-            chosen.append(i)
-            total += n
-
-
-def plan_mixture(chars: dict[str, list[int]], weights: dict[str, float], max_epochs: float,
-                 seed: int) -> tuple[dict[str, list[int]], dict[str, LanguagePlan]]:
-    """Choose documents per language so that character shares match ``weights``.
-
-    ``chars[lang]`` lists the character count of each candidate document. Returns the chosen
-    indices per language and a plan with the figures for the manifest.
-    """
-    w = normalize_weights(weights)
-    plans = {lang: LanguagePlan(lang, w[lang], sum(chars.get(lang, []))) for lang in w}
-    active = [lang for lang in w if w[lang] > 0]
-    for lang in active:
-        if plans[lang].available_chars == 0:
-            raise ValueError(f"language {lang} has weight {weights[lang]} but no documents left after filtering")
-    total = min(plans[lang].available_chars * max_epochs / w[lang] for lang in active)
-    chosen: dict[str, list[int]] = {}
-    for lang in w:
-        plan = plans[lang]
-        plan.target_chars = round(w[lang] * total)
-        idx = select_by_chars(chars.get(lang, []), plan.target_chars, random.Random(f"{seed}:{lang}"))
-        chosen[lang] = idx
-        plan.selected_docs = len(idx)
-        plan.selected_chars = sum(chars[lang][i] for i in idx) if idx else 0
-        plan.epochs = plan.selected_chars / plan.available_chars if plan.available_chars else 0.0
-    return chosen, plans
 
 
 # ---------------------------------------------------------------------------------------------
@@ -177,23 +121,15 @@ def source_shares(sources: list[dict], lang_weights: dict[str, float], strategy:
     return shares
 
 
-def select_counts(lengths: np.ndarray, target: int, rng: np.random.Generator) -> np.ndarray:
-    """How many times to take each document so the taken lengths sum closest to ``target``:
-    whole seeded passes, then a prefix of one more shuffled pass, cut at the closest document."""
-    lengths = np.asarray(lengths)
-    full, extra, _ = select_passes(len(lengths), int(lengths.sum()), target, rng, lambda idx: lengths[idx])
-    counts = np.full(len(lengths), full, dtype=np.int32)
-    counts[extra] += 1
-    return counts
-
-
 SELECT_CHUNK = 1 << 20  # positions of the shuffled pass whose lengths are gathered at once
 
 
 def select_passes(n: int, total: int, target: int, rng: np.random.Generator,
                   gather: Callable[[np.ndarray], np.ndarray]) -> tuple[int, np.ndarray, int]:
-    """:func:`select_counts` without the lengths in memory: ``gather(idx)`` returns the lengths of
-    documents ``idx`` (of ``n``, summing to ``total``). Returns ``(full, extra, chars)``: every
+    """How many times to take each of ``n`` documents so the taken lengths sum closest to
+    ``target``: whole seeded passes, then a prefix of one more shuffled pass, cut at the closest
+    document. The lengths stay on disk: ``gather(idx)`` returns the lengths of documents ``idx``
+    (of ``n``, summing to ``total``). Returns ``(full, extra, chars)``: every
     document is taken ``full`` times and those in ``extra`` (sorted) once more; ``chars`` is the
     length taken in all. Holds the shuffled order of the ``n`` documents (4 bytes per document
     below 2**31 documents; numpy's seeded shuffle is the same on int32 and int64) and

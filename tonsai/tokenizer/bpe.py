@@ -64,6 +64,8 @@ import logging
 from pathlib import Path
 from typing import Iterable, Iterator
 
+import numpy as np
+
 from tonsai.atomic import staged_dir
 from tonsai.cli import StageError
 from tonsai.manifest import file_sha256, write_manifest
@@ -114,7 +116,11 @@ class TokenizerConfig:
                 "characters is Khmer (default: the dataset's own balance)"})
     max_epochs: float = dataclasses.field(default=1.0, metadata={
         "help": "with --khmer-share: most passes over a language's documents (>1 repeats the scarcer one)"})
-    seed: int = dataclasses.field(default=0, metadata={"help": "seed for --khmer-share sampling"})
+    max_chars: int = dataclasses.field(default=1_000_000_000, metadata={
+        "help": "with --dataset-dir: train on a seeded sample of at most this many characters (a BPE "
+                "vocabulary of 32k-64k learns little past a few GB of text, and the trainer's memory grows "
+                "with it); 0 for the whole split"})
+    seed: int = dataclasses.field(default=0, metadata={"help": "seed for --khmer-share and --max-chars sampling"})
     dedup_lines: bool = dataclasses.field(default=True, metadata={
         "help": "with --input: train on each distinct line once (repeated lines such as speaker names and "
                 "site footers otherwise take vocabulary)"})
@@ -142,6 +148,8 @@ class TokenizerConfig:
                 raise ValueError("--khmer-share needs --dataset-dir (raw --input files carry no language)")
             if not 0 < self.khmer_share < 1:
                 raise ValueError(f"--khmer-share must be between 0 and 1, got {self.khmer_share}")
+        if self.max_chars < 0:
+            raise ValueError("--max-chars must be >= 0 (0: no limit)")
         if self.max_epochs <= 0:
             raise ValueError("--max-epochs must be positive")
         if len(self.parity_file) % 2:
@@ -204,6 +212,15 @@ def train_bpe(texts: Iterable[str], vocab_size: int, algorithm: str = "byte-fall
 
 
 def _dataset_texts(cfg: TokenizerConfig) -> tuple[Iterable[str], dict]:
+    """The documents of ``--dataset-dir`` to train on, streamed from disk, and what was sampled.
+
+    Document lengths and languages are read as Arrow columns (no Python strings); the texts are then
+    read in batches in dataset order, each chosen document as many times as it was drawn. With
+    ``--khmer-share`` the languages are sampled to that character balance (within ``--max-epochs``),
+    and ``--max-chars`` caps the total either way (seeded; the whole split when it fits)."""
+    import pyarrow.compute as pc
+
+    from tonsai.data.mix import plan_sources
     from tonsai.data.prepare import load_prepared
 
     dd, manifest = load_prepared(cfg.dataset_dir)
@@ -217,30 +234,53 @@ def _dataset_texts(cfg: TokenizerConfig) -> tuple[Iterable[str], dict]:
         )
     if len(ds) == 0:
         raise StageError(f"{cfg.dataset_dir} split {cfg.dataset_split!r} is empty")
-    info = {"dataset_manifest_created": manifest["created_utc"], "dataset_dir": str(cfg.dataset_dir)}
+    info: dict = {"dataset_manifest_created": manifest["created_utc"], "dataset_dir": str(cfg.dataset_dir)}
+    table = ds.data  # the split's Arrow table, memory-mapped (prepare writes it without an index mapping)
+    lengths = pc.utf8_length(table.column(cfg.text_column)).to_numpy(zero_copy_only=False).astype(np.int64)
     if cfg.khmer_share is None:
-        return (row for row in ds[cfg.text_column]), info
-    return _balanced_texts(ds[cfg.text_column], ds["lang"], cfg, info)
-
-
-def _balanced_texts(texts: list[str], langs: list[str], cfg: TokenizerConfig, info: dict):
-    """Documents sampled so that the tokenizer sees ``cfg.khmer_share`` Khmer characters."""
-    from tonsai.data.mix import plan_mixture
-
-    by_lang: dict[str, list[str]] = {"km": [], "en": []}
-    for text, lang in zip(texts, langs):
-        if lang in by_lang:
-            by_lang[lang].append(text)
-    for lang, docs in by_lang.items():
-        if not docs:
-            raise StageError(f"--khmer-share needs both languages, but {cfg.dataset_dir} has no {lang} documents")
-    chosen, plans = plan_mixture({lang: [len(t) for t in docs] for lang, docs in by_lang.items()},
-                                 {"km": cfg.khmer_share, "en": 1 - cfg.khmer_share}, cfg.max_epochs, cfg.seed)
+        groups = {"all": np.arange(len(ds))}
+        shares = {"all": 1.0}
+        epochs = {"all": 1.0}
+    else:
+        lang = table.column("lang")
+        groups = {code: np.flatnonzero(pc.equal(lang, code).to_numpy(zero_copy_only=False)) for code in ("km", "en")}
+        for code, idx in groups.items():
+            if not len(idx):
+                raise StageError(f"--khmer-share needs both languages, but {cfg.dataset_dir} has no {code} documents")
+        shares = {"km": cfg.khmer_share, "en": 1 - cfg.khmer_share}
+        epochs = {"km": cfg.max_epochs, "en": cfg.max_epochs}
+    if cfg.khmer_share is None and (not cfg.max_chars or int(lengths.sum()) <= cfg.max_chars):
+        info["sampled"] = None  # every document once, in order
+        return _read_rows(ds, cfg.text_column, np.ones(len(ds), dtype=np.int32)), info
+    counts, plans, _, _ = plan_sources({g: lengths[idx] for g, idx in groups.items()}, {g: g for g in groups},
+                                       shares, epochs, cfg.seed, cfg.max_chars or None)
+    copies = np.zeros(len(ds), dtype=np.int32)
+    for g, idx in groups.items():
+        copies[idx] = counts[g]
     total = sum(p.selected_chars for p in plans.values())
-    info["language_balance"] = {lang: {"characters": p.selected_chars, "share": p.selected_chars / total,
-                                       "epochs": round(p.epochs, 4)} for lang, p in plans.items()}
-    log.info("tokenizer training balance: %s", {k: round(v["share"], 4) for k, v in info["language_balance"].items()})
-    return [by_lang[lang][i] for lang, idx in chosen.items() for i in idx], info
+    info["sampled"] = {"max_chars": cfg.max_chars or None, "characters": total,
+                       "documents": int(copies.sum()), "of_documents": len(ds), "of_characters": int(lengths.sum())}
+    if cfg.khmer_share is not None:
+        info["language_balance"] = {g: {"characters": p.selected_chars, "share": p.selected_chars / total,
+                                        "epochs": round(p.epochs, 4)} for g, p in plans.items()}
+        log.info("tokenizer training balance: %s",
+                 {k: round(v["share"], 4) for k, v in info["language_balance"].items()})
+    log.info("tokenizer training sample: %d of %d documents, %d of %d characters", info["sampled"]["documents"],
+             len(ds), total, info["sampled"]["of_characters"])
+    return _read_rows(ds, cfg.text_column, copies), info
+
+
+def _read_rows(ds, column: str, copies: np.ndarray, batch_size: int = 1000) -> Iterator[str]:
+    """The texts of the rows with ``copies > 0``, in dataset order, each ``copies[i]`` times;
+    batches of consecutive rows, so only the chosen stretches are read."""
+    chosen = np.flatnonzero(copies)
+    for start in range(0, len(chosen), batch_size):
+        rows = chosen[start:start + batch_size]
+        texts = ds.select(rows.tolist())[column] if len(rows) < rows[-1] - rows[0] + 1 else \
+            ds[int(rows[0]):int(rows[-1]) + 1][column]
+        for i, text in zip(rows, texts):
+            for _ in range(int(copies[i])):
+                yield text
 
 
 def file_texts(paths: Iterable[str | Path], dedup: bool = True, stats: dict | None = None) -> Iterator[str]:
