@@ -125,9 +125,12 @@ def test_pack_dataset_states_token_shares_and_reuses_only_matching_folders(sampl
     assert sorted(shares) == ["en", "km"]
     for lang, n in counts.items():
         assert shares[lang]["token_share"] == pytest.approx(n / len(tf), abs=1e-4)
-    chars = {lang: sum(len(t) for t in texts) for lang, texts in _train_texts_by_lang(data).items()}
+    by_lang = _train_texts_by_lang(data)
+    chars = {lang: sum(len(t) for t in texts) for lang, texts in by_lang.items()}
     assert shares["km"]["character_share"] == pytest.approx(chars["km"] / sum(chars.values()), abs=1e-4)
-    assert 0 < shares["km"]["tokens_per_character"] < 3
+    for lang in ("km", "en"):  # text tokens per character: the end-of-text after each document not counted
+        want = (counts[lang] - len(by_lang[lang])) / chars[lang]
+        assert shares[lang]["tokens_per_character"] == pytest.approx(want, abs=1e-4)
 
     with caplog.at_level(logging.INFO, logger="tonsai.tokenizer.pack"):
         pack_dataset(data, sample_pipeline / "tok", out)

@@ -202,8 +202,12 @@ def test_train_from_a_tokens_dir_and_refuse_another_tokenizer(sample_pipeline, t
     from tonsai.tokenizer.pack import TokenizeConfig, run_tokenize
 
     run_tokenize(TokenizeConfig(str(sample_pipeline / "data"), str(sample_pipeline / "tok"), str(tmp_path / "tokens"), 2))
-    manifest = run_train(config(sample_pipeline, tmp_path / "run", steps=2, tokens_dir=str(tmp_path / "tokens")))
+    manifest = run_train(config(sample_pipeline, tmp_path / "run", steps=2, tokens_dir=str(tmp_path / "tokens"),
+                                eval_max_tokens=100))
     assert manifest["global_step"] == 2 and not (tmp_path / "run" / "tokens").exists()
+    # --eval-max-tokens: validation scores the first 100 tokens of each language
+    assert {n for _, n in losses(tmp_path / "run", "eval_km_tokens")} == {100}
+    assert {n for _, n in losses(tmp_path / "run", "eval_en_tokens")} == {100}
     other = tmp_path / "other_tok"
     run_train_tokenizer(TokenizerConfig(output_dir=str(other), dataset_dir=str(sample_pipeline / "data"), vocab_size=300))
     bad = config(sample_pipeline, tmp_path / "run2", steps=2, tokens_dir=str(tmp_path / "tokens"))
@@ -301,13 +305,43 @@ def test_incomplete_checkpoints_are_never_resumed_from(tmp_path):
     assert latest_checkpoint(tmp_path) == tmp_path / "checkpoint-6"
 
 
-def test_an_incomplete_checkpoint_named_explicitly_is_refused(plain_run, sample_pipeline, tmp_path):
+@pytest.mark.parametrize("damage", ["truncated", "missing"])
+def test_an_incomplete_checkpoint_named_explicitly_is_refused(plain_run, sample_pipeline, tmp_path, damage):
     out = tmp_path / "partial"
     shutil.copytree(plain_run[0], out)
     state = out / "checkpoint-12" / "trainer_state.json"
-    state.write_text(state.read_text()[:40])  # killed while the Trainer was writing it
+    if damage == "truncated":
+        state.write_text(state.read_text()[:40])  # killed while the Trainer was writing it
+    else:
+        state.unlink()  # killed before the Trainer wrote it (it writes it last): weights and config are there
     with pytest.raises(StageError, match="checkpoint is incomplete"):
         run_train(config(sample_pipeline, out, resume_from=str(out / "checkpoint-12")))
+    # --overwrite must not delete the folder it would load from
+    with pytest.raises(StageError, match="which --overwrite would delete"):
+        run_train(config(sample_pipeline, out, resume_from=str(out / "final"), overwrite=True))
+    assert (out / "final" / "model.safetensors").is_file()
+
+
+def test_zero3_is_refused_with_the_reason(sample_pipeline, tmp_path):
+    z3 = tmp_path / "zero3.json"
+    z3.write_text(json.dumps({"zero_optimization": {"stage": 3}, "train_batch_size": "auto"}))
+    with pytest.raises(StageError, match="ZeRO stage 3"):
+        run_train(config(sample_pipeline, tmp_path / "z3", steps=2, deepspeed=str(z3)))
+
+
+def test_validation_stream_reads_windows_lazily_and_caps_tokens():
+    import numpy as np
+
+    from tonsai.train.trainer import ValidationStream
+
+    tokens = np.arange(10, 30, dtype=np.uint16)
+    vs = ValidationStream(tokens, eos_id=0, block_size=8, stride=4, pad_id=1)
+    whole = np.concatenate([[0], tokens]).astype(np.int64)
+    assert len(vs) == 21
+    for b, e in ((0, 8), (0, 1), (4, 12), (13, 21), (3, 3)):
+        assert vs[b:e].tolist() == whole[b:e].tolist()
+    capped = ValidationStream(tokens, eos_id=0, block_size=8, stride=4, pad_id=1, max_tokens=5)
+    assert len(capped) == 6 and capped[0:50].tolist() == [0, 10, 11, 12, 13, 14]
 
 
 def test_resume_tolerates_a_metrics_line_cut_short_by_a_kill(plain_run, sample_pipeline, tmp_path):

@@ -502,6 +502,7 @@ def _merge(cfg: PrepareConfig, sources: list[Source], infos: list[dict], work: P
         counts[n]["kept"] = kept
         counts[n]["validation"] = val_per[s]
         counts[n]["train_pool"] = kept - val_per[s]
+    _check_accounting(counts)  # the counts are final here: check before hours of writing, and write nothing
     lang_weights = {"km": cfg.khmer_weight, "en": cfg.english_weight}
     for lang in sorted({s.lang for s in sources}):
         if not any(available[s.name][0] for s in sources if s.lang == lang):
@@ -605,7 +606,6 @@ def _merge(cfg: PrepareConfig, sources: list[Source], infos: list[dict], work: P
         timings["write_s"] = time.perf_counter() - t0
         rss["write"] = peak_rss_mb()
         inputs = next((i["inputs"] for i in infos if i.get("inputs")), None)
-        _check_accounting(counts)  # before the manifest: a folder that fails it is never renamed into place
         manifest = write_manifest(
             tmp, STAGE, cfg, inputs=inputs,
             sources=[{"name": s.name, "lang": s.lang, "path": s.path, "weight": s.weight,

@@ -81,7 +81,7 @@ def _write_shard(texts: Iterable[str | tuple[str, str]], tokenizer_json: str, pa
                     per = by_lang.setdefault(lang, {"documents": 0, "characters": 0, "tokens": 0})
                     per["documents"] += 1
                     per["characters"] += len(text)
-                    per["tokens"] += len(ids)
+                    per["tokens"] += len(ids)  # with the document's end-of-text, as training sees them
                     if lang not in langs:
                         langs.append(lang)
                     code = langs.index(lang)
@@ -228,8 +228,10 @@ def token_shares(meta: dict) -> dict[str, dict[str, float]]:
     by_lang = meta.get("by_lang") or {}
     tokens = sum(v["tokens"] for v in by_lang.values())
     chars = sum(v["characters"] for v in by_lang.values())
+    # tokens per character of the text itself (without the end-of-text after each document), as the
+    # fertility report counts them
     return {lang: {"token_share": round(v["tokens"] / tokens, 4), "character_share": round(v["characters"] / chars, 4),
-                   "tokens_per_character": round(v["tokens"] / max(1, v["characters"]), 4)}
+                   "tokens_per_character": round((v["tokens"] - v["documents"]) / max(1, v["characters"]), 4)}
             for lang, v in sorted(by_lang.items())} if tokens and chars else {}
 
 

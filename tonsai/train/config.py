@@ -50,6 +50,9 @@ class TrainConfig:
     eval_steps: int = dataclasses.field(default=100, metadata={
         "help": "run per-language validation every this many steps"})
     eval_batch_size: int = dataclasses.field(default=8, metadata={"help": "windows per validation batch"})
+    eval_max_tokens: int = dataclasses.field(default=1_000_000, metadata={
+        "help": "validate on at most this many tokens of each language (the start of its validation "
+                "split, which prepare shuffled); 0 for all. eval_model.py scores the whole split"})
     eval_stride: int | None = dataclasses.field(default=None, metadata={
         "help": "validation windows of --block-size tokens advance by this many (default: half the block, as "
                 "eval_model.py's --stride), so each token is scored with at least block - stride of context"})
@@ -84,6 +87,8 @@ class TrainConfig:
         if self.save_steps % self.logging_steps:
             raise ValueError(f"--save-steps ({self.save_steps}) must be a multiple of --logging-steps "
                              f"({self.logging_steps}): the loss is checked for NaN/inf at every log, before a save")
+        if self.eval_max_tokens < 0:
+            raise ValueError("--eval-max-tokens must be >= 0 (0: the whole validation split)")
         if self.eval_stride is not None and self.eval_stride < 1:
             raise ValueError("--eval-stride must be at least 1")
         if self.eval_stride is not None and self.block_size is not None and self.eval_stride > self.block_size:

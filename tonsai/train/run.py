@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import time
 from pathlib import Path
@@ -37,7 +38,10 @@ def _token_folders(cfg: TrainConfig, tok_sha: str) -> dict[str, Path]:
         if manifest["tokenizer_sha256"] != tok_sha:
             raise StageError(f"--tokens-dir {cfg.tokens_dir} was made with another tokenizer than "
                              f"--tokenizer-dir {cfg.tokenizer_dir}; re-run tokenize_dataset.py")
-        if manifest.get("dataset_manifest_sha256", data_sha) != data_sha:
+        if "dataset_manifest_sha256" not in manifest:
+            log.warning("--tokens-dir %s predates dataset tracking (and the literal <|endoftext|> fix): it cannot "
+                        "be checked against --dataset-dir; re-run tokenize_dataset.py to be sure", cfg.tokens_dir)
+        elif manifest["dataset_manifest_sha256"] != data_sha:
             raise StageError(f"--tokens-dir {cfg.tokens_dir} was made from another preparation than "
                              f"--dataset-dir {cfg.dataset_dir} (its manifest.json differs); "
                              f"re-run tokenize_dataset.py")
@@ -78,6 +82,14 @@ def _complete(checkpoint: Path) -> bool:
         return False
 
 
+def _looks_like_checkpoint(p: Path) -> bool:
+    """A Trainer checkpoint folder, complete or not (a model folder has none of these)."""
+    if not p.is_dir():
+        return False
+    return (re.fullmatch(r"checkpoint-\d+", p.name) is not None or (p / "trainer_state.json").exists()
+            or any(p.glob("optimizer.pt")) or any(p.glob("global_step*")) or any(p.glob("rng_state*")))
+
+
 def _resolve_resume(cfg: TrainConfig) -> tuple[str, str | None]:
     """Return (kind, path): kind is 'scratch', 'checkpoint' or 'weights'."""
     r = cfg.resume_from
@@ -90,11 +102,11 @@ def _resolve_resume(cfg: TrainConfig) -> tuple[str, str | None]:
             return "scratch", None
         return "checkpoint", str(ckpt)
     p = Path(r)
-    if (p / "trainer_state.json").exists():
+    if _looks_like_checkpoint(p):
         if not _complete(p):
             raise StageError(f"--resume-from {r}: the checkpoint is incomplete (its trainer_state.json is "
-                             f"unreadable; it was probably being written when the run died): resume from "
-                             f"an earlier checkpoint, or pass --resume-from auto to pick the newest complete one")
+                             f"missing or unreadable; it was probably being written when the run died): resume "
+                             f"from an earlier checkpoint, or pass --resume-from auto to pick the newest complete one")
         return "checkpoint", str(p)
     if p.is_dir() and not (p / "config.json").is_file():
         raise StageError(f"--resume-from {r}: neither a training checkpoint (trainer_state.json) "
@@ -122,6 +134,10 @@ def _prepare_output_dir(cfg: TrainConfig, kind: str, resume_path: str | None) ->
             write_text(metrics, "".join(line + "\n" for line in kept))
         return
     old = sorted(out.glob("checkpoint-*")) + [p for p in (out / "final",) if p.exists()]
+    if old and cfg.overwrite and resume_path and any(Path(resume_path).resolve().is_relative_to(p.resolve())
+                                                    for p in old):
+        raise StageError(f"--resume-from {resume_path} is inside --output-dir {out}, which --overwrite would "
+                         f"delete first: copy that model elsewhere, or choose another --output-dir")
     if old and not cfg.overwrite:
         raise StageError(
             f"{out} already holds {', '.join(p.name for p in old[:3])}{' ...' if len(old) > 3 else ''}: "
@@ -195,6 +211,14 @@ def run_train(cfg: TrainConfig) -> dict:
     if cfg.deepspeed:
         if not Path(cfg.deepspeed).is_file():
             raise StageError(f"--deepspeed {cfg.deepspeed}: no such file (see configs/deepspeed/)")
+        try:
+            stage = json.loads(Path(cfg.deepspeed).read_text()).get("zero_optimization", {}).get("stage", 0)
+        except json.JSONDecodeError as e:
+            raise StageError(f"--deepspeed {cfg.deepspeed}: not valid JSON ({e})") from e
+        if stage == 3:
+            raise StageError(f"--deepspeed {cfg.deepspeed} asks for ZeRO stage 3, which tonsai does not support "
+                             f"(validation runs forward passes per process; a 0.5B model fits under ZeRO-2): "
+                             f"use configs/deepspeed/zero2_h100.json")
         launch.ensure_single_process_env()
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainingArguments, default_data_collator
@@ -211,7 +235,6 @@ def run_train(cfg: TrainConfig) -> dict:
         raise StageError(f"{cfg.tokenizer_dir}/tokenizer.json changed after training (hash differs from its manifest)")
     tokenizer = AutoTokenizer.from_pretrained(cfg.tokenizer_dir)
     kind, resume_path = _resolve_resume(cfg)
-    _prepare_output_dir(cfg, kind, resume_path)
     if kind == "weights":
         log.info("continual pretraining: loading weights from %s (fresh optimizer and LR schedule)", resume_path)
         model = AutoModelForCausalLM.from_pretrained(resume_path, attn_implementation="sdpa", dtype=torch.float32)
@@ -228,6 +251,10 @@ def run_train(cfg: TrainConfig) -> dict:
     block_size = cfg.block_size or ctx
     if block_size > ctx:
         raise StageError(f"--block-size {block_size} exceeds the model's context length {ctx}")
+    eval_stride = cfg.eval_stride or max(1, block_size // 2)
+    if eval_stride > block_size:
+        raise StageError(f"--eval-stride {eval_stride} is larger than the block of {block_size} tokens")
+    _prepare_output_dir(cfg, kind, resume_path)  # after every check that can refuse the run: it may delete
     log.info("model %s: %s parameters (%.3fB), context %d, vocabulary %d (tokenizer %d)",
              config.model_type, f"{n_params:,}", n_params / 1e9, ctx, config.vocab_size, len(tokenizer))
 
@@ -239,15 +266,16 @@ def run_train(cfg: TrainConfig) -> dict:
         raise StageError(f"the training split has {len(train_tokens)} tokens: fewer than one block of "
                          f"{block_size}; lower --block-size or add data")
     eval_ds, tokens_per_byte = {}, {}
-    eval_stride = cfg.eval_stride or max(1, block_size // 2)
-    if eval_stride > block_size:
-        raise StageError(f"--eval-stride {eval_stride} is larger than the block of {block_size} tokens")
     for name, path in paths.items():
         if name.startswith("validation_"):
             lang = name.removeprefix("validation_")
             tf = TokenFile(path, tok_sha, dtype)
-            eval_ds[lang] = ValidationStream.from_token_file(tf, tf.meta["eos_id"], block_size, eval_stride,
-                                                             tokenizer.pad_token_id)
+            eval_ds[lang] = ValidationStream(tf.tokens, tf.meta["eos_id"], block_size, eval_stride,
+                                             tokenizer.pad_token_id, cfg.eval_max_tokens or None)
+            if eval_ds[lang].scored < len(tf):
+                log.info("validation %s: scoring the first %s of its %s tokens (--eval-max-tokens); "
+                         "bits per byte assume the split's average bytes per token", lang,
+                         f"{eval_ds[lang].scored:,}", f"{len(tf):,}")
             # the same denominator as eval_model.py: UTF-8 bytes plus one per end-of-text (tonsai.eval.perplexity)
             tokens_per_byte[lang] = tf.meta["tokens"] / max(1, tf.meta["bytes"] + tf.meta["documents"])
 

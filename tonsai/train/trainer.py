@@ -18,7 +18,6 @@ totals continue from the checkpoint's last log, which is always at the checkpoin
 
 from __future__ import annotations
 
-import dataclasses
 import time
 
 import numpy as np
@@ -28,22 +27,24 @@ from transformers import Trainer
 from tonsai.eval.perplexity import score_tokens
 
 
-@dataclasses.dataclass
 class ValidationStream:
-    """One language's validation split as a token stream starting with an end-of-text."""
+    """One language's validation split as a token stream that starts with an end-of-text, read
+    from the memory-mapped token shards a window at a time (nothing is loaded whole). With
+    ``max_tokens`` only the first that many tokens after the leading end-of-text are scored."""
 
-    tokens: np.ndarray
-    block_size: int
-    stride: int
-    pad_id: int
-
-    @classmethod
-    def from_token_file(cls, token_file, eos_id: int, block_size: int, stride: int, pad_id: int):
-        tokens = np.concatenate([np.asarray([eos_id], dtype=np.int64), np.asarray(token_file.tokens, dtype=np.int64)])
-        return cls(tokens, block_size, stride, pad_id)
+    def __init__(self, tokens, eos_id: int, block_size: int, stride: int, pad_id: int,
+                 max_tokens: int | None = None):
+        self.tokens, self.eos_id = tokens, eos_id
+        self.block_size, self.stride, self.pad_id = block_size, stride, pad_id
+        self.scored = min(len(tokens), max_tokens) if max_tokens else len(tokens)
 
     def __len__(self) -> int:
-        return len(self.tokens)
+        return self.scored + 1
+
+    def __getitem__(self, key: slice) -> np.ndarray:
+        start, stop, _ = key.indices(len(self))
+        body = np.asarray(self.tokens[max(0, start - 1):max(0, stop - 1)], dtype=np.int64)
+        return np.concatenate([np.asarray([self.eos_id], dtype=np.int64), body]) if start == 0 < stop else body
 
 
 class TonsaiTrainer(Trainer):
@@ -98,12 +99,15 @@ class TonsaiTrainer(Trainer):
         dist = torch.distributed.is_available() and torch.distributed.is_initialized()
         part = (torch.distributed.get_rank(), torch.distributed.get_world_size()) if dist else (0, 1)
         with self.accelerator.autocast():
-            nll, n = score_tokens(self.model, ds.tokens, ds.block_size, ds.stride, self.args.per_device_eval_batch_size,
+            nll, n = score_tokens(self.model, ds, ds.block_size, ds.stride, self.args.per_device_eval_batch_size,
                                   self.args.device, ds.pad_id, part=part)
         total = torch.tensor([nll, float(n)], dtype=torch.float64, device=self.args.device)
         if dist:
             torch.distributed.all_reduce(total)
         nll, n = float(total[0]), int(total[1])
+        if n != len(ds) - 1:
+            raise RuntimeError(f"validation scored {n} of {len(ds) - 1} tokens across processes: a bug in the "
+                               f"window split")
         metrics = {f"{metric_key_prefix}_loss": nll / n, f"{metric_key_prefix}_tokens": n,
                    f"{metric_key_prefix}_runtime": round(time.time() - start, 4)}
         self.log(metrics)
