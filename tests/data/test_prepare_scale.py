@@ -123,6 +123,30 @@ def test_hub_spec_parsing(spec, want):
     assert Source(spec, "km").hub_args() == want
 
 
+def test_hub_revision_pins_the_stream_and_is_recorded(tmp_path, monkeypatch):
+    import datasets
+
+    from tonsai.data.sources import load_mix_file, open_hub
+
+    mix = tmp_path / "mix.yaml"
+    mix.write_text("sources:\n  - {path: 'hf:HuggingFaceFW/fineweb-2:khm_Khmr', lang: km, revision: abc123}\n")
+    (src,) = load_mix_file(mix)
+    assert src.revision == "abc123" and src.hub_args() == ("HuggingFaceFW/fineweb-2", "khm_Khmr", "train")
+    seen = {}
+
+    def offline(*args, **kwargs):  # no network here: record what would be asked of the Hub
+        seen.update(kwargs, args=args)
+        raise ConnectionError("offline")
+
+    monkeypatch.setattr(datasets, "load_dataset", offline)
+    with pytest.raises(StageError, match="cannot stream this dataset"):
+        open_hub(src)
+    assert seen["revision"] == "abc123" and seen["streaming"] is True and seen["split"] == "train"
+    mix.write_text("sources:\n  - {path: km.txt, lang: km, revision: abc123}\n")
+    with pytest.raises(StageError, match="revision applies to hf: sources only"):
+        load_mix_file(mix)
+
+
 @pytest.mark.parametrize("spec", ["hf:", "hf:a:b:c:d"])
 def test_bad_hub_spec_says_the_form(spec):
     with pytest.raises(StageError, match=r"expected hf:NAME\[:CONFIG\[:SPLIT\]\]"):

@@ -71,6 +71,7 @@ class Source:
     max_epochs: float | None = None  # None: the stage's --max-epochs
     text_column: str | None = None  # None: the stage's --text-column
     split: str | None = None  # Hub datasets and DatasetDict folders; default "train"
+    revision: str | None = None  # Hub datasets: a commit sha, branch or tag to pin every shard to
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -80,6 +81,8 @@ class Source:
             raise ValueError(f"source {self.name}: weight {self.weight} must be >= 0")
         if self.max_epochs is not None and self.max_epochs <= 0:
             raise ValueError(f"source {self.name}: max_epochs must be positive, got {self.max_epochs}")
+        if self.revision is not None and not self.is_hub:
+            raise ValueError(f"source {self.name}: revision applies to hf: sources only")
 
     @property
     def is_hub(self) -> bool:
@@ -358,7 +361,7 @@ def open_hub(source: Source):
     try:
         if local.is_dir() and not _is_saved_dataset(local):
             return datasets.load_dataset(str(local), config, split=split, streaming=True)
-        return datasets.load_dataset(name, config, split=split, streaming=True)
+        return datasets.load_dataset(name, config, split=split, streaming=True, revision=source.revision)
     except Exception as e:  # datasets raises many kinds: missing name, config, split, offline
         raise StageError(f"{source.path}: cannot stream this dataset ({type(e).__name__}: {e}). "
                          f"Check the name, config and split, and the network (HF_HUB_OFFLINE).") from e
@@ -367,7 +370,7 @@ def open_hub(source: Source):
 def hub_fingerprint(source: Source) -> dict:
     """What identifies the Hub input for the manifest: name, config, split and revision when known."""
     name, config, split = source.hub_args()
-    out: dict = {"hub": name, "config": config, "split": split}
+    out: dict = {"hub": name, "config": config, "split": split, "requested_revision": source.revision}
     if Path(name).is_dir():
         from tonsai.manifest import file_sha256
 
@@ -377,7 +380,7 @@ def hub_fingerprint(source: Source) -> dict:
     try:
         import huggingface_hub
 
-        out["revision"] = huggingface_hub.HfApi().dataset_info(name).sha
+        out["revision"] = huggingface_hub.HfApi().dataset_info(name, revision=source.revision).sha
     except Exception as e:  # offline or private: say so instead of guessing
         out["revision"] = None
         out["revision_error"] = f"{type(e).__name__}: {e}"[:200]
@@ -409,7 +412,7 @@ def input_record(source: Source) -> dict:
 
 def load_mix_file(path: str | Path) -> list[Source]:
     """Sources from a mix file (YAML or JSON, see configs/data/): a list under ``sources`` of
-    ``{path, lang, name?, weight?, max_epochs?, text_column?, split?}``. Relative paths are
+    ``{path, lang, name?, weight?, max_epochs?, text_column?, split?, revision?}``. Relative paths are
     relative to the working directory, as on the command line."""
     p = Path(path)
     if not p.is_file():
