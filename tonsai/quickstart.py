@@ -66,7 +66,7 @@ def run_quickstart(cfg: QuickstartConfig) -> dict:
         min_validation_docs=3, seed=cfg.seed))
     timings["prepare"] = time.perf_counter() - t0
 
-    _banner(2, "tokenizer: shared byte-level BPE")
+    _banner(2, "tokenizer: shared BPE with byte fallback")
     t = time.perf_counter()
     tok_dir = out / "tokenizer"
     run_train_tokenizer(TokenizerConfig(output_dir=str(tok_dir), dataset_dir=str(data_dir), vocab_size=cfg.vocab_size))

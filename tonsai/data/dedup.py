@@ -9,8 +9,8 @@ Per document (computed in the shard workers, streamed):
   segmentation, so they work for Khmer), cut into ``bands`` bands of ``num_perm / bands`` rows;
   each band is hashed to one uint64 (8 bytes x bands per document, 128 bytes with 16 bands).
   Two documents whose Jaccard similarity is s collide in at least one band with probability
-  ``1 - (1 - s**r)**b``: with 128 permutations in 16 bands of 8 rows that is 50% at s = 0.71,
-  92% at s = 0.8 and 99.98% at s = 0.9.
+  ``1 - (1 - s**r)**b``: with 128 permutations in 16 bands of 8 rows that is 50% at s = 0.67,
+  95% at s = 0.8 and 99.99% at s = 0.9.
 
 Globally (in the merge step, on keys, never on texts): the exact duplicates of a key are all its
 documents but the survivor; then documents that share a band key with another are joined into

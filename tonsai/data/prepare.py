@@ -134,7 +134,7 @@ class PrepareConfig:
         "help": "remove near-duplicates (MinHash LSH over character 5-grams) besides exact duplicates"})
     minhash_perm: int = dataclasses.field(default=128, metadata={"help": "MinHash permutations"})
     minhash_bands: int = dataclasses.field(default=16, metadata={
-        "help": "LSH bands (permutations / bands rows each; 128/16 catches 92%% of pairs at Jaccard 0.8)"})
+        "help": "LSH bands (permutations / bands rows each; 128/16 catches 95%% of pairs at Jaccard 0.8)"})
     num_shards: int = dataclasses.field(default=1, metadata={
         "help": "split the documents into this many shards (each shard a separate job if you like)"})
     shard_index: int | None = dataclasses.field(default=None, metadata={
