@@ -19,7 +19,11 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def bare_loop(tok_dir: Path, token_dir: Path, model_config: Path, block: int, batch: int, steps: int,
-              skip: int) -> float:
+              skip: int, device: str = "cpu", bf16: bool = False) -> float:
+    """Tokens/s of a plain PyTorch training loop (bf16 autocast on a GPU when ``bf16``); also the
+    baseline of bench_train_gpu.py."""
+    import contextlib
+
     import torch
     from transformers import AutoTokenizer
 
@@ -27,8 +31,10 @@ def bare_loop(tok_dir: Path, token_dir: Path, model_config: Path, block: int, ba
     from tonsai.tokenizer.pack import PackedBlocks, TokenFile
 
     torch.manual_seed(0)
-    model = build_model(load_model_config(model_config, AutoTokenizer.from_pretrained(tok_dir)))
+    model = build_model(load_model_config(model_config, AutoTokenizer.from_pretrained(tok_dir))).to(device)
     model.train()
+    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     data = PackedBlocks(TokenFile(token_dir).tokens, block)
     loader = torch.utils.data.DataLoader(data, batch_size=batch, shuffle=True, drop_last=True,
                                          generator=torch.Generator().manual_seed(0))
@@ -37,8 +43,11 @@ def bare_loop(tok_dir: Path, token_dir: Path, model_config: Path, block: int, ba
     while done < steps:
         for b in loader:
             if done == skip:
+                sync()
                 t0 = time.perf_counter()
-            loss = model(input_ids=b["input_ids"], labels=b["labels"]).loss
+            ids = b["input_ids"].to(device, non_blocking=True)
+            with autocast():
+                loss = model(input_ids=ids, labels=ids).loss
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
@@ -46,6 +55,7 @@ def bare_loop(tok_dir: Path, token_dir: Path, model_config: Path, block: int, ba
             done += 1
             if done == steps:
                 break
+    sync()
     return (steps - skip) * batch * block / (time.perf_counter() - t0)
 
 

@@ -2,7 +2,9 @@
 """GPU training throughput and MFU of train_gpt2.py on the 0.5B GPT-2 at 2,048 context (issue
 goal on one H100: >= 45% MFU, about 116k tokens/s at a 32k vocabulary with tonsai's FLOPs formula), under DeepSpeed
 ZeRO-2 and bf16, on the shared data (or the sample corpus repeated). Figures come from the run's
-metrics.jsonl after the warm-up steps (MFU with the FLOPs formula of tonsai/model/cost.py).
+metrics.jsonl after the warm-up steps (MFU with the FLOPs formula of tonsai/model/cost.py), and
+against a bare PyTorch loop (bf16 autocast, fused AdamW, same model and blocks, one GPU, no
+DeepSpeed) measured in the same run.
 
   uv run python bench/bench_train_gpu.py                      # on a GPU machine
   uv run python bench/bench_train_gpu.py --torch-compile --micro-batch-size 16
@@ -67,13 +69,26 @@ def main() -> int:
             torch_compile=args.torch_compile, gradient_checkpointing=args.gradient_checkpointing,
             device=args.device, dataloader_workers=2, report_to=["none"], tokenize_workers=4))
         rows = [json.loads(x) for x in (root / "run/metrics.jsonl").read_text().splitlines()]
-    skip = max(3, args.steps // 4)
+        skip = max(3, args.steps // 4)
+        import gc
+
+        import torch
+
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from bench_train_cpu import bare_loop
+
+        on_gpu = torch.cuda.is_available() and args.device != "cpu"
+        bare = bare_loop(root / "tok", root / "run/tokens/train", Path(args.model_config), args.block_size,
+                         args.micro_batch_size, args.steps, skip, "cuda" if on_gpu else "cpu",
+                         bf16=on_gpu and manifest["precision"] == "bf16")
     steady = [r for r in rows if "tokens_per_s" in r and r["step"] > skip]
     if not steady:
         print(f"not enough steps after the {skip} warm-up steps; raise --steps", file=sys.stderr)
         return 1
     rate = len(steady) / sum(1 / r["tokens_per_s"] for r in steady)
-    import torch
 
     device = torch.cuda.get_device_name() if torch.cuda.is_available() and args.device != "cpu" else "cpu"
     peak = GPU_PEAK_BF16.get(gpu_key(device) or "")
@@ -82,6 +97,7 @@ def main() -> int:
           f"{manifest['precision']}, {'ZeRO-2' if args.device != 'cpu' else 'no DeepSpeed'}"
           f"{', torch.compile' if args.torch_compile else ''}")
     print(f"steady tokens/s (steps {skip + 1}..{args.steps}): {rate:,.0f}")
+    print(f"bare PyTorch loop, same run: {bare:,.0f} tokens/s; ratio tonsai / bare {rate / bare:.3f}")
     if peak:
         fpt = steady[-1].get("mfu", 0) and steady[-1]["mfu"] * peak / steady[-1]["tokens_per_s"]
         print(f"MFU: {rate * fpt / peak:.1%} of {peak / 1e12:.0f} TFLOP/s ({fpt / 1e9:.3f} GFLOP/token); "
