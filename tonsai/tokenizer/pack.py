@@ -214,7 +214,8 @@ def pack_dataset(dataset_dir: str | Path, tokenizer_dir: str | Path, out_dir: st
     shares = token_shares(folders["train"])
     if shares:
         log.info("train tokens by language: %s", ", ".join(
-            f"{lang} {v['token_share']:.1%} ({v['tokens_per_character']:.3f} tokens/char)" for lang, v in shares.items()))
+            f"{lang} {v['token_share']:.1%} ({v['tokens_per_character']:.3f} tokens/char)"
+            for lang, v in shares.items()))
     write_manifest(out_dir, STAGE, config or {}, dataset_dir=str(dataset_dir), tokenizer_dir=str(tokenizer_dir),
                    tokenizer_sha256=tok_sha, dataset_manifest_sha256=data_sha, train_token_shares=shares,
                    folders=folders)

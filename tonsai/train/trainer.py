@@ -4,13 +4,14 @@ exact tokens seen, in all and per language.
 Validation: each language's validation tokens are one stream, ``<eot> doc1 <eot> doc2 <eot>``
 (:class:`ValidationStream`), scored by :func:`tonsai.eval.perplexity.score_tokens` over sliding
 windows, the function eval_model.py uses. With the same window and stride the ``eval_<lang>_loss``
-a run logs is the loss eval_model.py reports for that model and split. Processes score every
-world-th window each and sum their results.
+a run logs is the loss eval_model.py reports for that model and split (up to --eval-max-tokens).
+Processes score every world-th window each and sum their results.
 
 Every training log gets ``tokens_seen``: the tokens of the batches really consumed (the last batch
-of an epoch may be short, so steps x tokens per step would overcount). Training blocks carry ``lang_tokens`` (how many of their tokens come from documents of each
-language; :class:`tonsai.tokenizer.pack.PackedBlocks`). The trainer takes that field out of the
-batch before the forward pass, sums it on the device (no host sync per step), and adds the running
+of an epoch may be short, so steps x tokens per step would overcount). Training blocks carry
+``lang_tokens`` (how many of their tokens come from documents of each language;
+:class:`tonsai.tokenizer.pack.PackedBlocks`). The trainer takes that field out of the batch
+before the forward pass, sums it on the device (no host sync per step), and adds the running
 totals to every training log as ``tokens_seen_<lang>``, summed over all processes. On resume the
 totals continue from the checkpoint's last log, which is always at the checkpoint's step
 (``--save-steps`` is a multiple of ``--logging-steps``), so they stay exact.
