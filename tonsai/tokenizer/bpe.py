@@ -238,6 +238,9 @@ def _dataset_texts(cfg: TokenizerConfig) -> tuple[Iterable[str], dict]:
     table = ds.data  # the split's Arrow table, memory-mapped (prepare writes it without an index mapping)
     lengths = pc.utf8_length(table.column(cfg.text_column)).to_numpy(zero_copy_only=False).astype(np.int64)
     if cfg.khmer_share is None:
+        if not cfg.max_chars or int(lengths.sum()) <= cfg.max_chars:
+            info["sampled"] = None  # every document once, in order
+            return _read_rows(ds, cfg.text_column, np.ones(len(ds), dtype=np.int32)), info
         groups = {"all": np.arange(len(ds))}
         shares = {"all": 1.0}
         epochs = {"all": 1.0}
@@ -249,9 +252,6 @@ def _dataset_texts(cfg: TokenizerConfig) -> tuple[Iterable[str], dict]:
                 raise StageError(f"--khmer-share needs both languages, but {cfg.dataset_dir} has no {code} documents")
         shares = {"km": cfg.khmer_share, "en": 1 - cfg.khmer_share}
         epochs = {"km": cfg.max_epochs, "en": cfg.max_epochs}
-    if cfg.khmer_share is None and (not cfg.max_chars or int(lengths.sum()) <= cfg.max_chars):
-        info["sampled"] = None  # every document once, in order
-        return _read_rows(ds, cfg.text_column, np.ones(len(ds), dtype=np.int32)), info
     counts, plans, _, _ = plan_sources({g: lengths[idx] for g, idx in groups.items()}, {g: g for g in groups},
                                        shares, epochs, cfg.seed, cfg.max_chars or None)
     copies = np.zeros(len(ds), dtype=np.int32)

@@ -87,7 +87,7 @@ def _looks_like_checkpoint(p: Path) -> bool:
     if not p.is_dir():
         return False
     return (re.fullmatch(r"checkpoint-\d+", p.name) is not None or (p / "trainer_state.json").exists()
-            or any(p.glob("optimizer.pt")) or any(p.glob("global_step*")) or any(p.glob("rng_state*")))
+            or (p / "optimizer.pt").exists() or any(p.glob("global_step*")) or any(p.glob("rng_state*")))
 
 
 def _resolve_resume(cfg: TrainConfig) -> tuple[str, str | None]:
