@@ -24,6 +24,7 @@ def open_atomic(path: str | Path) -> Iterator[TextIO]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".tmp-{path.name}-", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~umask())  # mkstemp makes 0600: a team sharing the folder could not read it
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
             yield f
             f.flush()
@@ -33,6 +34,19 @@ def open_atomic(path: str | Path) -> Iterator[TextIO]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def umask() -> int:
+    """The process umask, read without changing it where /proc allows (os.umask is not thread-safe)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def write_text(path: str | Path, text: str) -> None:
@@ -51,11 +65,13 @@ def staged_dir(final: str | Path, overwrite: bool = True) -> Iterator[Path]:
     """Yield a temporary folder that becomes ``final`` only if the block finishes without error.
 
     The temporary folder sits beside ``final`` (same file system, so the rename is atomic).
-    On error it is removed and ``final`` is left untouched.
+    On error it is removed and ``final`` is left untouched. Whether ``final`` may be replaced is
+    decided before the work starts (:mod:`tonsai.folders`); ``overwrite=False`` refuses any existing one.
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{final.name}-", dir=final.parent))
+    tmp.chmod(0o777 & ~umask())  # mkdtemp makes 0700
     try:
         yield tmp
     except BaseException:

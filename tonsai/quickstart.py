@@ -63,13 +63,14 @@ def run_quickstart(cfg: QuickstartConfig) -> dict:
     run_prepare(PrepareConfig(
         output_dir=str(data_dir), khmer=[str(SAMPLE_DIR / "km.txt")], english=[str(SAMPLE_DIR / "en.txt")],
         khmer_weight=cfg.khmer_weight, english_weight=cfg.english_weight, validation_fraction=0.1,
-        min_validation_docs=3, seed=cfg.seed))
+        min_validation_docs=3, seed=cfg.seed, overwrite=True))
     timings["prepare"] = time.perf_counter() - t0
 
     _banner(2, "tokenizer: shared BPE with byte fallback")
     t = time.perf_counter()
     tok_dir = out / "tokenizer"
-    run_train_tokenizer(TokenizerConfig(output_dir=str(tok_dir), dataset_dir=str(data_dir), vocab_size=cfg.vocab_size))
+    run_train_tokenizer(TokenizerConfig(output_dir=str(tok_dir), dataset_dir=str(data_dir), vocab_size=cfg.vocab_size,
+                                        overwrite=True))
     timings["tokenizer"] = time.perf_counter() - t
 
     _banner(3, f"train: tiny GPT-2 for {cfg.max_steps} steps on CPU")
@@ -90,7 +91,7 @@ def run_quickstart(cfg: QuickstartConfig) -> dict:
         model_dir=str(run_dir / "final"), dataset_dir=str(data_dir), output_dir=str(eval_dir), device="cpu",
         block_size=cfg.block_size,  # training's window and stride: the report's losses end its curves
         parallel=[str(SAMPLE_DIR / "km.txt"), str(SAMPLE_DIR / "en.txt")],
-        suite=[str(REPO_ROOT / "eval_suites" / "khmer_core")] if cfg.suite else []))
+        suite=[str(REPO_ROOT / "eval_suites" / "khmer_core")] if cfg.suite else [], overwrite=True))
     timings["eval"] = time.perf_counter() - t
     timings["total"] = time.perf_counter() - t0
 

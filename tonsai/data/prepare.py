@@ -50,12 +50,14 @@ from tonsai.data.ondisk import MAX_OPEN, DiskArray, Partition, num_buckets, rele
 from tonsai.data.shards import ORDER_BITS, DocParams, peak_rss_mb, read_shard_info, run_shard, shard_name, source_identity
 from tonsai.data.sources import ReadOptions, Source, load_mix_file
 from tonsai.data.writer import ShuffledSplitWriter, buckets_for, write_dataset_dict_index
+from tonsai.folders import claim_in_place, claim_output, static_prefix
 from tonsai.manifest import write_manifest
 from tonsai.text import RoutingThresholds
 from tonsai.text.normalize import NORMALIZER_VERSION
 
 log = logging.getLogger(__name__)
 STAGE = "prepare"
+WORK_STAGE = "prepare-work"  # the ownership mark of --work-dir
 LANGS = ("km", "en")
 
 
@@ -146,6 +148,9 @@ class PrepareConfig:
                 "there are skipped on a rerun"})
     keep_work_dir: bool = dataclasses.field(default=False, metadata={
         "help": "keep the shard files after a successful merge"})
+    overwrite: bool = dataclasses.field(default=False, metadata={
+        "help": "replace a complete earlier prepare output in --output-dir (never anything else: a folder "
+                "holding other files, or any input, is always refused)"})
     num_proc: int = dataclasses.field(default=1, metadata={
         "help": "worker processes for normalizing and filtering (per shard job)"})
     write_rejected: bool = dataclasses.field(default=False, metadata={
@@ -677,12 +682,36 @@ def _mixture_report(sources: list[Source], plans: dict) -> tuple[dict, dict]:
     return by_lang, per_source
 
 
+def _input_paths(cfg: PrepareConfig, sources: list[Source]) -> list[Path]:
+    """Local paths the stage reads: the output and work folders must stay apart from them."""
+    paths = [static_prefix(s.path) for s in sources if not s.is_hub]
+    paths += [Path(s.hub_args()[0]) for s in sources if s.is_hub and Path(s.hub_args()[0]).is_dir()]
+    return paths + ([Path(cfg.mix)] if cfg.mix else [])
+
+
 def run_prepare(cfg: PrepareConfig) -> dict:
-    """Run the prepare stage and return its manifest (or, with --shard-index, that shard's summary)."""
+    """Run the prepare stage and return its manifest (or, with --shard-index, that shard's summary).
+
+    The output folder is claimed and locked for the whole run (tonsai.folders); a --shard-index job
+    locks only its shard, so that shard jobs of one preparation can share the work folder."""
     sources = cfg.sources()
     for s in sources:
         if not s.is_hub:
             s.files()  # a missing path or an empty folder stops here, before any work
+    inputs = _input_paths(cfg, sources)
+    work, out = cfg.work_path(), Path(cfg.output_dir)
+    if work.resolve() == out.resolve() or work.resolve().is_relative_to(out.resolve()):
+        raise StageError(f"--work-dir {work} must not be --output-dir {out} or inside it: choose a folder beside it")
+    claim_work = claim_in_place(work, WORK_STAGE, inputs=inputs, flag="--work-dir",
+                                legacy=("shard-*", ".shard-*.lock", "merge"), lock=cfg.shard_index is None)
+    if cfg.shard_index is not None:
+        with claim_work:
+            return _run_prepare(cfg, sources)
+    with claim_output(out, STAGE, inputs=inputs, overwrite=cfg.overwrite), claim_work:
+        return _run_prepare(cfg, sources)
+
+
+def _run_prepare(cfg: PrepareConfig, sources: list[Source]) -> dict:
     if not cfg.merge_only:
         done = run_shards(cfg, sources)
         if cfg.shard_index is not None:

@@ -32,6 +32,7 @@ from tonsai.atomic import staged_dir, write_json
 from tonsai.data.dedup import band_keys, exact_key, id_hash
 from tonsai.data.filters import FilterThresholds, first_reason
 from tonsai.data.sources import ReadOptions, ReadStats, Source, input_record, iter_documents
+from tonsai.folders import FolderLock, remove_stale_staging
 from tonsai.text import RoutingThresholds, count_scripts, normalize
 from tonsai.text.normalize import NORMALIZER_VERSION
 
@@ -119,7 +120,7 @@ def source_identity(source: Source) -> dict:
 
 def read_shard_info(path: Path) -> dict | None:
     info = path / SHARD_INFO
-    if not info.is_file():
+    if not info.is_file() or not (path / "docs.parquet").is_file():
         return None
     try:
         return json.loads(info.read_text(encoding="utf-8"))
@@ -169,6 +170,14 @@ def run_shard(sources: list[Source], index: int, num_shards: int, work_dir: Path
     """Process shard ``index`` of ``num_shards`` into ``work_dir``; skip it when already done with
     the same settings. Returns its shard.json."""
     final = work_dir / shard_name(index, num_shards)
+    with FolderLock(final, "prepare-shard"):
+        remove_stale_staging(final)
+        return _run_shard(sources, index, num_shards, final, opts, params, settings, num_proc, write_rejected,
+                          with_inputs)
+
+
+def _run_shard(sources: list[Source], index: int, num_shards: int, final: Path, opts: ReadOptions,
+               params: DocParams, settings: dict, num_proc: int, write_rejected: bool, with_inputs: bool) -> dict:
     fp = fingerprint(settings)
     done = read_shard_info(final)
     if done is not None and done.get("fingerprint") == fp:

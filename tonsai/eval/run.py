@@ -23,6 +23,7 @@ from pathlib import Path
 from tonsai.atomic import staged_dir
 from tonsai.cli import StageError
 from tonsai.eval.report import SCHEMA_VERSION, load_report, write_report
+from tonsai.folders import claim_output
 from tonsai.manifest import MANIFEST_NAME, read_manifest, write_manifest
 
 log = logging.getLogger(__name__)
@@ -66,6 +67,9 @@ class EvalConfig:
     batch_size: int = dataclasses.field(default=8, metadata={"help": "sequences per forward pass"})
     device: str = dataclasses.field(default="auto", metadata={
         "help": "cuda when available, else cpu (on cuda the model runs in bf16)", "choices": ["auto", "cuda", "cpu"]})
+    overwrite: bool = dataclasses.field(default=False, metadata={
+        "help": "replace an earlier evaluation in --output-dir (never anything else; never inside a run or "
+                "model folder)"})
 
     def __post_init__(self) -> None:
         if not (self.dataset_dir or self.text or self.parallel or self.suite):
@@ -204,6 +208,15 @@ def _parallel(model, tokenizer, km_file: str, en_file: str, batch_size: int, dev
 
 
 def run_eval(cfg: EvalConfig) -> dict:
+    """Evaluate into --output-dir, claimed and locked for the run (tonsai.folders): never a folder
+    holding anything but an earlier evaluation, never inside a run, model or any input."""
+    inputs = [p for p in (cfg.model_dir, cfg.dataset_dir, cfg.tokenizer_dir, cfg.metrics_file, *cfg.parallel,
+                          *cfg.suite, *cfg.compare, *(t.partition("=")[2] for t in cfg.text)) if p]
+    with claim_output(cfg.output_dir, STAGE, inputs=inputs, overwrite=cfg.overwrite):
+        return _run_eval(cfg)
+
+
+def _run_eval(cfg: EvalConfig) -> dict:
     import torch
 
     from tonsai.eval.inputs import dataset_sets, text_sets

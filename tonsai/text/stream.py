@@ -16,7 +16,11 @@ from typing import Iterable, Iterator, TextIO
 
 from tonsai.atomic import open_atomic, staged_dir
 from tonsai.cli import StageError
+from tonsai.folders import MANIFEST_NAME, check_inputs_apart, claim_output
+from tonsai.manifest import write_manifest
 from tonsai.text.normalize import normalize
+
+STAGE = "normalize"
 
 
 @dataclasses.dataclass
@@ -26,10 +30,13 @@ class NormalizeTextConfig:
     inputs: list[str] = dataclasses.field(default_factory=lambda: ["-"], metadata={
         "help": "files or folders to read ('-' for stdin)", "metavar": "PATH"})
     output: str = dataclasses.field(default="-", metadata={
-        "help": "'-' for stdout; a file when there is one input; a folder (mirroring the inputs) otherwise"})
+        "help": "'-' for stdout; a file when the one input is a file or stdin; a folder (mirroring the inputs, "
+                "with a manifest.json) otherwise"})
     errors: str = dataclasses.field(default="replace", metadata={
         "help": "invalid UTF-8: replace with U+FFFD, or stop with an error", "choices": ["replace", "strict"]})
     chunk_chars: int = dataclasses.field(default=1 << 20, metadata={"help": "largest piece normalized at once"})
+    overwrite: bool = dataclasses.field(default=False, metadata={
+        "help": "replace an existing --output file, or a folder of an earlier normalize_text run (never an input)"})
 
     def __post_init__(self) -> None:
         if self.chunk_chars < 16:
@@ -100,12 +107,18 @@ def run_normalize_text(cfg: NormalizeTextConfig) -> int:
         sys.stdout.flush()
         return written
     out = Path(cfg.output)
-    if len(files) == 1 and not out.is_dir():
+    inputs = [p for p in cfg.inputs if p != "-"]
+    if len(files) == 1 and not out.is_dir() and not any(Path(p).is_dir() for p in inputs):
         f = files[0][0]
-        with open_in(f) as src, open_atomic(out) as dst:
+        check_inputs_apart(out, inputs, "--output")
+        if out.exists() and not cfg.overwrite:
+            raise StageError(f"--output {out} already exists: pass --overwrite to replace it, or choose another file")
+        with open_atomic(out) as dst, open_in(f) as src:
             pump(src, dst, str(f or "stdin"))
         return written
-    with staged_dir(out) as tmp:
+    if any(rel == Path(MANIFEST_NAME) for _, rel in files):
+        raise StageError(f"an input is named {MANIFEST_NAME}, the name of the output folder's manifest: rename it")
+    with claim_output(out, STAGE, inputs=inputs, overwrite=cfg.overwrite, flag="--output"), staged_dir(out) as tmp:
         for f, rel in files:
             if f is None:
                 raise StageError("stdin cannot be combined with other inputs when --output is a folder")
@@ -113,4 +126,5 @@ def run_normalize_text(cfg: NormalizeTextConfig) -> int:
             target.parent.mkdir(parents=True, exist_ok=True)
             with open_in(f) as src, open(target, "w", encoding="utf-8", newline="") as dst:
                 pump(src, dst, str(f))
+        write_manifest(tmp, STAGE, cfg, files=len(files), characters_written=written)
     return written

@@ -68,6 +68,7 @@ import numpy as np
 
 from tonsai.atomic import staged_dir
 from tonsai.cli import StageError
+from tonsai.folders import claim_output
 from tonsai.manifest import file_sha256, write_manifest
 from tonsai.text import normalize
 from tonsai.tokenizer import fertility
@@ -126,6 +127,8 @@ class TokenizerConfig:
                 "site footers otherwise take vocabulary)"})
     parity_file: list[str] = fertility.parity_file_field()
     compare: list[str] = fertility.compare_field()
+    overwrite: bool = dataclasses.field(default=False, metadata={
+        "help": "replace a complete earlier tokenizer in --output-dir (never a folder holding anything else)"})
     fertility_docs: int = fertility.fertility_docs_field()
 
     def __post_init__(self) -> None:
@@ -313,6 +316,13 @@ def token_dtype(vocab_size: int) -> str:
 
 
 def run_train_tokenizer(cfg: TokenizerConfig) -> dict:
+    """Train the tokenizer into --output-dir, claimed and locked for the run (tonsai.folders)."""
+    inputs = [p for p in (cfg.dataset_dir, *cfg.input, *cfg.parity_file, *cfg.compare) if p]
+    with claim_output(cfg.output_dir, STAGE, inputs=inputs, overwrite=cfg.overwrite):
+        return _run_train_tokenizer(cfg)
+
+
+def _run_train_tokenizer(cfg: TokenizerConfig) -> dict:
     from transformers import PreTrainedTokenizerFast
 
     if cfg.dataset_dir is not None:

@@ -381,4 +381,9 @@ class TokenizeConfig:
 
 
 def run_tokenize(cfg: TokenizeConfig) -> dict[str, Path]:
-    return pack_dataset(cfg.dataset_dir, cfg.tokenizer_dir, cfg.output_dir, cfg.workers, cfg)
+    """Tokenize into --output-dir, a folder this stage owns and resumes (tonsai.folders)."""
+    from tonsai.folders import claim_in_place
+
+    with claim_in_place(cfg.output_dir, STAGE, inputs=[cfg.dataset_dir, cfg.tokenizer_dir],
+                        legacy=("train", "validation_*", MANIFEST_NAME)):
+        return pack_dataset(cfg.dataset_dir, cfg.tokenizer_dir, cfg.output_dir, cfg.workers, cfg)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from tonsai.atomic import write_text
 from tonsai.cli import StageError
+from tonsai.folders import claim_in_place
 from tonsai.manifest import ManifestError, read_manifest, write_manifest
 from tonsai.tokenizer.pack import PackedBlocks, TokenFile, dataset_hash, pack_dataset, tokenizer_hash
 from tonsai.train import launch
@@ -207,7 +208,25 @@ def check_liger(model_type: str, use_cpu: bool) -> str | None:
     return None
 
 
+# what a run folder made before ownership marks held (tonsai.folders)
+RUN_ENTRIES = ("checkpoint-*", "final", ".final-incomplete", "metrics.jsonl", "tokens", "tensorboard",
+               "manifest.json")
+
+
 def run_train(cfg: TrainConfig) -> dict:
+    """Train into --output-dir. Rank 0 claims and locks the run folder for the whole run
+    (tonsai.folders): a folder holding anything but this run's own files, or any input, is refused,
+    and a second training into the same folder is refused while the first runs."""
+    if launch.rank() != 0:
+        return _run_train(cfg)
+    out = Path(cfg.output_dir).resolve()
+    inputs = [p for p in (cfg.dataset_dir, cfg.tokenizer_dir, cfg.tokens_dir, cfg.resume_from, cfg.model_config,
+                          cfg.deepspeed) if p and p != "auto" and not Path(p).resolve().is_relative_to(out)]
+    with claim_in_place(cfg.output_dir, STAGE, inputs=inputs, legacy=RUN_ENTRIES):
+        return _run_train(cfg)
+
+
+def _run_train(cfg: TrainConfig) -> dict:
     if cfg.deepspeed:
         if not Path(cfg.deepspeed).is_file():
             raise StageError(f"--deepspeed {cfg.deepspeed}: no such file (see configs/deepspeed/)")
