@@ -95,7 +95,7 @@ def test_hub_source_streams_through_load_dataset(tmp_path):
     assert m["inputs"][0]["hub"] == str(hub) and m["inputs"][0]["split"] == "train"
     assert m["inputs"][0]["files"][0]["sha256"]
     with pytest.raises(StageError, match=r"no 'text' column \(found \['content'\]\)"):
-        run_prepare(cfg(tmp_path, english=[f"hf:{hub}"]))
+        run_prepare(cfg(tmp_path, english=[f"hf:{hub}"], overwrite=True))
 
 
 def test_paragraph_mode_makes_one_document_per_blank_line_separated_block(tmp_path):
@@ -428,7 +428,7 @@ def test_rerun_skips_finished_shards_and_merge_needs_all(tmp_path, caplog):
     assert info.stat().st_mtime_ns == before
     assert "shard-00001-of-00002 is complete, skipping it" in caplog.text
     # other settings: the finished shard is redone, not reused
-    run_prepare(cfg(tmp_path, min_chars=25, keep_work_dir=True, **base))
+    run_prepare(cfg(tmp_path, min_chars=25, keep_work_dir=True, overwrite=True, **base))
     assert info.stat().st_mtime_ns != before
 
 
@@ -438,7 +438,7 @@ def test_failed_run_leaves_no_complete_looking_output(tmp_path):
     manifest = (tmp_path / "out" / "manifest.json").read_text()
     bad = write_lines(tmp_path / "km_bad.txt", ["ខ្លី", "short"])
     with pytest.raises(StageError, match="no km documents are left"):
-        run_prepare(cfg(tmp_path, khmer=[bad]))
+        run_prepare(cfg(tmp_path, khmer=[bad], overwrite=True))
     assert (tmp_path / "out" / "manifest.json").read_text() == manifest  # the old output is intact
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp-")]
     # the work folder keeps only finished shards (each with its shard.json), no half-written one

@@ -138,10 +138,12 @@ def test_bad_input_gets_a_clear_message_and_nonzero_exit(trained_model, tmp_path
     empty.write_text("\n  \n", encoding="utf-8")
     r = _cli("--model-dir", trained_model, "--output-dir", tmp_path / "o", "--text", f"km={empty}")
     assert r.returncode == 1 and "holds no non-empty document" in r.stderr and str(empty) in r.stderr
-    r = _cli("--model-dir", tmp_path, "--output-dir", tmp_path / "o", "--text", f"km={short}")
+    not_a_model = tmp_path / "not_a_model"
+    not_a_model.mkdir()
+    r = _cli("--model-dir", not_a_model, "--output-dir", tmp_path / "o", "--text", f"km={short}")
     assert r.returncode == 1 and "no config.json" in r.stderr
     r = _cli("--model-dir", trained_model, "--output-dir", tmp_path / "o", "--text", f"km={short}",
-             "--compare", tmp_path)
+             "--compare", not_a_model)
     assert r.returncode == 1 and "no report.json" in r.stderr
     assert not (tmp_path / "o").exists()
     with pytest.raises(StageError, match="schema_version"):
