@@ -112,6 +112,10 @@ class PrepareConfig:
     target_chars: int = dataclasses.field(default=0, metadata={
         "help": "size of the training mixture in characters (0: as large as the weights and --max-epochs "
                 "allow; for unimax, the budget to spread)"})
+    allow_unmet_shares: bool = dataclasses.field(default=False, metadata={
+        "help": "when a language's requested share cannot be met (e.g. filtering or deduplication leaves no "
+                "English), write the mixture anyway with a warning and the requested and realized shares in "
+                "manifest.json (default: stop with an error before writing)"})
     invalid_utf8: str = dataclasses.field(default="replace", metadata={
         "help": "lines with invalid UTF-8: decode with U+FFFD (counted), or skip the document (counted)",
         "choices": ["replace", "skip"]})
@@ -161,13 +165,16 @@ class PrepareConfig:
     def __post_init__(self) -> None:
         if not self.khmer and not self.english and not self.mix:
             raise ValueError("give at least one source with --khmer, --english or --mix")
-        normalize_weights(self.weights())  # raises on negative or all-zero weights
+        for flag, w in (("--khmer-weight", self.khmer_weight), ("--english-weight", self.english_weight)):
+            if not (math.isfinite(w) and w >= 0):  # nan and inf would fail only after the shard phase
+                raise ValueError(f"{flag} {w}: weights must be >= 0 and finite")
+        normalize_weights(self.weights())  # raises on all-zero weights
         if self.khmer and self.khmer_weight <= 0 or self.english and self.english_weight <= 0:
             raise ValueError("a language with sources needs a positive weight (--khmer-weight / --english-weight)")
         if not 0 < self.validation_fraction < 1:
             raise ValueError(f"--validation-fraction must be between 0 and 1, got {self.validation_fraction}")
-        if self.max_epochs <= 0:
-            raise ValueError(f"--max-epochs must be positive, got {self.max_epochs}")
+        if not (math.isfinite(self.max_epochs) and self.max_epochs > 0):
+            raise ValueError(f"--max-epochs must be a finite number > 0, got {self.max_epochs}")
         if self.min_validation_docs < 1:
             raise ValueError("--min-validation-docs must be at least 1")
         for name in ("khmer_min_share", "mixed_min_share", "latin_min_share", "max_dup_line_frac",
@@ -208,8 +215,8 @@ class PrepareConfig:
                 value = None
             if not sep or not name or value is None:
                 raise ValueError(f"--source-weights {item!r}: expected NAME=WEIGHT, e.g. km:news.txt=2")
-            if value < 0:
-                raise ValueError(f"--source-weights {item!r}: weights must be >= 0")
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"--source-weights {item!r}: weights must be >= 0 and finite")
             out[name] = value
         return out
 
@@ -503,13 +510,23 @@ def _merge(cfg: PrepareConfig, sources: list[Source], infos: list[dict], work: P
         counts[n]["validation"] = val_per[s]
         counts[n]["train_pool"] = kept - val_per[s]
     _check_accounting(counts)  # the counts are final here: check before hours of writing, and write nothing
+    warnings = _empty_source_warnings(sources, counts)
     lang_weights = {"km": cfg.khmer_weight, "en": cfg.english_weight}
-    for lang in sorted({s.lang for s in sources}):
-        if not any(available[s.name][0] for s in sources if s.lang == lang):
-            raise StageError(
-                f"no {lang} documents are left after filtering (see counts: "
-                f"{ {k: dict(v) for k, v in counts.items() if lang_of[k] == lang} }); "
-                f"check the input files and --min-chars")
+    langs = sorted({s.lang for s in sources})
+    requested = normalize_weights({lang: lang_weights[lang] for lang in langs})
+    empty = [lang for lang in langs if not any(available[s.name][0] for s in sources if s.lang == lang)]
+    for lang in empty:
+        what = (f"no {lang} documents are left after filtering and deduplication "
+                f"({_dropped_summary([s.name for s in sources if s.lang == lang], counts)})")
+        if len(empty) == len(langs):
+            raise StageError(f"{what}: nothing to write. Check the inputs and the filter thresholds")
+        if not cfg.allow_unmet_shares:
+            raise StageError(f"{what}: the requested {lang} share cannot be met. Check the {lang} inputs and the "
+                             f"filter thresholds, or pass --allow-unmet-shares to write the mixture without {lang}")
+        warnings.append(f"{what}; --allow-unmet-shares: the mixture has no {lang}")
+        lang_weights[lang] = 0.0
+    for w in warnings:
+        log.warning("%s", w)
     max_epochs = {s.name: s.max_epochs or cfg.max_epochs for s in sources}
     weighted = [s.name for s in sources if s.weight is not None]
     if cfg.mix_strategy == "temperature" and weighted:
@@ -526,6 +543,8 @@ def _merge(cfg: PrepareConfig, sources: list[Source], infos: list[dict], work: P
             cfg.seed, cfg.target_chars or None)
     except ValueError as e:
         raise StageError(str(e)) from e
+    unmet = _unmet_shares(requested if cfg.mix_strategy == "weights" else None, plans, cfg.allow_unmet_shares,
+                          empty, warnings)
     if not reached:
         log.warning("--target-chars %d cannot be reached within the sources' max epochs: the mixture has %d "
                     "characters; raise --max-epochs or add data", cfg.target_chars, total)
@@ -549,6 +568,8 @@ def _merge(cfg: PrepareConfig, sources: list[Source], infos: list[dict], work: P
     rss["split_and_plan"] = peak_rss_mb()
 
     mixture, mixture_sources = _mixture_report(sources, plans)
+    for lang, u in unmet.items():
+        mixture[lang]["requested_share"] = u["requested_share"]  # the user's, not the planned 0 of an empty language
     val_docs_per_lang = collections.Counter()
     for s, n in enumerate(names):
         val_docs_per_lang[lang_of[n]] += int(val_per[s])
@@ -618,6 +639,8 @@ def _merge(cfg: PrepareConfig, sources: list[Source], infos: list[dict], work: P
             mixture_total_chars=total,
             target_chars=cfg.target_chars or None,
             target_reached=reached,
+            unmet_shares=unmet,
+            warnings=warnings,
             splits={"train": n_train, "validation": n_val},
             validation_docs_per_lang=dict(val_docs_per_lang),
             mixing_unit="characters of normalized text (a Khmer character is 3 UTF-8 bytes; token shares "
@@ -651,6 +674,68 @@ def _check_accounting(counts: dict) -> None:
             raise StageError(f"source {name}: {c.get('read', 0)} documents read but {c.get('kept', 0)} kept + "
                              f"{dropped} dropped ({dict(c)}); this is a tonsai bug, please report it with "
                              f"the command line")
+
+
+SHARE_TOLERANCE = 0.05  # a language's realized share may miss the requested by this much (whole documents)
+
+
+def _dropped_summary(names: list[str], counts: dict) -> str:
+    """"N documents read; dropped: reason n, ..." over the sources ``names``, largest reasons first."""
+    drops: collections.Counter = collections.Counter()
+    for n in names:
+        drops.update({k.removeprefix("dropped:"): v for k, v in counts[n].items() if k.startswith("dropped:") and v})
+    read = sum(counts[n].get("read", 0) for n in names)
+    return f"{read} documents read" + (f"; dropped: {', '.join(f'{r} {c}' for r, c in drops.most_common(3))}"
+                                       if drops else "")
+
+
+def _empty_source_warnings(sources: list[Source], counts: dict) -> list[str]:
+    """A line for every source that kept no document, with its top drop reason and what it suggests."""
+    out = []
+    for s in sources:
+        c = counts[s.name]
+        if c.get("kept", 0):
+            continue
+        drops = collections.Counter({k.removeprefix("dropped:"): v for k, v in c.items() if k.startswith("dropped:")})
+        top = drops.most_common(1)[0][0] if drops else None
+        routed = top.split("_")[1] if top and top.startswith("script_") else None
+        hint = (f": its text is {routed}; was it meant for {'--khmer' if routed == 'km' else '--english'} "
+                f"(lang: {routed} in a mix file)?" if routed in ("km", "en") else
+                ": its documents repeat those of other sources" if top in ("duplicate", "near_duplicate") else
+                ": --write-rejected writes the dropped documents for inspection" if top else "")
+        out.append(f"source {s.name} ({s.path}) kept 0 of its {c.get('read', 0)} documents"
+                   + (f"; top drop reason {top} ({drops[top]}){hint}" if top else ""))
+    return out
+
+
+def _unmet_shares(requested: dict[str, float] | None, plans: dict, allowed: bool, empty: list[str],
+                  warnings: list[str]) -> dict[str, dict]:
+    """Languages whose realized share misses the requested one (``requested``: the language weights,
+    or None for the strategies that derive shares from the data) by more than SHARE_TOLERANCE.
+    An error, or with ``allowed`` a line in ``warnings``; ``empty`` languages are already warned of."""
+    chars: collections.Counter = collections.Counter()
+    planned: collections.Counter = collections.Counter()
+    for p in plans.values():
+        chars[p.lang] += p.selected_chars
+        planned[p.lang] += p.share
+    total = sum(chars.values())
+    unmet = {}
+    for lang, want in (requested or dict(planned)).items():
+        got = chars[lang] / total if total else 0.0
+        if abs(got - want) <= SHARE_TOLERANCE and (got > 0 or want == 0):
+            continue
+        unmet[lang] = {"requested_share": want, "realized_share": got}
+        if lang in empty:
+            continue
+        what = (f"{lang}: {100 * want:.1f}% of the training characters requested, {100 * got:.1f}% realized "
+                f"({sum(p.available_chars for p in plans.values() if p.lang == lang):,} {lang} characters "
+                f"available after filtering and deduplication)")
+        if not allowed:
+            raise StageError(f"{what}; add {lang} data, change the weights or --max-epochs, or pass "
+                             f"--allow-unmet-shares to accept these shares")
+        warnings.append(f"{what}; accepted (--allow-unmet-shares)")
+        log.warning("%s", warnings[-1])
+    return unmet
 
 
 def _mixture_report(sources: list[Source], plans: dict) -> tuple[dict, dict]:
