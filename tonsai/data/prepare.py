@@ -543,8 +543,8 @@ def _merge(cfg: PrepareConfig, sources: list[Source], infos: list[dict], work: P
             cfg.seed, cfg.target_chars or None)
     except ValueError as e:
         raise StageError(str(e)) from e
-    unmet = _unmet_shares(requested if cfg.mix_strategy == "weights" else None, plans, cfg.allow_unmet_shares,
-                          empty, warnings)
+    unmet = _unmet_shares(requested if cfg.mix_strategy == "weights" else None, plans)
+    _check_shares(unmet, available, counts, lang_of, cfg.allow_unmet_shares, empty, warnings)
     if not reached:
         log.warning("--target-chars %d cannot be reached within the sources' max epochs: the mixture has %d "
                     "characters; raise --max-epochs or add data", cfg.target_chars, total)
@@ -708,11 +708,10 @@ def _empty_source_warnings(sources: list[Source], counts: dict) -> list[str]:
     return out
 
 
-def _unmet_shares(requested: dict[str, float] | None, plans: dict, allowed: bool, empty: list[str],
-                  warnings: list[str]) -> dict[str, dict]:
-    """Languages whose realized share misses the requested one (``requested``: the language weights,
-    or None for the strategies that derive shares from the data) by more than SHARE_TOLERANCE.
-    An error, or with ``allowed`` a line in ``warnings``; ``empty`` languages are already warned of."""
+def _unmet_shares(requested: dict[str, float] | None, plans: dict) -> dict[str, dict]:
+    """Languages whose realized share misses the requested one by more than SHARE_TOLERANCE, or gets
+    nothing of a positive request. ``requested``: the language weights, or None for the strategies
+    that derive shares from the data (then the planned shares)."""
     chars: collections.Counter = collections.Counter()
     planned: collections.Counter = collections.Counter()
     for p in plans.values():
@@ -722,20 +721,31 @@ def _unmet_shares(requested: dict[str, float] | None, plans: dict, allowed: bool
     unmet = {}
     for lang, want in (requested or dict(planned)).items():
         got = chars[lang] / total if total else 0.0
-        if abs(got - want) <= SHARE_TOLERANCE and (got > 0 or want == 0):
-            continue
-        unmet[lang] = {"requested_share": want, "realized_share": got}
-        if lang in empty:
-            continue
-        what = (f"{lang}: {100 * want:.1f}% of the training characters requested, {100 * got:.1f}% realized "
-                f"({sum(p.available_chars for p in plans.values() if p.lang == lang):,} {lang} characters "
-                f"available after filtering and deduplication)")
-        if not allowed:
-            raise StageError(f"{what}; add {lang} data, change the weights or --max-epochs, or pass "
-                             f"--allow-unmet-shares to accept these shares")
-        warnings.append(f"{what}; accepted (--allow-unmet-shares)")
-        log.warning("%s", warnings[-1])
+        if abs(got - want) > SHARE_TOLERANCE or (want > 0 and got == 0):
+            unmet[lang] = {"requested_share": want, "realized_share": got}
     return unmet
+
+
+def _check_shares(unmet: dict[str, dict], available: dict[str, tuple[int, int]], counts: dict,
+                  lang_of: dict[str, str], allowed: bool, empty: list[str], warnings: list[str]) -> None:
+    """An error naming every language whose share is unmet, or with ``allowed`` a warning
+    (``empty`` languages, warned of already, are only listed)."""
+    if not unmet or set(unmet) <= set(empty):
+        return
+    lines = []
+    for lang, u in sorted(unmet.items()):
+        docs = sum(available[n][0] for n in available if lang_of[n] == lang)
+        chars = sum(available[n][1] for n in available if lang_of[n] == lang)
+        lines.append(f"{lang}: {100 * u['requested_share']:.1f}% of the training characters requested, "
+                     f"{100 * u['realized_share']:.1f}% realized ({docs:,} training document(s) of {chars:,} "
+                     f"characters left: {_dropped_summary([n for n in counts if lang_of[n] == lang], counts)})")
+    what = "the requested language shares cannot be met: " + "; ".join(lines)
+    if not allowed:
+        raise StageError(f"{what}. Sources contribute whole documents, at most --max-epochs passes: add data to "
+                         f"the short language, raise its max_epochs or --max-epochs, change the weights, or pass "
+                         f"--allow-unmet-shares to accept these shares")
+    warnings.append(f"{what}; accepted (--allow-unmet-shares)")
+    log.warning("%s", warnings[-1])
 
 
 def _mixture_report(sources: list[Source], plans: dict) -> tuple[dict, dict]:
