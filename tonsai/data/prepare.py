@@ -709,9 +709,9 @@ def _empty_source_warnings(sources: list[Source], counts: dict) -> list[str]:
 
 
 def _unmet_shares(requested: dict[str, float] | None, plans: dict) -> dict[str, dict]:
-    """Languages whose realized share misses the requested one by more than SHARE_TOLERANCE, or gets
-    nothing of a positive request. ``requested``: the language weights, or None for the strategies
-    that derive shares from the data (then the planned shares)."""
+    """Languages that get nothing of a positive request, or miss it by more than SHARE_TOLERANCE.
+    ``requested``: the language weights, or None for the strategies that derive shares from the
+    data (then the planned shares)."""
     chars: collections.Counter = collections.Counter()
     planned: collections.Counter = collections.Counter()
     for p in plans.values():
@@ -728,8 +728,10 @@ def _unmet_shares(requested: dict[str, float] | None, plans: dict) -> dict[str, 
 
 def _check_shares(unmet: dict[str, dict], available: dict[str, tuple[int, int]], counts: dict,
                   lang_of: dict[str, str], allowed: bool, empty: list[str], warnings: list[str]) -> None:
-    """An error naming every language whose share is unmet, or with ``allowed`` a warning
-    (``empty`` languages, warned of already, are only listed)."""
+    """A language that gets nothing of its request is an error (with ``allowed`` a warning); a share
+    that is only off is a warning. The planner sizes the mixture by the scarcest source, so a share
+    can only be off when whole documents are coarse against a small mixture (few documents left after
+    filtering and deduplication); ``empty`` languages are warned of already."""
     if not unmet or set(unmet) <= set(empty):
         return
     lines = []
@@ -740,11 +742,14 @@ def _check_shares(unmet: dict[str, dict], available: dict[str, tuple[int, int]],
                      f"{100 * u['realized_share']:.1f}% realized ({docs:,} training document(s) of {chars:,} "
                      f"characters left: {_dropped_summary([n for n in counts if lang_of[n] == lang], counts)})")
     what = "the requested language shares cannot be met: " + "; ".join(lines)
-    if not allowed:
-        raise StageError(f"{what}. Sources contribute whole documents, at most --max-epochs passes: add data to "
-                         f"the short language, raise its max_epochs or --max-epochs, change the weights, or pass "
-                         f"--allow-unmet-shares to accept these shares")
-    warnings.append(f"{what}; accepted (--allow-unmet-shares)")
+    advice = ("sources contribute whole documents, at most --max-epochs passes: add data to the short language, "
+              "or raise its max_epochs or --max-epochs")
+    starved = [lang for lang, u in unmet.items() if lang not in empty and u["requested_share"] > 0
+               and u["realized_share"] == 0]
+    if starved and not allowed:
+        raise StageError(f"{what}. {advice[0].upper()}{advice[1:]}, or pass --allow-unmet-shares to write the "
+                         f"mixture without {' and '.join(starved)}")
+    warnings.append(f"{what}; " + ("accepted (--allow-unmet-shares)" if starved else advice))
     log.warning("%s", warnings[-1])
 
 
