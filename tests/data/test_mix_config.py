@@ -28,7 +28,7 @@ def test_every_shipped_mix_file_loads(path):
     ("sources:\n  - {path: a.txt, lang: km}\nweights: {km: 1}\n", "unknown top-level key 'weights'"),
     ("sources:\n  - {path: a.txt}\n", "source #1: missing lang"),
     ("sources:\n  - {name: x, lang: en}\n", "source #1 (x): missing path"),
-    ("sources:\n  - {path: a.txt, lang: kh}\n", "lang 'kh' must be one of ['km', 'en']"),
+    ("sources:\n  - {path: a.txt, lang: kh}\n", "source #1: lang 'kh' must be one of ['km', 'en']"),
     ("sources:\n  - {path: a.txt, lang: km, weight: .nan}\n", "weight nan must be >= 0 and finite (source #1)"),
     ("sources:\n  - {path: a.txt, lang: km, weight: .inf}\n", "weight inf must be >= 0 and finite"),
     ("sources:\n  - {path: a.txt, lang: km, weight: -1}\n", "weight -1.0 must be >= 0 and finite"),

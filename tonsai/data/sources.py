@@ -82,9 +82,6 @@ class Source:
         if not self.name:
             base = self.path[len(HF_PREFIX):].rstrip("/") if self.is_hub else self.path.rstrip("/")
             self.name = f"{self.lang}:{Path(base).name or base}"
-        if self.lang not in LANGS:
-            raise ValueError(f"source {self.name}: lang {self.lang!r} must be one of {list(LANGS)}"
-                             f"{did_you_mean(self.lang, LANGS)}")
         if self.weight is not None and not (math.isfinite(self.weight) and self.weight >= 0):
             raise ValueError(f"source {self.name}: weight {self.weight} must be >= 0 and finite")
         if self.max_epochs is not None and not (math.isfinite(self.max_epochs) and self.max_epochs > 0):
@@ -454,6 +451,9 @@ def _mix_source(path: str | Path, i: int, s) -> Source:
         values = check_fields({str(k): v for k, v in s.items()}, Source, "key")
     except ValueError as e:
         raise StageError(f"{where}: {e}") from e
+    if values["lang"] not in LANGS:
+        raise StageError(f"{where}: lang {values['lang']!r} must be one of {list(LANGS)}"
+                         f"{did_you_mean(values['lang'], LANGS)}")
     try:
         return Source(**values)
     except ValueError as e:  # the message names the source
