@@ -3,6 +3,8 @@
 Each stage declares one dataclass whose fields carry their ``--help`` text in
 ``field(metadata={"help": ...})``. :func:`parse_config` builds the argparse parser from it,
 optionally reads ``--config FILE`` (YAML or JSON) and lets explicit flags override the file.
+The file is read strictly (:mod:`tonsai.configfile`): an unknown option names the closest one, and
+a value of the wrong type names its field.
 The dataclass validates itself in ``__post_init__``; a ``ValueError`` from there becomes a clean
 usage error and exit status 2.
 """

@@ -749,7 +749,7 @@ def _check_shares(unmet: dict[str, dict], available: dict[str, tuple[int, int]],
     if starved and not allowed:
         raise StageError(f"{what}. {advice[0].upper()}{advice[1:]}, or pass --allow-unmet-shares to write the "
                          f"mixture without {' and '.join(starved)}")
-    warnings.append(f"{what}; " + ("accepted (--allow-unmet-shares)" if starved else advice))
+    warnings.append(f"{what}; " + ("accepted (--allow-unmet-shares)" if starved or empty else advice))
     log.warning("%s", warnings[-1])
 
 
