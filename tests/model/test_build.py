@@ -77,6 +77,7 @@ DROP = object()
     ("llama_tiny.json", {"hidden_szie": 64}, "unknown key 'hidden_szie' (did you mean hidden_size?)"),
     ("llama_tiny.json", {"max_length": 512}, "unknown key 'max_length'"),
     ("gpt2_tiny.json", {"model_type": "gtp2"}, "unknown model_type 'gtp2' (did you mean gpt2?)"),
+    ("gpt2_tiny.json", {"model_type": ["gpt2"]}, "unknown model_type ['gpt2']"),
 ])
 def test_unknown_keys_name_the_closest_field(tmp_path, base, changes, message):
     path = write_config(tmp_path, base, **changes)

@@ -57,7 +57,7 @@ def load_model_config(path: str | Path, tokenizer=None):
     model_type = data.pop("model_type", None)
     if not model_type:
         raise StageError(f"--model-config {path}: missing field 'model_type' (for example \"gpt2\")")
-    if model_type not in CONFIG_MAPPING:
+    if not isinstance(model_type, str) or model_type not in CONFIG_MAPPING:
         raise StageError(f"--model-config {path}: unknown model_type {model_type!r}"
                          f"{did_you_mean(str(model_type), CONFIG_MAPPING.keys())}")
     cls = CONFIG_MAPPING[model_type]
