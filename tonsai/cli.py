@@ -3,6 +3,8 @@
 Each stage declares one dataclass whose fields carry their ``--help`` text in
 ``field(metadata={"help": ...})``. :func:`parse_config` builds the argparse parser from it,
 optionally reads ``--config FILE`` (YAML or JSON) and lets explicit flags override the file.
+The file is read strictly (:mod:`tonsai.configfile`): an unknown option names the closest one, and
+a value of the wrong type names its field.
 The dataclass validates itself in ``__post_init__``; a ``ValueError`` from there becomes a clean
 usage error and exit status 2.
 """
@@ -20,6 +22,8 @@ from pathlib import Path
 from typing import Any, Callable, Sequence, TypeVar
 
 import yaml
+
+from tonsai.configfile import check_fields
 
 T = TypeVar("T")
 
@@ -86,7 +90,7 @@ def _load_config_file(path: Path) -> dict:
         raise SystemExit(f"error: --config {path}: cannot parse ({e})") from e
     if not isinstance(data, dict):
         raise SystemExit(f"error: --config {path}: expected a mapping of option names to values")
-    return {k.replace("-", "_"): v for k, v in data.items()}
+    return {str(k).replace("-", "_"): v for k, v in data.items()}
 
 
 def parse_config(cls: type[T], description: str, argv: Sequence[str] | None = None,
@@ -97,11 +101,10 @@ def parse_config(cls: type[T], description: str, argv: Sequence[str] | None = No
     values: dict[str, Any] = {}
     config_file = ns.pop("config", None)
     if config_file is not None:
-        values.update(_load_config_file(config_file))
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            parser.error(f"--config {config_file}: unknown option(s) {', '.join(unknown)}")
+        try:  # unknown options name the closest one; values of the wrong type name their field
+            values.update(check_fields(_load_config_file(config_file), cls))
+        except ValueError as e:
+            parser.error(f"--config {config_file}: {e}")
     values.update(ns)
     missing = [
         _flag(f.name) for f in dataclasses.fields(cls)

@@ -1,3 +1,5 @@
+import json
+
 import pytest
 import torch
 
@@ -38,3 +40,76 @@ def test_bad_config_file(tmp_path):
     bad.write_text('{"model_type": "gpt2",\n "n_layer": }')
     with pytest.raises(StageError, match="line 2"):
         load_model_config(bad)
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "configs/model").glob("*.json")), ids=lambda p: p.name)
+def test_every_shipped_model_config_is_accepted_and_builds(path):
+    config = load_model_config(path)
+    with torch.device("meta"):
+        model = build_model(config)
+    assert count_parameters(model) > 0
+
+
+def test_a_config_json_saved_by_transformers_is_accepted(tmp_path):
+    """A model folder's config.json (with the keys transformers adds when saving) works as a preset."""
+    for name in ("gpt2_tiny.json", "llama_tiny.json"):
+        config = load_model_config(REPO / "configs/model" / name)
+        config.save_pretrained(tmp_path / name)
+        again = load_model_config(tmp_path / name / "config.json")
+        assert again.to_dict() == config.to_dict()
+
+
+def write_config(tmp_path, base: str, **changes):
+    data = {**json.loads((REPO / "configs/model" / base).read_text()), **changes}
+    for key in [k for k, v in changes.items() if v is DROP]:
+        del data[key]
+    path = tmp_path / "model.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+DROP = object()
+
+
+@pytest.mark.parametrize("base, changes, message", [
+    ("gpt2_tiny.json", {"n_layr": 2}, "unknown key 'n_layr' (did you mean n_layer?)"),
+    ("gpt2_tiny.json", {"num_hidden_layer": 2}, "unknown key 'num_hidden_layer' (did you mean num_hidden_layers?)"),
+    ("llama_tiny.json", {"hidden_szie": 64}, "unknown key 'hidden_szie' (did you mean hidden_size?)"),
+    ("llama_tiny.json", {"max_length": 512}, "unknown key 'max_length'"),
+    ("gpt2_tiny.json", {"model_type": "gtp2"}, "unknown model_type 'gtp2' (did you mean gpt2?)"),
+    ("gpt2_tiny.json", {"model_type": ["gpt2"]}, "unknown model_type ['gpt2']"),
+])
+def test_unknown_keys_name_the_closest_field(tmp_path, base, changes, message):
+    path = write_config(tmp_path, base, **changes)
+    with pytest.raises(StageError) as e:
+        load_model_config(path)
+    assert str(path) in str(e.value) and message in str(e.value)
+
+
+@pytest.mark.parametrize("base, changes, message", [
+    ("gpt2_tiny.json", {"n_layer": -2}, "n_layer is -2; it must be a positive integer"),
+    ("gpt2_tiny.json", {"n_head": 0}, "n_head is 0; it must be a positive integer"),
+    ("gpt2_tiny.json", {"n_positions": -1}, "n_positions is -1"),
+    ("gpt2_tiny.json", {"n_embd": 130}, "n_embd 130 is not divisible by n_head 4"),
+    ("gpt2_tiny.json", {"n_embd": DROP, "hidden_size": 130}, "n_embd 130 is not divisible by n_head 4"),
+    ("gpt2_tiny.json", {"resid_pdrop": float("nan")}, "resid_pdrop is nan; a dropout probability"),
+    ("gpt2_tiny.json", {"attn_pdrop": -0.1}, "attn_pdrop is -0.1"),
+    ("gpt2_tiny.json", {"embd_pdrop": 1.0}, "embd_pdrop is 1.0"),
+    ("gpt2_tiny.json", {"layer_norm_epsilon": float("inf")}, "layer_norm_epsilon is inf"),
+    ("gpt2_tiny.json", {"activation_function": "gelu_nw"}, "(did you mean gelu_new?)"),
+    ("gpt2_tiny.json", {"n_layer": "2"}, "n_layer"),
+    ("gpt2_tiny.json", {"hidden_size": 256}, "n_embd is given twice"),
+    ("llama_tiny.json", {"num_hidden_layers": 0}, "num_hidden_layers is 0"),
+    ("llama_tiny.json", {"intermediate_size": -352}, "intermediate_size is -352"),
+    ("llama_tiny.json", {"hidden_size": 130}, "hidden_size 130 is not divisible by num_attention_heads 4"),
+    ("llama_tiny.json", {"num_key_value_heads": 3}, "num_attention_heads 4 is not a multiple of num_key_value_heads 3"),
+    ("llama_tiny.json", {"hidden_size": 12, "intermediate_size": 32}, "rotary position embeddings need an even"),
+    ("llama_tiny.json", {"attention_dropout": float("inf")}, "attention_dropout is inf"),
+    ("llama_tiny.json", {"rope_theta": -1.0}, "rope_theta is -1.0"),
+    ("llama_tiny.json", {"rms_norm_eps": 0}, "rms_norm_eps is 0"),
+])
+def test_impossible_values_are_refused_before_any_model_is_built(tmp_path, base, changes, message):
+    path = write_config(tmp_path, base, **changes)
+    with pytest.raises(StageError) as e:
+        load_model_config(path)
+    assert str(path) in str(e.value) and message in str(e.value)

@@ -14,6 +14,7 @@ pass, cut at the document that brings the running total closest to the target. T
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import numpy as np
 import xxhash
@@ -22,8 +23,8 @@ from typing import Callable
 
 def normalize_weights(weights: dict[str, float]) -> dict[str, float]:
     for lang, w in weights.items():
-        if w < 0:
-            raise ValueError(f"weight for {lang} is {w}; weights must be >= 0")
+        if not (math.isfinite(w) and w >= 0):  # nan passes a plain w < 0 test
+            raise ValueError(f"weight for {lang} is {w}; weights must be >= 0 and finite")
     total = sum(weights.values())
     if total <= 0:
         raise ValueError("all mixing weights are zero; give at least one language a positive weight")

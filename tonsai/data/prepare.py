@@ -114,6 +114,10 @@ class PrepareConfig:
     target_chars: int = dataclasses.field(default=0, metadata={
         "help": "size of the training mixture in characters (0: as large as the weights and --max-epochs "
                 "allow; for unimax, the budget to spread)"})
+    allow_unmet_shares: bool = dataclasses.field(default=False, metadata={
+        "help": "when a language's requested share cannot be met (e.g. filtering or deduplication leaves no "
+                "English), write the mixture anyway with a warning and the requested and realized shares in "
+                "manifest.json (default: stop with an error before writing)"})
     invalid_utf8: str = dataclasses.field(default="replace", metadata={
         "help": "lines with invalid UTF-8: decode with U+FFFD (counted), or skip the document (counted)",
         "choices": ["replace", "skip"]})
@@ -166,13 +170,16 @@ class PrepareConfig:
     def __post_init__(self) -> None:
         if not self.khmer and not self.english and not self.mix:
             raise ValueError("give at least one source with --khmer, --english or --mix")
-        normalize_weights(self.weights())  # raises on negative or all-zero weights
+        for flag, w in (("--khmer-weight", self.khmer_weight), ("--english-weight", self.english_weight)):
+            if not (math.isfinite(w) and w >= 0):  # nan and inf would fail only after the shard phase
+                raise ValueError(f"{flag} {w}: weights must be >= 0 and finite")
+        normalize_weights(self.weights())  # raises on all-zero weights
         if self.khmer and self.khmer_weight <= 0 or self.english and self.english_weight <= 0:
             raise ValueError("a language with sources needs a positive weight (--khmer-weight / --english-weight)")
         if not 0 < self.validation_fraction < 1:
             raise ValueError(f"--validation-fraction must be between 0 and 1, got {self.validation_fraction}")
-        if self.max_epochs <= 0:
-            raise ValueError(f"--max-epochs must be positive, got {self.max_epochs}")
+        if not (math.isfinite(self.max_epochs) and self.max_epochs > 0):
+            raise ValueError(f"--max-epochs must be a finite number > 0, got {self.max_epochs}")
         if self.min_validation_docs < 1:
             raise ValueError("--min-validation-docs must be at least 1")
         for name in ("khmer_min_share", "mixed_min_share", "latin_min_share", "max_dup_line_frac",
@@ -213,8 +220,8 @@ class PrepareConfig:
                 value = None
             if not sep or not name or value is None:
                 raise ValueError(f"--source-weights {item!r}: expected NAME=WEIGHT, e.g. km:news.txt=2")
-            if value < 0:
-                raise ValueError(f"--source-weights {item!r}: weights must be >= 0")
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"--source-weights {item!r}: weights must be >= 0 and finite")
             out[name] = value
         return out
 
@@ -508,13 +515,23 @@ def _merge(cfg: PrepareConfig, sources: list[Source], infos: list[dict], work: P
         counts[n]["validation"] = val_per[s]
         counts[n]["train_pool"] = kept - val_per[s]
     _check_accounting(counts)  # the counts are final here: check before hours of writing, and write nothing
+    warnings = _empty_source_warnings(sources, counts)
     lang_weights = {"km": cfg.khmer_weight, "en": cfg.english_weight}
-    for lang in sorted({s.lang for s in sources}):
-        if not any(available[s.name][0] for s in sources if s.lang == lang):
-            raise StageError(
-                f"no {lang} documents are left after filtering (see counts: "
-                f"{ {k: dict(v) for k, v in counts.items() if lang_of[k] == lang} }); "
-                f"check the input files and --min-chars")
+    langs = sorted({s.lang for s in sources})
+    requested = normalize_weights({lang: lang_weights[lang] for lang in langs})
+    empty = [lang for lang in langs if not any(available[s.name][0] for s in sources if s.lang == lang)]
+    for lang in empty:
+        what = (f"no {lang} documents are left after filtering and deduplication "
+                f"({_dropped_summary([s.name for s in sources if s.lang == lang], counts)})")
+        if len(empty) == len(langs):
+            raise StageError(f"{what}: nothing to write. Check the inputs and the filter thresholds")
+        if not cfg.allow_unmet_shares:
+            raise StageError(f"{what}: the requested {lang} share cannot be met. Check the {lang} inputs and the "
+                             f"filter thresholds, or pass --allow-unmet-shares to write the mixture without {lang}")
+        warnings.append(f"{what}; --allow-unmet-shares: the mixture has no {lang}")
+        lang_weights[lang] = 0.0
+    for w in warnings:
+        log.warning("%s", w)
     max_epochs = {s.name: s.max_epochs or cfg.max_epochs for s in sources}
     weighted = [s.name for s in sources if s.weight is not None]
     if cfg.mix_strategy == "temperature" and weighted:
@@ -531,6 +548,8 @@ def _merge(cfg: PrepareConfig, sources: list[Source], infos: list[dict], work: P
             cfg.seed, cfg.target_chars or None)
     except ValueError as e:
         raise StageError(str(e)) from e
+    unmet = _unmet_shares(requested if cfg.mix_strategy == "weights" else None, plans)
+    _check_shares(unmet, available, counts, lang_of, cfg.allow_unmet_shares, empty, warnings)
     if not reached:
         log.warning("--target-chars %d cannot be reached within the sources' max epochs: the mixture has %d "
                     "characters; raise --max-epochs or add data", cfg.target_chars, total)
@@ -554,6 +573,8 @@ def _merge(cfg: PrepareConfig, sources: list[Source], infos: list[dict], work: P
     rss["split_and_plan"] = peak_rss_mb()
 
     mixture, mixture_sources = _mixture_report(sources, plans)
+    for lang, u in unmet.items():
+        mixture[lang]["requested_share"] = u["requested_share"]  # the user's, not the planned 0 of an empty language
     val_docs_per_lang = collections.Counter()
     for s, n in enumerate(names):
         val_docs_per_lang[lang_of[n]] += int(val_per[s])
@@ -623,6 +644,8 @@ def _merge(cfg: PrepareConfig, sources: list[Source], infos: list[dict], work: P
             mixture_total_chars=total,
             target_chars=cfg.target_chars or None,
             target_reached=reached,
+            unmet_shares=unmet,
+            warnings=warnings,
             splits={"train": n_train, "validation": n_val},
             validation_docs_per_lang=dict(val_docs_per_lang),
             mixing_unit="characters of normalized text (a Khmer character is 3 UTF-8 bytes; token shares "
@@ -656,6 +679,83 @@ def _check_accounting(counts: dict) -> None:
             raise StageError(f"source {name}: {c.get('read', 0)} documents read but {c.get('kept', 0)} kept + "
                              f"{dropped} dropped ({dict(c)}); this is a tonsai bug, please report it with "
                              f"the command line")
+
+
+SHARE_TOLERANCE = 0.05  # a language's realized share may miss the requested by this much (whole documents)
+
+
+def _dropped_summary(names: list[str], counts: dict) -> str:
+    """"N documents read; dropped: reason n, ..." over the sources ``names``, largest reasons first."""
+    drops: collections.Counter = collections.Counter()
+    for n in names:
+        drops.update({k.removeprefix("dropped:"): v for k, v in counts[n].items() if k.startswith("dropped:") and v})
+    read = sum(counts[n].get("read", 0) for n in names)
+    return f"{read} documents read" + (f"; dropped: {', '.join(f'{r} {c}' for r, c in drops.most_common(3))}"
+                                       if drops else "")
+
+
+def _empty_source_warnings(sources: list[Source], counts: dict) -> list[str]:
+    """A line for every source that kept no document, with its top drop reason and what it suggests."""
+    out = []
+    for s in sources:
+        c = counts[s.name]
+        if c.get("kept", 0):
+            continue
+        drops = collections.Counter({k.removeprefix("dropped:"): v for k, v in c.items() if k.startswith("dropped:")})
+        top = drops.most_common(1)[0][0] if drops else None
+        routed = top.split("_")[1] if top and top.startswith("script_") else None
+        hint = (f": its text is {routed}; was it meant for {'--khmer' if routed == 'km' else '--english'} "
+                f"(lang: {routed} in a mix file)?" if routed in ("km", "en") else
+                ": its documents repeat those of other sources" if top in ("duplicate", "near_duplicate") else
+                ": --write-rejected writes the dropped documents for inspection" if top else "")
+        out.append(f"source {s.name} ({s.path}) kept 0 of its {c.get('read', 0)} documents"
+                   + (f"; top drop reason {top} ({drops[top]}){hint}" if top else ""))
+    return out
+
+
+def _unmet_shares(requested: dict[str, float] | None, plans: dict) -> dict[str, dict]:
+    """Languages that get nothing of a positive request, or miss it by more than SHARE_TOLERANCE.
+    ``requested``: the language weights, or None for the strategies that derive shares from the
+    data (then the planned shares)."""
+    chars: collections.Counter = collections.Counter()
+    planned: collections.Counter = collections.Counter()
+    for p in plans.values():
+        chars[p.lang] += p.selected_chars
+        planned[p.lang] += p.share
+    total = sum(chars.values())
+    unmet = {}
+    for lang, want in (requested or dict(planned)).items():
+        got = chars[lang] / total if total else 0.0
+        if abs(got - want) > SHARE_TOLERANCE or (want > 0 and got == 0):
+            unmet[lang] = {"requested_share": want, "realized_share": got}
+    return unmet
+
+
+def _check_shares(unmet: dict[str, dict], available: dict[str, tuple[int, int]], counts: dict,
+                  lang_of: dict[str, str], allowed: bool, empty: list[str], warnings: list[str]) -> None:
+    """A language that gets nothing of its request is an error (with ``allowed`` a warning); a share
+    that is only off is a warning. The planner sizes the mixture by the scarcest source, so a share
+    can only be off when whole documents are coarse against a small mixture (few documents left after
+    filtering and deduplication); ``empty`` languages are warned of already."""
+    if not unmet or set(unmet) <= set(empty):
+        return
+    lines = []
+    for lang, u in sorted(unmet.items()):
+        docs = sum(available[n][0] for n in available if lang_of[n] == lang)
+        chars = sum(available[n][1] for n in available if lang_of[n] == lang)
+        lines.append(f"{lang}: {100 * u['requested_share']:.1f}% of the training characters requested, "
+                     f"{100 * u['realized_share']:.1f}% realized ({docs:,} training document(s) of {chars:,} "
+                     f"characters left: {_dropped_summary([n for n in counts if lang_of[n] == lang], counts)})")
+    what = "the requested language shares cannot be met: " + "; ".join(lines)
+    advice = ("sources contribute whole documents, at most --max-epochs passes: add data to the short language, "
+              "or raise its max_epochs or --max-epochs")
+    starved = [lang for lang, u in unmet.items() if lang not in empty and u["requested_share"] > 0
+               and u["realized_share"] == 0]
+    if starved and not allowed:
+        raise StageError(f"{what}. {advice[0].upper()}{advice[1:]}, or pass --allow-unmet-shares to write the "
+                         f"mixture without {' and '.join(starved)}")
+    warnings.append(f"{what}; " + ("accepted (--allow-unmet-shares)" if starved or empty else advice))
+    log.warning("%s", warnings[-1])
 
 
 def _mixture_report(sources: list[Source], plans: dict) -> tuple[dict, dict]:

@@ -31,12 +31,14 @@ import glob
 import gzip
 import io
 import json
+import math
 from pathlib import Path
 from typing import IO, Iterator
 
 import yaml
 
 from tonsai.cli import StageError
+from tonsai.configfile import check_fields, did_you_mean, unknown_keys_message
 
 TEXT_SUFFIXES = {".txt"}
 JSON_SUFFIXES = {".jsonl", ".json"}
@@ -54,6 +56,9 @@ class Document:
     source: str
     location: str  # file:line, for messages
     skip_reason: str | None = None  # set by the reader: invalid_utf8 (skip mode) or malformed_json
+
+
+LANGS = ("km", "en")
 
 
 @dataclasses.dataclass
@@ -77,10 +82,10 @@ class Source:
         if not self.name:
             base = self.path[len(HF_PREFIX):].rstrip("/") if self.is_hub else self.path.rstrip("/")
             self.name = f"{self.lang}:{Path(base).name or base}"
-        if self.weight is not None and self.weight < 0:
-            raise ValueError(f"source {self.name}: weight {self.weight} must be >= 0")
-        if self.max_epochs is not None and self.max_epochs <= 0:
-            raise ValueError(f"source {self.name}: max_epochs must be positive, got {self.max_epochs}")
+        if self.weight is not None and not (math.isfinite(self.weight) and self.weight >= 0):
+            raise ValueError(f"source {self.name}: weight {self.weight} must be >= 0 and finite")
+        if self.max_epochs is not None and not (math.isfinite(self.max_epochs) and self.max_epochs > 0):
+            raise ValueError(f"source {self.name}: max_epochs {self.max_epochs} must be > 0 and finite")
         if self.revision is not None and not self.is_hub:
             raise ValueError(f"source {self.name}: revision applies to hf: sources only")
 
@@ -410,10 +415,14 @@ def input_record(source: Source) -> dict:
     return rec
 
 
+MIX_FILE_KEYS = ("sources",)
+
+
 def load_mix_file(path: str | Path) -> list[Source]:
     """Sources from a mix file (YAML or JSON, see configs/data/): a list under ``sources`` of
     ``{path, lang, name?, weight?, max_epochs?, text_column?, split?, revision?}``. Relative paths are
-    relative to the working directory, as on the command line."""
+    relative to the working directory, as on the command line. Strict: an unknown key, a value of
+    the wrong type or an impossible weight is an error naming the source and the closest key."""
     p = Path(path)
     if not p.is_file():
         raise StageError(f"--mix {path}: no such file")
@@ -421,19 +430,31 @@ def load_mix_file(path: str | Path) -> list[Source]:
         data = yaml.safe_load(p.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:
         raise StageError(f"--mix {path}: cannot parse ({e})") from e
+    unknown = isinstance(data, dict) and unknown_keys_message(map(str, data), MIX_FILE_KEYS, "top-level key")
+    if unknown:
+        raise StageError(f"--mix {path}: {unknown}; a mix file holds only a list of sources under 'sources'")
     if not isinstance(data, dict) or not isinstance(data.get("sources"), list) or not data["sources"]:
         raise StageError(f"--mix {path}: expected a mapping with a non-empty list under 'sources'")
-    out = []
-    allowed = {f.name for f in dataclasses.fields(Source)}
-    for i, s in enumerate(data["sources"]):
-        if not isinstance(s, dict) or "path" not in s or s.get("lang") not in ("km", "en"):
-            raise StageError(f"--mix {path}: source #{i + 1} needs 'path' and 'lang' (km or en), got {s!r}")
-        unknown = sorted(set(s) - allowed)
-        if unknown:
-            raise StageError(f"--mix {path}: source #{i + 1} has unknown key(s) {unknown}; allowed: {sorted(allowed)}")
-        try:
-            src = Source(**{k: s[k] for k in s})
-        except ValueError as e:
-            raise StageError(f"--mix {path}: {e}") from e
-        out.append(src)
-    return out
+    return [_mix_source(path, i, s) for i, s in enumerate(data["sources"])]
+
+
+def _mix_source(path: str | Path, i: int, s) -> Source:
+    where = f"--mix {path}: source #{i + 1}"
+    if not isinstance(s, dict):
+        raise StageError(f"{where}: expected a mapping with path, lang and optional keys, got {s!r}")
+    if s.get("name"):
+        where += f" ({s['name']})"
+    missing = [k for k in ("path", "lang") if k not in s]
+    if missing:
+        raise StageError(f"{where}: missing {' and '.join(missing)} (every source needs a path and lang: km or en)")
+    try:
+        values = check_fields({str(k): v for k, v in s.items()}, Source, "key")
+    except ValueError as e:
+        raise StageError(f"{where}: {e}") from e
+    if values["lang"] not in LANGS:
+        raise StageError(f"{where}: lang {values['lang']!r} must be one of {list(LANGS)}"
+                         f"{did_you_mean(values['lang'], LANGS)}")
+    try:
+        return Source(**values)
+    except ValueError as e:  # the message names the source
+        raise StageError(f"--mix {path}: {e} (source #{i + 1})") from e
