@@ -48,6 +48,19 @@ def test_lm_eval_tasks_have_the_suite_items_prompts_and_settings():
             assert reported == st.metrics == ["acc", "acc_norm"]
 
 
+def test_num_fewshot_override_gives_the_suite_with_that_few_shot(tmp_path):
+    """``--num_fewshot 3`` on the lm-eval task = ``few_shot: 3`` in suite.yaml (same shots, same order)."""
+    import shutil
+
+    shutil.copytree(CORE, tmp_path / "khmer_core")
+    text = (CORE / "suite.yaml").read_text(encoding="utf-8")
+    (tmp_path / "khmer_core" / "suite.yaml").write_text(text.replace("few_shot: 2", "few_shot: 3", 1), encoding="utf-8")
+    three = {t.name: t for t in load_suite(tmp_path / "khmer_core").tasks}["qa_km"]
+    assert three.few_shot == 3
+    task = task_manager().load([f"{GROUP}_qa_km"])["tasks"][f"{GROUP}_qa_km"]
+    assert [task.fewshot_context(d, 3) for d in task.test_docs()] == [r.prompt for r in three.requests]
+
+
 def test_lm_eval_tasks_refuse_model_args_without_add_bos_token():
     with pytest.raises(ValueError, match="add_bos_token=True"):
         task_manager(pretrained="runs/x/final").load([f"{GROUP}_topic_km"])
