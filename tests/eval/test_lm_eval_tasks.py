@@ -24,12 +24,16 @@ def task_manager(**metadata):
     return TaskManager(include_path=str(TASKS), include_defaults=False, metadata=metadata or None)
 
 
-def test_lm_eval_tasks_have_the_suite_items_prompts_and_settings():
-    loaded = task_manager().load([GROUP])
-    suite = load_suite(CORE)
-    assert set(loaded["tasks"]) == {f"{GROUP}_{t.name}" for t in suite.tasks}
+@pytest.mark.parametrize("suite_name", ["khmer_core", "khmer_benchmarks"])
+def test_lm_eval_tasks_have_the_suite_items_prompts_and_settings(suite_name, request, monkeypatch):
+    if suite_name == "khmer_benchmarks":  # SIB-200, FLORES and NTREX files beside the dev checkout
+        monkeypatch.setenv("TONSAI_BENCHMARK_DATA", str(request.getfixturevalue("shared_data")))
+    group = f"tonsai_{suite_name}"
+    loaded = task_manager().load([group])
+    suite = load_suite(REPO / "eval_suites" / suite_name)
+    assert set(loaded["tasks"]) == {f"{group}_{t.name}" for t in suite.tasks}
     for st in suite.tasks:
-        task = loaded["tasks"][f"{GROUP}_{st.name}"]
+        task = loaded["tasks"][f"{group}_{st.name}"]
         cfg = task.config
         assert (cfg.num_fewshot, cfg.target_delimiter, cfg.fewshot_delimiter) == \
             (st.few_shot, st.target_delimiter, st.few_shot_separator), st.name
