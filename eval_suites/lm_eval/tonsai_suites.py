@@ -39,8 +39,8 @@ def load_task(tonsai_suite: str, tonsai_task: str, **model_args):
 
     Each doc: ``query`` (the item's prompt), ``target`` (its first reference: the shot's answer),
     ``references``, ``choices``, ``answer``, ``lang``, ``where`` (file:line), and ``index``,
-    ``seed``, ``suite_task`` for :class:`SuiteShots`, and ``metrics`` (the names the task reports). ``model_args`` are lm-eval's metadata (the
-    model arguments and ``--metadata``)."""
+    ``seed``, ``suite_task`` for :class:`SuiteShots`, and ``metrics`` (the names the task reports).
+    ``model_args`` are lm-eval's metadata (the model arguments and ``--metadata``)."""
     import datasets
 
     if "pretrained" in model_args and "add_bos_token" not in model_args:
