@@ -55,6 +55,7 @@ class Request:
     choices: list[str] = dataclasses.field(default_factory=list)    # multiple_choice
     answer: int = -1
     where: str = ""  # file:line or loader:id of the item
+    query: str = ""  # the item's own rendered prompt, before shots and instruction are put in front
 
 
 @dataclasses.dataclass
@@ -69,6 +70,9 @@ class Task:
     stop: list[str] = dataclasses.field(default_factory=lambda: ["\n"])
     khmer_checks: bool = True
     source: str = ""
+    few_shot: int = 0
+    few_shot_separator: str = "\n\n"
+    seed: int = 0
 
 
 @dataclasses.dataclass
@@ -153,6 +157,17 @@ def _answer(spec: str, item: dict, choices: list[str], where: str) -> int:
     if isinstance(value, str) and normalize(value) in choices:
         return choices.index(normalize(value))
     raise StageError(f"{where}: answer {value!r} is neither a 0-based index nor the text of one of the choices")
+
+
+def pick_shots(seed: int, task: str, index: int, pool_size: int, k: int, exclude_self: bool = True) -> list[int]:
+    """Indices (into the pool) of the ``k`` shots of item ``index``, deterministic per (seed, task, item).
+
+    With ``exclude_self`` the pool is the task's own items and the item is never its own shot. The
+    lm-eval tasks in eval_suites/lm_eval pick their shots with this function too."""
+    rng = random.Random(f"{seed}:{task}:{index}")
+    if exclude_self:
+        return rng.sample([j for j in range(pool_size) if j != index], k)
+    return rng.sample(range(pool_size), k)
 
 
 def _load_items(spec: dict, base: Path, yaml_path: Path, task: str, key: str = "data") -> tuple[list[dict], str]:
@@ -243,13 +258,10 @@ def _build_task(spec: dict, base: Path, yaml_path: Path) -> Task:
     requests = []
     for i, item in enumerate(items):
         req = rendered(item)
+        req.query = req.prompt
         if k:
-            rng = random.Random(f"{seed}:{name}:{i}")
-            if same_pool:
-                picks = rng.sample([j for j in range(len(items)) if j != i], k)
-                shots = [rendered(items[j]) for j in picks]
-            else:
-                shots = [shots_all[j] for j in rng.sample(range(len(pool)), k)]
+            picks = pick_shots(seed, name, i, len(pool), k, exclude_self=same_pool)
+            shots = [rendered(items[j]) for j in picks] if same_pool else [shots_all[j] for j in picks]
             texts = [s.prompt + delim + (s.reference[0] if kind == "generate" else s.choices[s.answer])
                      for s in shots]
             req.prompt = sep.join(texts + [req.prompt])
@@ -259,7 +271,8 @@ def _build_task(spec: dict, base: Path, yaml_path: Path) -> Task:
     stop = spec.get("stop", ["\n"])
     return Task(name=name, type=kind, requests=requests, metrics=list(metrics), lang=lang, target_delimiter=delim,
                 max_new_tokens=int(spec.get("max_new_tokens", 64)), stop=[stop] if isinstance(stop, str) else list(stop),
-                khmer_checks=bool(spec.get("khmer_checks", True)), source=source)
+                khmer_checks=bool(spec.get("khmer_checks", True)), source=source, few_shot=k,
+                few_shot_separator=sep, seed=seed)
 
 
 def load_suite(path: str | Path) -> Suite:
