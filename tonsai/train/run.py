@@ -19,6 +19,7 @@ from pathlib import Path
 from tonsai.atomic import write_text
 from tonsai.cli import StageError
 from tonsai.manifest import ManifestError, read_manifest, write_manifest
+from tonsai.tokenizer.export import save_tokenizer
 from tonsai.tokenizer.pack import PackedBlocks, TokenFile, dataset_hash, pack_dataset, tokenizer_hash
 from tonsai.train import launch
 from tonsai.train.config import TrainConfig
@@ -386,7 +387,7 @@ def run_train(cfg: TrainConfig) -> dict:
     staging = out / ".final-incomplete"
     trainer.save_model(str(staging))
     if trainer.is_world_process_zero():
-        tokenizer.save_pretrained(str(staging))
+        save_tokenizer(tokenizer, staging, model_max_length=ctx)  # loads in transformers 4.x too
         common = dict(parameters=n_params, model_type=config.model_type, vocab_size=config.vocab_size,
                       block_size=block_size, tokenizer_sha256=tok_sha, tokenizer_dir=str(cfg.tokenizer_dir),
                       dataset_dir=str(cfg.dataset_dir), start=kind, resumed_from=resume_path)
