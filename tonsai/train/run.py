@@ -19,6 +19,7 @@ from pathlib import Path
 from tonsai.atomic import write_text
 from tonsai.cli import StageError
 from tonsai.manifest import ManifestError, read_manifest, write_manifest
+from tonsai.publish.push import check_can_push, push_folder
 from tonsai.tokenizer.export import save_tokenizer
 from tonsai.tokenizer.pack import PackedBlocks, TokenFile, dataset_hash, pack_dataset, tokenizer_hash
 from tonsai.train import launch
@@ -209,6 +210,8 @@ def check_liger(model_type: str, use_cpu: bool) -> str | None:
 
 
 def run_train(cfg: TrainConfig) -> dict:
+    if cfg.push_to_hub:
+        check_can_push(cfg.push_to_hub)  # offline or no token: say so now, not after training
     if cfg.deepspeed:
         if not Path(cfg.deepspeed).is_file():
             raise StageError(f"--deepspeed {cfg.deepspeed}: no such file (see configs/deepspeed/)")
@@ -403,5 +406,7 @@ def run_train(cfg: TrainConfig) -> dict:
             tokens_per_step=tokens_per_step, world_size=world, precision="bf16" if bf16 else "fp32",
             validation_history=history)
         log.info("final model written to %s", final)
+        if cfg.push_to_hub:
+            push_folder(final, cfg.push_to_hub, private=cfg.hub_private)
         return manifest
     return {}
