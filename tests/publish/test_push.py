@@ -54,6 +54,11 @@ def model_copy(trained_model, tmp_path) -> Path:
 def test_push_model_folder_sends_every_file_and_the_weights_through_lfs(model_copy, tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    # a final/ saved before tonsai wrote portable tokenizer settings (what transformers 5 writes by itself)
+    old = {"backend": "tokenizers", "bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>", "is_local": True,
+           "model_max_length": 1 << 30, "pad_token": "<|pad|>", "tokenizer_class": "TokenizersBackend"}
+    (model_copy / "tokenizer_config.json").write_text(json.dumps(old))
+    tokenizer_json = (model_copy / "tokenizer.json").read_bytes()
     with HubStandIn(TOKEN) as hub:
         proc = run_tool("push_to_hub.py", ["--model-dir", str(model_copy), "--repo", "someone/tonsai-tiny",
                                            "--private", "--license", "apache-2.0"], hub, tmp_path)
@@ -76,6 +81,9 @@ def test_push_model_folder_sends_every_file_and_the_weights_through_lfs(model_co
     tok = AutoTokenizer.from_pretrained(hub_copy)
     model = AutoModelForCausalLM.from_pretrained(hub_copy)
     assert tok.model_max_length == model.config.n_positions and tok.padding_side == "left"
+    config = json.loads(repo["files"]["tokenizer_config.json"])
+    assert config["tokenizer_class"] == "PreTrainedTokenizerFast" and "is_local" not in config  # made portable
+    assert repo["files"]["tokenizer.json"] == tokenizer_json
 
 
 def test_push_tokenizer_folder_with_the_default_xet_client(sample_pipeline, tmp_path):
@@ -102,6 +110,7 @@ def test_push_refuses_offline_mode_no_token_and_a_wrong_token(model_copy, tmp_pa
     with HubStandIn("another-token") as hub:
         proc = run_tool("push_to_hub.py", args, hub, tmp_path)
     assert proc.returncode == 1 and "pushing" in proc.stderr and "401" in proc.stderr
+    assert f"push it again with `uv run python scripts/push_to_hub.py --model-dir {model_copy}" in proc.stderr
     assert hub.repos == {}
     proc = run_tool("push_to_hub.py", ["--model-dir", str(model_copy), "--repo", "a/b/c"], None, tmp_path)
     assert proc.returncode == 2 and "not a Hub repository id" in proc.stderr
@@ -135,3 +144,10 @@ def test_training_with_push_to_hub_offline_fails_before_training(sample_pipeline
     with pytest.raises(StageError, match="HF_HUB_OFFLINE=1 is set"):  # conftest sets offline mode
         run_train(config(sample_pipeline, out, push_to_hub="someone/x"))
     assert not out.exists()
+
+
+def test_push_script_help():
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "push_to_hub.py"), "--help"], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0
+    assert "Examples:" in proc.stdout and "--tokenizer-dir" in proc.stdout and "(default: other)" in proc.stdout

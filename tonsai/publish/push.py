@@ -9,12 +9,14 @@ folder that is neither) into one clear error before anything is sent or trained.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 from pathlib import Path
 
 from tonsai.atomic import write_text
 from tonsai.cli import StageError
 from tonsai.publish.card import check_license, model_card, tokenizer_card
+from tonsai.tokenizer.export import make_portable
 
 log = logging.getLogger(__name__)
 # training_args.bin is a pickle of the Trainer's arguments: nothing a user of the model needs
@@ -71,8 +73,19 @@ def check_can_push(repo: str) -> None:
                          "(https://huggingface.co/settings/tokens) or run `uv run hf auth login`")
 
 
+def _context(folder: Path) -> int | None:
+    """The model's context length from config.json (None for a tokenizer folder)."""
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    return next((config[k] for k in ("n_positions", "max_position_embeddings") if k in config), None)
+
+
 def write_card(folder: str | Path, repo: str, eval_dir: str | Path | None = None, license: str = "other") -> str:
-    """Write README.md (the card) into a model or tokenizer folder; return ``"model"`` or ``"tokenizer"``."""
+    """Write README.md (the card) into a model or tokenizer folder; return ``"model"`` or ``"tokenizer"``.
+
+    A tokenizer saved before tonsai wrote portable settings gets them here (tonsai.tokenizer.export)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise StageError(f"{folder}: no such folder")
@@ -82,6 +95,8 @@ def write_card(folder: str | Path, repo: str, eval_dir: str | Path | None = None
         kind, text = "tokenizer", tokenizer_card(folder, repo, license)
     else:
         raise StageError(f"{folder}: neither a model folder (config.json) nor a tokenizer folder (tokenizer.json)")
+    if (folder / "tokenizer_config.json").is_file() and make_portable(folder, _context(folder)):
+        log.info("%s: tokenizer_config.json updated to load in transformers 4.x and 5.x", folder)
     write_text(folder / "README.md", text)
     log.info("model card written to %s", folder / "README.md")
     return kind
@@ -92,7 +107,6 @@ def push_folder(folder: str | Path, repo: str, private: bool = False, eval_dir: 
     """Write the card into ``folder`` and upload the folder to the Hub repository ``repo``; return the
     commit's URL."""
     from huggingface_hub import HfApi
-    from huggingface_hub.errors import HfHubHTTPError
 
     check_can_push(repo)
     kind = write_card(folder, repo, eval_dir, license)
@@ -102,8 +116,10 @@ def push_folder(folder: str | Path, repo: str, private: bool = False, eval_dir: 
         commit = api.upload_folder(repo_id=url.repo_id, folder_path=str(folder), repo_type="model",
                                    ignore_patterns=list(IGNORE),
                                    commit_message=commit_message or f"Upload {kind} from tonsai")
-    except HfHubHTTPError as e:
-        raise StageError(f"pushing {folder} to {repo} failed: {e}") from e
+    except Exception as e:  # HTTP errors, a network down, a rejected file: the folder itself is complete
+        raise StageError(f"pushing {folder} to {repo} failed: {type(e).__name__}: {e}. The folder is complete; "
+                         f"push it again with `uv run python scripts/push_to_hub.py --{kind}-dir {folder} "
+                         f"--repo {repo}`") from e
     log.info("pushed %s %s to %s (%s)", kind, folder, url, commit.commit_url)
     return commit.commit_url
 

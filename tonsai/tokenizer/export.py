@@ -27,17 +27,21 @@ LOAD_ARGUMENTS = ("is_local", "local_files_only")
 
 
 def save_tokenizer(tokenizer, folder: str | Path, model_max_length: int | None = None) -> None:
-    """``tokenizer.save_pretrained(folder)``, then the fields above set in tokenizer_config.json."""
-    folder = Path(folder)
+    """``tokenizer.save_pretrained(folder)`` with the settings above in tokenizer_config.json."""
     tokenizer.save_pretrained(str(folder))
-    path = folder / "tokenizer_config.json"
+    make_portable(folder, model_max_length)
+
+
+def make_portable(folder: str | Path, model_max_length: int | None = None) -> bool:
+    """Set the settings above in ``folder``'s tokenizer_config.json, also in folders saved before
+    tonsai wrote them; True if the file changed. tokenizer.json (and so the tokenizer hash) is untouched."""
+    path = Path(folder) / "tokenizer_config.json"
     config = json.loads(path.read_text(encoding="utf-8"))
-    for key in LOAD_ARGUMENTS:
-        config.pop(key, None)
-    config["tokenizer_class"] = TOKENIZER_CLASS
-    config["padding_side"] = PADDING_SIDE
-    if model_max_length is None:
-        config.pop("model_max_length", None)
-    else:
-        config["model_max_length"] = int(model_max_length)
-    write_json(path, config)
+    new = {k: v for k, v in config.items() if k not in LOAD_ARGUMENTS and k != "model_max_length"}
+    new.update(tokenizer_class=TOKENIZER_CLASS, padding_side=PADDING_SIDE)
+    if model_max_length is not None:
+        new["model_max_length"] = int(model_max_length)
+    if new == config:
+        return False
+    write_json(path, new)
+    return True
