@@ -62,7 +62,8 @@ def _tf4_python() -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{key}-", dir=TF4_CACHE))
     try:
         for cmd in ([uv, "venv", "--quiet", "--python", sys.executable, str(tmp)],
-                    [uv, "pip", "install", "--quiet", "--compile-bytecode", "--python", str(tmp / "bin" / "python"), *TF4_SPEC]):
+                    [uv, "pip", "install", "--quiet", "--compile-bytecode", "--python", str(tmp / "bin" / "python"),
+                     *TF4_SPEC]):
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
             if proc.returncode:
                 pytest.skip(f"cannot build the transformers 4.x environment ({' '.join(cmd[1:3])}): "
