@@ -18,10 +18,11 @@ def test_batched_generation_equals_one_prompt_at_a_time(lm):
     from tonsai.eval.generate import generate_greedy
 
     model, tok = lm
+    side = tok.padding_side
     batched = generate_greedy(model, tok, PROMPTS, max_new_tokens=12, stop=["\n"], batch_size=4)
     alone = [generate_greedy(model, tok, [p], max_new_tokens=12, stop=["\n"], batch_size=1)[0] for p in PROMPTS]
     assert batched == alone
-    assert tok.padding_side == "right"  # generation pads on the left without touching the caller's tokenizer
+    assert tok.padding_side == side  # generation pads on the left itself, without touching the caller's tokenizer
 
 
 def test_generation_matches_a_manual_greedy_loop_and_stops(lm):

@@ -53,8 +53,9 @@ Two algorithms share that regex and the output format:
 - ``sentencepiece``: a SentencePiece BPE with byte fallback, converted to the same format
   (:mod:`tonsai.tokenizer.spm`); it splits only at spaces and script changes, not with the regex.
 
-The output folder loads with ``transformers.AutoTokenizer.from_pretrained`` and carries
-``<|endoftext|>`` (document separator, bos and eos) and ``<|pad|>``.
+The output folder loads with ``transformers.AutoTokenizer.from_pretrained`` in transformers 4.x and
+5.x (:mod:`tonsai.tokenizer.export`: no ``model_max_length``, since a tokenizer belongs to no model;
+left padding) and carries ``<|endoftext|>`` (document separator, bos and eos) and ``<|pad|>``.
 """
 
 from __future__ import annotations
@@ -72,6 +73,7 @@ from tonsai.folders import claim_output
 from tonsai.manifest import file_sha256, write_manifest
 from tonsai.text import normalize
 from tonsai.tokenizer import fertility
+from tonsai.tokenizer.export import save_tokenizer
 
 log = logging.getLogger(__name__)
 STAGE = "tokenizer"
@@ -354,13 +356,12 @@ def _run_train_tokenizer(cfg: TokenizerConfig) -> dict:
         log.warning("the corpus supports only %d tokens (asked for %d): more text would give more merges",
                     vocab, cfg.vocab_size)
     hf_tok = PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token=EOT, eos_token=EOT, pad_token=PAD, model_max_length=1 << 30,
-    )
+        tokenizer_object=tok, bos_token=EOT, eos_token=EOT, pad_token=PAD)
     if cfg.dataset_dir is None:
         source_info["duplicate_lines_skipped"] = dedup_stats.get("duplicate_lines", 0) if cfg.dedup_lines else None
         log.info("skipped %s repeated lines of the --input files", source_info["duplicate_lines_skipped"])
     with staged_dir(cfg.output_dir) as tmp:
-        hf_tok.save_pretrained(str(tmp))
+        save_tokenizer(hf_tok, tmp)
         manifest = write_manifest(
             tmp, STAGE, cfg, **source_info,
             vocab_size=vocab,

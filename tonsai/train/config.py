@@ -78,6 +78,11 @@ class TrainConfig:
     min_free_disk_gb: float = dataclasses.field(default=1.0, metadata={
         "help": "free disk to keep beyond a checkpoint's size; below it the run stops before saving"})
     dataloader_workers: int = dataclasses.field(default=2, metadata={"help": "data loading worker processes"})
+    push_to_hub: str | None = dataclasses.field(default=None, metadata={
+        "help": "at the end, push final/ with a generated model card to this Hub repository (OWNER/NAME); "
+                "needs HF_TOKEN or `hf auth login`, checked before training (scripts/push_to_hub.py does it later)"})
+    hub_private: bool = dataclasses.field(default=False, metadata={
+        "help": "with --push-to-hub: create the repository private"})
 
     def __post_init__(self) -> None:
         for name in ("micro_batch_size", "gradient_accumulation", "max_steps", "eval_steps", "save_steps",

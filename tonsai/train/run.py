@@ -20,6 +20,8 @@ from tonsai.atomic import write_text
 from tonsai.cli import StageError
 from tonsai.folders import claim_in_place
 from tonsai.manifest import ManifestError, read_manifest, write_manifest
+from tonsai.publish.push import check_can_push, push_folder
+from tonsai.tokenizer.export import save_tokenizer
 from tonsai.tokenizer.pack import PackedBlocks, TokenFile, dataset_hash, pack_dataset, tokenizer_hash
 from tonsai.train import launch
 from tonsai.train.config import TrainConfig
@@ -217,6 +219,8 @@ def run_train(cfg: TrainConfig) -> dict:
     """Train into --output-dir. Rank 0 claims and locks the run folder for the whole run
     (tonsai.folders): a folder holding anything but this run's own files, or any input, is refused,
     and a second training into the same folder is refused while the first runs."""
+    if cfg.push_to_hub:
+        check_can_push(cfg.push_to_hub)  # offline or no token: say so now, not after training
     if launch.rank() != 0:
         return _run_train(cfg)
     out = Path(cfg.output_dir).resolve()
@@ -405,7 +409,7 @@ def _run_train(cfg: TrainConfig) -> dict:
     staging = out / ".final-incomplete"
     trainer.save_model(str(staging))
     if trainer.is_world_process_zero():
-        tokenizer.save_pretrained(str(staging))
+        save_tokenizer(tokenizer, staging, model_max_length=ctx)  # loads in transformers 4.x too
         common = dict(parameters=n_params, model_type=config.model_type, vocab_size=config.vocab_size,
                       block_size=block_size, tokenizer_sha256=tok_sha, tokenizer_dir=str(cfg.tokenizer_dir),
                       dataset_dir=str(cfg.dataset_dir), start=kind, resumed_from=resume_path)
@@ -421,5 +425,7 @@ def _run_train(cfg: TrainConfig) -> dict:
             tokens_per_step=tokens_per_step, world_size=world, precision="bf16" if bf16 else "fp32",
             validation_history=history)
         log.info("final model written to %s", final)
+        if cfg.push_to_hub:
+            push_folder(final, cfg.push_to_hub, private=cfg.hub_private)
         return manifest
     return {}

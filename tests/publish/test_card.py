@@ -1,0 +1,94 @@
+"""Model cards written from the manifests of a model, tokenizer and evaluation the project made."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from tonsai.cli import StageError
+from tonsai.publish.card import hub_datasets, model_card, tokenizer_card
+from tonsai.publish.push import write_card
+
+
+@pytest.fixture(scope="module")
+def eval_dir(trained_model, sample_pipeline, tmp_path_factory):
+    from tonsai.eval.run import EvalConfig, run_eval
+
+    out = tmp_path_factory.mktemp("card_eval")
+    run_eval(EvalConfig(model_dir=str(trained_model), dataset_dir=str(sample_pipeline / "data"),
+                        output_dir=str(out), device="cpu"))
+    return out
+
+
+def test_model_card_reports_data_tokenizer_training_and_evaluation(trained_model, sample_pipeline, eval_dir):
+    from huggingface_hub import ModelCard
+
+    text = model_card(trained_model, "someone/tonsai-tiny", eval_dir, license="apache-2.0")
+    card = ModelCard(text)  # huggingface_hub parses and checks the metadata
+    data = card.data.to_dict()
+    assert data["language"] == ["km", "en"] and data["license"] == "apache-2.0"
+    assert data["library_name"] == "transformers" and data["pipeline_tag"] == "text-generation"
+    assert "tonsai" in data["tags"] and "datasets" not in data  # local files are no Hub datasets
+    body = card.text
+    # data: sources, documents, characters per language and the mix, from the dataset manifest
+    prep = json.loads((sample_pipeline / "data" / "manifest.json").read_text())
+    km = prep["mixture"]["km"]
+    assert f"| Khmer (`km`) | {km['selected_chars']:,} | {km['selected_docs']:,} |" in body
+    assert f"| `km.txt` | Khmer (`km`) | {prep['counts']['km:km.txt']['kept']:,} |" in body
+    assert str(sample_pipeline) not in body  # local paths stay private
+    # tokenizer fertility, from fertility.json
+    fert = json.loads((sample_pipeline / "tok" / "fertility.json").read_text())
+    km_fert = fert["sets"]["validation split"]["results"]["tonsai"]["km"]["per_1k_chars"]
+    assert f"{km_fert:.1f}" in body
+    # training, from the run manifest
+    run = json.loads((trained_model.parent / "manifest.json").read_text())
+    assert f"| optimizer steps | {run['global_step']:,} |" in body
+    assert f"| tokens seen | {run['global_step'] * run['tokens_per_step']:,} |" in body
+    assert f"| final validation loss, Khmer (`km`) | {run['final_validation']['eval_km_loss']:.4f} |" in body
+    # evaluation, from report.json
+    report = json.loads((eval_dir / "report.json").read_text())
+    en = report["languages"]["en"]
+    assert f"| English (`en`) | {en['loss']:.4f} | {en['perplexity']:.4f} | {en['bits_per_byte']:.4f} |" in body
+    for heading in ("## Intended use", "## Limitations", "not instruction-tuned", "Khmer specifics"):
+        assert heading in body
+
+
+def test_card_is_written_into_the_folder_and_loads_back(trained_model, tmp_path):
+    from huggingface_hub import ModelCard
+
+    folder = tmp_path / "final"
+    shutil.copytree(trained_model, folder)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["config"]["dataset_dir"] = str(tmp_path / "gone")  # a dataset left on another machine
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    assert write_card(folder, "someone/tiny") == "model"
+    card = ModelCard.load(folder / "README.md")
+    assert card.data.license == "other"
+    assert f"The dataset manifest ({tmp_path / 'gone'}) was not available" in card.text
+    assert "run manifest | not found beside the model folder" in card.text  # no run folder around this copy
+    assert "No evaluation report was given" in card.text
+
+
+def test_tokenizer_card(sample_pipeline):
+    from huggingface_hub import ModelCard
+
+    card = ModelCard(tokenizer_card(sample_pipeline / "tok", "someone/tok", license="cc-by-4.0"))
+    assert card.data.license == "cc-by-4.0" and "tokenizer" in card.data.tags
+    assert "A byte-fallback BPE of 512 tokens" in card.text and "Khmer specifics" in card.text
+
+
+def test_hub_sources_become_card_datasets(tmp_path):
+    local = tmp_path / "org" / "local"
+    local.mkdir(parents=True)
+    manifest = {"sources": [{"path": "hf:HuggingFaceFW/fineweb-2:khm_Khmr:train"}, {"path": "news.txt"},
+                            {"path": "hf:HuggingFaceFW/fineweb-2:eng_Latn"}, {"path": f"hf:{local}"}]}
+    assert hub_datasets(manifest) == ["HuggingFaceFW/fineweb-2"]
+
+
+def test_bad_license_and_wrong_folder_are_refused(trained_model, sample_pipeline, tmp_path):
+    with pytest.raises(StageError, match="--license 'Apache 2'"):
+        model_card(trained_model, "someone/x", license="Apache 2")
+    with pytest.raises(StageError, match="neither a model folder"):
+        write_card(sample_pipeline / "data", "someone/x")

@@ -1,0 +1,153 @@
+"""Pushing to the Hub, against a local stand-in for the Hub's HTTP API (tests/publish/hub_standin.py).
+
+The scripts run for real in a subprocess (huggingface_hub reads HF_ENDPOINT and HF_HUB_OFFLINE
+when it is imported): only the remote service is replaced.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tonsai.cli import StageError
+from tonsai.train.run import run_train
+
+from ..conftest import REPO
+from ..train.test_train import common_args, config
+from .hub_standin import HubStandIn
+
+TOKEN = "hf_standin_write_token"
+
+
+def run_tool(script: str, args: list[str], hub: HubStandIn | None, tmp_path: Path, xet: bool = False, **env):
+    base = {k: v for k, v in os.environ.items() if k not in ("HF_TOKEN", "HF_ENDPOINT", "HF_HUB_DISABLE_XET")}
+    base.update(HF_HOME=str(tmp_path / "hf_home"), HF_HUB_OFFLINE="0", HF_HUB_DISABLE_PROGRESS_BARS="1")
+    if hub is not None:
+        base.update(HF_ENDPOINT=hub.url, HF_TOKEN=TOKEN)
+    if not xet:  # the stand-in speaks LFS, not Xet's binary protocol
+        base["HF_HUB_DISABLE_XET"] = "1"
+    base.update(env)
+    return subprocess.run([sys.executable, str(REPO / "scripts" / script), *args], cwd=REPO, env=base,
+                          capture_output=True, text=True, timeout=900)
+
+
+def pushed_files(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*")
+            if p.is_file() and p.name != "training_args.bin"}
+
+
+@pytest.fixture()
+def model_copy(trained_model, tmp_path) -> Path:
+    """final/ and its run manifest, copied: the push writes README.md into the folder."""
+    run = tmp_path / "run"
+    shutil.copytree(trained_model, run / "final")
+    shutil.copy(trained_model.parent / "manifest.json", run / "manifest.json")
+    return run / "final"
+
+
+def test_push_model_folder_sends_every_file_and_the_weights_through_lfs(model_copy, tmp_path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    # a final/ saved before tonsai wrote portable tokenizer settings (what transformers 5 writes by itself)
+    old = {"backend": "tokenizers", "bos_token": "<|endoftext|>", "eos_token": "<|endoftext|>", "is_local": True,
+           "model_max_length": 1 << 30, "pad_token": "<|pad|>", "tokenizer_class": "TokenizersBackend"}
+    (model_copy / "tokenizer_config.json").write_text(json.dumps(old))
+    tokenizer_json = (model_copy / "tokenizer.json").read_bytes()
+    with HubStandIn(TOKEN) as hub:
+        proc = run_tool("push_to_hub.py", ["--model-dir", str(model_copy), "--repo", "someone/tonsai-tiny",
+                                           "--private", "--license", "apache-2.0"], hub, tmp_path)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    repo = hub.repos["someone/tonsai-tiny"]
+    assert repo["private"]
+    local = pushed_files(model_copy)
+    assert {"README.md", "model.safetensors", "config.json", "tokenizer.json", "tokenizer_config.json",
+            "manifest.json"} <= set(local)
+    assert repo["files"] == local  # every file arrived, byte for byte; training_args.bin (a pickle) stayed
+    assert (model_copy / "training_args.bin").is_file()
+    assert repo["commits"][0]["lfs"] == ["model.safetensors"]  # the weights went through LFS, text inline
+    assert set(hub.card_yaml) == {local["README.md"].decode()}  # the card was validated before the upload
+    assert b"license: apache-2.0" in local["README.md"]
+    # what arrived is a working model
+    hub_copy = tmp_path / "from_hub"
+    for name, data in repo["files"].items():
+        (hub_copy / name).parent.mkdir(parents=True, exist_ok=True)
+        (hub_copy / name).write_bytes(data)
+    tok = AutoTokenizer.from_pretrained(hub_copy)
+    model = AutoModelForCausalLM.from_pretrained(hub_copy)
+    assert tok.model_max_length == model.config.n_positions and tok.padding_side == "left"
+    config = json.loads(repo["files"]["tokenizer_config.json"])
+    assert config["tokenizer_class"] == "PreTrainedTokenizerFast" and "is_local" not in config  # made portable
+    assert repo["files"]["tokenizer.json"] == tokenizer_json
+
+
+def test_push_tokenizer_folder_with_the_default_xet_client(sample_pipeline, tmp_path):
+    folder = tmp_path / "tok"
+    shutil.copytree(sample_pipeline / "tok", folder)
+    with HubStandIn(TOKEN) as hub:
+        # hf_xet installed and enabled, as for users: text files go inline in the commit
+        proc = run_tool("push_to_hub.py", ["--tokenizer-dir", str(folder), "--repo", "tok-only"], hub, tmp_path,
+                        xet=True)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    repo = hub.repos["user/tok-only"]
+    assert not repo["private"]
+    assert repo["files"] == pushed_files(folder)
+    assert {"README.md", "tokenizer.json", "tokenizer_config.json", "fertility.json"} <= set(repo["files"])
+    assert b"- tokenizer" in repo["files"]["README.md"]
+
+
+def test_push_refuses_offline_mode_no_token_and_a_wrong_token(model_copy, tmp_path):
+    args = ["--model-dir", str(model_copy), "--repo", "someone/x"]
+    proc = run_tool("push_to_hub.py", args, None, tmp_path, HF_HUB_OFFLINE="1")
+    assert proc.returncode == 1 and "HF_HUB_OFFLINE=1 is set" in proc.stderr
+    proc = run_tool("push_to_hub.py", args, None, tmp_path)
+    assert proc.returncode == 1 and "no Hugging Face token" in proc.stderr and "HF_TOKEN" in proc.stderr
+    with HubStandIn("another-token") as hub:
+        proc = run_tool("push_to_hub.py", args, hub, tmp_path)
+    assert proc.returncode == 1 and "pushing" in proc.stderr and "401" in proc.stderr
+    assert f"push it again with `uv run python scripts/push_to_hub.py --model-dir {model_copy}" in proc.stderr
+    assert hub.repos == {}
+    proc = run_tool("push_to_hub.py", ["--model-dir", str(model_copy), "--repo", "a/b/c"], None, tmp_path)
+    assert proc.returncode == 2 and "not a Hub repository id" in proc.stderr
+
+
+def test_dry_run_writes_the_card_and_lists_the_files(model_copy, tmp_path):
+    proc = run_tool("push_to_hub.py", ["--model-dir", str(model_copy), "--repo", "someone/x", "--dry-run"], None,
+                    tmp_path, HF_HUB_OFFLINE="1")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert proc.stdout.split() == sorted(pushed_files(model_copy))
+    assert "README.md" in proc.stdout.split() and "training_args.bin" not in proc.stdout
+
+
+def test_training_with_push_to_hub_pushes_final_with_its_card(sample_pipeline, tmp_path):
+    out = tmp_path / "run"
+    args = common_args(sample_pipeline, out, steps=2) + ["--eval-steps", "2", "--save-steps", "2",
+                                                          "--report-to", "none", "--push-to-hub", "someone/trained"]
+    with HubStandIn(TOKEN) as hub:
+        proc = run_tool("train_gpt2.py", args, hub, tmp_path)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    files = hub.repos["someone/trained"]["files"]
+    assert files == pushed_files(out / "final")
+    run = json.loads((out / "manifest.json").read_text())
+    card = files["README.md"].decode()
+    assert f"| final validation loss, English (`en`) | {run['final_validation']['eval_en_loss']:.4f} |" in card
+    assert json.loads(files["tokenizer_config.json"])["model_max_length"] == 256  # gpt2_tiny's context
+
+
+def test_training_with_push_to_hub_offline_fails_before_training(sample_pipeline, tmp_path):
+    out = tmp_path / "run"
+    with pytest.raises(StageError, match="HF_HUB_OFFLINE=1 is set"):  # conftest sets offline mode
+        run_train(config(sample_pipeline, out, push_to_hub="someone/x"))
+    assert not out.exists()
+
+
+def test_push_script_help():
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "push_to_hub.py"), "--help"], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0
+    assert "Examples:" in proc.stdout and "--tokenizer-dir" in proc.stdout and "(default: other)" in proc.stdout

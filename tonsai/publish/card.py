@@ -1,0 +1,305 @@
+"""Model cards: the README.md (YAML metadata + text) of a model or tokenizer folder pushed to the Hub.
+
+A card is assembled from what the stages already recorded, so it says what the model really saw:
+the dataset manifest (sources, documents, characters per language, the mix asked for and the one
+realized), the tokenizer's manifest and fertility.json, the run manifest (training settings, steps,
+tokens, last validation) and, if given, an eval_model.py report.json. A manifest that is missing
+(a dataset folder left on another machine) becomes a line saying so, not an error. The text is
+parsed back with huggingface_hub's ``ModelCard``, whose ``ModelCardData`` checks the metadata.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from tonsai.cli import StageError
+from tonsai.manifest import MANIFEST_NAME
+
+LANG_NAMES = {"km": "Khmer", "en": "English"}
+LICENSE_RE = re.compile(r"[a-z0-9][a-z0-9.\-]*")
+
+INTENDED_USE = """\
+## Intended use
+
+A base language model for Khmer and English: continuing text, scoring text (perplexity, bits per
+byte), and as a starting point for fine-tuning (instruction tuning, classification, translation)
+and for research on Khmer language modelling and tokenization. It is not a chat or instruction
+model and is not meant to give facts, advice or decisions to end users without further training
+and evaluation."""
+
+KHMER_SPECIFICS = """\
+- **Khmer specifics.** Khmer writes no spaces between words, and keyboards and fonts often let a
+  syllable's consonant, subscript (COENG) and vowel signs be typed in a non-canonical order. The
+  tokenizer normalizes its input (tonsai's rules built into `tokenizer.json`: NFC, invisible
+  characters such as ZERO WIDTH SPACE dropped, deprecated Khmer letters replaced, part of the
+  syllable reordering), so decoding returns that normalized form, not the input bytes; for exactly
+  the text the model was trained on, normalize with `tonsai.text.normalize` first. Word counts, and
+  metrics based on words, depend on a Khmer word segmenter (khmer-nltk here)."""
+
+LIMITATIONS = f"""\
+## Limitations
+
+- **Base model, not instruction-tuned.** It continues text; it does not follow instructions, refuse
+  harmful requests, or know when it is wrong. Expect fluent but false statements.
+- **Small model, little data.** Its knowledge and fluency are bounded by its size and by the tokens
+  listed above; Khmer text on the web is scarce, so Khmer is usually the weaker language. Check the
+  evaluation table before relying on it for either language.
+{KHMER_SPECIFICS}
+- **Bias and content.** The model reproduces the topics, viewpoints and errors of the sources listed
+  above; nothing was filtered for toxicity or personal data beyond tonsai's quality filters.
+- **Context.** It reads at most the context length above; longer inputs must be cut."""
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _manifest(folder: str | Path | None, stage: str) -> dict | None:
+    if not folder:
+        return None
+    m = _read_json(Path(folder) / MANIFEST_NAME)
+    return m if m and m.get("stage") == stage else None
+
+
+def _table(head: list[str], rows: list[list]) -> list[str]:
+    def cell(v) -> str:
+        if isinstance(v, float):
+            return f"{v:.4f}" if abs(v) < 100 else f"{v:,.1f}"
+        if isinstance(v, int) and not isinstance(v, bool):
+            return f"{v:,}"
+        return str(v)
+
+    return ["| " + " | ".join(head) + " |", "|---" + "|---:" * (len(head) - 1) + "|",
+            *["| " + " | ".join(cell(v) for v in row) + " |" for row in rows], ""]
+
+
+def _plain(v) -> str:
+    """A setting as the user wrote it (6e-4, not 0.0006)."""
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def _lang(code: str) -> str:
+    return f"{LANG_NAMES.get(code, code)} (`{code}`)"
+
+
+def _source_label(source: dict) -> str:
+    """A Hub dataset by its name; a local file by its name only (its path is the user's business)."""
+    path = str(source.get("path", source.get("name", "?")))
+    if path.startswith("hf:"):
+        return f"`{path}`"
+    return f"`{Path(path).name}`"
+
+
+def hub_datasets(data_manifest: dict | None) -> list[str]:
+    """Hub dataset ids among the dataset's ``hf:`` sources (local folders read through ``hf:`` excluded)."""
+    found = []
+    for s in (data_manifest or {}).get("sources", []):
+        path = str(s.get("path", ""))
+        if path.startswith("hf:"):
+            name = path[3:].split(":")[0].rstrip("/")
+            if name.count("/") == 1 and not Path(name).exists() and name not in found:
+                found.append(name)
+    return found
+
+
+def data_section(data_manifest: dict | None, where: str | None) -> list[str]:
+    lines = ["## Training data", ""]
+    if data_manifest is None:
+        return lines + [f"The dataset manifest ({where or 'unknown folder'}) was not available when this card "
+                        "was written.", ""]
+    counts = data_manifest.get("counts", {})
+    rows = []
+    for s in data_manifest.get("sources", []):
+        c = counts.get(s.get("name"), {})
+        rows.append([_source_label(s), _lang(s.get("lang", "?")), c.get("kept", "-"), c.get("train_selected", "-"),
+                     c.get("validation", "-")])
+    lines += ["Prepared with tonsai (Unicode and Khmer normalization, language routing, quality filters, exact "
+              "and near-duplicate removal, a held-out validation split, then mixing).", ""]
+    lines += ["Sources (documents kept after filtering and deduplication, used for training, held out "
+              "for validation):", ""]
+    lines += _table(["source", "language", "kept", "train", "validation"], rows)
+    mix = data_manifest.get("mixture", {})
+    if mix:
+        lines += ["Training mix, in characters of normalized text (a Khmer character is 3 UTF-8 bytes):", ""]
+        lines += _table(["language", "characters", "documents", "share asked", "share realized", "epochs"],
+                        [[_lang(lang), m.get("selected_chars", "-"), m.get("selected_docs", "-"),
+                          m.get("requested_share", "-"), m.get("realized_share", "-"), m.get("epochs", "-")]
+                         for lang, m in mix.items()])
+    return lines
+
+
+def tokenizer_section(tok_manifest: dict | None, fertility_report: dict | None, where: str | None) -> list[str]:
+    from tonsai.tokenizer.fertility import render_markdown
+
+    lines = ["## Tokenizer", ""]
+    if tok_manifest is None:
+        lines += [f"The tokenizer manifest ({where or 'unknown folder'}) was not available when this card was "
+                  "written.", ""]
+    else:
+        trained = tok_manifest.get("trained_on", {})
+        lines += [f"A {tok_manifest.get('algorithm', 'BPE')} BPE of {tok_manifest.get('vocab_size', 0):,} tokens "
+                  f"trained with tonsai on {trained.get('documents', 0):,} documents "
+                  f"({trained.get('characters', 0):,} characters); `<|endoftext|>` separates documents (bos and "
+                  "eos), `<|pad|>` pads (on the left, for generation). It loads with transformers 4.x and 5.x.", ""]
+    if fertility_report:
+        body = render_markdown(fertility_report).splitlines()[1:]  # its own title dropped
+        lines += [re.sub(r"^## ", "### ", line) for line in body] + [""]
+    return lines
+
+
+def training_section(model_config: dict, model_manifest: dict | None, run_manifest: dict | None) -> list[str]:
+    lines = ["## Training", ""]
+    cfg = (model_manifest or {}).get("config", {})
+    shape = [("architecture", model_config.get("model_type", "?")),
+             ("parameters", (model_manifest or {}).get("parameters", "-"))]
+    for key, label in (("n_layer", "layers"), ("num_hidden_layers", "layers"), ("n_embd", "hidden size"),
+                       ("hidden_size", "hidden size"), ("n_head", "attention heads"),
+                       ("num_attention_heads", "attention heads"), ("n_positions", "context (tokens)"),
+                       ("max_position_embeddings", "context (tokens)"), ("vocab_size", "embedding rows")):
+        if key in model_config:
+            shape.append((label, model_config[key]))
+    rows = [[k, v] for k, v in shape]
+    if cfg:
+        rows += [["training block (tokens)", (model_manifest or {}).get("block_size", cfg.get("block_size"))],
+                 ["start", (model_manifest or {}).get("start", "-")]]
+        rows += [[label, _plain(cfg.get(key, "-"))] for key, label in (
+            ("learning_rate", "peak learning rate"), ("lr_schedule", "schedule"), ("warmup", "warmup"),
+            ("weight_decay", "weight decay"), ("optimizer", "optimizer"), ("max_grad_norm", "gradient clipping"),
+            ("micro_batch_size", "micro-batch (sequences per device)"),
+            ("gradient_accumulation", "gradient accumulation"), ("seed", "seed"))]
+        rows.append(["DeepSpeed config", Path(cfg["deepspeed"]).name if cfg.get("deepspeed") else "none"])
+    if run_manifest:
+        steps, per_step = run_manifest.get("global_step"), run_manifest.get("tokens_per_step")
+        rows += [["optimizer steps", steps], ["tokens per step", per_step],
+                 ["tokens seen", steps * per_step if isinstance(steps, int) and isinstance(per_step, int) else "-"],
+                 ["processes", run_manifest.get("world_size", "-")], ["precision", run_manifest.get("precision", "-")],
+                 ["final training loss", run_manifest.get("train_loss", "-")]]
+        for key, value in sorted(run_manifest.get("final_validation", {}).items()):
+            m = re.fullmatch(r"eval_(\w+)_loss", key)
+            if m:
+                rows.append([f"final validation loss, {_lang(m.group(1))}", value])
+    else:
+        rows.append(["run manifest", "not found beside the model folder"])
+    return lines + _table(["setting", "value"], rows)
+
+
+def eval_section(report: dict | None) -> list[str]:
+    if report is None:
+        return ["## Evaluation", "", "No evaluation report was given (scripts/push_to_hub.py --eval-dir).", ""]
+    lines = ["## Evaluation", "",
+             f"scripts/eval_model.py, windows of {report.get('block_size', '?')} tokens with stride "
+             f"{report.get('stride', '?')}. Bits per byte and per character do not depend on the tokenizer; loss and "
+             "perplexity are per token of this model's tokenizer.", ""]
+    langs = report.get("languages", {})
+    if langs:
+        lines += _table(["language", "loss", "perplexity", "bits/byte", "bits/char", "tokens", "documents"],
+                        [[_lang(lang), v.get("loss", "-"), v.get("perplexity", "-"), v.get("bits_per_byte", "-"),
+                          v.get("bits_per_char", "-"), v.get("tokens", "-"), v.get("documents", "-")]
+                         for lang, v in langs.items()])
+    par = report.get("parallel")
+    if par:
+        lines += [f"Aligned Khmer-English sentences ({par.get('pairs', 0):,} pairs): Khmer "
+                  f"{par.get('km_bits_per_sentence', 0):.1f} bits per sentence, English "
+                  f"{par.get('en_bits_per_sentence', 0):.1f}, ratio km/en {par.get('km_en_bits_ratio', 0):.3f}.", ""]
+    rows = [[suite, task, metric, value, scores.get("n", "-")]
+            for suite, tasks in report.get("suites", {}).items() for task, scores in tasks.items()
+            for metric, value in scores.items() if metric != "n"]
+    if rows:
+        lines += _table(["suite", "task", "metric", "score", "examples"], rows)
+    return lines
+
+
+def usage_section(repo_id: str) -> list[str]:
+    return ["## Usage", "", "```python", "from transformers import AutoModelForCausalLM, AutoTokenizer", "",
+            f'tok = AutoTokenizer.from_pretrained("{repo_id}")  # left padding: ready for batched generate()',
+            f'model = AutoModelForCausalLM.from_pretrained("{repo_id}")',
+            'batch = tok(["ប្រទេសកម្ពុជា", "Phnom Penh is"], padding=True, return_tensors="pt")',
+            "out = model.generate(**batch, max_new_tokens=40, do_sample=True, top_p=0.9,",
+            "                     pad_token_id=tok.pad_token_id)",
+            "print(tok.batch_decode(out, skip_special_tokens=True))", "```", ""]
+
+
+def _card_text(metadata: dict, body: list[str]) -> str:
+    """Metadata and body as one README.md, checked by huggingface_hub's ModelCard."""
+    from huggingface_hub import ModelCard, ModelCardData
+
+    data = ModelCardData(**{k: v for k, v in metadata.items() if v})
+    text = f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(body).rstrip() + "\n"
+    card = ModelCard(text)  # parses the YAML back into ModelCardData: raises on malformed metadata
+    parsed = card.data.to_dict()
+    for key in ("language", "license", "library_name"):
+        if key in metadata and parsed.get(key) != metadata[key]:
+            raise StageError(f"model card metadata {key}: wrote {metadata[key]!r}, read back {parsed.get(key)!r}")
+    return text
+
+
+def check_license(license: str) -> None:
+    if not LICENSE_RE.fullmatch(license):
+        raise StageError(f"--license {license!r}: use a Hub license id such as apache-2.0, mit, cc-by-4.0 or "
+                         "other (https://huggingface.co/docs/hub/repositories-licenses)")
+
+
+def model_card(model_dir: str | Path, repo_id: str, eval_dir: str | Path | None = None,
+               license: str = "other") -> str:
+    """The README.md text for the model folder ``model_dir`` (train_gpt2.py's ``final/``)."""
+    from tonsai.eval.report import load_report
+
+    check_license(license)
+    model_dir = Path(model_dir)
+    model_config = _read_json(model_dir / "config.json")
+    if model_config is None:
+        raise StageError(f"{model_dir}: no readable config.json; pass a model folder (train_gpt2.py's final/)")
+    model_manifest = _manifest(model_dir, "model")
+    run_manifest = _manifest(model_dir.parent, "train")
+    cfg = (model_manifest or {}).get("config", {})
+    data_manifest = _manifest(cfg.get("dataset_dir"), "prepare")
+    tok_dir = cfg.get("tokenizer_dir")
+    tok_manifest = _manifest(tok_dir, "tokenizer")
+    fertility_report = _read_json(Path(tok_dir) / "fertility.json") if tok_dir else None
+    report = load_report(eval_dir) if eval_dir else None
+    n_params = (model_manifest or {}).get("parameters")
+    size = f"{n_params / 1e6:,.1f}M-parameter " if isinstance(n_params, int) else ""
+    body = [f"# {repo_id.split('/')[-1]}", "",
+            f"A {size}{model_config.get('model_type', 'causal')} base language model for Khmer and English, "
+            "pretrained from scratch with tonsai, a Khmer-English GPT-2 pretraining toolkit. "
+            "It is not instruction-tuned.", ""]
+    if (model_manifest or {}).get("start") == "weights":
+        body[-2] = body[-2].replace("pretrained from scratch", f"continued from `{model_manifest.get('resumed_from')}`")
+    body += usage_section(repo_id)
+    body += data_section(data_manifest, cfg.get("dataset_dir"))
+    body += tokenizer_section(tok_manifest, fertility_report, tok_dir)
+    body += training_section(model_config, model_manifest, run_manifest)
+    body += eval_section(report)
+    body += [INTENDED_USE, "", LIMITATIONS, ""]
+    metadata = {"language": ["km", "en"], "license": license, "library_name": "transformers",
+                "pipeline_tag": "text-generation", "datasets": hub_datasets(data_manifest),
+                "tags": ["tonsai", model_config.get("model_type", "causal-lm"), "khmer", "text-generation",
+                         "base-model"]}
+    return _card_text(metadata, body)
+
+
+def tokenizer_card(tokenizer_dir: str | Path, repo_id: str, license: str = "other") -> str:
+    """The README.md text for a tokenizer folder written by train_tokenizer.py."""
+    check_license(license)
+    tokenizer_dir = Path(tokenizer_dir)
+    tok_manifest = _manifest(tokenizer_dir, "tokenizer")
+    if tok_manifest is None:
+        raise StageError(f"{tokenizer_dir}: no tokenizer manifest.json; pass a folder written by train_tokenizer.py")
+    data_manifest = _manifest(tok_manifest.get("config", {}).get("dataset_dir"), "prepare")
+    body = [f"# {repo_id.split('/')[-1]}", "", "A Khmer-English tokenizer trained with tonsai.", "",
+            "```python", "from transformers import AutoTokenizer", "",
+            f'tok = AutoTokenizer.from_pretrained("{repo_id}")', 'print(tok("ខ្ញុំស្រឡាញ់ភាសាខ្មែរ").input_ids)',
+            "```", ""]
+    body += tokenizer_section(tok_manifest, _read_json(tokenizer_dir / "fertility.json"), str(tokenizer_dir))
+    if data_manifest is not None:
+        body += data_section(data_manifest, None)
+    body += ["## Limitations", "", KHMER_SPECIFICS, ""]
+    metadata = {"language": ["km", "en"], "license": license, "library_name": "transformers",
+                "datasets": hub_datasets(data_manifest), "tags": ["tonsai", "tokenizer", "khmer", "bpe"]}
+    return _card_text(metadata, body)

@@ -1,0 +1,47 @@
+"""Saving a tokenizer folder that transformers 4.x and 5.x both load, ready for generation.
+
+transformers 5 saves ``tokenizer_class: "TokenizersBackend"``, a class 4.x does not have
+("Tokenizer class TokenizersBackend does not exist"); serving stacks still on 4.x need
+``PreTrainedTokenizerFast``, which 5.x maps to the same backend. Both read ``tokenizer.json``
+(model, normalizer, pre-tokenizer, special tokens) the same way, so the ids are equal.
+
+``model_max_length`` is the model's context in a model folder (train_gpt2.py's ``final/``). A
+tokenizer folder belongs to no model: it carries no ``model_max_length``, and transformers then
+uses its "no limit" value (``int(1e30)``) in both versions; the model folder made from it states
+the real one. Padding is on the left, as decoder-only generation needs: batched ``generate()`` then
+continues every prompt from its last real token (and transformers warns about nothing). tonsai's own
+training and evaluation build their batches themselves and do not depend on this setting.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tonsai.atomic import write_json
+
+TOKENIZER_CLASS = "PreTrainedTokenizerFast"
+PADDING_SIDE = "left"
+# arguments of from_pretrained that transformers 5.x writes back as if they were settings
+LOAD_ARGUMENTS = ("is_local", "local_files_only")
+
+
+def save_tokenizer(tokenizer, folder: str | Path, model_max_length: int | None = None) -> None:
+    """``tokenizer.save_pretrained(folder)`` with the settings above in tokenizer_config.json."""
+    tokenizer.save_pretrained(str(folder))
+    make_portable(folder, model_max_length)
+
+
+def make_portable(folder: str | Path, model_max_length: int | None = None) -> bool:
+    """Set the settings above in ``folder``'s tokenizer_config.json, also in folders saved before
+    tonsai wrote them; True if the file changed. tokenizer.json (and so the tokenizer hash) is untouched."""
+    path = Path(folder) / "tokenizer_config.json"
+    config = json.loads(path.read_text(encoding="utf-8"))
+    new = {k: v for k, v in config.items() if k not in LOAD_ARGUMENTS and k != "model_max_length"}
+    new.update(tokenizer_class=TOKENIZER_CLASS, padding_side=PADDING_SIDE)
+    if model_max_length is not None:
+        new["model_max_length"] = int(model_max_length)
+    if new == config:
+        return False
+    write_json(path, new)
+    return True
