@@ -173,7 +173,7 @@ class _ZstdReader(io.RawIOBase):
         self._file = open(path, "rb")
         self._dctx = zstandard.ZstdDecompressor()
         self._frame = None  # decompressobj of the frame being read
-        self._out = b""
+        self._out = memoryview(b"")  # decompressed bytes not yet returned
         self._path = path
 
     def readable(self) -> bool:
@@ -187,7 +187,7 @@ class _ZstdReader(io.RawIOBase):
                     raise TruncatedInput(f"{self._path}: truncated .zst stream (ends inside a frame) — "
                                          f"re-download or re-compress it")
                 return 0
-            self._out = self._feed(chunk)
+            self._out = memoryview(self._feed(chunk))
         n = min(len(b), len(self._out))
         b[:n] = self._out[:n]
         self._out = self._out[n:]
