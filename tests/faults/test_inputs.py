@@ -147,6 +147,15 @@ def test_bad_records_skip_counts_each_kind_with_its_locations(tmp_path):
     assert c["passed_filters"] > 0  # the good records around them went through
 
 
+def test_bad_records_skip_does_not_hide_a_wrong_text_column(tmp_path):
+    path = tmp_path / "en.jsonl"
+    path.write_bytes(jsonl(EN))
+    with pytest.raises(StageError, match=r"en.jsonl: no record has a 'content' field, e.g. .*en.jsonl:1: no "
+                                         r"'content' field \(found \['text'\]\); pass --text-column"):
+        prepare(tmp_path, path, bad_records="skip", text_column="content")
+    assert_nothing_written(tmp_path)
+
+
 def test_bad_elements_of_a_json_array_are_skipped_by_kind(tmp_path):
     path = tmp_path / "en.json"
     path.write_text(json.dumps([{"text": t} for t in EN[:10]] + [{"text": None}, 7, {"body": "x"}]))

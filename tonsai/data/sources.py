@@ -369,15 +369,6 @@ def _record_text(obj, where: str, opts: ReadOptions) -> str:
     return text
 
 
-def _parse_record(line: str, where: str, opts: ReadOptions) -> str:
-    try:
-        obj = json.loads(line)
-    except json.JSONDecodeError as e:
-        raise BadRecord("malformed_json", f"{where}: malformed JSON ({e.msg}); fix or remove that line, "
-                                          f"{SKIP_HINT}") from e
-    return _record_text(obj, where, opts)
-
-
 def _bad_record(e: BadRecord, source: Source, rel: str, n: int, where: str, opts: ReadOptions,
                 stats: ReadStats) -> Document:
     """With ``--bad-records skip``: count the record by kind and return it as a dropped document."""
@@ -389,32 +380,50 @@ def _bad_record(e: BadRecord, source: Source, rel: str, n: int, where: str, opts
     return d
 
 
+def _json_records(f: IO[bytes], path: Path, stats: ReadStats) -> Iterator[tuple[int, str, object, bool]]:
+    """(record number, location, parsed value or a :class:`BadRecord`, invalid UTF-8) for each record
+    of a JSON array file or a JSON-lines file."""
+    head = f.peek(64)[:64] if hasattr(f, "peek") else b""
+    if head.lstrip()[:1] == b"[":
+        text, invalid = _decode(f.read(), stats)
+        try:
+            records = json.loads(text)
+        except json.JSONDecodeError as e:  # the whole file is one value: nothing to skip
+            raise StageError(f"{path}:{e.lineno}: malformed JSON ({e.msg}); fix the file") from e
+        for i, obj in enumerate(records):
+            yield i, f"{path}[{i}]", obj, invalid
+        return
+    for lineno, raw in enumerate(f, 1):
+        line, invalid = _decode(raw, stats)
+        if not line.strip():
+            continue
+        where = f"{path}:{lineno}"
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            obj = BadRecord("malformed_json", f"{where}: malformed JSON ({e.msg}); fix or remove that line, "
+                                              f"{SKIP_HINT}")
+        yield lineno, where, obj, invalid
+
+
 def _iter_json(path: Path, rel: str, source: Source, stats: ReadStats, opts: ReadOptions) -> Iterator[Document]:
+    with_text = 0
+    no_field = None  # the first record without the text field
     with open_binary(path) as f:
-        head = f.peek(64)[:64] if hasattr(f, "peek") else b""
-        if head.lstrip()[:1] == b"[":
-            text, invalid = _decode(f.read(), stats)
+        for n, where, obj, invalid in _json_records(f, path, stats):
             try:
-                records = json.loads(text)
-            except json.JSONDecodeError as e:  # the whole file is one value: nothing to skip
-                raise StageError(f"{path}:{e.lineno}: malformed JSON ({e.msg}); fix the file") from e
-            for i, obj in enumerate(records):
-                where = f"{path}[{i}]"
-                try:
-                    yield _doc(source, rel, i, _record_text(obj, where, opts), where, invalid, opts, stats)
-                except BadRecord as e:
-                    yield _bad_record(e, source, rel, i, where, opts, stats)
-            return
-        for lineno, raw in enumerate(f, 1):
-            line, invalid = _decode(raw, stats)
-            line = line.strip()
-            if not line:
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                yield _doc(source, rel, lineno, _parse_record(line, where, opts), where, invalid, opts, stats)
+                if isinstance(obj, BadRecord):
+                    raise obj
+                text = _record_text(obj, where, opts)
             except BadRecord as e:
-                yield _bad_record(e, source, rel, lineno, where, opts, stats)
+                no_field = no_field or (str(e) if e.reason == "missing_text_field" else None)
+                yield _bad_record(e, source, rel, n, where, opts, stats)
+                continue
+            with_text += 1
+            yield _doc(source, rel, n, text, where, invalid, opts, stats)
+    if no_field and not with_text:  # --bad-records skip must not hide a wrong --text-column
+        raise StageError(f"{path}: no record has a {opts.text_column!r} field, e.g. {no_field.split('; ')[0]}; "
+                         f"pass --text-column with the field that holds the text")
 
 
 def _check_column(names: list[str], where: str, opts: ReadOptions, schema=None) -> None:
