@@ -82,6 +82,23 @@ def test_truncated_jsonl_zst_with_skip_exits_1_through_the_script(tmp_path):
     assert_nothing_written(tmp_path)
 
 
+@pytest.mark.parametrize("cut", ["between_batches", "inside_a_batch"])
+def test_truncated_save_to_disk_arrow_file_names_the_file(tmp_path, cut):
+    import datasets
+
+    datasets.Dataset.from_dict({"text": EN * 40}).save_to_disk(str(tmp_path / "saved"), max_shard_size="10MB")
+    (arrow,) = (tmp_path / "saved").glob("*.arrow")
+    data = arrow.read_bytes()
+    src = pa.BufferReader(data)
+    reader = pa.ipc.open_stream(src)
+    assert reader.read_next_batch().num_rows < 40 * len(EN)  # datasets writes batches of 1,000 rows
+    end = src.tell() if cut == "between_batches" else src.tell() - 100
+    arrow.write_bytes(data[:end])
+    with pytest.raises(StageError, match=rf"{arrow.name}: (truncated Arrow stream|cannot read)"):
+        prepare(tmp_path, tmp_path / "saved")
+    assert_nothing_written(tmp_path)
+
+
 def test_every_frame_of_a_multi_frame_zst_is_read(tmp_path):
     """`zstd -T`, pzstd and `cat a.zst b.zst` write several frames: the frame-end check must not stop
     after the first."""

@@ -482,12 +482,29 @@ def _iter_saved(path: Path, rel: str, source: Source, stats: ReadStats, opts: Re
     state = json.loads((path / "state.json").read_text())
     i = 0
     for entry in state["_data_files"]:
-        with pa.OSFile(str(path / entry["filename"])) as fh:
-            reader = pa.ipc.open_stream(fh)
-            _check_column(reader.schema.names, str(path), opts, reader.schema)
-            for text in _iter_batches_text(reader, opts.text_column):
-                yield _doc(source, rel, i, text or "", f"{path}#row{i}", False, opts, stats)
-                i += 1
+        arrow = path / entry["filename"]
+        _check_arrow_end(arrow)
+        try:
+            with pa.OSFile(str(arrow)) as fh:
+                reader = pa.ipc.open_stream(fh)
+                _check_column(reader.schema.names, str(path), opts, reader.schema)
+                for text in _iter_batches_text(reader, opts.text_column):
+                    yield _doc(source, rel, i, text or "", f"{path}#row{i}", False, opts, stats)
+                    i += 1
+        except pa.ArrowException as e:  # a message cut short, or damaged
+            raise StageError(f"{arrow}: cannot read ({e}); the file is damaged — save the dataset again") from e
+
+
+ARROW_EOS = b"\xff\xff\xff\xff\x00\x00\x00\x00"  # the end-of-stream marker a closed Arrow stream writer leaves
+
+
+def _check_arrow_end(arrow: Path) -> None:
+    """An Arrow stream cut between two record batches reads without error: its missing end marker
+    is the only sign of it."""
+    with open(arrow, "rb") as f:
+        f.seek(max(0, arrow.stat().st_size - len(ARROW_EOS)))
+        if f.read() != ARROW_EOS:
+            raise StageError(f"{arrow}: truncated Arrow stream (no end-of-stream marker) — save the dataset again")
 
 
 def _iter_hub(source: Source, stats: ReadStats, opts: ReadOptions) -> Iterator[Document]:
