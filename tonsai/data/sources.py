@@ -28,7 +28,8 @@ Inputs are read completely or not at all: a truncated ``.gz``, ``.zst`` or Parqu
 naming the file, never a silent partial read (``--bad-records skip`` does not cover it). The
 ``zstandard`` package's stream readers return what they decoded and stop when a file ends inside a
 frame, so :class:`_ZstdReader` drives one ``decompressobj`` per frame and checks that the last one
-ended.
+ended. An Arrow stream file of a ``save_to_disk`` folder cut between two record batches reads
+without error too: its missing end-of-stream marker gives it away.
 """
 
 from __future__ import annotations
