@@ -247,7 +247,7 @@ def binary_reason(path: Path, size: int = 1 << 16) -> str | None:
     except (OSError, EOFError, zlib.error) as e:
         raise read_error(path, e) from e
     if b"\x00" in head:
-        return "it holds NUL bytes: a binary file, or UTF-16/32 text (convert that to UTF-8)"
+        return "it holds NUL bytes: a binary file, or UTF-16/32 text to convert to UTF-8"
     text = codecs.getincrementaldecoder("utf-8")("replace").decode(head, final=False)
     invalid = text.count("\ufffd") - head.count("\ufffd".encode())
     if invalid > 0.1 * max(1, len(text)):
