@@ -168,7 +168,7 @@ def test_malformed_json_lines_can_be_skipped_and_counted(tmp_path):
     m = run_prepare(cfg(tmp_path, english=[str(p)], bad_records="skip"))
     c = m["counts"]["en:en.jsonl"]
     assert c["read"] == 11 and c["dropped:malformed_json"] == 1 and c["malformed_records"] == 1
-    assert m["skipped_record_locations"]["en:en.jsonl"] == [f"{p}:4"]
+    assert m["skipped_record_locations"]["en:en.jsonl"] == {"malformed_json": [f"{p}:4"]}
 
 
 def test_invalid_utf8_skip_drops_the_document(tmp_path):

@@ -122,7 +122,8 @@ class PrepareConfig:
         "help": "lines with invalid UTF-8: decode with U+FFFD (counted), or skip the document (counted)",
         "choices": ["replace", "skip"]})
     bad_records: str = dataclasses.field(default="error", metadata={
-        "help": "a malformed JSON line: stop with its file:line, or skip it (counted, location in the manifest)",
+        "help": "a bad JSON record (malformed, not an object, no text field, text not a string): stop with "
+                "its file:line, or skip it (counted by kind, first locations in the manifest)",
         "choices": ["error", "skip"]})
     min_words: int = dataclasses.field(default=FilterThresholds.min_units, metadata={
         "help": "drop documents with fewer word-like units (Khmer syllables, other words)"})
@@ -396,12 +397,14 @@ def _merge(cfg: PrepareConfig, sources: list[Source], infos: list[dict], work: P
     names = [s.name for s in sources]
     lang_of = {s.name: s.lang for s in sources}
     counts: dict[str, collections.Counter] = {n: collections.Counter() for n in names}
-    skipped: dict[str, list] = {}
+    skipped: dict[str, dict[str, list]] = {}
     for info in infos:
         for n, c in info["counts"].items():
             counts[n].update(c)
-        for n, locs in info.get("skipped_locations", {}).items():
-            skipped.setdefault(n, []).extend(locs)
+        for n, by_kind in info.get("skipped_locations", {}).items():
+            by_kind = {"malformed_json": by_kind} if isinstance(by_kind, list) else by_kind  # older shards
+            for kind, locs in by_kind.items():  # the first locations of each kind of skipped record
+                skipped.setdefault(n, {}).setdefault(kind, []).extend(locs)
     files = [work / shard_name(i, cfg.num_shards) / "docs.parquet" for i in range(cfg.num_shards)]
     offs = np.zeros(len(names) + 1, dtype=np.int64)
     offs[1:] = np.cumsum([counts[n].get("read", 0) for n in names])

@@ -247,7 +247,7 @@ def _run_shard(sources: list[Source], index: int, num_shards: int, final: Path, 
                 "shard": index, "num_shards": num_shards, "fingerprint": fp,
                 "normalizer_version": NORMALIZER_VERSION,
                 "counts": {k: dict(v) for k, v in counts.items()},
-                "skipped_locations": {k: v.locations for k, v in stats.items() if v.locations},
+                "skipped_locations": {k: v.locations for k, v in stats.items() if v.locations},  # kind -> where
                 "inputs": [input_record(s) for s in sources] if with_inputs else None,
                 "elapsed_s": round(time.perf_counter() - started, 3),
                 "worker_step_s": {k: round(v, 3) for k, v in steps.items()},

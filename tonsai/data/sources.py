@@ -20,18 +20,28 @@ Every document gets a stable id, ``<source name>:<file>:<line>`` (``<source>:<sp
 Hub datasets and Arrow/Parquet rows), that the deterministic validation split, sharding and
 deduplication rely on. Invalid UTF-8 is decoded with U+FFFD replacements and counted, so it is never
 lost silently; ``invalid_utf8="skip"`` drops such documents instead (counted as a reason).
-A malformed JSON line stops the run with its file:line, or with ``bad_records="skip"`` is counted
-as ``dropped:malformed_json`` and its location is kept for the manifest.
+A bad JSON record stops the run with its file:line, or with ``bad_records="skip"`` is counted by
+kind (``dropped:malformed_json``, ``not_an_object``, ``missing_text_field``, ``text_not_a_string``)
+with its first locations kept for the manifest.
+
+Inputs are read completely or not at all: a truncated ``.gz``, ``.zst`` or Parquet file is an error
+naming the file, never a silent partial read (``--bad-records skip`` does not cover it). The
+``zstandard`` package's stream readers return what they decoded and stop when a file ends inside a
+frame, so :class:`_ZstdReader` drives one ``decompressobj`` per frame and checks that the last one
+ended. An Arrow stream file of a ``save_to_disk`` folder cut between two record batches reads
+without error too: its missing end-of-stream marker gives it away.
 """
 
 from __future__ import annotations
 
+import codecs
 import dataclasses
 import glob
 import gzip
 import io
 import json
 import math
+import zlib
 from pathlib import Path
 from typing import IO, Iterator
 
@@ -155,18 +165,99 @@ def _kind(p: Path) -> str | None:
     return None
 
 
+class TruncatedInput(EOFError):
+    """A compressed input ends inside a frame or member."""
+
+
+class _ZstdReader(io.RawIOBase):
+    """The decompressed bytes of a .zst file (one frame or several, concatenated) that raises
+    :class:`TruncatedInput` when the file ends inside a frame. Input is fed 64 KB at a time."""
+
+    def __init__(self, path: Path):
+        import zstandard
+
+        self._file = open(path, "rb")
+        self._dctx = zstandard.ZstdDecompressor()
+        self._frame = None  # decompressobj of the frame being read
+        self._out = memoryview(b"")  # decompressed bytes not yet returned
+        self._path = path
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        while not self._out:
+            chunk = self._file.read(1 << 16)
+            if not chunk:
+                if self._frame is not None and not self._frame.eof:
+                    raise TruncatedInput(f"{self._path}: truncated .zst stream (ends inside a frame) — "
+                                         f"re-download or re-compress it")
+                return 0
+            self._out = memoryview(self._feed(chunk))
+        n = min(len(b), len(self._out))
+        b[:n] = self._out[:n]
+        self._out = self._out[n:]
+        return n
+
+    def _feed(self, data: bytes) -> bytes:
+        import zstandard
+
+        out = []
+        while data:
+            if self._frame is None or self._frame.eof:
+                self._frame = self._dctx.decompressobj()
+            try:
+                out.append(self._frame.decompress(data))
+            except zstandard.ZstdError as e:
+                raise OSError(f"damaged .zst data: {e}") from e
+            data = self._frame.unused_data if self._frame.eof else b""
+        return b"".join(out)
+
+    def close(self) -> None:
+        self._file.close()
+        super().close()
+
+
 def open_binary(path: Path) -> IO[bytes]:
-    """Open a possibly .gz/.zst-compressed file for streaming binary reads."""
+    """Open a possibly .gz/.zst-compressed file for streaming binary reads. Reading a truncated
+    compressed file raises :class:`EOFError` at its end (gzip's own, or :class:`TruncatedInput`)."""
     try:
         if path.suffix == ".gz":
             return gzip.open(path, "rb")
         if path.suffix == ".zst":
-            import zstandard
-
-            return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(open(path, "rb"), closefd=True))
+            return io.BufferedReader(_ZstdReader(path))
         return open(path, "rb")
     except PermissionError as e:
         raise StageError(f"{path}: cannot read ({e.strerror}); check its permissions") from e
+
+
+def read_error(path: Path, e: Exception) -> StageError:
+    """The user-facing error for an input that cannot be read to its end."""
+    if isinstance(e, PermissionError):
+        return StageError(f"{path}: cannot read ({e.strerror}); check its permissions")
+    if isinstance(e, TruncatedInput):
+        return StageError(str(e))
+    if isinstance(e, EOFError):
+        return StageError(f"{path}: truncated {path.suffix} stream ({e}) — re-download or re-compress it")
+    return StageError(f"{path}: cannot read ({type(e).__name__}: {e}); the file may be damaged or not what "
+                      f"its suffix says")
+
+
+def binary_reason(path: Path, size: int = 1 << 16) -> str | None:
+    """Why ``path`` (decompressed) looks like a binary file rather than text, or None: it holds NUL
+    bytes, or more than a tenth of its first ``size`` bytes are not valid UTF-8."""
+    try:
+        with open_binary(path) as f:
+            head = f.read(size)
+    except (OSError, EOFError, zlib.error) as e:
+        raise read_error(path, e) from e
+    if b"\x00" in head:
+        return "it holds NUL bytes: a binary file, or UTF-16/32 text to convert to UTF-8"
+    text = codecs.getincrementaldecoder("utf-8")("replace").decode(head, final=False)
+    invalid = text.count("\ufffd") - head.count("\ufffd".encode())
+    if invalid > 0.1 * max(1, len(text)):
+        return f"{invalid} of its first {len(text)} characters are not valid UTF-8"
+    return None
 
 
 @dataclasses.dataclass
@@ -174,12 +265,14 @@ class ReadStats:
     documents: int = 0
     bytes: int = 0  # UTF-8 bytes of the documents' text as read (before normalization)
     invalid_utf8_lines: int = 0
-    malformed_records: int = 0
-    locations: list[str] = dataclasses.field(default_factory=list)  # first skipped records
+    malformed_records: int = 0  # skipped bad records of every kind
+    locations: dict[str, list[str]] = dataclasses.field(default_factory=dict)  # kind -> first locations
 
-    def note(self, where: str) -> None:
-        if len(self.locations) < MAX_LOCATIONS:
-            self.locations.append(where)
+    def skip(self, reason: str, where: str) -> None:
+        self.malformed_records += 1
+        seen = self.locations.setdefault(reason, [])
+        if len(seen) < MAX_LOCATIONS:
+            seen.append(where)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -218,11 +311,8 @@ def iter_documents(source: Source, stats: ReadStats, doc_mode: str = "line",
                 yield from _iter_saved(path, rel, source, stats, opts)
             else:
                 yield from _iter_txt(path, rel, source, stats, opts)
-        except (OSError, EOFError) as e:
-            if isinstance(e, PermissionError):
-                raise StageError(f"{path}: cannot read ({e.strerror}); check its permissions") from e
-            raise StageError(f"{path}: cannot read ({e}); the file may be truncated or not what its "
-                             f"suffix says") from e
+        except (OSError, EOFError, zlib.error) as e:  # gzip.BadGzipFile is an OSError
+            raise read_error(path, e) from e
 
 
 def _doc(source: Source, rel: str, n: int | str, text: str, where: str, bad_utf8: bool,
@@ -257,55 +347,108 @@ def _iter_txt(path: Path, rel: str, source: Source, stats: ReadStats, opts: Read
             yield _doc(source, rel, start, "\n".join(buf), f"{path}:{start}", bad, opts, stats)
 
 
+JSON_TYPE_NAMES = {dict: "an object", list: "an array", str: "a string", int: "a number", float: "a number",
+                   bool: "a boolean", type(None): "null"}
+SKIP_HINT = "or pass --bad-records skip to count and skip such records"
+
+
+class BadRecord(ValueError):
+    """One JSON record that cannot give a document; ``reason`` names its kind for the counts."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+
+
 def _record_text(obj, where: str, opts: ReadOptions) -> str:
     col = opts.text_column
-    if not isinstance(obj, dict) or col not in obj:
-        cols = sorted(obj) if isinstance(obj, dict) else type(obj).__name__
-        raise StageError(f"{where}: no {col!r} field (found {cols}); pass --text-column with one of these")
+    if not isinstance(obj, dict):
+        raise BadRecord("not_an_object", f"{where}: the record is {JSON_TYPE_NAMES.get(type(obj), 'a value')}, "
+                                         f"not an object with a {col!r} field; fix or remove it, {SKIP_HINT}")
+    if col not in obj:
+        raise BadRecord("missing_text_field", f"{where}: no {col!r} field (found {sorted(obj)}); pass "
+                                              f"--text-column with one of these, {SKIP_HINT}")
     text = obj[col]
     if not isinstance(text, str):
-        raise StageError(f"{where}: field {col!r} is {type(text).__name__}, not a string")
+        raise BadRecord("text_not_a_string", f"{where}: field {col!r} is {JSON_TYPE_NAMES.get(type(text), 'a value')}"
+                                             f", not a string; fix or remove the record, {SKIP_HINT}")
     return text
 
 
+def _bad_record(e: BadRecord, source: Source, rel: str, n: int, where: str, opts: ReadOptions,
+                stats: ReadStats) -> Document:
+    """With ``--bad-records skip``: count the record by kind and return it as a dropped document."""
+    if opts.bad_records != "skip":
+        raise StageError(str(e)) from e
+    stats.skip(e.reason, where)
+    d = _doc(source, rel, n, "", where, False, opts, stats)
+    d.skip_reason = e.reason
+    return d
+
+
+def _json_records(f: IO[bytes], path: Path, stats: ReadStats) -> Iterator[tuple[int, str, object, bool]]:
+    """(record number, location, parsed value or a :class:`BadRecord`, invalid UTF-8) for each record
+    of a JSON array file or a JSON-lines file."""
+    head = f.peek(64)[:64] if hasattr(f, "peek") else b""
+    if head.lstrip()[:1] == b"[":
+        text, invalid = _decode(f.read(), stats)
+        try:
+            records = json.loads(text)
+        except json.JSONDecodeError as e:  # the whole file is one value: nothing to skip
+            raise StageError(f"{path}:{e.lineno}: malformed JSON ({e.msg}); fix the file") from e
+        for i, obj in enumerate(records):
+            yield i, f"{path}[{i}]", obj, invalid
+        return
+    for lineno, raw in enumerate(f, 1):
+        line, invalid = _decode(raw, stats)
+        if not line.strip():
+            continue
+        where = f"{path}:{lineno}"
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            obj = BadRecord("malformed_json", f"{where}: malformed JSON ({e.msg}); fix or remove that line, "
+                                              f"{SKIP_HINT}")
+        yield lineno, where, obj, invalid
+
+
 def _iter_json(path: Path, rel: str, source: Source, stats: ReadStats, opts: ReadOptions) -> Iterator[Document]:
+    with_text = 0
+    no_field = None  # the first record without the text field
     with open_binary(path) as f:
-        head = f.peek(64)[:64] if hasattr(f, "peek") else b""
-        if head.lstrip()[:1] == b"[":
-            text, invalid = _decode(f.read(), stats)
+        for n, where, obj, invalid in _json_records(f, path, stats):
             try:
-                records = json.loads(text)
-            except json.JSONDecodeError as e:
-                raise StageError(f"{path}:{e.lineno}: malformed JSON ({e.msg}); fix the file") from e
-            for i, obj in enumerate(records):
-                yield _doc(source, rel, i, _record_text(obj, f"{path}[{i}]", opts), f"{path}[{i}]",
-                           invalid, opts, stats)
-            return
-        for lineno, raw in enumerate(f, 1):
-            line, invalid = _decode(raw, stats)
-            line = line.strip()
-            if not line:
+                if isinstance(obj, BadRecord):
+                    raise obj
+                text = _record_text(obj, where, opts)
+            except BadRecord as e:
+                no_field = no_field or (str(e) if e.reason == "missing_text_field" else None)
+                yield _bad_record(e, source, rel, n, where, opts, stats)
                 continue
-            where = f"{path}:{lineno}"
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                if opts.bad_records == "skip":
-                    stats.malformed_records += 1
-                    stats.note(where)
-                    d = _doc(source, rel, lineno, "", where, False, opts, stats)
-                    d.skip_reason = "malformed_json"
-                    yield d
-                    continue
-                raise StageError(f"{where}: malformed JSON ({e.msg}); fix or remove that line, "
-                                 f"or pass --bad-records skip to count and skip it") from e
-            yield _doc(source, rel, lineno, _record_text(obj, where, opts), where, invalid, opts, stats)
+            with_text += 1
+            yield _doc(source, rel, n, text, where, invalid, opts, stats)
+    if no_field and not with_text:  # --bad-records skip must not hide a wrong --text-column
+        raise StageError(f"{path}: no record has a {opts.text_column!r} field, e.g. {no_field.split('; ')[0]}; "
+                         f"pass --text-column with the field that holds the text")
 
 
-def _check_column(names: list[str], where: str, opts: ReadOptions) -> None:
+def _check_column(names: list[str], where: str, opts: ReadOptions, schema=None) -> None:
+    """The text column exists and, when the Arrow ``schema`` is known, holds strings."""
     if opts.text_column not in names:
         raise StageError(f"{where}: no {opts.text_column!r} column (found {sorted(names)}); "
                          f"pass --text-column with one of these")
+    if schema is None:
+        return
+    import pyarrow as pa
+
+    def is_text(t) -> bool:
+        return pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t)
+
+    kind = schema.field(opts.text_column).type
+    if not is_text(kind):
+        texts = [f.name for f in schema if is_text(f.type)]
+        raise StageError(f"{where}: column {opts.text_column!r} holds {kind}, not text; pass --text-column "
+                         f"with a string column" + (f" (found {texts})" if texts else " (it has none)"))
 
 
 def _iter_batches_text(batches, col: str) -> Iterator[str | None]:
@@ -314,13 +457,21 @@ def _iter_batches_text(batches, col: str) -> Iterator[str | None]:
 
 
 def _iter_parquet(path: Path, rel: str, source: Source, stats: ReadStats, opts: ReadOptions) -> Iterator[Document]:
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    pf = pq.ParquetFile(path)
-    _check_column(pf.schema_arrow.names, str(path), opts)
-    texts = _iter_batches_text(pf.iter_batches(batch_size=1024, columns=[opts.text_column]), opts.text_column)
-    for i, text in enumerate(texts):
-        yield _doc(source, rel, i, text or "", f"{path}#row{i}", False, opts, stats)
+    try:
+        pf = pq.ParquetFile(path)
+    except (pa.ArrowInvalid, OSError) as e:  # a cut file has no footer: "magic bytes not found"
+        raise StageError(f"{path}: not a complete Parquet file ({e}); it may be truncated — re-download or "
+                         f"re-write it") from e
+    _check_column(pf.schema_arrow.names, str(path), opts, pf.schema_arrow)
+    try:
+        texts = _iter_batches_text(pf.iter_batches(batch_size=1024, columns=[opts.text_column]), opts.text_column)
+        for i, text in enumerate(texts):
+            yield _doc(source, rel, i, text or "", f"{path}#row{i}", False, opts, stats)
+    except pa.ArrowException as e:  # a damaged page or row group
+        raise StageError(f"{path}: cannot read ({e}); the file is damaged — re-download or re-write it") from e
 
 
 def _iter_saved(path: Path, rel: str, source: Source, stats: ReadStats, opts: ReadOptions) -> Iterator[Document]:
@@ -337,12 +488,29 @@ def _iter_saved(path: Path, rel: str, source: Source, stats: ReadStats, opts: Re
     state = json.loads((path / "state.json").read_text())
     i = 0
     for entry in state["_data_files"]:
-        with pa.OSFile(str(path / entry["filename"])) as fh:
-            reader = pa.ipc.open_stream(fh)
-            _check_column(reader.schema.names, str(path), opts)
-            for text in _iter_batches_text(reader, opts.text_column):
-                yield _doc(source, rel, i, text or "", f"{path}#row{i}", False, opts, stats)
-                i += 1
+        arrow = path / entry["filename"]
+        _check_arrow_end(arrow)
+        try:
+            with pa.OSFile(str(arrow)) as fh:
+                reader = pa.ipc.open_stream(fh)
+                _check_column(reader.schema.names, str(path), opts, reader.schema)
+                for text in _iter_batches_text(reader, opts.text_column):
+                    yield _doc(source, rel, i, text or "", f"{path}#row{i}", False, opts, stats)
+                    i += 1
+        except pa.ArrowException as e:  # a message cut short, or damaged
+            raise StageError(f"{arrow}: cannot read ({e}); the file is damaged — save the dataset again") from e
+
+
+ARROW_EOS = b"\xff\xff\xff\xff\x00\x00\x00\x00"  # the end-of-stream marker a closed Arrow stream writer leaves
+
+
+def _check_arrow_end(arrow: Path) -> None:
+    """An Arrow stream cut between two record batches reads without error: its missing end marker
+    is the only sign of it."""
+    with open(arrow, "rb") as f:
+        f.seek(max(0, arrow.stat().st_size - len(ARROW_EOS)))
+        if f.read() != ARROW_EOS:
+            raise StageError(f"{arrow}: truncated Arrow stream (no end-of-stream marker) — save the dataset again")
 
 
 def _iter_hub(source: Source, stats: ReadStats, opts: ReadOptions) -> Iterator[Document]:
@@ -354,7 +522,11 @@ def _iter_hub(source: Source, stats: ReadStats, opts: ReadOptions) -> Iterator[D
     for i, row in enumerate(ds):
         if i == 0 and cols is None:
             _check_column(list(row), source.path, opts)
-        yield _doc(source, split, i, row.get(opts.text_column) or "", f"{source.path}#row{i}", False, opts, stats)
+        text = row.get(opts.text_column) or ""
+        if not isinstance(text, str):
+            raise StageError(f"{source.path}#row{i}: column {opts.text_column!r} holds {type(text).__name__}, "
+                             f"not text; pass --text-column with a string column")
+        yield _doc(source, split, i, text, f"{source.path}#row{i}", False, opts, stats)
 
 
 def open_hub(source: Source):

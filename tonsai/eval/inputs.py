@@ -15,8 +15,10 @@ import dataclasses
 from pathlib import Path
 
 from tonsai.cli import StageError
-from tonsai.data.sources import ReadStats, Source, iter_documents
+from tonsai.data.sources import ReadStats, Source, binary_reason, iter_documents
 from tonsai.text import normalize
+
+LANGS = ("km", "en")  # the languages tonsai routes, prepares and reports
 
 
 @dataclasses.dataclass
@@ -33,14 +35,27 @@ def parse_text_spec(spec: str) -> tuple[str, str]:
     lang, sep, path = spec.partition("=")
     if not sep or not lang.strip() or not path.strip():
         raise StageError(f"--text {spec!r}: expected LANG=FILE, for example --text km=khmer.txt en=english.txt")
+    if lang.strip() not in LANGS:
+        raise StageError(f"--text {spec!r}: language {lang.strip()!r} is not one tonsai evaluates; "
+                         f"use {' or '.join(LANGS)} (LANG=FILE)")
     return lang.strip(), path.strip()
 
 
+def refuse_binary(flag: str, path: Path) -> None:
+    """Stop when a text input looks like a binary file (NUL bytes, mostly invalid UTF-8)."""
+    reason = binary_reason(path)
+    if reason:
+        raise StageError(f"{flag}: {path} does not look like text ({reason}); give a UTF-8 text file")
+
+
 def text_sets(specs: list[str]) -> list[EvalSet]:
+    parsed = [parse_text_spec(spec) for spec in specs]  # every spec checked before any file is read
     sets = []
-    for spec in specs:
-        lang, path = parse_text_spec(spec)
+    for spec, (lang, path) in zip(specs, parsed):
         source = Source(path, lang, name=f"text:{Path(path).name}")
+        for f in source.files():
+            if f.is_file() and not f.name.endswith(".parquet"):
+                refuse_binary("--text", f)
         stats = ReadStats()
         texts = [t for t in (normalize(d.text).strip() for d in iter_documents(source, stats)) if t]
         if not texts:
@@ -65,13 +80,20 @@ def dataset_sets(dataset_dir: str | Path, split: str) -> list[EvalSet]:
     return [EvalSet(source, lang, texts) for (lang, source), texts in sorted(groups.items())]
 
 
+def check_parallel_files(paths: list[str | Path]) -> list[Path]:
+    """The ``--parallel`` files, each an existing text file (checked before a model loads)."""
+    out = [Path(p) for p in paths]
+    for p in out:
+        if not p.is_file():
+            raise StageError(f"--parallel: {p} is not a file")
+        refuse_binary("--parallel", p)
+    return out
+
+
 def parallel_pairs(km_file: str | Path, en_file: str | Path) -> tuple[list[str], list[str], int]:
     """Aligned (Khmer, English) sentences, normalized; pairs with an empty side are skipped and counted."""
     sides = []
-    for path in (km_file, en_file):
-        p = Path(path)
-        if not p.is_file():
-            raise StageError(f"--parallel: {p} is not a file")
+    for p in check_parallel_files([km_file, en_file]):
         try:
             sides.append(p.read_text(encoding="utf-8").splitlines())
         except UnicodeDecodeError as e:

@@ -219,12 +219,13 @@ def run_eval(cfg: EvalConfig) -> dict:
 def _run_eval(cfg: EvalConfig) -> dict:
     import torch
 
-    from tonsai.eval.inputs import dataset_sets, text_sets
+    from tonsai.eval.inputs import check_parallel_files, dataset_sets, text_sets
     from tonsai.model.build import context_length
 
     model_dir = Path(cfg.model_dir)
     compared = [load_report(p) for p in cfg.compare]  # fail before the slow part
     sets = (dataset_sets(cfg.dataset_dir, cfg.split) if cfg.dataset_dir else []) + text_sets(cfg.text)
+    check_parallel_files(cfg.parallel)  # a missing or binary file fails here, before the model loads
     if cfg.suite:
         from tonsai.eval.suites import load_suite
 

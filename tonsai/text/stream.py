@@ -3,13 +3,15 @@
 Text is read in chunks of at most ``chunk_chars`` characters and never as a whole file. A chunk is
 cut after its last space or newline (never between CR and LF), so a line of any length streams in
 bounded memory; every rule of :func:`tonsai.text.normalize` acts within runs of non-space
-characters, so normalizing the pieces equals normalizing the whole line.
+characters, so normalizing the pieces equals normalizing the whole line. Writing to a pipe whose
+reader has gone (``normalize_text.py big.txt | head``) ends the run quietly with exit status 0.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import io
+import os
 import sys
 from pathlib import Path
 from typing import Iterable, Iterator, TextIO
@@ -101,10 +103,15 @@ def run_normalize_text(cfg: NormalizeTextConfig) -> int:
         return open(f, encoding="utf-8", errors=cfg.errors, newline="")
 
     if cfg.output == "-":
-        for f, _ in files:
-            with open_in(f) as src:
-                pump(src, sys.stdout, str(f or "stdin"))
-        sys.stdout.flush()
+        try:
+            for f, _ in files:
+                with open_in(f) as src:
+                    pump(src, sys.stdout, str(f or "stdin"))
+            sys.stdout.flush()
+        except BrokenPipeError:
+            # the reader stopped early (`... | head`): end quietly, as the Python docs advise ("Note on
+            # SIGPIPE"): stdout goes to devnull so the flush at exit cannot fail again
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return written
     out = Path(cfg.output)
     inputs = [p for p in cfg.inputs if p != "-"]

@@ -61,7 +61,9 @@ left padding) and carries ``<|endoftext|>`` (document separator, bos and eos) an
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
+import re
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -187,7 +189,6 @@ def train_bpe(texts: Iterable[str], vocab_size: int, algorithm: str = "byte-fall
 
     ``min_frequency`` and ``max_token_chars`` apply to the tokenizers algorithms; SentencePiece
     uses its own defaults (pieces of at most 16 characters)."""
-    import json
 
     from tokenizers import Tokenizer, pre_tokenizers, trainers
 
@@ -197,6 +198,12 @@ def train_bpe(texts: Iterable[str], vocab_size: int, algorithm: str = "byte-fall
         try:
             return to_tokenizers(train_sentencepiece(texts, vocab_size, SPECIAL_TOKENS))
         except RuntimeError as e:  # e.g. a vocabulary smaller than the corpus's character set
+            need = re.search(r"smaller than required_chars\. \d+ vs (\d+)", str(e))
+            if need:
+                raise StageError(f"--vocab-size {vocab_size} is too small for SentencePiece on this text: it "
+                                 f"needs at least {need.group(1)} (every character of the text, the byte "
+                                 f"pieces and the special tokens); raise it, or use --algorithm "
+                                 f"byte-fallback, which keeps only the characters that fit") from e
             raise StageError(f"SentencePiece training failed: {e}") from e
     tok = build_tokenizer_model(algorithm)
     if algorithm == "byte-level":
@@ -207,9 +214,13 @@ def train_bpe(texts: Iterable[str], vocab_size: int, algorithm: str = "byte-fall
         return tok
     # The trainer only reserves ids for "special" tokens; the byte tokens are reserved that way and
     # then made ordinary vocabulary, so that decode() (which skips special tokens) keeps them.
+    # It adds every character it sees to the vocabulary, past vocab_size if need be (259 asked, 444
+    # given on Khmer + English text): limit_alphabet keeps the most frequent characters that fit, and
+    # byte fallback writes the others as bytes.
+    reserved = len(SPECIAL_TOKENS) + BYTE_ALPHABET
     trainer = trainers.BpeTrainer(vocab_size=vocab_size, min_frequency=min_frequency,
                                   special_tokens=SPECIAL_TOKENS + BYTE_TOKENS, show_progress=show_progress,
-                                  max_token_length=max_token_chars or None)
+                                  max_token_length=max_token_chars or None, limit_alphabet=vocab_size - reserved)
     tok.train_from_iterator(texts, trainer=trainer)
     data = json.loads(tok.to_str())
     data["added_tokens"] = [t for t in data["added_tokens"] if t["content"] in SPECIAL_TOKENS]
@@ -352,6 +363,12 @@ def _run_train_tokenizer(cfg: TokenizerConfig) -> dict:
         raise StageError("no text to train the tokenizer on: the input is empty")
     vocab = tok.get_vocab_size()
     log.info("trained %s BPE on %d documents (%d chars): vocabulary %d", cfg.algorithm, n_docs, n_chars, vocab)
+    if vocab > cfg.vocab_size:  # the trainers above keep to the size; never pass a larger one on silently
+        raise StageError(f"the trained vocabulary has {vocab} tokens, more than --vocab-size {cfg.vocab_size}; "
+                         f"use --vocab-size {vocab} or more")
+    if not json.loads(tok.to_str())["model"]["merges"]:
+        log.warning("--vocab-size %d leaves no room for merges: the vocabulary holds the byte and special "
+                    "tokens and the most frequent characters only (a useful size is thousands)", cfg.vocab_size)
     if vocab < cfg.vocab_size:
         log.warning("the corpus supports only %d tokens (asked for %d): more text would give more merges",
                     vocab, cfg.vocab_size)
