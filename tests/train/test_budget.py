@@ -1,10 +1,12 @@
 """Sizing a run in tokens (--max-tokens, --global-batch-tokens), continual pretraining from a model
 folder, and the training stage's early refusals: real tiny runs on the sample corpus."""
 
+import dataclasses
 import importlib.util
 import json
 import math
 import os
+import shutil
 import sys
 
 import pytest
@@ -109,23 +111,34 @@ def test_continual_pretraining_reads_config_and_tokenizer_from_the_model_folder(
     assert (base["step_total"], base["tokens_total"]) == (60, 60 * 8 * 128)
     out = tmp_path / "cpt"
     cfg = TrainConfig(dataset_dir=str(sample_pipeline / "data"), output_dir=str(out), resume_from=str(trained_model),
-                      block_size=128, micro_batch_size=8, max_tokens=2048, logging_steps=1, eval_steps=2, save_steps=2,
+                      block_size=128, micro_batch_size=8, max_tokens=4096, logging_steps=1, eval_steps=2, save_steps=2,
                       warmup=0.5, learning_rate=1e-3, device="cpu", dataloader_workers=0, report_to=["none"])
     manifest = run_train(cfg)
-    assert manifest["start"] == "weights" and manifest["global_step"] == 2
+    assert manifest["start"] == "weights" and manifest["global_step"] == 4
     assert manifest["config"]["model_config"] == str(trained_model / "config.json")
     assert manifest["config"]["tokenizer_dir"] == manifest["tokenizer_dir"] == str(trained_model)
     used = manifest["model_config_used"]
     assert (used["n_layer"], used["n_embd"], used["n_positions"]) == (2, 128, 256)
     assert manifest["base_model"] == {"model": str(trained_model), "steps": 60, "tokens": 61440}
-    assert (manifest["step_total"], manifest["tokens_total"]) == (62, 61440 + 2048)
+    assert (manifest["step_total"], manifest["tokens_total"]) == (64, 61440 + 4096)
     for r in rows(out):
         assert r["step_total"] == r["step"] + 60 and r["tokens_total"] == r["tokens_seen"] + 61440
     # the continued model's own manifest carries the totals on, for the next continuation
     final = json.loads((out / "final" / "manifest.json").read_text())
-    assert (final["step_total"], final["tokens_total"]) == (62, 63488)
+    assert (final["step_total"], final["tokens_total"]) == (64, 65536)
     # the first loss is the trained model's (its tokenizer was used as is), far below a fresh model's 7
     assert losses(out)[0][1] < math.log(1024) - 1
+
+    # a disconnect after checkpoint-2: the same command with --resume-from auto resumes it, with the base
+    # folder's config and tokenizer again and the base's counts still added
+    shutil.rmtree(out / "final")
+    shutil.rmtree(out / "checkpoint-4")
+    resumed = run_train(dataclasses.replace(cfg, resume_from="auto"))
+    assert resumed["start"] == "checkpoint" and resumed["resumed_from"].endswith("checkpoint-2")
+    assert resumed["config"]["tokenizer_dir"] == str(trained_model)
+    assert resumed["base_model"] == manifest["base_model"]
+    assert (resumed["step_total"], resumed["tokens_total"]) == (64, 65536)
+    assert [r["step_total"] for r in rows(out) if "loss" in r] == [61, 62, 63, 64]
 
 
 def test_a_model_config_that_disagrees_with_the_model_folder_is_refused(trained_model, sample_pipeline, tmp_path):

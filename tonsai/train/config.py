@@ -107,7 +107,7 @@ class TrainConfig:
             raise ValueError(f"give --global-batch-tokens ({self.global_batch_tokens:,}) or --gradient-accumulation "
                              f"({self.gradient_accumulation}), not both: the accumulation follows from the tokens")
         for name, what in (("model_config", "config.json"), ("tokenizer_dir", "tokenizer")):
-            if getattr(self, name) is None and self.resume_from in (None, "auto"):
+            if getattr(self, name) is None and self.resume_from is None:
                 raise ValueError(f"--{name.replace('_', '-')} is required (it may be left out only with "
                                  f"--resume-from MODEL_FOLDER, whose own {what} is then used)")
         for name in ("micro_batch_size", "gradient_accumulation", "max_steps", "eval_steps", "save_steps",

@@ -7,7 +7,7 @@ supplies, what may not disagree with it, and where its counts continue from.
   its other fields (dropout, initialization range) apply to the continued run.
 * The base model's cumulative optimizer steps and training tokens are read from its manifest and
   written into ``<output-dir>/base_model.json``, so that a checkpoint resume of the continued run
-  keeps them. metrics.jsonl rows carry ``step_total`` and ``tokens_total`` (this run's counts plus
+  keeps them (and, without --model-config/--tokenizer-dir, takes them from that folder again). metrics.jsonl rows carry ``step_total`` and ``tokens_total`` (this run's counts plus
   the base's), so curves across a base run and its continuation line up instead of restarting at 0.
 """
 
@@ -115,6 +115,17 @@ def base_counts(resume_path: str) -> dict:
             return {"model": str(resume_path), "steps": int(m["global_step"]),
                     "tokens": int(m["global_step"]) * int(m.get("tokens_per_step", 0))}
     return {"model": str(resume_path), "steps": 0, "tokens": 0}
+
+
+def recorded_base(output_dir: str) -> str | None:
+    """The model folder a continual-pretraining run in ``output_dir`` started from, if it still
+    exists: its config and tokenizer are the defaults when that run is resumed from a checkpoint."""
+    path = Path(output_dir) / BASE_FILE
+    try:
+        folder = json.loads(path.read_text(encoding="utf-8"))["model"]
+    except (OSError, json.JSONDecodeError, KeyError):
+        return None
+    return folder if folder and Path(folder).is_dir() else None
 
 
 def record_base(output_dir: str, kind: str, resume_path: str | None, main: bool = True) -> dict:

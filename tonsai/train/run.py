@@ -242,8 +242,11 @@ def run_train(cfg: TrainConfig) -> dict:
     if kind == "weights":
         cfg = continual.with_folder_defaults(cfg, resume_path)
     elif cfg.model_config is None or cfg.tokenizer_dir is None:
-        raise StageError(f"--resume-from {cfg.resume_from} is a training checkpoint, not a model folder: pass "
-                         f"--model-config and --tokenizer-dir as when the run started")
+        base_folder = continual.recorded_base(cfg.output_dir) if kind == "checkpoint" else None
+        if base_folder is None:
+            raise StageError(f"--resume-from {cfg.resume_from}: {resume_path or 'no checkpoint'} does not continue a "
+                             f"model folder: pass --model-config and --tokenizer-dir as when the run started")
+        cfg = continual.with_folder_defaults(cfg, base_folder)
     tok_manifest = continual.tokenizer_manifest(cfg.tokenizer_dir)
     tok_sha = tokenizer_hash(cfg.tokenizer_dir)
     if tok_manifest.get("tokenizer_sha256") not in (None, tok_sha):
