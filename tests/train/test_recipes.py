@@ -54,7 +54,8 @@ def planned_command(argv, capsys):
     return out, p, words, parse_config(TrainConfig, "", words[words.index("scripts/train_gpt2.py") + 1:])
 
 
-@pytest.mark.parametrize("tokens, recipe, steps", [("1e9", "gpt2_500m_pilot_1b", 3815), ("10e9", "gpt2_500m_10b", 38147)])
+@pytest.mark.parametrize("tokens, recipe, steps", [("1e9", "gpt2_500m_pilot_1b", 3815),
+                                                   ("10e9", "gpt2_500m_10b", 38147)])
 def test_plan_run_prints_the_recipe_that_trains_its_plan(tokens, recipe, steps, capsys):
     out, p, words, cfg = planned_command(["--model-config", "configs/model/gpt2_500m.json", "--tokens", tokens],
                                          capsys)

@@ -7,8 +7,9 @@ supplies, what may not disagree with it, and where its counts continue from.
   its other fields (dropout, initialization range) apply to the continued run.
 * The base model's cumulative optimizer steps and training tokens are read from its manifest and
   written into ``<output-dir>/base_model.json``, so that a checkpoint resume of the continued run
-  keeps them (and, without --model-config/--tokenizer-dir, takes them from that folder again). metrics.jsonl rows carry ``step_total`` and ``tokens_total`` (this run's counts plus
-  the base's), so curves across a base run and its continuation line up instead of restarting at 0.
+  keeps them (and, without --model-config/--tokenizer-dir, takes them from that folder again).
+  metrics.jsonl rows carry ``step_total`` and ``tokens_total`` (this run's counts plus the base's),
+  so curves across a base run and its continuation line up instead of restarting at 0.
 """
 
 from __future__ import annotations
