@@ -1,6 +1,7 @@
 #!/usr/bin/env python
 """Plan a training run before starting it: parameters, FLOPs per token, memory per GPU under
-ZeRO-2, tokens per step, and time and cost for a token budget at a stated MFU.
+ZeRO-2, tokens per step, and time and cost for a token budget at a stated MFU; then the
+train_gpt2.py command that trains exactly that plan (a configs/train/ recipe when one matches).
 
 Example:
   uv run python scripts/plan_run.py --model-config configs/model/gpt2_500m.json --gpu h100 \

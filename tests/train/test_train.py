@@ -383,15 +383,6 @@ def test_shipped_deepspeed_config_leaves_optimizer_and_sizes_to_the_trainer():
     assert cfg["bf16"]["enabled"] == "auto"
 
 
-def test_report_to_wandb_without_wandb_says_how_to_install(sample_pipeline, tmp_path, monkeypatch):
-    import importlib.util
-
-    real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else real(name, *a))
-    with pytest.raises(StageError, match="uv add wandb"):
-        run_train(config(sample_pipeline, tmp_path / "wb", steps=2, report_to=["wandb"]))
-
-
 def test_non_finite_loss_stops_without_saving(plain_run, sample_pipeline, tmp_path):
     """Weights that go bad after checkpoint-6: the loss is NaN at the next log (step 8), which is also a
     save step. Training stops there without writing checkpoint-8 or a final model, and says to resume

@@ -1,10 +1,27 @@
-"""The run planner (scripts/plan_run.py): what a model costs on a GPU before anything runs."""
+"""The run planner (scripts/plan_run.py): what a model costs on a GPU before anything runs, and
+the train_gpt2.py command that trains exactly that plan.
+
+The command names a shipped recipe (configs/train/*.yaml) when one trains the same model with the
+same tokens per step and the same number of steps, else it spells out the flags. Steps are counted
+by tonsai.train.budget, the code training sizes itself with, so the two cannot drift apart.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import logging
+import shlex
+from pathlib import Path
+
+import yaml
 
 from tonsai.model.cost import GPU_MEMORY_GB, GPU_PEAK_BF16, ModelShape, zero2_memory_gb
+from tonsai.train.budget import resolve_budget, steps_for_tokens
+
+log = logging.getLogger(__name__)
+REPO = Path(__file__).resolve().parents[2]
+RECIPES = REPO / "configs" / "train"
+ZERO2 = "configs/deepspeed/zero2_h100.json"
 
 
 @dataclasses.dataclass
@@ -50,14 +67,15 @@ def plan(cfg: PlanConfig) -> dict:
     tokens_per_s = cfg.mfu * peak * cfg.num_gpus / compute_fpt
     hours = cfg.tokens / tokens_per_s / 3600
     memory = zero2_memory_gb(shape, cfg.micro_batch_size, cfg.num_gpus, cfg.activation_checkpointing)
-    return {
+    p = {
         "parameters": shape.parameters,
         "matmul_parameters": shape.matmul_parameters,
         "seq_len": shape.seq_len,
         "vocab_size": shape.vocab_size,
         "flops_per_token": fpt,
         "tokens_per_step": tokens_per_step,
-        "optimizer_steps": cfg.tokens / tokens_per_step,
+        "optimizer_steps": steps_for_tokens(cfg.tokens, tokens_per_step),
+        "tokens_trained": steps_for_tokens(cfg.tokens, tokens_per_step) * tokens_per_step,
         "memory_gb_per_gpu": memory,
         "gpu_memory_gb": GPU_MEMORY_GB[cfg.gpu],
         "fits": memory["total"] < 0.9 * GPU_MEMORY_GB[cfg.gpu],
@@ -67,6 +85,8 @@ def plan(cfg: PlanConfig) -> dict:
         "cost_usd": hours * cfg.num_gpus * cfg.price_per_gpu_hour,
         "chinchilla_tokens": 20 * shape.parameters,
     }
+    p["command"] = command(cfg, p)
+    return p
 
 
 def render(cfg: PlanConfig, p: dict) -> str:
@@ -77,7 +97,8 @@ def render(cfg: PlanConfig, p: dict) -> str:
         f"FLOPs per token  {p['flops_per_token'] / 1e9:.3f} GFLOP (6 x {p['matmul_parameters'] / 1e9:.3f}B matmul "
         f"parameters + attention), training, forward + backward",
         f"tokens per step  {p['tokens_per_step']:,} ({cfg.micro_batch_size} seq x {cfg.gradient_accumulation} accum x "
-        f"{cfg.num_gpus} GPU x {p['seq_len']}); {p['optimizer_steps']:,.0f} steps for {cfg.tokens:.3g} tokens",
+        f"{cfg.num_gpus} GPU x {p['seq_len']}); {p['optimizer_steps']:,} steps for {cfg.tokens:.3g} tokens "
+        f"(trains {p['tokens_trained']:,}: steps are rounded up)",
         f"memory / GPU     {m['total']:.1f} GB estimated under ZeRO-2 of {p['gpu_memory_gb']} GB "
         f"({'fits' if p['fits'] else 'does NOT fit: lower --micro-batch-size or use --activation-checkpointing'}): "
         f"weights {m['weights_bf16']:.1f}, grads {m['gradients_bf16']:.1f}, fp32 master {m['master_fp32']:.1f}, "
@@ -87,7 +108,69 @@ def render(cfg: PlanConfig, p: dict) -> str:
         f"time and cost    {p['hours']:.1f} h ({p['hours'] / 24:.2f} days), {p['gpu_hours']:.0f} GPU-hours, "
         f"${p['cost_usd']:,.0f} at ${cfg.price_per_gpu_hour:.2f}/GPU-hour",
         f"for scale        Chinchilla-optimal data for this size is about {p['chinchilla_tokens'] / 1e9:.1f}B tokens",
+        "command          " + p["command"].replace("\n", "\n                 "),
     ])
+
+
+def _tokens_text(tokens: float) -> str:
+    """1e9 -> '1e9', 10e9 -> '10e9', 2.5e9 -> '2500e6', 256000 -> '256000' (what --max-tokens reads)."""
+    for exp in (12, 9, 6):
+        if tokens >= 10 ** exp and tokens % 10 ** exp == 0:
+            return f"{int(tokens // 10 ** exp)}e{exp}"
+    return str(int(tokens))
+
+
+def _recipe(path: Path, cfg: "PlanConfig", p: dict) -> bool:
+    """Whether the recipe at ``path`` trains the plan: same model config, block, micro batch and
+    activation checkpointing, and, on the plan's number of GPUs, the same tokens per step and steps."""
+    from tonsai.model.build import context_length, load_model_config
+
+    try:
+        values = {k.replace("-", "_"): v for k, v in (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).items()}
+        model_config = REPO / values["model_config"]
+        if model_config.resolve() != Path(cfg.model_config).resolve():
+            return False
+        block = values.get("block_size") or context_length(load_model_config(model_config))
+        if block != p["seq_len"] or values.get("micro_batch_size", 8) != cfg.micro_batch_size:
+            return False
+        if bool(values.get("gradient_checkpointing", False)) != cfg.activation_checkpointing:
+            return False
+        from tonsai.train.config import TrainConfig
+
+        train = TrainConfig(**{**values, "dataset_dir": "-", "tokenizer_dir": "-", "output_dir": "-"})
+        budget = resolve_budget(micro_batch_size=train.micro_batch_size, block_size=block, world_size=cfg.num_gpus,
+                                gradient_accumulation=train.gradient_accumulation,
+                                global_batch_tokens=train.global_batch_tokens, max_steps=train.max_steps,
+                                max_tokens=train.max_tokens)
+    except Exception as e:  # a recipe that does not parse or does not fit this plan (e.g. indivisible batch)
+        log.debug("recipe %s does not match: %s", path, e)
+        return False
+    return budget.tokens_per_step == p["tokens_per_step"] and budget.max_steps == p["optimizer_steps"]
+
+
+def matching_recipe(cfg: "PlanConfig", p: dict) -> Path | None:
+    """The first shipped recipe (configs/train/*.yaml, by name) that trains exactly this plan."""
+    return next((r for r in sorted(RECIPES.glob("*.yaml")) if _recipe(r, cfg, p)), None)
+
+
+def command(cfg: "PlanConfig", p: dict) -> str:
+    """The train_gpt2.py command that realizes the plan; lines joined by ``\\`` continuations."""
+    launcher = ["uv", "run", "python"] if cfg.num_gpus == 1 else ["uv", "run", "deepspeed", "--num_gpus",
+                                                                    str(cfg.num_gpus)]
+    recipe = matching_recipe(cfg, p)
+    if recipe is not None:
+        shape = ["--config", str(recipe.relative_to(REPO))]
+        run = f"runs/{recipe.stem}"
+    else:
+        shape = ["--model-config", cfg.model_config, "--deepspeed", ZERO2, "--block-size", str(p["seq_len"]),
+                 "--micro-batch-size", str(cfg.micro_batch_size), "--global-batch-tokens", str(p["tokens_per_step"]),
+                 "--max-tokens", _tokens_text(cfg.tokens)]
+        if cfg.activation_checkpointing:
+            shape.append("--gradient-checkpointing")
+        run = f"runs/{Path(cfg.model_config).stem}"
+    lines = [launcher + ["scripts/train_gpt2.py"] + shape[:4], shape[4:],
+             ["--dataset-dir", "runs/data", "--tokenizer-dir", "runs/tokenizer", "--output-dir", run]]
+    return " \\\n    ".join(shlex.join(line) for line in lines if line)
 
 
 def run_plan(cfg: PlanConfig) -> dict:

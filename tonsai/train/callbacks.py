@@ -1,4 +1,5 @@
-"""Trainer callbacks: metrics.jsonl with throughput, MFU and per-language bits per byte."""
+"""Trainer callbacks: metrics.jsonl with throughput, MFU and per-language bits per byte (also sent
+to TensorBoard, whose own callback logs only what the Trainer logs)."""
 
 from __future__ import annotations
 
@@ -21,16 +22,24 @@ class MetricsLogger(TrainerCallback):
     peak GPU memory; validation events carry ``eval_<lang>_loss`` and the derived ``eval_<lang>_bpb`` (bits
     per UTF-8 byte: loss in nats times tokens per byte of that validation set, over ln 2; the bytes
     count one per end-of-text, as eval_model.py does, so the two report the same figure).
+
+    Every event also carries ``step_total`` and ``tokens_total``: ``step`` and ``tokens_seen`` plus
+    the counts of the base model a continual-pretraining run started from (both 0 otherwise), so
+    the curves of a base run and its continuation can be drawn on one axis. With ``tb_writer`` the
+    derived figures (bits per byte, tokens/s, MFU) also go to TensorBoard, beside the Trainer's.
     """
 
     def __init__(self, path: str | Path, tokens_per_step: int, tokens_per_byte: dict[str, float],
-                 flops_per_token: float | None = None, peak_flops: float | None = None, world_size: int = 1):
+                 flops_per_token: float | None = None, peak_flops: float | None = None, world_size: int = 1,
+                 base_steps: int = 0, base_tokens: int = 0, tb_writer=None):
         self.path = Path(path)
         self.tokens_per_step = tokens_per_step
         self.tokens_per_byte = tokens_per_byte
         self.flops_per_token = flops_per_token
         self.peak_flops = peak_flops
         self.world_size = world_size
+        self.base_steps, self.base_tokens = base_steps, base_tokens
+        self.tb_writer = tb_writer
         self._t = None
         self._step = 0
         self._tokens: int | None = None
@@ -68,5 +77,21 @@ class MetricsLogger(TrainerCallback):
             record["tokens_seen"] = state.global_step * self.tokens_per_step
         else:
             record["tokens_seen"] = self._tokens  # validation events: the count at the last training log
+        record["step_total"] = self.base_steps + state.global_step
+        record["tokens_total"] = self.base_tokens + int(record["tokens_seen"])
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
+        if self.tb_writer is not None:
+            self._to_tensorboard(record)
+
+    def _to_tensorboard(self, record: dict) -> None:
+        """The figures this callback derives, under the names TensorBoardCallback gives the Trainer's
+        (``eval/<name>``, ``train/<name>``)."""
+        step = record["step"]
+        for lang in self.tokens_per_byte:
+            if f"eval_{lang}_bpb" in record:
+                self.tb_writer.add_scalar(f"eval/{lang}_bpb", record[f"eval_{lang}_bpb"], step)
+        for key in ("tokens_per_s", "mfu"):
+            if key in record:
+                self.tb_writer.add_scalar(f"train/{key}", record[key], step)
+        self.tb_writer.flush()

@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import dataclasses
 
+from tonsai.train.budget import DEFAULT_MAX_STEPS, TokenCount
+
 
 @dataclasses.dataclass
 class TrainConfig:
     """Options of scripts/train_gpt2.py."""
 
     dataset_dir: str = dataclasses.field(metadata={"help": "folder written by prepare_dataset.py"})
-    tokenizer_dir: str = dataclasses.field(metadata={"help": "folder written by train_tokenizer.py"})
-    model_config: str = dataclasses.field(metadata={
-        "help": "Hugging Face causal-LM config JSON, e.g. configs/model/gpt2_500m.json"})
     output_dir: str = dataclasses.field(metadata={
         "help": "run folder: token files, checkpoints, metrics.jsonl, final/ model, manifest.json"})
+    tokenizer_dir: str | None = dataclasses.field(default=None, metadata={
+        "help": "folder written by train_tokenizer.py (with --resume-from MODEL_FOLDER: default that folder's "
+                "own tokenizer)"})
+    model_config: str | None = dataclasses.field(default=None, metadata={
+        "help": "Hugging Face causal-LM config JSON, e.g. configs/model/gpt2_500m.json (with --resume-from "
+                "MODEL_FOLDER: default that folder's config.json; a config whose architecture differs is refused)"})
     deepspeed: str | None = dataclasses.field(default=None, metadata={
         "help": "DeepSpeed JSON, e.g. configs/deepspeed/zero2_h100.json (works without a launcher too)"})
     resume_from: str | None = dataclasses.field(default=None, metadata={
@@ -30,8 +35,16 @@ class TrainConfig:
     block_size: int | None = dataclasses.field(default=None, metadata={
         "help": "tokens per training sequence (default: the model's context length)"})
     micro_batch_size: int = dataclasses.field(default=8, metadata={"help": "sequences per device per step"})
-    gradient_accumulation: int = dataclasses.field(default=1, metadata={"help": "micro-batches per optimizer step"})
-    max_steps: int = dataclasses.field(default=1000, metadata={"help": "optimizer steps to train for"})
+    gradient_accumulation: int | None = dataclasses.field(default=None, metadata={
+        "help": "micro-batches per optimizer step (default 1, or what --global-batch-tokens needs)"})
+    global_batch_tokens: TokenCount | None = dataclasses.field(default=None, metadata={
+        "help": "tokens per optimizer step over all processes, e.g. 262144: the gradient accumulation follows "
+                "from micro batch x block x processes (must divide it exactly)"})
+    max_steps: int | None = dataclasses.field(default=None, metadata={
+        "help": f"optimizer steps to train for (default {DEFAULT_MAX_STEPS} unless --max-tokens is given)"})
+    max_tokens: TokenCount | None = dataclasses.field(default=None, metadata={
+        "help": "training tokens, e.g. 1e9 or 10e9: the steps follow from tokens per step (rounded up); "
+                "instead of --max-steps"})
     learning_rate: float = dataclasses.field(default=6e-4, metadata={"help": "peak learning rate"})
     warmup: float = dataclasses.field(default=0.05, metadata={
         "help": "warmup: a fraction of --max-steps if < 1, else a number of steps"})
@@ -85,9 +98,26 @@ class TrainConfig:
         "help": "with --push-to-hub: create the repository private"})
 
     def __post_init__(self) -> None:
+        for name in ("max_tokens", "global_batch_tokens"):  # YAML gives 1e9 as a string
+            value = getattr(self, name)
+            if value is not None:
+                try:
+                    setattr(self, name, int(TokenCount(value)))
+                except ValueError as e:
+                    raise ValueError(f"--{name.replace('_', '-')}: {e}") from None
+        if self.max_tokens is not None and self.max_steps is not None:
+            raise ValueError(f"give --max-tokens ({self.max_tokens:,}) or --max-steps ({self.max_steps}), not both: "
+                             f"the steps follow from the tokens")
+        if self.global_batch_tokens is not None and self.gradient_accumulation is not None:
+            raise ValueError(f"give --global-batch-tokens ({self.global_batch_tokens:,}) or --gradient-accumulation "
+                             f"({self.gradient_accumulation}), not both: the accumulation follows from the tokens")
+        for name, what in (("model_config", "config.json"), ("tokenizer_dir", "tokenizer")):
+            if getattr(self, name) is None and self.resume_from is None:
+                raise ValueError(f"--{name.replace('_', '-')} is required (it may be left out only with "
+                                 f"--resume-from MODEL_FOLDER, whose own {what} is then used)")
         for name in ("micro_batch_size", "gradient_accumulation", "max_steps", "eval_steps", "save_steps",
                      "logging_steps", "eval_batch_size", "save_total_limit"):
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
         if self.save_steps % self.logging_steps:
             raise ValueError(f"--save-steps ({self.save_steps}) must be a multiple of --logging-steps "

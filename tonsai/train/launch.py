@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import sys
+from pathlib import Path
 
 log = logging.getLogger(__name__)
 
@@ -40,3 +42,37 @@ def rank() -> int:
 
 def world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+SHM_OP = "deepspeed_shm_comm"  # DeepSpeed's shared-memory communication op for CPU processes
+
+
+def default_extensions_dir() -> str | None:
+    """Point TORCH_EXTENSIONS_DIR into this virtual environment unless the user has set it.
+
+    torch's default cache (~/.cache/torch_extensions/<python>_<cuda>) is keyed by path only, so two
+    checkouts with their own .venv (different torch or DeepSpeed builds) rebuild each other's
+    DeepSpeed ops in turn, minutes each time. Outside a virtual environment sys.prefix may not be
+    writable, and torch's default is left alone. Returns the folder in use, or None for torch's default.
+    """
+    if "TORCH_EXTENSIONS_DIR" not in os.environ and sys.prefix != sys.base_prefix:
+        os.environ["TORCH_EXTENSIONS_DIR"] = str(Path(sys.prefix) / "torch_extensions")
+        log.info("DeepSpeed ops are cached in %s (this virtual environment; set TORCH_EXTENSIONS_DIR to "
+                 "choose another folder)", os.environ["TORCH_EXTENSIONS_DIR"])
+    return os.environ.get("TORCH_EXTENSIONS_DIR")
+
+
+def announce_cpu_op_build() -> bool:
+    """On a machine without a GPU DeepSpeed compiles its shared-memory op the first time it starts,
+    silently, for minutes: say so first. Returns True when the op is not built yet."""
+    import torch
+
+    if torch.cuda.is_available():
+        return False
+    root = os.environ.get("TORCH_EXTENSIONS_DIR")
+    if root is not None and list(Path(root).glob(f"{SHM_OP}/*.so")):
+        return False
+    where = root or "torch's extension cache (~/.cache/torch_extensions)"
+    log.info("DeepSpeed compiles its CPU communication op (%s) in %s before training starts: this takes a few "
+             "minutes, once per virtual environment (later runs reuse it)", SHM_OP, where)
+    return True

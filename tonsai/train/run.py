@@ -219,6 +219,11 @@ def run_train(cfg: TrainConfig) -> dict:
     """Train into --output-dir. Rank 0 claims and locks the run folder for the whole run
     (tonsai.folders): a folder holding anything but this run's own files, or any input, is refused,
     and a second training into the same folder is refused while the first runs."""
+    if "wandb" in cfg.report_to:  # before any work: tokenizing a large dataset takes a while
+        import importlib.util
+
+        if importlib.util.find_spec("wandb") is None:
+            raise StageError("--report-to wandb needs the wandb package: `uv add wandb` (and `wandb login`)")
     if cfg.push_to_hub:
         check_can_push(cfg.push_to_hub)  # offline or no token: say so now, not after training
     if launch.rank() != 0:
@@ -243,24 +248,44 @@ def _run_train(cfg: TrainConfig) -> dict:
                              f"(validation runs forward passes per process; a 0.5B model fits under ZeRO-2): "
                              f"use configs/deepspeed/zero2_h100.json")
         launch.ensure_single_process_env()
+        launch.default_extensions_dir()
+        launch.announce_cpu_op_build()
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainingArguments, default_data_collator
 
     from tonsai.model.build import build_model, context_length, count_parameters, load_model_config
     from tonsai.model.cost import GPU_PEAK_BF16, ModelShape, gpu_key
+    from tonsai.train import continual
+    from tonsai.train.budget import resolve_budget
     from tonsai.train.callbacks import MetricsLogger
     from tonsai.train.trainer import TonsaiTrainer, ValidationStream
 
     read_manifest(cfg.dataset_dir, "prepare")
-    tok_manifest = read_manifest(cfg.tokenizer_dir, "tokenizer")
+    kind, resume_path = _resolve_resume(cfg)
+    if kind == "weights":
+        cfg = continual.with_folder_defaults(cfg, resume_path)
+    elif cfg.model_config is None or cfg.tokenizer_dir is None:
+        base_folder = continual.recorded_base(cfg.output_dir) if kind == "checkpoint" else None
+        if base_folder is None:
+            raise StageError(f"--resume-from {cfg.resume_from}: {resume_path or 'no checkpoint'} does not continue a "
+                             f"model folder: pass --model-config and --tokenizer-dir as when the run started")
+        cfg = continual.with_folder_defaults(cfg, base_folder)
+    tok_manifest = continual.tokenizer_manifest(cfg.tokenizer_dir)
     tok_sha = tokenizer_hash(cfg.tokenizer_dir)
     if tok_manifest.get("tokenizer_sha256") not in (None, tok_sha):
         raise StageError(f"{cfg.tokenizer_dir}/tokenizer.json changed after training (hash differs from its manifest)")
     tokenizer = AutoTokenizer.from_pretrained(cfg.tokenizer_dir)
-    kind, resume_path = _resolve_resume(cfg)
     if kind == "weights":
         log.info("continual pretraining: loading weights from %s (fresh optimizer and LR schedule)", resume_path)
-        model = AutoModelForCausalLM.from_pretrained(resume_path, attn_implementation="sdpa", dtype=torch.float32)
+        overrides = {}
+        if cfg.model_config is not None and Path(cfg.model_config).resolve() != (
+                Path(resume_path) / "config.json").resolve():
+            from transformers import AutoConfig
+
+            overrides = continual.model_config_overrides(cfg.model_config, AutoConfig.from_pretrained(resume_path),
+                                                         resume_path)
+        model = AutoModelForCausalLM.from_pretrained(resume_path, attn_implementation="sdpa", dtype=torch.float32,
+                                                     **overrides)
         _match_vocabulary(model, resume_path, tokenizer, cfg)
         config = model.config
     else:
@@ -277,7 +302,13 @@ def _run_train(cfg: TrainConfig) -> dict:
     eval_stride = cfg.eval_stride or max(1, block_size // 2)
     if eval_stride > block_size:
         raise StageError(f"--eval-stride {eval_stride} is larger than the block of {block_size} tokens")
+    world = launch.world_size()
+    budget = resolve_budget(micro_batch_size=cfg.micro_batch_size, block_size=block_size, world_size=world,
+                            gradient_accumulation=cfg.gradient_accumulation,
+                            global_batch_tokens=cfg.global_batch_tokens, max_steps=cfg.max_steps,
+                            max_tokens=cfg.max_tokens)
     _prepare_output_dir(cfg, kind, resume_path)  # after every check that can refuse the run: it may delete
+    base = continual.record_base(cfg.output_dir, kind, resume_path, main=launch.rank() == 0)
     log.info("model %s: %s parameters (%.3fB), context %d, vocabulary %d (tokenizer %d)",
              config.model_type, f"{n_params:,}", n_params / 1e9, ctx, config.vocab_size, len(tokenizer))
 
@@ -314,19 +345,12 @@ def _run_train(cfg: TrainConfig) -> dict:
         liger_problem = check_liger(config.model_type, use_cpu)
         if liger_problem:
             raise StageError(liger_problem)
-    world = launch.world_size()
-    tokens_per_step = cfg.micro_batch_size * cfg.gradient_accumulation * world * block_size
-    log.info("%d training blocks of %d tokens; %d tokens per optimizer step; %s; %s",
-             len(train_ds), block_size, tokens_per_step, "bf16" if bf16 else "fp32",
-             f"DeepSpeed {cfg.deepspeed}" if cfg.deepspeed else "no DeepSpeed")
+    tokens_per_step = budget.tokens_per_step
+    log.info("%d training blocks of %d tokens; %s; %s; %s", len(train_ds), block_size, budget.describe(),
+             "bf16" if bf16 else "fp32", f"DeepSpeed {cfg.deepspeed}" if cfg.deepspeed else "no DeepSpeed")
     # TensorBoard gets an explicit folder through our own callback; the Trainer handles the rest
     report_to = [r for r in cfg.report_to if r not in ("none", "tensorboard")]
-    if "wandb" in report_to:
-        import importlib.util
-
-        if importlib.util.find_spec("wandb") is None:
-            raise StageError("--report-to wandb needs the wandb package: `uv add wandb` (and `wandb login`)")
-    extra_callbacks = []
+    extra_callbacks, writer = [], None
     if "tensorboard" in cfg.report_to:
         from torch.utils.tensorboard import SummaryWriter
         from transformers.integrations import TensorBoardCallback
@@ -337,8 +361,8 @@ def _run_train(cfg: TrainConfig) -> dict:
         output_dir=cfg.output_dir,
         per_device_train_batch_size=cfg.micro_batch_size,
         per_device_eval_batch_size=cfg.eval_batch_size,
-        gradient_accumulation_steps=cfg.gradient_accumulation,
-        max_steps=cfg.max_steps,
+        gradient_accumulation_steps=budget.gradient_accumulation,
+        max_steps=budget.max_steps,
         learning_rate=cfg.learning_rate,
         warmup_steps=cfg.warmup,
         lr_scheduler_type=cfg.lr_schedule,
@@ -387,7 +411,8 @@ def _run_train(cfg: TrainConfig) -> dict:
         model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
         data_collator=default_data_collator, processing_class=tokenizer,
         callbacks=[MetricsLogger(Path(cfg.output_dir) / "metrics.jsonl", tokens_per_step, tokens_per_byte,
-                                 shape.flops_per_token(), peak, world),
+                                 shape.flops_per_token(), peak, world, base_steps=base["steps"],
+                                 base_tokens=base["tokens"], tb_writer=writer),
                    nan_guard, DiskSpaceGuard(cfg.output_dir, n_params, cfg.min_free_disk_gb), *extra_callbacks],
     )
     result = trainer.train(resume_from_checkpoint=resume_path if kind == "checkpoint" else None)
@@ -410,9 +435,14 @@ def _run_train(cfg: TrainConfig) -> dict:
     trainer.save_model(str(staging))
     if trainer.is_world_process_zero():
         save_tokenizer(tokenizer, staging, model_max_length=ctx)  # loads in transformers 4.x too
+        trained = next((int(e["tokens_seen"]) for e in reversed(trainer.state.log_history)
+                        if "tokens_seen" in e and e.get("step") == trainer.state.global_step),
+                       trainer.state.global_step * tokens_per_step)
         common = dict(parameters=n_params, model_type=config.model_type, vocab_size=config.vocab_size,
                       block_size=block_size, tokenizer_sha256=tok_sha, tokenizer_dir=str(cfg.tokenizer_dir),
-                      dataset_dir=str(cfg.dataset_dir), start=kind, resumed_from=resume_path)
+                      dataset_dir=str(cfg.dataset_dir), start=kind, resumed_from=resume_path,
+                      model_config_used=config.to_diff_dict(), base_model=base,
+                      step_total=base["steps"] + trainer.state.global_step, tokens_total=base["tokens"] + trained)
         write_manifest(staging, MODEL_STAGE, cfg, **common)
         final = out / "final"
         if final.exists():
@@ -423,6 +453,10 @@ def _run_train(cfg: TrainConfig) -> dict:
             out, STAGE, cfg, **common, global_step=trainer.state.global_step,
             train_loss=result.training_loss, final_validation=final_metrics,
             tokens_per_step=tokens_per_step, world_size=world, precision="bf16" if bf16 else "fp32",
+            budget=dict(tokens_requested=budget.tokens_requested, global_batch_tokens=cfg.global_batch_tokens,
+                        gradient_accumulation=budget.gradient_accumulation, max_steps=budget.max_steps,
+                        tokens_planned=budget.tokens_planned),
+            tokens_trained=trained,
             validation_history=history)
         log.info("final model written to %s", final)
         if cfg.push_to_hub:
