@@ -422,7 +422,9 @@ def test_driver_message():
     from tonsai.train.guards import cuda_problem
 
     msg = cuda_problem("550.54.15", "13.0")
-    assert "driver >= 580" in msg and "torch==2.10" in msg
+    assert "driver >= 580" in msg and "uv sync --extra cu128" in msg and "uv run --extra cu128" in msg
+    old = cuda_problem("470.82", "12.8")
+    assert "driver >= 525" in old and "cu128" not in old  # too old for either build: only the upgrade helps
     assert cuda_problem("580.65", "13.0") is None
     assert cuda_problem("535.1", "12.8") is None
     assert cuda_problem(None, "13.0") is None

@@ -10,7 +10,8 @@
   estimated size (16 bytes per parameter: fp32 weights and two Adam moments, plus RNG and
   scheduler state) plus ``--min-free-disk-gb``; otherwise the run stops with an error instead of
   dying in the middle of a write.
-- :func:`cuda_problem`: why torch cannot see a GPU that ``nvidia-smi`` sees, in words.
+- :func:`cuda_problem`: why torch cannot see a GPU that ``nvidia-smi`` sees, in words, with the uv
+  command that installs the CUDA 12.8 build (pyproject.toml's ``cu128`` extra) when that would help.
 """
 
 from __future__ import annotations
@@ -70,9 +71,14 @@ def cuda_problem(driver_version: str | None, torch_cuda: str | None) -> str | No
     have = int(driver_version.split(".")[0])
     if need is None or have >= need:
         return None
-    return (f"torch is built for CUDA {torch_cuda}, which needs NVIDIA driver >= {need}, but this machine has "
-            f"driver {driver_version}. Upgrade the driver, or pin a torch built for an older CUDA in "
-            f"pyproject.toml (torch 2.10 is the last CUDA 12.8 build: \"torch==2.10.*\") and run `uv lock`.")
+    problem = (f"torch is built for CUDA {torch_cuda}, which needs NVIDIA driver >= {need}, but this machine has "
+               f"driver {driver_version}. Upgrade the driver")
+    if major > 12 and have >= MIN_DRIVER[12]:
+        problem += (f", or install the CUDA 12.8 build of torch (torch 2.10, driver >= {MIN_DRIVER[12]}) with "
+                    f"`uv sync --extra cu128` and run tonsai with `uv run --extra cu128 ...` (a plain `uv run` "
+                    f"installs the CUDA 13 build over it, and a later `uv sync --extra cu128` then leaves torch "
+                    f"without libcudnn: `rm -rf .venv` and sync again)")
+    return problem + "."
 
 
 def nvidia_driver_version() -> str | None:
