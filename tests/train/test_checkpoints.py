@@ -154,8 +154,7 @@ def test_kill_9_at_a_random_moment_then_auto_gives_the_uninterrupted_losses(plai
     def reached():
         return metrics.is_file() and any(json.loads(x).get("step", -1) >= step for x in
                                          metrics.read_text().splitlines() if x.strip().endswith("}"))
-    proc = popen(args)
-    _kill_when(proc, reached, delay=delay)
+    _kill_when(popen(args), reached, delay=delay)
     left = sorted(str(p.relative_to(out)) for p in out.glob("checkpoint-*/*"))
     proc = run_script(args + ["--resume-from", "auto"])  # asserts exit 0
     assert losses(out) == losses(plain_run[0]), (step, delay, left, proc.stderr[-3000:])
@@ -176,3 +175,61 @@ def test_real_plain_checkpoint_size_matches_the_estimate(plain_run, sample_pipel
     assert real == sum(p.stat().st_size for p in (plain_run[0] / "checkpoint-12").rglob("*") if p.is_file())
     assert abs(estimate - real) / real < 0.25, (estimate, real)
     assert DiskSpaceGuard(plain_run[0], estimate).checkpoint_bytes() == (real, "the size of checkpoint-12")
+
+
+@pytest.fixture(scope="module")
+def ds_run(sample_pipeline, tmp_path_factory):
+    """A real single-process ZeRO-2 run on CPU, 6 steps, checkpoint-6."""
+    out = tmp_path_factory.mktemp("ds") / "run"
+    run_script(common_args(sample_pipeline, out, steps=6) + ["--deepspeed", ZERO2])
+    return out
+
+
+def test_deepspeed_checkpoint_verifies_loads_safely_and_matches_the_estimate(ds_run, sample_pipeline):
+    from transformers import AutoTokenizer
+
+    from tonsai.model.build import build_model, load_model_config
+    from tonsai.train.run import _first_checkpoint_bytes
+
+    ckpt = ds_run / "checkpoint-6"
+    listing = json.loads((ckpt / CHECKSUMS).read_text())["files"]
+    assert {"global_step6/mp_rank_00_model_states.pt", "global_step6/zero_pp_rank_0_mp_rank_00_optim_states.pt",
+            "model.safetensors", "rng_state.pth"} <= set(listing)
+    assert check(ckpt).ok
+    assert unsafe_pickles(ckpt) is None  # every DeepSpeed pickle loads under the allow-list
+    model = build_model(load_model_config(TINY, AutoTokenizer.from_pretrained(sample_pipeline / "tok")))
+    estimate = _first_checkpoint_bytes(model, config(sample_pipeline, "unused", deepspeed=ZERO2), bf16=False)
+    real = listed_bytes(ckpt)
+    assert abs(estimate - real) / real < 0.25, (estimate, real)
+
+
+class _Evil:
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return open, (self.marker, "w")  # unpickling creates the marker file
+
+
+def test_crafted_deepspeed_pickle_is_refused_before_it_runs(ds_run, sample_pipeline, tmp_path):
+    import torch
+
+    out = tmp_path / "evil"
+    shutil.copytree(ds_run, out)
+    shutil.rmtree(out / "final")
+    (out / "manifest.json").unlink()
+    marker = tmp_path / "code-ran"
+    bad = out / "checkpoint-6" / "global_step6" / "mp_rank_00_model_states.pt"
+    torch.save({"module": _Evil(marker)}, bad)
+    write_checksums(out / "checkpoint-6")  # the checksum passes: only the content is hostile
+    before = hashes(out)
+    env = {k: v for k, v in os.environ.items() if k not in LAUNCH_VARS}
+    proc = subprocess.run([sys.executable, str(REPO / "scripts/train_gpt2.py"),
+                           *common_args(sample_pipeline, out, steps=6), "--deepspeed", ZERO2, "--resume-from", "auto"],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode != 0
+    assert "global_step6/mp_rank_00_model_states.pt cannot be loaded without running code" in proc.stderr
+    assert "Unsupported global: GLOBAL builtins.open" in proc.stderr
+    assert not marker.exists() and hashes(out) == before
+    torch.load(bad, weights_only=False)  # what DeepSpeed would have done: the file really runs code
+    assert marker.exists()

@@ -171,13 +171,21 @@ def set_aside(skipped: list[tuple[Path, Verdict]]) -> None:
         log.warning("renamed %s to %s (kept for inspection): %s", p, target.name, verdict.reason)
 
 
-def allowed_globals() -> list:
+def allowed_globals(deepspeed: bool) -> list:
     """What the Trainer and DeepSpeed ZeRO-2 store in their pickles besides tensors and containers,
-    found by loading real checkpoints of both (tests/train/test_checkpoints.py): numpy RNG state
-    (rng_state*.pth) and DeepSpeed's bookkeeping in global_stepN/*.pt."""
+    found by loading real checkpoints of both (tests/train/test_checkpoints.py): numpy arrays (the RNG
+    state in rng_state*.pth) and, in DeepSpeed's optimizer partitions, its loss scaler, ZeRO stage enum
+    and fragment addresses. Each is a plain value class: building one runs no code from the file."""
     import numpy as np
 
-    return [np._core.multiarray._reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
+    allowed = [np._core.multiarray._reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
+    if deepspeed:
+        from deepspeed.runtime.fp16.loss_scaler import DynamicLossScaler, LossScaler
+        from deepspeed.runtime.zero.config import ZeroStageEnum
+        from deepspeed.utils.tensor_fragment import fragment_address
+
+        allowed += [LossScaler, DynamicLossScaler, ZeroStageEnum, fragment_address]
+    return allowed
 
 
 def unsafe_pickles(folder: str | Path) -> str | None:
@@ -186,13 +194,15 @@ def unsafe_pickles(folder: str | Path) -> str | None:
     import torch
 
     folder = Path(folder)
+    allowed = allowed_globals(deepspeed=any(folder.glob("global_step*")))
     for p in _files(folder):
         if p.suffix not in PICKLE_SUFFIXES or p.name in NEVER_LOADED:
             continue
         try:
-            with torch.serialization.safe_globals(allowed_globals()):
+            with torch.serialization.safe_globals(allowed):
                 torch.load(p, weights_only=True, mmap=True, map_location="cpu")
         except Exception as e:  # noqa: BLE001 - any failure means the file cannot be shown safe
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            lines = [x.strip() for x in str(e).splitlines() if x.strip()] or [type(e).__name__]
+            first = next((x for x in lines if x.startswith("Unsupported global")), lines[0])
             return f"{p.relative_to(folder).as_posix()} cannot be loaded without running code from it ({first})"
     return None
