@@ -130,6 +130,12 @@ def test_deepspeed_zero2_two_processes_under_torchrun(plain_run, sample_pipeline
     for r in (r for r in rows if "loss" in r):
         assert r["tokens_seen_km"] + r["tokens_seen_en"] == r["tokens_seen"] == r["step"] * 2 * 4 * 64
     assert (out / "final" / "model.safetensors").is_file()
+    # checksums.json is written after both processes wrote their optimizer partition and RNG state
+    from tonsai.train.checkpoint import CHECKSUMS, check
+
+    listed = json.loads((out / "checkpoint-6" / CHECKSUMS).read_text())["files"]
+    assert {"global_step6/zero_pp_rank_1_mp_rank_00_optim_states.pt", "rng_state_1.pth"} <= set(listed)
+    assert check(out / "checkpoint-6").ok
     # validation windows are split between the two processes and summed: at step 0 (the same seeded
     # initial model) the figures are the one-process run's
     for lang in ("km", "en"):

@@ -97,7 +97,13 @@ def _trainer_state_complete(folder: Path) -> bool:
 
 def check(folder: str | Path) -> Verdict:
     """Whether ``folder`` is exactly what was written when its checksums.json was made."""
-    folder = Path(folder)
+    try:
+        return _check(Path(folder))
+    except OSError as e:  # e.g. another process of the same run set it aside while this one read it
+        return Verdict("corrupt", f"unreadable ({e})")
+
+
+def _check(folder: Path) -> Verdict:
     try:
         listing = json.loads((folder / CHECKSUMS).read_text())["files"]
     except FileNotFoundError:
@@ -202,7 +208,8 @@ def unsafe_pickles(folder: str | Path) -> str | None:
             with torch.serialization.safe_globals(allowed):
                 torch.load(p, weights_only=True, mmap=True, map_location="cpu")
         except Exception as e:  # noqa: BLE001 - any failure means the file cannot be shown safe
-            lines = [x.strip() for x in str(e).splitlines() if x.strip()] or [type(e).__name__]
-            first = next((x for x in lines if x.startswith("Unsupported global")), lines[0])
-            return f"{p.relative_to(folder).as_posix()} cannot be loaded without running code from it ({first})"
+            needs = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(e))
+            why = (f"it needs {needs.group(1)}, which is not on the allow-list" if needs
+                   else (str(e).strip().splitlines() or [type(e).__name__])[0])
+            return f"{p.relative_to(folder).as_posix()} cannot be loaded without running code from it ({why})"
     return None
