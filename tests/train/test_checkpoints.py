@@ -6,7 +6,6 @@ Each test asserts the outcome (exit code or exception, message), and that no oth
 import hashlib
 import json
 import os
-import pickle
 import random
 import shutil
 import signal
@@ -49,7 +48,8 @@ def test_every_checkpoint_lists_every_file_and_verifies(plain_run):
         ckpt = plain_run[0] / name
         listing = json.loads((ckpt / CHECKSUMS).read_text())["files"]
         assert set(listing) == set(hashes(ckpt)) - {CHECKSUMS}
-        assert {"model.safetensors", "optimizer.pt", "scheduler.pt", "rng_state.pth", "trainer_state.json"} <= set(listing)
+        expected = {"model.safetensors", "optimizer.pt", "scheduler.pt", "rng_state.pth", "trainer_state.json"}
+        assert expected <= set(listing)
         assert check(ckpt).ok
         assert unsafe_pickles(ckpt) is None  # the Trainer's own pickles load under the allow-list
 
