@@ -117,6 +117,24 @@ def test_auto_refuses_when_the_only_checkpoints_are_corrupt(plain_run, sample_pi
     assert hashes(out) == before
 
 
+def test_checkpoints_without_checksums_from_an_older_tonsai_are_not_silently_dropped(plain_run, sample_pipeline,
+                                                                                    tmp_path, caplog):
+    """Complete Trainer checkpoints without checksums.json (and without tonsai's writing marker): auto
+    refuses instead of starting over; named, one is resumed with a warning (after the pickle check)."""
+    from tonsai.train.run import _resolve_resume
+
+    out = interrupted_copy(plain_run[0], tmp_path / "legacy")
+    for name in ("checkpoint-6", "checkpoint-12"):
+        (out / name / CHECKSUMS).unlink()
+    before = hashes(out)
+    with pytest.raises(StageError, match="no checkpoint in .* verifies: checkpoint-12 .*written by a tonsai without"):
+        run_train(config(sample_pipeline, out, resume_from="auto"))
+    assert hashes(out) == before
+    with caplog.at_level("WARNING"):
+        kind, path, _ = _resolve_resume(config(sample_pipeline, out, resume_from=str(out / "checkpoint-12")))
+    assert (kind, path) == ("checkpoint", str(out / "checkpoint-12")) and "resuming it unverified" in caplog.text
+
+
 def _kill_when(proc, condition, timeout=600, poll=0.05, delay=0.0):
     deadline = time.time() + timeout
     while not condition():

@@ -17,12 +17,12 @@ same for the Trainer's folders:
   ``weights_only=False``: a crafted ``mp_rank_00_model_states.pt`` would run its code).
 
 What happens to a checkpoint that fails (see :func:`set_aside`): one that was never finished (no
-checksums.json and no complete trainer_state.json) is this run's own half-written output and is
-removed, so that the same step can be saved again cleanly; one that has a checksums.json but does not
-match it (or that has a complete trainer_state.json but no checksums.json: written by a tonsai
-without checksums, or killed in the instant between the two) is renamed ``corrupt-checkpoint-N`` /
-``unverified-checkpoint-N``, which the Trainer's rotation glob (``checkpoint-*``) ignores, so the
-user can inspect it and nothing is lost.
+checksums.json, and the ``.tonsai-writing`` marker tonsai makes before the Trainer writes, or no
+complete trainer_state.json) is this run's own half-written output and is removed, so that the same
+step can be saved again cleanly; one that has a checksums.json but does not match it, or that has a
+complete trainer_state.json, no marker and no checksums.json (written by a tonsai without checksums)
+is renamed ``corrupt-checkpoint-N`` / ``unverified-checkpoint-N``, which the Trainer's rotation glob
+(``checkpoint-*``) ignores, so the user can inspect it and nothing is lost.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ from tonsai.atomic import write_json
 
 log = logging.getLogger(__name__)
 CHECKSUMS = "checksums.json"
+WRITING = ".tonsai-writing"  # made before the Trainer writes a checkpoint, removed once checksums.json exists
 PICKLE_SUFFIXES = (".pt", ".pth", ".bin")
 # the Trainer pickles its TrainingArguments here; nothing reads it on resume (transformers, accelerate
 # and DeepSpeed only write it), so it is not loaded and needs no allow-list of its many classes
@@ -67,7 +68,7 @@ def _sha256(path: Path) -> str:
 
 
 def _files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.name != CHECKSUMS)
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.name not in (CHECKSUMS, WRITING))
 
 
 def _digests(paths: list[Path]) -> list[str]:
@@ -84,6 +85,7 @@ def write_checksums(folder: str | Path) -> Path:
     listing = {p.relative_to(folder).as_posix(): {"bytes": p.stat().st_size, "sha256": d}
                for p, d in zip(files, _digests(files))}
     write_json(folder / CHECKSUMS, {"format": 1, "files": listing})
+    (folder / WRITING).unlink(missing_ok=True)
     return folder / CHECKSUMS
 
 
@@ -107,9 +109,9 @@ def _check(folder: Path) -> Verdict:
     try:
         listing = json.loads((folder / CHECKSUMS).read_text())["files"]
     except FileNotFoundError:
-        if _trainer_state_complete(folder):
+        if _trainer_state_complete(folder) and not (folder / WRITING).exists():
             return Verdict("unverified", f"no {CHECKSUMS} although trainer_state.json is complete: written by a "
-                                         f"tonsai without checksums, or killed just before writing {CHECKSUMS}")
+                                         f"tonsai without checksums (or its {CHECKSUMS} was deleted)")
         return Verdict("unfinished", f"no {CHECKSUMS}: the run was killed (or ran out of disk) while writing it")
     except (OSError, ValueError, KeyError, TypeError) as e:
         return Verdict("corrupt", f"{CHECKSUMS} is unreadable ({e})")

@@ -90,11 +90,12 @@ def _resolve_auto(cfg: TrainConfig) -> tuple[str, str | None, list]:
     ckpt, skipped = newest_verified(cfg.output_dir)
     for p, verdict in skipped:
         log.warning("--resume-from auto: skipping %s: %s", p.name, verdict.reason)
-    corrupt = [f"{p.name} ({v.reason})" for p, v in skipped if v.status == "corrupt"]
-    if ckpt is None and corrupt and not cfg.overwrite:
-        raise StageError(f"--resume-from auto: no checkpoint in {cfg.output_dir} verifies: {'; '.join(corrupt)}. "
-                         f"Restore it from a copy, or pass --overwrite to start over (the damaged checkpoints are "
-                         f"then kept as corrupt-checkpoint-N)")
+    damaged = [f"{p.name} ({v.reason})" for p, v in skipped if v.status in ("corrupt", "unverified")]
+    if ckpt is None and damaged and not cfg.overwrite:  # finished checkpoints, not a kill: a person decides
+        raise StageError(f"--resume-from auto: no checkpoint in {cfg.output_dir} verifies: {'; '.join(damaged)}. "
+                         f"Restore it from a copy, resume one by name (a checkpoint without checksums.json is "
+                         f"accepted by name, with a warning), or pass --overwrite to start over (they are then "
+                         f"kept as corrupt-/unverified-checkpoint-N)")
     if ckpt is None:
         log.info("--resume-from auto: no complete checkpoint in %s, starting from scratch", cfg.output_dir)
         return "scratch", None, skipped
@@ -114,7 +115,9 @@ def _resolve_resume(cfg: TrainConfig) -> tuple[str, str | None, list]:
     p = Path(r)
     if _looks_like_checkpoint(p):
         verdict = check(p)
-        if not verdict.ok:
+        if verdict.status == "unverified":
+            log.warning("--resume-from %s: %s; resuming it unverified, as asked by name", r, verdict.reason)
+        elif not verdict.ok:
             raise StageError(f"--resume-from {r}: the checkpoint does not verify: {verdict.reason}. Resume from an "
                              f"earlier checkpoint, or pass --resume-from auto to pick the newest that verifies")
         _safe_to_load(p, "--resume-from")

@@ -24,6 +24,7 @@ process has written its files and BEFORE older checkpoints are rotated away (see
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -31,7 +32,7 @@ from transformers import Trainer
 from transformers.trainer_utils import rotate_checkpoints
 
 from tonsai.eval.perplexity import score_tokens
-from tonsai.train.checkpoint import write_checksums
+from tonsai.train.checkpoint import WRITING, write_checksums
 
 
 class ValidationStream:
@@ -72,6 +73,10 @@ class TonsaiTrainer(Trainer):
         the folder holds at least one verifiable checkpoint once the first one is written. The barrier
         makes rank 0 wait for every process's DeepSpeed shards and RNG state before it checksums them.
         """
+        if self.args.should_save:  # marks the folder as being written until checksums.json exists
+            folder = Path(self._get_output_dir(trial=trial)) / f"checkpoint-{self.state.global_step}"
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / WRITING).touch()
         limit = self.args.save_total_limit
         self.args.save_total_limit = None
         try:
