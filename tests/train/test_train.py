@@ -130,6 +130,12 @@ def test_deepspeed_zero2_two_processes_under_torchrun(plain_run, sample_pipeline
     for r in (r for r in rows if "loss" in r):
         assert r["tokens_seen_km"] + r["tokens_seen_en"] == r["tokens_seen"] == r["step"] * 2 * 4 * 64
     assert (out / "final" / "model.safetensors").is_file()
+    # checksums.json is written after both processes wrote their optimizer partition and RNG state
+    from tonsai.train.checkpoint import CHECKSUMS, check
+
+    listed = json.loads((out / "checkpoint-6" / CHECKSUMS).read_text())["files"]
+    assert {"global_step6/zero_pp_rank_1_mp_rank_00_optim_states.pt", "rng_state_1.pth"} <= set(listed)
+    assert check(out / "checkpoint-6").ok
     # validation windows are split between the two processes and summed: at step 0 (the same seeded
     # initial model) the figures are the one-process run's
     for lang in ("km", "en"):
@@ -294,14 +300,18 @@ def test_kill_9_then_resume_auto_gives_the_uninterrupted_losses(plain_run, sampl
 
 
 def test_incomplete_checkpoints_are_never_resumed_from(tmp_path):
+    from tonsai.train.checkpoint import write_checksums
     from tonsai.train.run import latest_checkpoint
 
-    for step, state in ((6, '{"global_step": 6}'), (9, '{"global_step": 9, "log_hi'), (12, None)):
+    for step, state in ((6, '{"global_step": 6}'), (9, '{"global_step": 9, "log_hi'), (12, None), (15, "{}")):
         d = tmp_path / f"checkpoint-{step}"
         d.mkdir()
         (d / "model.safetensors").write_bytes(b"x")
         if state is not None:
             (d / "trainer_state.json").write_text(state)
+        if step == 6:
+            write_checksums(d)
+    # 9 and 12 were killed before their checksums.json, 15 has a complete Trainer state but no checksums
     assert latest_checkpoint(tmp_path) == tmp_path / "checkpoint-6"
 
 
@@ -314,7 +324,7 @@ def test_an_incomplete_checkpoint_named_explicitly_is_refused(plain_run, sample_
         state.write_text(state.read_text()[:40])  # killed while the Trainer was writing it
     else:
         state.unlink()  # killed before the Trainer wrote it (it writes it last): weights and config are there
-    with pytest.raises(StageError, match="checkpoint is incomplete"):
+    with pytest.raises(StageError, match="checkpoint does not verify: trainer_state.json"):
         run_train(config(sample_pipeline, out, resume_from=str(out / "checkpoint-12")))
     # --overwrite must not delete the folder it would load from
     with pytest.raises(StageError, match="which --overwrite would delete"):
@@ -390,6 +400,8 @@ def test_non_finite_loss_stops_without_saving(plain_run, sample_pipeline, tmp_pa
     import torch
     from safetensors.torch import load_file, save_file
 
+    from tonsai.train.checkpoint import write_checksums
+
     out = tmp_path / "nan"
     shutil.copytree(plain_run[0], out)
     shutil.rmtree(out / "checkpoint-12")
@@ -399,6 +411,7 @@ def test_non_finite_loss_stops_without_saving(plain_run, sample_pipeline, tmp_pa
     good = {k: v.clone() for k, v in state.items()}
     state["transformer.ln_f.weight"][0] = float("nan")
     save_file(state, weights, metadata={"format": "pt"})
+    write_checksums(out / "checkpoint-6")  # as if the weights had gone bad in training, before the save
     cfg = config(sample_pipeline, out, steps=12, save_steps=2, resume_from="auto")
     with pytest.raises(StageError, match="loss became nan at step 8") as e:
         run_train(cfg)
@@ -413,7 +426,8 @@ def test_non_finite_loss_stops_without_saving(plain_run, sample_pipeline, tmp_pa
 
 
 def test_too_little_disk_stops_before_the_checkpoint(sample_pipeline, tmp_path):
-    with pytest.raises(StageError, match="GB free"):
+    with pytest.raises(StageError, match=r"GB free .* a checkpoint needs 0\.0\d\d GB \(estimated from the model and "
+                                         r"optimizer\) plus --min-free-disk-gb 1e\+09"):
         run_train(config(sample_pipeline, tmp_path / "disk", steps=6, min_free_disk_gb=1e9))
     assert not list((tmp_path / "disk").glob("checkpoint-*"))
 

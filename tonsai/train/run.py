@@ -24,12 +24,14 @@ from tonsai.publish.push import check_can_push, push_folder
 from tonsai.tokenizer.export import save_tokenizer
 from tonsai.tokenizer.pack import PackedBlocks, TokenFile, dataset_hash, pack_dataset, tokenizer_hash
 from tonsai.train import launch
+from tonsai.train.checkpoint import CHECKSUMS, check, newest_verified, set_aside, unsafe_pickles
 from tonsai.train.config import TrainConfig
 from tonsai.train.guards import DiskSpaceGuard, NonFiniteLossGuard, cuda_problem, nvidia_driver_version
 
 log = logging.getLogger(__name__)
 STAGE = "train"
 MODEL_STAGE = "model"
+SMALL_FILES_BYTES = 64 * 1024
 
 
 def _token_folders(cfg: TrainConfig, tok_sha: str) -> dict[str, Path]:
@@ -66,23 +68,8 @@ def _token_folders(cfg: TrainConfig, tok_sha: str) -> dict[str, Path]:
 
 
 def latest_checkpoint(output_dir: str | Path) -> Path | None:
-    """The newest complete ``checkpoint-N`` folder in ``output_dir`` (see :func:`_complete`)."""
-    found = []
-    for p in Path(output_dir).glob("checkpoint-*"):
-        step = p.name.split("-")[-1]
-        if step.isdigit() and _complete(p):
-            found.append((int(step), p))
-    return max(found)[1] if found else None
-
-
-def _complete(checkpoint: Path) -> bool:
-    """The Trainer writes trainer_state.json last: a checkpoint killed while being written has
-    none, or a truncated one."""
-    try:
-        json.loads((checkpoint / "trainer_state.json").read_text())
-        return True
-    except (OSError, json.JSONDecodeError):
-        return False
+    """The newest ``checkpoint-N`` folder in ``output_dir`` that verifies (tonsai.train.checkpoint)."""
+    return newest_verified(output_dir)[0]
 
 
 def _looks_like_checkpoint(p: Path) -> bool:
@@ -90,31 +77,58 @@ def _looks_like_checkpoint(p: Path) -> bool:
     if not p.is_dir():
         return False
     return (re.fullmatch(r"checkpoint-\d+", p.name) is not None or (p / "trainer_state.json").exists()
-            or (p / "optimizer.pt").exists() or any(p.glob("global_step*")) or any(p.glob("rng_state*")))
+            or (p / CHECKSUMS).exists() or (p / "optimizer.pt").exists() or any(p.glob("global_step*"))
+            or any(p.glob("rng_state*")))
 
 
-def _resolve_resume(cfg: TrainConfig) -> tuple[str, str | None]:
-    """Return (kind, path): kind is 'scratch', 'checkpoint' or 'weights'."""
+def _safe_to_load(ckpt: Path, how: str) -> None:
+    problem = unsafe_pickles(ckpt)
+    if problem:
+        raise StageError(f"{how} {ckpt}: refused: {problem}. DeepSpeed unpickles its files without "
+                         f"restriction, so tonsai loads none that needs more than tensors and numpy arrays. "
+                         f"Resume from a checkpoint you trust, or start over")
+
+
+def _resolve_auto(cfg: TrainConfig) -> tuple[str, str | None, list]:
+    ckpt, skipped = newest_verified(cfg.output_dir)
+    for p, verdict in skipped:
+        log.warning("--resume-from auto: skipping %s: %s", p.name, verdict.reason)
+    damaged = [f"{p.name} ({v.reason})" for p, v in skipped if v.status in ("corrupt", "unverified")]
+    if ckpt is None and damaged and not cfg.overwrite:  # finished checkpoints, not a kill: a person decides
+        raise StageError(f"--resume-from auto: no checkpoint in {cfg.output_dir} verifies: {'; '.join(damaged)}. "
+                         f"Restore it from a copy, resume one by name (a checkpoint without checksums.json is "
+                         f"accepted by name, with a warning), or pass --overwrite to start over (they are then "
+                         f"kept as corrupt-/unverified-checkpoint-N)")
+    if ckpt is None:
+        log.info("--resume-from auto: no complete checkpoint in %s, starting from scratch", cfg.output_dir)
+        return "scratch", None, skipped
+    _safe_to_load(ckpt, "--resume-from auto:")
+    log.info("--resume-from auto: %s verifies (checksums.json)", ckpt.name)
+    return "checkpoint", str(ckpt), skipped
+
+
+def _resolve_resume(cfg: TrainConfig) -> tuple[str, str | None, list]:
+    """Return (kind, path, skipped): kind is 'scratch', 'checkpoint' or 'weights'; skipped lists the
+    (checkpoint, Verdict) that --resume-from auto passed over, to be set aside once the folder is ours."""
     r = cfg.resume_from
     if r is None:
-        return "scratch", None
+        return "scratch", None, []
     if r == "auto":
-        ckpt = latest_checkpoint(cfg.output_dir)
-        if ckpt is None:
-            log.info("--resume-from auto: no complete checkpoint in %s, starting from scratch", cfg.output_dir)
-            return "scratch", None
-        return "checkpoint", str(ckpt)
+        return _resolve_auto(cfg)
     p = Path(r)
     if _looks_like_checkpoint(p):
-        if not _complete(p):
-            raise StageError(f"--resume-from {r}: the checkpoint is incomplete (its trainer_state.json is "
-                             f"missing or unreadable; it was probably being written when the run died): resume "
-                             f"from an earlier checkpoint, or pass --resume-from auto to pick the newest complete one")
-        return "checkpoint", str(p)
+        verdict = check(p)
+        if verdict.status == "unverified":
+            log.warning("--resume-from %s: %s; resuming it unverified, as asked by name", r, verdict.reason)
+        elif not verdict.ok:
+            raise StageError(f"--resume-from {r}: the checkpoint does not verify: {verdict.reason}. Resume from an "
+                             f"earlier checkpoint, or pass --resume-from auto to pick the newest that verifies")
+        _safe_to_load(p, "--resume-from")
+        return "checkpoint", str(p), []
     if p.is_dir() and not (p / "config.json").is_file():
         raise StageError(f"--resume-from {r}: neither a training checkpoint (trainer_state.json) "
                          f"nor a model folder (config.json)")
-    return "weights", r  # a model folder or a Hub id
+    return "weights", r, []  # a model folder or a Hub id
 
 
 def _prepare_output_dir(cfg: TrainConfig, kind: str, resume_path: str | None) -> None:
@@ -137,6 +151,8 @@ def _prepare_output_dir(cfg: TrainConfig, kind: str, resume_path: str | None) ->
             write_text(metrics, "".join(line + "\n" for line in kept))
         return
     old = sorted(out.glob("checkpoint-*")) + [p for p in (out / "final",) if p.exists()]
+    if cfg.resume_from == "auto":  # none of its checkpoints verified: run_train sets them aside (set_aside)
+        old = [p for p in old if not p.name.startswith("checkpoint-")]
     if old and cfg.overwrite and resume_path and any(Path(resume_path).resolve().is_relative_to(p.resolve())
                                                     for p in old):
         raise StageError(f"--resume-from {resume_path} is inside --output-dir {out}, which --overwrite would "
@@ -149,6 +165,16 @@ def _prepare_output_dir(cfg: TrainConfig, kind: str, resume_path: str | None) ->
     for p in old:
         shutil.rmtree(p)
     metrics.unlink(missing_ok=True)
+
+
+def _first_checkpoint_bytes(model, cfg: TrainConfig, bf16: bool) -> int:
+    """The disk guard's estimate before the first checkpoint (tonsai.train.guards); every checkpoint also
+    holds the tokenizer's files and a few small ones (trainer state, RNG, DeepSpeed's zero_to_fp32.py)."""
+    from tonsai.train.guards import estimate_checkpoint_bytes
+
+    tokenizer_files = sum(p.stat().st_size for p in Path(cfg.tokenizer_dir).iterdir()
+                          if p.is_file() and p.name != "manifest.json")
+    return estimate_checkpoint_bytes(model, bool(cfg.deepspeed), bf16, tokenizer_files + SMALL_FILES_BYTES)
 
 
 def _match_vocabulary(model, base: str, tokenizer, cfg: TrainConfig) -> None:
@@ -261,7 +287,7 @@ def _run_train(cfg: TrainConfig) -> dict:
     from tonsai.train.trainer import TonsaiTrainer, ValidationStream
 
     read_manifest(cfg.dataset_dir, "prepare")
-    kind, resume_path = _resolve_resume(cfg)
+    kind, resume_path, skipped = _resolve_resume(cfg)
     if kind == "weights":
         cfg = continual.with_folder_defaults(cfg, resume_path)
     elif cfg.model_config is None or cfg.tokenizer_dir is None:
@@ -309,6 +335,8 @@ def _run_train(cfg: TrainConfig) -> dict:
                             max_tokens=cfg.max_tokens)
     _prepare_output_dir(cfg, kind, resume_path)  # after every check that can refuse the run: it may delete
     base = continual.record_base(cfg.output_dir, kind, resume_path, main=launch.rank() == 0)
+    if launch.rank() == 0:
+        set_aside(skipped)  # once the folder is ours: never-finished checkpoints removed, damaged ones renamed
     log.info("model %s: %s parameters (%.3fB), context %d, vocabulary %d (tokenizer %d)",
              config.model_type, f"{n_params:,}", n_params / 1e9, ctx, config.vocab_size, len(tokenizer))
 
@@ -413,7 +441,8 @@ def _run_train(cfg: TrainConfig) -> dict:
         callbacks=[MetricsLogger(Path(cfg.output_dir) / "metrics.jsonl", tokens_per_step, tokens_per_byte,
                                  shape.flops_per_token(), peak, world, base_steps=base["steps"],
                                  base_tokens=base["tokens"], tb_writer=writer),
-                   nan_guard, DiskSpaceGuard(cfg.output_dir, n_params, cfg.min_free_disk_gb), *extra_callbacks],
+                   nan_guard, DiskSpaceGuard(cfg.output_dir, _first_checkpoint_bytes(model, cfg, bf16),
+                                             cfg.min_free_disk_gb), *extra_callbacks],
     )
     result = trainer.train(resume_from_checkpoint=resume_path if kind == "checkpoint" else None)
     if nan_guard.bad_step is not None:

@@ -1,5 +1,5 @@
-"""The Hugging Face Trainer with two additions: validation by tonsai's own evaluation code, and
-exact tokens seen, in all and per language.
+"""The Hugging Face Trainer with three additions: validation by tonsai's own evaluation code,
+exact tokens seen, in all and per language, and checkpoints that verify themselves.
 
 Validation: each language's validation tokens are one stream, ``<eot> doc1 <eot> doc2 <eot>``
 (:class:`ValidationStream`), scored by :func:`tonsai.eval.perplexity.score_tokens` over sliding
@@ -15,17 +15,24 @@ before the forward pass, sums it on the device (no host sync per step), and adds
 totals to every training log as ``tokens_seen_<lang>``, summed over all processes. On resume the
 totals continue from the checkpoint's last log, which is always at the checkpoint's step
 (``--save-steps`` is a multiple of ``--logging-steps``), so they stay exact.
+
+Checkpoints: every checkpoint gets ``checksums.json`` (tonsai.train.checkpoint), written after every
+process has written its files and BEFORE older checkpoints are rotated away (see
+:meth:`TonsaiTrainer._save_checkpoint`).
 """
 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 from transformers import Trainer
+from transformers.trainer_utils import rotate_checkpoints
 
 from tonsai.eval.perplexity import score_tokens
+from tonsai.train.checkpoint import WRITING, write_checksums
 
 
 class ValidationStream:
@@ -54,6 +61,35 @@ class TonsaiTrainer(Trainer):
         self.langs = list(langs or [])
         self._lang_tokens: torch.Tensor | None = None  # since this process started, on the device
         self._lang_base: list[int] | None = None  # totals at the checkpoint this process resumed from
+
+    def _save_checkpoint(self, model, trial) -> None:
+        """Save as the Trainer does, then write checksums.json, then rotate.
+
+        The Trainer's own _save_checkpoint ends by deleting checkpoints beyond --save-total-limit,
+        before any on_save callback runs. Were the checksum written in a callback, a kill between that
+        rotation and the checksum would leave no checkpoint that verifies (with --save-total-limit 1:
+        the old one deleted, the new one without checksums.json). So rotation is held back (the
+        limit is cleared for the call) and done here, after the new checkpoint verifies: at every moment
+        the folder holds at least one verifiable checkpoint once the first one is written. The barrier
+        makes rank 0 wait for every process's DeepSpeed shards and RNG state before it checksums them.
+        """
+        if self.args.should_save:  # marks the folder as being written until checksums.json exists
+            folder = Path(self._get_output_dir(trial=trial)) / f"checkpoint-{self.state.global_step}"
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / WRITING).touch()
+        limit = self.args.save_total_limit
+        self.args.save_total_limit = None
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self.args.save_total_limit = limit
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.barrier()
+        if self.args.should_save:
+            run_dir = self._get_output_dir(trial=trial)
+            write_checksums(f"{run_dir}/checkpoint-{self.state.global_step}")
+            rotate_checkpoints(output_dir=run_dir, save_total_limit=limit,
+                               best_model_checkpoint=self.state.best_model_checkpoint, use_mtime=True)
 
     def _keys(self) -> list[str]:
         return ["tokens_seen"] + [f"tokens_seen_{lang}" for lang in self.langs]
