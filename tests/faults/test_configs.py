@@ -120,3 +120,20 @@ def test_nan_weights_fail_in_seconds_before_any_shard_folder(tmp_path, args, cod
     assert r.returncode == code and f"error: {message.replace('MIX', str(mix))}" in r.stderr, r.stderr[-2000:]
     assert "Traceback" not in r.stderr and not out.exists() and not (tmp_path / "out.work").exists()
     print(f"failed in {elapsed:.1f} s")
+
+
+@pytest.mark.parametrize("flag, value, message", [
+    ("--learning-rate", "nan", "--learning-rate must be a finite number"),
+    ("--learning-rate", "0", "--learning-rate must be positive"),
+    ("--warmup", "nan", "--warmup must be a finite number"),
+    ("--max-grad-norm", "inf", "--max-grad-norm must be a finite number"),
+    ("--weight-decay", "-1", "--weight-decay must be >= 0"),
+    ("--min-free-disk-gb", "-5", "--min-free-disk-gb must be >= 0"),
+])
+def test_impossible_training_numbers_are_usage_errors(tmp_path, capsys, flag, value, message):
+    args = ["--dataset-dir", str(tmp_path), "--tokenizer-dir", str(tmp_path), "--model-config", "m.json",
+            "--output-dir", str(tmp_path / "run"), flag, value]
+    with pytest.raises(SystemExit) as e:
+        parse_config(TrainConfig, "train", args)
+    assert e.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()

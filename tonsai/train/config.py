@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 from tonsai.train.budget import DEFAULT_MAX_STEPS, TokenCount
 
@@ -55,7 +56,7 @@ class TrainConfig:
         "help": "adamw (fused on GPU), or muon: torch.optim.Muon on the 2-D matrices inside the blocks, AdamW on "
                 "embeddings, head, biases and norms, one learning rate for both (tonsai/train/optim.py); "
                 "muon runs without --deepspeed", "choices": ["adamw", "muon"]})
-    max_grad_norm: float = dataclasses.field(default=1.0, metadata={"help": "gradient clipping norm"})
+    max_grad_norm: float = dataclasses.field(default=1.0, metadata={"help": "gradient clipping norm (0: no clipping)"})
     precision: str = dataclasses.field(default="auto", metadata={
         "help": "bf16 on a GPU that supports it, fp32 on CPU, or force one", "choices": ["auto", "bf16", "fp32"]})
     device: str = dataclasses.field(default="auto", metadata={
@@ -130,10 +131,16 @@ class TrainConfig:
             raise ValueError(f"--eval-stride {self.eval_stride} is larger than --block-size {self.block_size}")
         if self.block_size is not None and self.block_size < 2:
             raise ValueError("--block-size must be at least 2")
-        if self.learning_rate <= 0:
-            raise ValueError("--learning-rate must be positive")
-        if self.warmup < 0:
-            raise ValueError("--warmup must be >= 0")
+        for name, low in (("learning_rate", None), ("warmup", 0.0), ("max_grad_norm", 0.0), ("weight_decay", 0.0),
+                          ("min_free_disk_gb", 0.0)):
+            value = getattr(self, name)
+            flag = "--" + name.replace("_", "-")
+            if not math.isfinite(value):
+                raise ValueError(f"{flag} must be a finite number, got {value}")
+            if low is None and value <= 0:
+                raise ValueError(f"{flag} must be positive, got {value}")
+            if low is not None and value < low:
+                raise ValueError(f"{flag} must be >= {low:g}, got {value}")
         if self.optimizer == "muon" and self.deepspeed:
             raise ValueError("--optimizer muon needs whole weight matrices, and DeepSpeed ZeRO-2 hands the optimizer "
                              "flattened partitions: leave out --deepspeed (one GPU, or torchrun for several)")
