@@ -244,3 +244,16 @@ def test_report_equals_the_last_validation_point_with_several_sources_per_langua
     capped = run_eval(EvalConfig(model_dir=str(run / "final"), dataset_dir=str(data), output_dir=str(tmp_path / "m"),
                                  max_tokens=100, device="cpu"))
     assert capped["languages"]["km"]["tokens"] == 100 and capped["eval_set"]["max_tokens"] == 100
+
+
+def test_curves_of_a_continual_run_count_on_from_the_base_model(tmp_path):
+    """Rows with step_total (continual pretraining) place the curves after the base model's 60 steps; a
+    row without it takes the offset of the rows around it; a plain run keeps its steps."""
+    f = tmp_path / "metrics.jsonl"
+    rows = [{"step": 0, "eval_km_loss": 4.0},  # the base model's validation, before the first training row
+            {"step": 1, "step_total": 61, "loss": 3.9, "tokens_total": 62_464},
+            {"step": 2, "step_total": 62, "loss": 3.8}, {"step": 2, "eval_km_loss": 3.7}]
+    f.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    assert read_curves(f) == {"train": [[61, 3.9], [62, 3.8]], "km": [[60, 4.0], [62, 3.7]]}
+    f.write_text("\n".join(json.dumps({k: v for k, v in r.items() if not k.endswith("_total")}) for r in rows))
+    assert read_curves(f) == {"train": [[1, 3.9], [2, 3.8]], "km": [[0, 4.0], [2, 3.7]]}

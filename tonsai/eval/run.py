@@ -110,10 +110,10 @@ def read_curves(path: Path) -> dict[str, list[list[float]]]:
     """Loss curves from metrics.jsonl: ``train`` (step, loss) and one (step, validation loss) per language.
 
     The step is ``step_total`` when a row has it (continual pretraining counts on from the base
-    model's steps), else ``step`` plus the offset the last row with both showed, else ``step``. A
-    resumed run appends to the same file; a step logged twice keeps its last value."""
-    curves: dict[str, dict[int, float]] = {}
-    offset = 0
+    model's steps), else ``step`` plus the offset of the nearest earlier row that has both (the first
+    such row for rows before it), else ``step``. A resumed run appends to the same file; a step logged
+    twice keeps its last value."""
+    records = []
     with open(path, encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
@@ -122,17 +122,19 @@ def read_curves(path: Path) -> dict[str, list[list[float]]]:
                 rec = json.loads(line)
             except json.JSONDecodeError as e:
                 raise StageError(f"{path}:{lineno}: malformed JSON ({e.msg}); the metrics file is damaged") from e
-            step = rec.get("step")
-            if step is None:
-                continue
-            if rec.get("step_total") is not None:
-                offset = rec["step_total"] - step
-            step += offset
-            if "loss" in rec:
-                curves.setdefault("train", {})[step] = rec["loss"]
-            for key, value in rec.items():
-                if key.startswith("eval_") and key.endswith("_loss"):
-                    curves.setdefault(key[len("eval_"):-len("_loss")], {})[step] = value
+            if rec.get("step") is not None:
+                records.append(rec)
+    offset = next((r["step_total"] - r["step"] for r in records if r.get("step_total") is not None), 0)
+    curves: dict[str, dict[int, float]] = {}
+    for rec in records:
+        if rec.get("step_total") is not None:
+            offset = rec["step_total"] - rec["step"]
+        step = rec["step"] + offset
+        if "loss" in rec:
+            curves.setdefault("train", {})[step] = rec["loss"]
+        for key, value in rec.items():
+            if key.startswith("eval_") and key.endswith("_loss"):
+                curves.setdefault(key[len("eval_"):-len("_loss")], {})[step] = value
     return {k: [[s, v] for s, v in sorted(d.items())] for k, d in curves.items()}
 
 
