@@ -2,7 +2,8 @@
 
 Three inputs, all normalized with :func:`tonsai.text.normalize` exactly as training text is:
 
-- a prepared dataset's split (``--dataset-dir``), grouped by its ``lang`` and ``source`` columns;
+- a prepared dataset's split (``--dataset-dir``), in the split's order, with its ``lang`` and
+  ``source`` columns (one stream per language, each document labelled with its source);
 - plain files given as ``LANG=FILE`` (``--text km=news.txt``): ``.txt`` holds one document per
   line, ``.jsonl`` one object per line with a ``text`` field; the source is named ``text:<file>``;
 - aligned parallel text (``--parallel KM_FILE EN_FILE``): line *i* of one file translates line *i*

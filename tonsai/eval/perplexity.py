@@ -1,6 +1,10 @@
 """Per-language loss, perplexity, bits per byte and bits per character over sliding windows.
 
 Documents of one language are joined the way training packs them: ``<eot> doc1 <eot> doc2 <eot>``.
+This is the one definition of per-language loss in tonsai: training's validation scores each
+language's validation split as one such stream (in the split's order), and eval_model.py does the
+same for a dataset split (:func:`score_documents`), reporting each source as its share of the
+language's stream rather than as a stream of its own.
 Windows of ``block_size`` tokens advance by ``stride``; each token is scored once, in the first
 window that reaches it, with up to ``block_size - stride`` tokens of left context. Every document
 token and each end-of-text after a document is predicted.

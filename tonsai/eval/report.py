@@ -112,14 +112,17 @@ MAX_COLUMNS = 7  # value columns per side-by-side table, besides the model's nam
 
 def _chunks(title: str, groups: list[list[tuple[str, str]]]) -> list[tuple[str, list[tuple[str, str]]]]:
     """Pack groups of columns (e.g. one task's metrics) into tables of at most MAX_COLUMNS columns,
-    keeping a group whole unless it alone is wider."""
+    keeping a group whole; a group wider than that gets tables of its own, split evenly."""
     tables: list[list[tuple[str, str]]] = [[]]
     for group in groups:
-        for i in range(0, len(group), MAX_COLUMNS):
-            part = group[i:i + MAX_COLUMNS]
-            if tables[-1] and len(tables[-1]) + len(part) > MAX_COLUMNS:
-                tables.append([])
-            tables[-1].extend(part)
+        if len(group) > MAX_COLUMNS:
+            parts = -(-len(group) // MAX_COLUMNS)
+            size = -(-len(group) // parts)
+            tables += [group[i:i + size] for i in range(0, len(group), size)] + [[]]
+            continue
+        if len(tables[-1]) + len(group) > MAX_COLUMNS:
+            tables.append([])
+        tables[-1].extend(group)
     tables = [t for t in tables if t]
     return [(title if len(tables) == 1 else f"{title} ({i}/{len(tables)})", t) for i, t in enumerate(tables, 1)]
 
@@ -141,7 +144,9 @@ def comparison_tables(reports: list[dict]) -> list[tuple[str, list[tuple[str, st
             if col not in cols:
                 cols.append(col)
     for suite, tasks in by_suite.items():
-        tables += _chunks(f"Suite {suite}", list(tasks.values()))
+        for _, cols in _chunks(suite, list(tasks.values())):
+            names = dict.fromkeys(key.split(":")[2] for _, key in cols)
+            tables.append((f"{suite}: {', '.join(names)}", cols))
     return tables
 
 
