@@ -272,14 +272,11 @@ def _window(cfg: EvalConfig, model_dir: Path) -> tuple[int, int, str]:
     return block, stride, origin
 
 
-def run_eval(cfg: EvalConfig) -> dict:
-    import torch
-
-    from tonsai.eval.compare import check_comparable
+def _inputs(cfg: EvalConfig, block: int, stride: int) -> tuple[list, dict]:
+    """The documents to score, and the evaluation set the report records (:mod:`tonsai.eval.compare`).
+    Reads every input file, so a missing file or a malformed line fails before the model loads."""
     from tonsai.eval.inputs import dataset_sets, text_sets
 
-    model_dir = Path(cfg.model_dir)
-    block, stride, window_from = _window(cfg, model_dir)
     eval_set: dict = {"window": block, "stride": stride, "max_tokens": cfg.max_tokens, "dataset": None}
     sets = []
     if cfg.dataset_dir:
@@ -296,13 +293,24 @@ def run_eval(cfg: EvalConfig) -> dict:
         from tonsai.eval.suites import load_suite
 
         eval_set["suites"] = []
-        for p in cfg.suite:  # a missing file or a malformed line fails here, before the model loads
+        for p in cfg.suite:
             if not Path(p).exists():
                 raise StageError(f"--suite {p}: no such file or folder (suites live in eval_suites/, e.g. "
                                  "eval_suites/khmer_core)")
             suite = load_suite(p)
             eval_set["suites"].append({"name": suite.name, "path": str(p), "sha256": suite_digest(suite),
                                        "limit": cfg.limit})
+    return sets, eval_set
+
+
+def run_eval(cfg: EvalConfig) -> dict:
+    import torch
+
+    from tonsai.eval.compare import check_comparable
+
+    model_dir = Path(cfg.model_dir)
+    block, stride, window_from = _window(cfg, model_dir)
+    sets, eval_set = _inputs(cfg, block, stride)
     compared = check_comparable(eval_set, [load_report(p) for p in cfg.compare])  # before the slow part
 
     device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
