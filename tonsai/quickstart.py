@@ -89,7 +89,6 @@ def run_quickstart(cfg: QuickstartConfig) -> dict:
     eval_dir = out / "eval"
     report = run_eval(EvalConfig(
         model_dir=str(run_dir / "final"), dataset_dir=str(data_dir), output_dir=str(eval_dir), device="cpu",
-        block_size=cfg.block_size,  # training's window and stride: the report's losses end its curves
         parallel=[str(SAMPLE_DIR / "km.txt"), str(SAMPLE_DIR / "en.txt")],
         suite=[str(REPO_ROOT / "eval_suites" / "khmer_core")] if cfg.suite else [], overwrite=True))
     timings["eval"] = time.perf_counter() - t

@@ -156,3 +156,16 @@ def test_hub_loader_offline_fails_with_a_clear_message(tmp_path):
     with pytest.raises(StageError, match=r"could not load 'facebook/belebele' \(config 'khm_Khmr', split 'test'\)"
                                          r".*pass a local path"):
         load_belebele(tmp_path, hub="facebook/belebele")
+
+
+def test_relative_benchmark_data_variable_is_relative_to_the_current_directory(shared_data, monkeypatch, tmp_path):
+    """`export TONSAI_BENCHMARK_DATA=../shared/data`, as documented, from the checkout's root; a path the
+    suite file itself writes relative stays relative to the suite's folder."""
+    monkeypatch.chdir(REPO)
+    monkeypatch.setenv("TONSAI_BENCHMARK_DATA", "../shared/data")
+    suite = load_suite(REPO / "eval_suites/khmer_benchmarks")
+    sib = next(t for t in suite.tasks if t.name == "sib200_km")
+    assert len(sib.requests) == 47 and sib.requests[0].choices
+    monkeypatch.chdir(tmp_path)  # from elsewhere the same relative value names another folder, and says so
+    with pytest.raises(StageError, match=str(tmp_path.parent / "shared" / "data")):
+        load_suite(REPO / "eval_suites/khmer_benchmarks")

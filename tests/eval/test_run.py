@@ -48,7 +48,7 @@ def test_report_per_language_per_source_parallel_and_curves(trained_model, sampl
         model_dir=str(trained_model), dataset_dir=str(sample_pipeline / "data"), output_dir=str(out),
         text=[f"km={SAMPLE / 'km.txt'}"], parallel=[str(SAMPLE / "km.txt"), str(SAMPLE / "en.txt")], device="cpu"))
     on_disk = json.loads((out / "report.json").read_text())
-    assert on_disk["schema_version"] == 2 and on_disk["languages"] == report["languages"]
+    assert on_disk["schema_version"] == 3 and on_disk["languages"] == report["languages"]
 
     # per source: the dataset's own two sources plus the --text file; per language sums them
     sources = report["sources"]
@@ -171,3 +171,91 @@ def test_lm_evaluation_harness_loads_the_exported_model(trained_model, model_and
             logits = model(input_ids=torch.tensor([whole])).logits[0].log_softmax(-1)
         ref = sum(logits[len(ctx_ids) - 1 + j, t].item() for j, t in enumerate(cont_ids))
         assert logprob == pytest.approx(ref, abs=1e-3)
+
+
+def _split_corpus(folder, n_parts=2):
+    """The sample corpus as two Khmer and two English source files (halves of each file)."""
+    folder.mkdir()
+    files = {}
+    for lang in ("km", "en"):
+        lines = (SAMPLE / f"{lang}.txt").read_text(encoding="utf-8").splitlines()
+        for i in range(n_parts):
+            p = folder / f"{lang}_{'ab'[i]}.txt"
+            p.write_text("\n".join(lines[i::n_parts]) + "\n", encoding="utf-8")
+            files.setdefault(lang, []).append(str(p))
+    return files
+
+
+def test_report_equals_the_last_validation_point_with_several_sources_per_language(sample_pipeline, tmp_path):
+    """One definition of per-language loss: eval_model.py (window and stride from the run's manifest)
+    gives exactly what training's validation logged last, with two sources per language."""
+    from tonsai.data.prepare import PrepareConfig, run_prepare
+    from tonsai.train.config import TrainConfig
+    from tonsai.train.run import run_train
+
+    files = _split_corpus(tmp_path / "corpus")
+    data, run = tmp_path / "data", tmp_path / "run"
+    run_prepare(PrepareConfig(output_dir=str(data), khmer=files["km"], english=files["en"],
+                              validation_fraction=0.25, min_validation_docs=4))
+    run_train(TrainConfig(
+        dataset_dir=str(data), tokenizer_dir=str(sample_pipeline / "tok"),
+        model_config=str(REPO / "configs/model/gpt2_tiny.json"), output_dir=str(run), block_size=64,
+        micro_batch_size=4, max_steps=3, eval_steps=3, save_steps=3, logging_steps=1, learning_rate=2e-3,
+        seed=0, device="cpu", dataloader_workers=0, report_to=[]))
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    report = run_eval(EvalConfig(model_dir=str(run / "final"), dataset_dir=str(data), output_dir=str(tmp_path / "e"),
+                                 device="cpu"))
+    # the window is the run's training block (64), not the model's context (256)
+    assert report["block_size"] == 64 and report["stride"] == 32 and report["window_from"].startswith("training block")
+    assert report["eval_set"]["window"] == 64 and report["eval_set"]["dataset"]["split"] == "validation"
+    for lang in ("km", "en"):
+        last = [r for r in rows if f"eval_{lang}_loss" in r][-1]
+        assert last["step"] == 3
+        got = report["languages"][lang]
+        assert got["tokens"] == last[f"eval_{lang}_tokens"]
+        assert abs(got["loss"] - last[f"eval_{lang}_loss"]) < 1e-5
+        assert abs(got["bits_per_byte"] - last[f"eval_{lang}_bpb"]) < 1e-5
+        # both sources of the language are in its validation split; their figures sum to the language's
+        mine = {s: m for s, m in report["sources"].items() if m["lang"] == lang}
+        assert set(mine) == {f"{lang}:{lang}_a.txt", f"{lang}:{lang}_b.txt"}
+        assert sum(m["tokens"] for m in mine.values()) == got["tokens"]
+        assert sum(m["loss"] * m["tokens"] for m in mine.values()) == pytest.approx(got["loss"] * got["tokens"])
+
+    # the old definition (each source its own stream, summed) does not give the validation point
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tonsai.eval.inputs import dataset_sets
+
+    model = AutoModelForCausalLM.from_pretrained(run / "final").eval()
+    tok = AutoTokenizer.from_pretrained(run / "final")
+    sets, _ = dataset_sets(data, "validation")
+    per_source: dict[str, list[str]] = {}
+    for s in sets:
+        if s.lang == "km":
+            per_source.setdefault(s.source, []).extend(s.texts)
+    old = [score_texts(model, tok, texts, 64, 32) for texts in per_source.values()]
+    old_loss = sum(o.nll_nats for o in old) / sum(o.tokens for o in old)
+    assert abs(old_loss - report["languages"]["km"]["loss"]) > 1e-4
+
+    # --window overrides the run's block, and the report says so
+    short = run_eval(EvalConfig(model_dir=str(run / "final"), dataset_dir=str(data), output_dir=str(tmp_path / "w"),
+                                window=32, device="cpu"))
+    assert (short["block_size"], short["stride"], short["window_from"]) == (32, 16, "--window")
+    assert short["languages"]["km"]["loss"] != report["languages"]["km"]["loss"]
+    # --max-tokens scores the start of each language's stream, as training's --eval-max-tokens does
+    capped = run_eval(EvalConfig(model_dir=str(run / "final"), dataset_dir=str(data), output_dir=str(tmp_path / "m"),
+                                 max_tokens=100, device="cpu"))
+    assert capped["languages"]["km"]["tokens"] == 100 and capped["eval_set"]["max_tokens"] == 100
+
+
+def test_curves_of_a_continual_run_count_on_from_the_base_model(tmp_path):
+    """Rows with step_total (continual pretraining) place the curves after the base model's 60 steps; a
+    row without it takes the offset of the rows around it; a plain run keeps its steps."""
+    f = tmp_path / "metrics.jsonl"
+    rows = [{"step": 0, "eval_km_loss": 4.0},  # the base model's validation, before the first training row
+            {"step": 1, "step_total": 61, "loss": 3.9, "tokens_total": 62_464},
+            {"step": 2, "step_total": 62, "loss": 3.8}, {"step": 2, "eval_km_loss": 3.7}]
+    f.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    assert read_curves(f) == {"train": [[61, 3.9], [62, 3.8]], "km": [[60, 4.0], [62, 3.7]]}
+    f.write_text("\n".join(json.dumps({k: v for k, v in r.items() if not k.endswith("_total")}) for r in rows))
+    assert read_curves(f) == {"train": [[1, 3.9], [2, 3.8]], "km": [[0, 4.0], [2, 3.7]]}

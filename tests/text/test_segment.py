@@ -42,3 +42,18 @@ def test_words_lossless_on_real_news(shared_data):
     # real Khmer text has several characters per word, not one word per cluster
     n_words = sum(not w.isspace() for w in out)
     assert len(clusters(sample)) > 1.5 * n_words
+
+
+def test_khmer_nltk_banner_is_silenced_and_its_warnings_print_once():
+    """khmer-nltk's "Loaded model" banner printed twice (once with ANSI colour codes) in any app that
+    logs at INFO; now it prints not at all, and the library's warnings reach the app's logging once."""
+    import subprocess
+    import sys
+
+    code = ("import logging; logging.basicConfig(level=logging.INFO, format='%(name)s: %(message)s')\n"
+            "from tonsai.text.segment import words\n"
+            "assert len(words('ខ្ញុំស្រឡាញ់ប្រទេសកម្ពុជា')) > 1\n"
+            "logging.getLogger('khmer-nltk').warning('probe')\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "Loaded model" not in r.stderr and "\x1b[" not in r.stderr
+    assert r.stderr.count("probe") == 1 and "khmer-nltk: probe" in r.stderr

@@ -102,3 +102,20 @@ def test_bad_inputs(tmp_path, sample_pipeline):
         write_fertility_report(tmp_path, sample_pipeline / "tok", [str(km), str(en)])
     with pytest.raises(StageError, match="no such file"):
         load_counter(str(tmp_path / "missing.model"))
+
+
+def test_compare_folder_holding_only_a_tokenizer_model(shared_data, tmp_path):
+    """A folder as Llama 2 ships it (tokenizer.model, SentencePiece) or Llama 3 (tokenizer.model, tiktoken
+    ranks) is read like the file itself; a folder with no or several candidates says what it needs."""
+    for name, kind in (("llama2", "sentencepiece"), ("llama3", "tiktoken (llama3)")):
+        folder = shared_data / "tokenizers" / name
+        c = load_counter(str(folder))
+        assert (c.name, c.kind) == (name, kind)
+        text = ["ប្រទេសកម្ពុជាមានខេត្តម្ភៃប្រាំ។", "Cambodia has twenty-five provinces."]
+        assert c.count(text) == load_counter(f"{name}={folder / 'tokenizer.model'}").count(text)
+    with pytest.raises(StageError, match="has none"):
+        load_counter(str(tmp_path))
+    for f in ("a.model", "b.model"):
+        (tmp_path / f).write_bytes(b"")
+    with pytest.raises(StageError, match=r"several \(a.model, b.model\)"):
+        load_counter(str(tmp_path))

@@ -74,7 +74,11 @@ def _hub(dataset: str, config: str | None, split: str) -> list[dict]:
 
 
 def _resolve(base: Path, path: str | None) -> Path | None:
-    """A ``path:`` option: ``${VAR}`` from the environment, ``~`` expanded, relative to the suite's folder."""
+    """A ``path:`` option: ``${VAR}`` from the environment, ``~`` expanded, relative to the suite's folder.
+
+    A relative value of a variable is relative to the current directory, as in the shell that set it
+    (``TONSAI_BENCHMARK_DATA=../shared/data`` means ../shared/data from where you run eval_model.py);
+    only a path written relative in the suite file itself is relative to the suite's folder."""
     if path is None:
         return None
 
@@ -83,7 +87,7 @@ def _resolve(base: Path, path: str | None) -> Path | None:
         if not value:
             raise StageError(f"path {path!r} uses ${{{m.group(1)}}}, which is not set: export {m.group(1)}=<folder "
                              "with the benchmark files> or edit the suite's `path:`")
-        return value
+        return os.path.abspath(os.path.expanduser(value))
 
     p = Path(re.sub(r"\$\{(\w+)\}", var, path)).expanduser()
     return p if p.is_absolute() else base / p

@@ -10,7 +10,7 @@ import base64
 import html
 import io
 
-from tonsai.eval.report import (LANG_NAMES, NOTES, _fmt, column_value, comparison_columns, suite_rows)
+from tonsai.eval.report import LANG_NAMES, NOTES, _fmt, column_value, comparison_tables, eval_set_line, suite_rows
 
 CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI","Noto Sans Khmer",sans-serif;margin:2rem auto;max-width:68rem;
@@ -148,7 +148,10 @@ def render_html(report: dict, compared: list[dict] = ()) -> str:
              + (f" · data <code>{esc(str(report['dataset_dir']))}</code> (split {esc(str(report['split']))})"
                 if report.get("dataset_dir") else "")
              + f" · windows {report['block_size']} tokens, stride {report['stride']}"
+             + (f" ({esc(report['window_from'])})" if report.get("window_from") else "")
              + f" · {esc(report.get('device', ''))} {esc(report.get('dtype', ''))}</p>"]
+    if report.get("eval_set"):
+        parts.append(f"<p class=\"meta\">evaluation set: {esc(eval_set_line(report))}</p>")
 
     if report.get("languages"):
         parts.append("<h2>Per language</h2>")
@@ -189,9 +192,12 @@ def render_html(report: dict, compared: list[dict] = ()) -> str:
                             [[s, t, m, v, n] for s, t, m, v, n in rows], numeric_from=3))
         parts.append(_suite_panels(reports))
     if compared:
-        cols = comparison_columns(reports)
         parts.append("<h2>Side by side</h2>")
-        parts.append(_table(["model", *[c for c, _ in cols]],
-                            [[r["name"], *[column_value(r, k) for _, k in cols]] for r in reports]))
+        parts.append(f"<p class=\"note\">Every model below was scored on the same evaluation set "
+                     f"({esc(eval_set_line(report))}).</p>")
+        for title, cols in comparison_tables(reports):
+            parts.append(f"<h3>{esc(title)}</h3>")
+            parts.append(_table(["model", *[c for c, _ in cols]],
+                                [[r["name"], *[column_value(r, k) for _, k in cols]] for r in reports]))
     parts.append("<p class=\"note\">" + esc(" ".join(NOTES)) + "</p></body></html>")
     return "\n".join(parts)

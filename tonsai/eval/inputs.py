@@ -2,7 +2,8 @@
 
 Three inputs, all normalized with :func:`tonsai.text.normalize` exactly as training text is:
 
-- a prepared dataset's split (``--dataset-dir``), grouped by its ``lang`` and ``source`` columns;
+- a prepared dataset's split (``--dataset-dir``), in the split's order, with its ``lang`` and
+  ``source`` columns (one stream per language, each document labelled with its source);
 - plain files given as ``LANG=FILE`` (``--text km=news.txt``): ``.txt`` holds one document per
   line, ``.jsonl`` one object per line with a ``text`` field; the source is named ``text:<file>``;
 - aligned parallel text (``--parallel KM_FILE EN_FILE``): line *i* of one file translates line *i*
@@ -16,6 +17,7 @@ from pathlib import Path
 
 from tonsai.cli import StageError
 from tonsai.data.sources import ReadStats, Source, binary_reason, iter_documents
+from tonsai.manifest import file_sha256
 from tonsai.text import normalize
 
 LANGS = ("km", "en")  # the languages tonsai routes, prepares and reports
@@ -23,11 +25,31 @@ LANGS = ("km", "en")  # the languages tonsai routes, prepares and reports
 
 @dataclasses.dataclass
 class EvalSet:
-    """Documents of one language from one source."""
+    """Documents of one language from one source, in the order they are scored."""
 
     source: str
     lang: str
     texts: list[str]
+
+
+@dataclasses.dataclass
+class LanguageStream:
+    """Every document of one language, in order, with the source of each: scored as one stream."""
+
+    lang: str
+    texts: list[str] = dataclasses.field(default_factory=list)
+    sources: list[str] = dataclasses.field(default_factory=list)
+
+
+def language_streams(sets: list[EvalSet]) -> list[LanguageStream]:
+    """One stream per language: the sets' documents in the order given (a dataset split's order
+    first, then --text files), as training's validation joins one language's split."""
+    streams: dict[str, LanguageStream] = {}
+    for s in sets:
+        stream = streams.setdefault(s.lang, LanguageStream(s.lang))
+        stream.texts.extend(s.texts)
+        stream.sources.extend([s.source] * len(s.texts))
+    return [streams[lang] for lang in sorted(streams)]
 
 
 def parse_text_spec(spec: str) -> tuple[str, str]:
@@ -48,9 +70,10 @@ def refuse_binary(flag: str, path: Path) -> None:
         raise StageError(f"{flag}: {path} does not look like text ({reason}); give a UTF-8 text file")
 
 
-def text_sets(specs: list[str]) -> list[EvalSet]:
+def text_sets(specs: list[str]) -> tuple[list[EvalSet], list[dict]]:
+    """The --text files as sets, and what identifies each (language, file, SHA-256) for the report."""
     parsed = [parse_text_spec(spec) for spec in specs]  # every spec checked before any file is read
-    sets = []
+    sets, described = [], []
     for spec, (lang, path) in zip(specs, parsed):
         source = Source(path, lang, name=f"text:{Path(path).name}")
         for f in source.files():
@@ -61,11 +84,17 @@ def text_sets(specs: list[str]) -> list[EvalSet]:
         if not texts:
             raise StageError(f"--text {spec}: {path} holds no non-empty document; nothing to evaluate")
         sets.append(EvalSet(source.name, lang, texts))
-    return sets
+        described.append({"source": source.name, "lang": lang, "file": str(path), "sha256": file_sha256(path),
+                          "documents": len(texts)})
+    return sets, described
 
 
-def dataset_sets(dataset_dir: str | Path, split: str) -> list[EvalSet]:
+def dataset_sets(dataset_dir: str | Path, split: str) -> tuple[list[EvalSet], dict]:
+    """The split's documents as runs of one language and source, in the split's order (so that
+    :func:`language_streams` joins each language as training's validation does), and what identifies the
+    split for the report (the dataset manifest's SHA-256 and the split's name)."""
     from tonsai.data.prepare import load_prepared
+    from tonsai.tokenizer.pack import dataset_hash
 
     dd, _ = load_prepared(dataset_dir)
     if split not in dd:
@@ -73,11 +102,17 @@ def dataset_sets(dataset_dir: str | Path, split: str) -> list[EvalSet]:
     ds = dd[split]
     if len(ds) == 0:
         raise StageError(f"{dataset_dir} split {split!r} is empty: nothing to evaluate")
-    groups: dict[tuple[str, str], list[str]] = {}
+    runs: dict[str, list[EvalSet]] = {}  # per language, runs of consecutive documents from one source
     for text, lang, source in zip(ds["text"], ds["lang"], ds["source"]):
+        lang_runs = runs.setdefault(lang, [])
+        if not lang_runs or lang_runs[-1].source != source:
+            lang_runs.append(EvalSet(source, lang, []))
         # prepared text is already normalized; normalizing again is a no-op that guards old datasets
-        groups.setdefault((lang, source), []).append(normalize(text))
-    return [EvalSet(source, lang, texts) for (lang, source), texts in sorted(groups.items())]
+        lang_runs[-1].texts.append(normalize(text))
+    sets = [s for lang in sorted(runs) for s in runs[lang]]
+    described = {"dataset_dir": str(dataset_dir), "dataset_manifest_sha256": dataset_hash(dataset_dir),
+                 "split": split, "documents": len(ds)}
+    return sets, described
 
 
 def check_parallel_files(paths: list[str | Path]) -> list[Path]:

@@ -1,6 +1,10 @@
 """Per-language loss, perplexity, bits per byte and bits per character over sliding windows.
 
 Documents of one language are joined the way training packs them: ``<eot> doc1 <eot> doc2 <eot>``.
+This is the one definition of per-language loss in tonsai: training's validation scores each
+language's validation split as one such stream (in the split's order), and eval_model.py does the
+same for a dataset split (:func:`score_documents`), reporting each source as its share of the
+language's stream rather than as a stream of its own.
 Windows of ``block_size`` tokens advance by ``stride``; each token is scored once, in the first
 window that reaches it, with up to ``block_size - stride`` tokens of left context. Every document
 token and each end-of-text after a document is predicted.
@@ -65,6 +69,28 @@ def windows(n_tokens: int, block_size: int, stride: int) -> list[tuple[int, int,
     return out
 
 
+def _window_batches(tokens, wins, batch_size: int, pad_id: int):
+    """(input ids, targets, attention mask, target positions) per batch of ``wins``; a target at row
+    position t is token t of the window, predicted from the logits at t-1; -100 (position -1) where nothing
+    is scored."""
+    import torch
+
+    for i in range(0, len(wins), batch_size):
+        batch = wins[i:i + batch_size]
+        width = max(e - b for b, e, _ in batch)
+        inp = torch.full((len(batch), width), pad_id, dtype=torch.long)
+        tgt = torch.full((len(batch), width), -100, dtype=torch.long)
+        pos = torch.full((len(batch), width), -1, dtype=torch.long)
+        att = torch.zeros((len(batch), width), dtype=torch.long)
+        for r, (b, e, s) in enumerate(batch):
+            chunk = torch.from_numpy(np.asarray(tokens[b:e], dtype=np.int64))
+            inp[r, :e - b] = chunk
+            att[r, :e - b] = 1
+            tgt[r, s - b:e - b] = chunk[s - b:]
+            pos[r, s - b:e - b] = torch.arange(s, e)
+        yield inp, tgt, att, pos
+
+
 def score_tokens(model, tokens: np.ndarray, block_size: int, stride: int, batch_size: int = 8,
                  device: str = "cpu", pad_id: int = 0, progress: str | None = None,
                  part: tuple[int, int] = (0, 1)) -> tuple[float, int]:
@@ -85,18 +111,8 @@ def score_tokens(model, tokens: np.ndarray, block_size: int, stride: int, batch_
     model.eval()
     try:
         with torch.no_grad():
-            for i in tqdm(range(0, len(wins), batch_size), desc=progress, disable=progress is None, leave=False):
-                batch = wins[i:i + batch_size]
-                width = max(e - b for b, e, _ in batch)
-                inp = torch.full((len(batch), width), pad_id, dtype=torch.long)
-                tgt = torch.full((len(batch), width), -100, dtype=torch.long)
-                att = torch.zeros((len(batch), width), dtype=torch.long)
-                for r, (b, e, s) in enumerate(batch):
-                    chunk = torch.from_numpy(np.asarray(tokens[b:e], dtype=np.int64))
-                    inp[r, :e - b] = chunk
-                    att[r, :e - b] = 1
-                    # target at position t is token t; it is predicted from logits at t-1
-                    tgt[r, s - b:e - b] = chunk[s - b:]
+            for inp, tgt, att, _ in tqdm(_window_batches(tokens, wins, batch_size, pad_id), desc=progress,
+                                         total=-(-len(wins) // batch_size), disable=progress is None, leave=False):
                 inp, tgt, att = inp.to(device), tgt.to(device), att.to(device)
                 logits = model(input_ids=inp, attention_mask=att).logits.float()
                 shift_logits = logits[:, :-1].reshape(-1, logits.size(-1))
@@ -109,6 +125,41 @@ def score_tokens(model, tokens: np.ndarray, block_size: int, stride: int, batch_
     if world == 1 and predicted != len(tokens) - 1:
         raise RuntimeError(f"scored {predicted} of {len(tokens) - 1} tokens: a bug in windows()")
     return float(nll), predicted
+
+
+def score_tokens_by_group(model, tokens: np.ndarray, groups: np.ndarray, n_groups: int, block_size: int,
+                          stride: int, batch_size: int = 8, device: str = "cpu", pad_id: int = 0,
+                          progress: str | None = None) -> tuple[list[float], list[int]]:
+    """:func:`score_tokens` with the NLL and the predicted tokens split by ``groups[t]``, the group of
+    each position (e.g. the source of the document a token belongs to): the same windows and context,
+    so the groups' figures sum to the stream's."""
+    import torch
+    from tqdm.auto import tqdm
+
+    wins = windows(len(tokens), block_size, stride)
+    group_of = torch.from_numpy(np.asarray(groups, dtype=np.int64))
+    nll = torch.zeros(n_groups, dtype=torch.float64)
+    count = torch.zeros(n_groups, dtype=torch.long)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for inp, tgt, att, pos in tqdm(_window_batches(tokens, wins, batch_size, pad_id), desc=progress,
+                                           total=-(-len(wins) // batch_size), disable=progress is None, leave=False):
+                logits = model(input_ids=inp.to(device), attention_mask=att.to(device)).logits.float()
+                shift_tgt = tgt[:, 1:].reshape(-1)
+                per_token = torch.nn.functional.cross_entropy(
+                    logits[:, :-1].reshape(-1, logits.size(-1)), shift_tgt.to(device), ignore_index=-100,
+                    reduction="none").double().cpu()
+                keep = shift_tgt != -100
+                g = group_of[pos[:, 1:].reshape(-1)[keep]]
+                nll.index_add_(0, g, per_token[keep])
+                count.index_add_(0, g, torch.ones_like(g))
+    finally:
+        model.train(was_training)
+    if int(count.sum()) != len(tokens) - 1:
+        raise RuntimeError(f"scored {int(count.sum())} of {len(tokens) - 1} tokens: a bug in windows()")
+    return nll.tolist(), count.tolist()
 
 
 def score_texts(model, tokenizer, texts: Sequence[str], block_size: int, stride: int,
@@ -130,6 +181,42 @@ def score_texts(model, tokenizer, texts: Sequence[str], block_size: int, stride:
         characters=sum(len(t) for t in texts) + n_docs,
         nll_nats=nll,
     )
+
+
+def score_documents(model, tokenizer, texts: Sequence[str], groups: Sequence[int], n_groups: int,
+                    block_size: int, stride: int, batch_size: int = 8, device: str = "cpu",
+                    max_tokens: int | None = None, progress: str | None = None) -> list[LanguageScore]:
+    """Score ``texts`` as one stream, in the order given, and split the figures by ``groups[i]`` (the
+    group of text i, e.g. its source): one :class:`LanguageScore` per group, summing to the stream's.
+
+    With ``max_tokens`` only the first that many tokens after the leading end-of-text are scored, as
+    training's ``--eval-max-tokens`` does; a document cut short counts its bytes and characters in
+    proportion to its tokens scored, and counts as a document."""
+    eot = tokenizer.eos_token_id
+    encoded = tokenizer(list(texts), add_special_tokens=False, split_special_tokens=True)["input_ids"]
+    lengths = np.asarray([len(e) + 1 for e in encoded], dtype=np.int64)  # each with its end-of-text
+    tokens = np.fromiter((t for e in encoded for t in (*e, eot)), dtype=np.int64, count=int(lengths.sum()))
+    tokens = np.concatenate([np.asarray([eot], dtype=np.int64), tokens])
+    pos_group = np.concatenate([[0], np.repeat(np.asarray(groups, dtype=np.int64), lengths)])
+    if max_tokens is not None and len(tokens) - 1 > max_tokens:
+        tokens, pos_group = tokens[:max_tokens + 1], pos_group[:max_tokens + 1]
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eot
+    nll, count = score_tokens_by_group(model, tokens, pos_group, n_groups, block_size, stride, batch_size, device,
+                                       pad, progress)
+    scores = [LanguageScore(0, 0, 0, 0, 0.0) for _ in range(n_groups)]
+    left = len(tokens) - 1
+    for text, group, n in zip(texts, groups, lengths.tolist()):
+        if left <= 0:
+            break
+        share = min(n, left) / n
+        left -= n
+        sc = scores[group]
+        sc.documents += 1
+        sc.bytes += round((len(text.encode("utf-8")) + 1) * share)
+        sc.characters += round((len(text) + 1) * share)
+    for sc, g_nll, g_count in zip(scores, nll, count):
+        sc.nll_nats, sc.tokens = g_nll, g_count
+    return scores
 
 
 def score_each(model, tokenizer, texts: Sequence[str], batch_size: int = 8, device: str = "cpu",

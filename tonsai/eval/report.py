@@ -1,21 +1,32 @@
 """Evaluation reports: report.json for machines, report.md and report.html for people.
 
-report.json schema (version 2; keys marked * appear only when that input was given):
+report.json schema (version 3; keys marked * appear only when that input was given):
 
     {
-      "schema_version": 2,
+      "schema_version": 3,
       "name": str,                        # label of the model in reports and comparisons
       "model_dir": str, "dataset_dir": str | null, "split": str | null,
       "block_size": int, "stride": int,   # sliding windows, in tokens
+      "window_from": str,                 # "--window", "training block (<manifest>)" or "model context"
+      "eval_set": {                       # what was scored; --compare needs equal sets (tonsai.eval.compare)
+        "window": int, "stride": int, "max_tokens": int | null,  # null: every token
+        "dataset": {"dataset_dir", "dataset_manifest_sha256", "split", "documents"} | null,
+        "text": [{"source", "lang", "file", "sha256", "documents"}],
+        "parallel"*: {"km_file", "en_file", "km_sha256", "en_sha256"},
+        "suites"*: [{"name", "path", "sha256", "limit"}]   # sha256: digest of the items as scored
+      },
       "device": str, "dtype": str,
-      "languages": {                      # every scored document of that language, all sources
+      "languages": {                      # one stream per language: its documents in order (a dataset
+                                          # split's order, then --text files) joined by end-of-text,
+                                          # as training's validation scores it
         "<km|en|...>": {"loss": float,          # nats per token of this model's tokenizer
                         "perplexity": float,    # exp(loss)
                         "bits_per_byte": float, # tokenizer-independent; compare models within a language
                         "bits_per_char": float,
                         "documents": int, "tokens": int, "bytes": int, "characters": int}
       },
-      "sources": {"<source>": {"lang": str, ...the same figures...}},
+      "sources": {"<source>": {"lang": str, ...the same figures...}},  # a source's tokens within its
+                                          # language's stream: the sources of a language sum to it
       "parallel"*: {"km_file", "en_file", "pairs", "skipped_pairs",
                     "km_bits_per_sentence", "en_bits_per_sentence", "km_en_bits_ratio",
                     "km_tokens_per_sentence", "en_tokens_per_sentence",
@@ -23,11 +34,14 @@ report.json schema (version 2; keys marked * appear only when that input was giv
       "suites"*: {"<suite>": {"<task>": {"<metric>": float, "n": int}}},
       "suite_limit"*: int | null,         # examples per task were capped at this
       "metrics_file"*: str, "curves"*: {"train": [[step, loss], ...], "<lang>": [[step, val loss], ...]},
+                                          # step: step_total when the run logs it (continual pretraining
+                                          # counts on from the base model's steps), else step
       "compare": [{"name": str, "path": str}]   # reports shown side by side in report.md/html
     }
 
-Version 1 (the walking skeleton's) had only the keys up to "languages"; :func:`load_report` reads
-both.
+Version 1 (the walking skeleton's) had only the keys up to "languages"; version 2 had no
+"eval_set" and scored each source as its own stream. :func:`load_report` reads all three;
+``--compare`` accepts only reports that record their evaluation set.
 """
 
 from __future__ import annotations
@@ -38,7 +52,7 @@ from pathlib import Path
 from tonsai.atomic import write_json, write_text
 from tonsai.cli import StageError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 LANG_NAMES = {"km": "Khmer", "en": "English"}
 NOTES = [
     "Loss and perplexity are per token of this model's tokenizer: compare them only between models that",
@@ -63,8 +77,8 @@ def load_report(path: str | Path) -> dict:
         report = json.loads(p.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
         raise StageError(f"{p}: not valid JSON ({e}); rerun eval_model.py for that model") from e
-    if not isinstance(report, dict) or report.get("schema_version") not in (1, 2):
-        raise StageError(f"{p}: not a tonsai evaluation report (schema_version 1 or 2 expected)")
+    if not isinstance(report, dict) or report.get("schema_version") not in (1, 2, 3):
+        raise StageError(f"{p}: not a tonsai evaluation report (schema_version 1 to 3 expected)")
     report.setdefault("name", Path(report.get("model_dir", p.parent.name)).parent.name or p.parent.name)
     report.setdefault("sources", {})
     report["path"] = str(p)
@@ -93,22 +107,52 @@ def suite_rows(report: dict) -> list[tuple[str, str, str, float, int | None]]:
     return rows
 
 
-def comparison_columns(reports: list[dict]) -> list[tuple[str, str]]:
-    """(label, key) columns shared by a comparison: bits per byte per language, then suite metrics."""
-    cols: list[tuple[str, str]] = []
+MAX_COLUMNS = 7  # value columns per side-by-side table, besides the model's name: fits a page
+
+
+def _chunks(title: str, groups: list[list[tuple[str, str]]]) -> list[tuple[str, list[tuple[str, str]]]]:
+    """Pack groups of columns (e.g. one task's metrics) into tables of at most MAX_COLUMNS columns,
+    keeping a group whole; a group wider than that gets tables of its own, split evenly."""
+    tables: list[list[tuple[str, str]]] = [[]]
+    for group in groups:
+        if len(group) > MAX_COLUMNS:
+            parts = -(-len(group) // MAX_COLUMNS)
+            size = -(-len(group) // parts)
+            tables += [group[i:i + size] for i in range(0, len(group), size)] + [[]]
+            continue
+        if len(tables[-1]) + len(group) > MAX_COLUMNS:
+            tables.append([])
+        tables[-1].extend(group)
+    tables = [t for t in tables if t]
+    return [(title if len(tables) == 1 else f"{title} ({i}/{len(tables)})", t) for i, t in enumerate(tables, 1)]
+
+
+def comparison_tables(reports: list[dict]) -> list[tuple[str, list[tuple[str, str]]]]:
+    """Side-by-side tables, models as rows: one for the per-language figures, then one per suite (split
+    by task when wide), each at most MAX_COLUMNS value columns of (label, key)."""
     langs = sorted({lang for r in reports for lang in r.get("languages", {})})
-    cols += [(f"{lang} bits/byte", f"lang:{lang}:bits_per_byte") for lang in langs]
-    cols += [(f"{lang} loss", f"lang:{lang}:loss") for lang in langs]
+    text = [[(f"{lang} bits/byte", f"lang:{lang}:bits_per_byte"), (f"{lang} loss", f"lang:{lang}:loss")]
+            for lang in langs]
     if any("parallel" in r for r in reports):
-        cols.append(("km/en bits per sentence", "parallel:km_en_bits_ratio"))
-    seen = []
+        text.append([("km/en bits per sentence", "parallel:km_en_bits_ratio")])
+    tables = _chunks("Per language", text) if text else []
+    by_suite: dict[str, dict[str, list[tuple[str, str]]]] = {}
     for r in reports:
         for suite, task, metric, _, _ in suite_rows(r):
-            key = f"suite:{suite}:{task}:{metric}"
-            if key not in seen:
-                seen.append(key)
-    cols += [(f"{k.split(':', 2)[2].replace(':', ' ')}", k) for k in seen]
-    return cols
+            cols = by_suite.setdefault(suite, {}).setdefault(task, [])
+            col = (f"{task} {metric}", f"suite:{suite}:{task}:{metric}")
+            if col not in cols:
+                cols.append(col)
+    for suite, tasks in by_suite.items():
+        for _, cols in _chunks(suite, list(tasks.values())):
+            names = dict.fromkeys(key.split(":")[2] for _, key in cols)
+            tables.append((f"{suite}: {', '.join(names)}", cols))
+    return tables
+
+
+def comparison_columns(reports: list[dict]) -> list[tuple[str, str]]:
+    """Every side-by-side column, in table order."""
+    return [col for _, cols in comparison_tables(reports) for col in cols]
 
 
 def column_value(report: dict, key: str):
@@ -122,11 +166,31 @@ def column_value(report: dict, key: str):
     return (report.get("suites") or {}).get(suite, {}).get(task, {}).get(metric)
 
 
+def eval_set_line(report: dict) -> str:
+    """One line naming what a report scored: dataset split or files (short hashes), windows, cap."""
+    es = report.get("eval_set") or {}
+    parts = []
+    if es.get("dataset"):
+        d = es["dataset"]
+        parts.append(f"split {d['split']} of dataset {d['dataset_manifest_sha256'][:12]}")
+    parts += [f"{t['lang']}={t['file']} ({t['sha256'][:12]})" for t in es.get("text") or []]
+    if es.get("parallel"):
+        parts.append("parallel " + " ".join(str(es["parallel"][k]) for k in ("km_file", "en_file")))
+    parts += [f"suite {s['name']}" + (f" (limit {s['limit']})" if s.get("limit") else "") for s in es.get("suites") or []]
+    parts.append(f"window {es.get('window', report.get('block_size'))}, stride {es.get('stride', report.get('stride'))}"
+                 + (f", first {es['max_tokens']:,} tokens per language" if es.get("max_tokens") else ""))
+    return "; ".join(parts)
+
+
 def render_markdown(report: dict, compared: list[dict] = ()) -> str:
     lines = [f"# Evaluation report: {report.get('name', '')}", "", f"- model: `{report['model_dir']}`"]
     if report.get("dataset_dir"):
         lines.append(f"- data: `{report['dataset_dir']}` (split `{report['split']}`)")
-    lines += [f"- windows: {report['block_size']} tokens, stride {report['stride']}", ""]
+    lines += [f"- windows: {report['block_size']} tokens, stride {report['stride']}"
+              + (f" (window: {report['window_from']})" if report.get("window_from") else "")]
+    if report.get("eval_set"):
+        lines.append(f"- evaluation set: {eval_set_line(report)}")
+    lines.append("")
     if report.get("languages"):
         lines += [
             "## Per language", "",
@@ -170,13 +234,15 @@ def render_markdown(report: dict, compared: list[dict] = ()) -> str:
         lines.append("")
     if compared:
         reports = [report, *compared]
-        cols = comparison_columns(reports)
-        lines += ["## Side by side", "", "| model | " + " | ".join(c for c, _ in cols) + " |",
-                  "|---|" + "---:|" * len(cols)]
-        for r in reports:
-            vals = [column_value(r, k) for _, k in cols]
-            lines.append(f"| {r['name']} | " + " | ".join("–" if v is None else _fmt(v) for v in vals) + " |")
-        lines.append("")
+        lines += ["## Side by side", "", "Every model below was scored on the same evaluation set "
+                  f"({eval_set_line(report)}).", ""]
+        for title, cols in comparison_tables(reports):
+            lines += [f"### {title}", "", "| model | " + " | ".join(c for c, _ in cols) + " |",
+                      "|---|" + "---:|" * len(cols)]
+            for r in reports:
+                vals = [column_value(r, k) for _, k in cols]
+                lines.append(f"| {r['name']} | " + " | ".join("–" if v is None else _fmt(v) for v in vals) + " |")
+            lines.append("")
     lines += NOTES + [""]
     return "\n".join(lines)
 

@@ -60,10 +60,14 @@ class EvalConfig:
     name: str | None = dataclasses.field(default=None, metadata={
         "help": "label of this model in reports and comparisons (default: the run folder's name)"})
     split: str = dataclasses.field(default="validation", metadata={"help": "split of --dataset-dir to score"})
-    block_size: int | None = dataclasses.field(default=None, metadata={
-        "help": "window length in tokens (default: the model's context length, at most 2048)"})
+    window: int | None = dataclasses.field(default=None, metadata={
+        "help": "window length in tokens (default: the training block recorded in the run's manifest, else "
+                "the model's context length, at most 2048)"})
     stride: int | None = dataclasses.field(default=None, metadata={
-        "help": "tokens each window advances (default: half the window)"})
+        "help": "tokens each window advances (default: the run's --eval-stride, else half the window)"})
+    max_tokens: int | None = dataclasses.field(default=None, metadata={
+        "help": "score at most this many tokens of each language (the start of its stream), like training's "
+                "--eval-max-tokens (default: all)"})
     batch_size: int = dataclasses.field(default=8, metadata={"help": "sequences per forward pass"})
     device: str = dataclasses.field(default="auto", metadata={
         "help": "cuda when available, else cpu (on cuda the model runs in bf16)", "choices": ["auto", "cuda", "cpu"]})
@@ -78,8 +82,10 @@ class EvalConfig:
             raise ValueError(f"--parallel takes two files, KM_FILE EN_FILE; got {len(self.parallel)}")
         if self.batch_size < 1:
             raise ValueError("--batch-size must be at least 1")
-        if self.block_size is not None and self.block_size < 2:
-            raise ValueError("--block-size must be at least 2")
+        if self.window is not None and self.window < 2:
+            raise ValueError("--window must be at least 2")
+        if self.max_tokens is not None and self.max_tokens < 1:
+            raise ValueError("--max-tokens must be at least 1")
         if self.stride is not None and self.stride < 1:
             raise ValueError("--stride must be at least 1")
         if self.limit is not None and self.limit < 1:
@@ -107,8 +113,11 @@ def find_metrics_file(model_dir: Path) -> Path | None:
 def read_curves(path: Path) -> dict[str, list[list[float]]]:
     """Loss curves from metrics.jsonl: ``train`` (step, loss) and one (step, validation loss) per language.
 
-    A resumed run appends to the same file; a step logged twice keeps its last value."""
-    curves: dict[str, dict[int, float]] = {}
+    The step is ``step_total`` when a row has it (continual pretraining counts on from the base
+    model's steps), else ``step`` plus the offset of the nearest earlier row that has both (the first
+    such row for rows before it), else ``step``. A resumed run appends to the same file; a step logged
+    twice keeps its last value."""
+    records = []
     with open(path, encoding="utf-8") as f:
         for lineno, line in enumerate(f, 1):
             if not line.strip():
@@ -117,14 +126,19 @@ def read_curves(path: Path) -> dict[str, list[list[float]]]:
                 rec = json.loads(line)
             except json.JSONDecodeError as e:
                 raise StageError(f"{path}:{lineno}: malformed JSON ({e.msg}); the metrics file is damaged") from e
-            step = rec.get("step")
-            if step is None:
-                continue
-            if "loss" in rec:
-                curves.setdefault("train", {})[step] = rec["loss"]
-            for key, value in rec.items():
-                if key.startswith("eval_") and key.endswith("_loss"):
-                    curves.setdefault(key[len("eval_"):-len("_loss")], {})[step] = value
+            if rec.get("step") is not None:
+                records.append(rec)
+    offset = next((r["step_total"] - r["step"] for r in records if r.get("step_total") is not None), 0)
+    curves: dict[str, dict[int, float]] = {}
+    for rec in records:
+        if rec.get("step_total") is not None:
+            offset = rec["step_total"] - rec["step"]
+        step = rec["step"] + offset
+        if "loss" in rec:
+            curves.setdefault("train", {})[step] = rec["loss"]
+        for key, value in rec.items():
+            if key.startswith("eval_") and key.endswith("_loss"):
+                curves.setdefault(key[len("eval_"):-len("_loss")], {})[step] = value
     return {k: [[s, v] for s, v in sorted(d.items())] for k, d in curves.items()}
 
 
@@ -161,24 +175,42 @@ def load_model(model_dir: Path, tokenizer_dir: str | None, device: str):
     return model, tokenizer, dtype
 
 
-def _perplexity(model, tokenizer, sets, block: int, stride: int, batch_size: int, device: str):
-    from tonsai.eval.perplexity import LanguageScore, score_texts
+def run_window(model_dir: Path) -> tuple[int | None, int | None, str | None]:
+    """The training block and validation stride of the run that made ``model_dir``, from the model's
+    manifest (a run's final/) or the run folder's (a checkpoint-N/), and where they were read."""
+    folders = [model_dir] + ([model_dir.parent] if model_dir.name.startswith("checkpoint-") else [])
+    for folder in folders:
+        if (folder / MANIFEST_NAME).is_file():
+            m = read_manifest(folder)
+            if m.get("stage") in ("model", "train") and m.get("block_size"):
+                return int(m["block_size"]), (m.get("config") or {}).get("eval_stride"), str(folder / MANIFEST_NAME)
+    return None, None, None
 
-    by_source, totals = {}, {}
-    for s in sets:
-        score = score_texts(model, tokenizer, s.texts, block, stride, batch_size, device,
-                            progress=f"{s.lang} {s.source}")
-        by_source[s.source] = {"lang": s.lang, **score.as_dict()}
-        t = totals.setdefault(s.lang, LanguageScore(0, 0, 0, 0, 0.0))
-        t.documents += score.documents
-        t.tokens += score.tokens
-        t.bytes += score.bytes
-        t.characters += score.characters
-        t.nll_nats += score.nll_nats
-    languages = {lang: totals[lang].as_dict() for lang in sorted(totals)}
-    for lang, m in languages.items():
+
+def _perplexity(model, tokenizer, sets, block: int, stride: int, batch_size: int, device: str,
+                max_tokens: int | None):
+    """Per language: one stream of all its documents (see :func:`tonsai.eval.inputs.language_streams`),
+    the definition training's validation uses. Per source: that source's tokens within its language's
+    stream (same windows, same context), so the sources of a language sum to it."""
+    from tonsai.eval.inputs import language_streams
+    from tonsai.eval.perplexity import LanguageScore, score_documents
+
+    languages, by_source = {}, {}
+    for stream in language_streams(sets):
+        names = list(dict.fromkeys(stream.sources))
+        index = {name: i for i, name in enumerate(names)}
+        scores = score_documents(model, tokenizer, stream.texts, [index[s] for s in stream.sources], len(names),
+                                 block, stride, batch_size, device, max_tokens, progress=stream.lang)
+        total = LanguageScore(0, 0, 0, 0, 0.0)
+        for name, sc in zip(names, scores):
+            if sc.tokens:
+                by_source[name] = {"lang": stream.lang, **sc.as_dict()}
+            for field in ("documents", "tokens", "bytes", "characters", "nll_nats"):
+                setattr(total, field, getattr(total, field) + getattr(sc, field))
+        languages[stream.lang] = m = total.as_dict()
         log.info("%s: loss %.4f, perplexity %.2f, %.4f bits/byte, %.4f bits/char (%d docs, %d tokens)",
-                 lang, m["loss"], m["perplexity"], m["bits_per_byte"], m["bits_per_char"], m["documents"], m["tokens"])
+                 stream.lang, m["loss"], m["perplexity"], m["bits_per_byte"], m["bits_per_char"], m["documents"],
+                 m["tokens"])
     return languages, by_source
 
 
@@ -207,6 +239,76 @@ def _parallel(model, tokenizer, km_file: str, en_file: str, batch_size: int, dev
     return out
 
 
+def suite_digest(suite) -> str:
+    """SHA-256 of a suite's tasks as scored: names, types, metrics and every rendered request (prompt,
+    references, choices, answer), so the same items read from another path give the same digest."""
+    import hashlib
+
+    body = [[t.name, t.type, t.metrics, t.max_new_tokens, t.stop,
+             [{k: v for k, v in dataclasses.asdict(r).items() if k != "where"} for r in t.requests]]
+            for t in suite.tasks]
+    return hashlib.sha256(json.dumps(body, ensure_ascii=False, sort_keys=True).encode("utf-8")).hexdigest()
+
+
+def _window(cfg: EvalConfig, model_dir: Path) -> tuple[int, int, str]:
+    """Window and stride: explicit flags, else the run's training block and validation stride, else the
+    model's context (capped at 2048) and half of it; and where the window came from."""
+    run_block, run_stride, where = run_window(model_dir)
+    if cfg.window:
+        block, origin = cfg.window, "--window"
+    elif run_block:
+        block, origin = run_block, f"training block ({where})"
+    else:
+        from transformers import AutoConfig
+
+        from tonsai.model.build import context_length
+
+        if not (model_dir / "config.json").is_file():
+            raise StageError(f"--model-dir {model_dir}: no config.json; pass a run's final/ or checkpoint-N/ "
+                             "folder or a Hugging Face model folder")
+        block, origin = min(context_length(AutoConfig.from_pretrained(str(model_dir))), 2048), "model context"
+        log.info("no run manifest beside %s: windows of the model's context, %d tokens (pass --window to choose)",
+                 model_dir, block)
+    default_stride = run_stride if (run_block and not cfg.window and run_stride) else max(1, block // 2)
+    stride = cfg.stride or default_stride
+    if stride > block:
+        raise StageError(f"--stride {stride} is larger than the window {block}")
+    return block, stride, origin
+
+
+def _inputs(cfg: EvalConfig, block: int, stride: int) -> tuple[list, dict]:
+    """The documents to score, and the evaluation set the report records (:mod:`tonsai.eval.compare`).
+    Reads every input file, so a missing file or a malformed line fails before the model loads."""
+    from tonsai.eval.inputs import dataset_sets, text_sets
+
+    eval_set: dict = {"window": block, "stride": stride, "max_tokens": cfg.max_tokens, "dataset": None}
+    sets = []
+    if cfg.dataset_dir:
+        sets, eval_set["dataset"] = dataset_sets(cfg.dataset_dir, cfg.split)
+    text, eval_set["text"] = text_sets(cfg.text)
+    sets += text
+    if cfg.parallel:
+        from tonsai.eval.inputs import check_parallel_files
+        from tonsai.manifest import file_sha256
+
+        check_parallel_files(cfg.parallel)  # a missing or binary file fails here, before the model loads
+        km, en = cfg.parallel
+        eval_set["parallel"] = {"km_file": km, "en_file": en, **{
+            f"{side}_sha256": file_sha256(f) if Path(f).is_file() else None for side, f in (("km", km), ("en", en))}}
+    if cfg.suite:
+        from tonsai.eval.suites import load_suite
+
+        eval_set["suites"] = []
+        for p in cfg.suite:
+            if not Path(p).exists():
+                raise StageError(f"--suite {p}: no such file or folder (suites live in eval_suites/, e.g. "
+                                 "eval_suites/khmer_core)")
+            suite = load_suite(p)
+            eval_set["suites"].append({"name": suite.name, "path": str(p), "sha256": suite_digest(suite),
+                                       "limit": cfg.limit})
+    return sets, eval_set
+
+
 def run_eval(cfg: EvalConfig) -> dict:
     """Evaluate into --output-dir, claimed and locked for the run (tonsai.folders): never a folder
     holding anything but an earlier evaluation, never inside a run, model or any input."""
@@ -219,29 +321,21 @@ def run_eval(cfg: EvalConfig) -> dict:
 def _run_eval(cfg: EvalConfig) -> dict:
     import torch
 
-    from tonsai.eval.inputs import check_parallel_files, dataset_sets, text_sets
-    from tonsai.model.build import context_length
+    from tonsai.eval.compare import check_comparable
 
     model_dir = Path(cfg.model_dir)
-    compared = [load_report(p) for p in cfg.compare]  # fail before the slow part
-    sets = (dataset_sets(cfg.dataset_dir, cfg.split) if cfg.dataset_dir else []) + text_sets(cfg.text)
-    check_parallel_files(cfg.parallel)  # a missing or binary file fails here, before the model loads
-    if cfg.suite:
-        from tonsai.eval.suites import load_suite
-
-        for p in cfg.suite:  # a missing file or a malformed line fails here, before the model loads
-            if not Path(p).exists():
-                raise StageError(f"--suite {p}: no such file or folder (suites live in eval_suites/, e.g. "
-                                 "eval_suites/khmer_core)")
-            load_suite(p)
+    block, stride, window_from = _window(cfg, model_dir)
+    sets, eval_set = _inputs(cfg, block, stride)
+    compared = check_comparable(eval_set, [load_report(p) for p in cfg.compare])  # before the slow part
 
     device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     model, tokenizer, dtype = load_model(model_dir, cfg.tokenizer_dir, device)
     model_manifest = read_manifest(model_dir) if (model_dir / MANIFEST_NAME).is_file() else None
-    block = cfg.block_size or min(context_length(model.config), 2048)
-    stride = cfg.stride or max(1, block // 2)
-    if stride > block:
-        raise StageError(f"--stride {stride} is larger than the window {block}")
+    from tonsai.model.build import context_length
+
+    if block > context_length(model.config):
+        raise StageError(f"window {block} ({window_from}) is longer than the model's context "
+                         f"{context_length(model.config)}; pass a smaller --window")
 
     report: dict = {
         "schema_version": SCHEMA_VERSION,
@@ -251,6 +345,8 @@ def _run_eval(cfg: EvalConfig) -> dict:
         "split": cfg.split if cfg.dataset_dir else None,
         "block_size": block,
         "stride": stride,
+        "window_from": window_from,
+        "eval_set": eval_set,
         "device": device,
         "dtype": str(dtype).removeprefix("torch."),
         "languages": {},
@@ -258,7 +354,7 @@ def _run_eval(cfg: EvalConfig) -> dict:
     }
     if sets:
         report["languages"], report["sources"] = _perplexity(model, tokenizer, sets, block, stride,
-                                                              cfg.batch_size, device)
+                                                              cfg.batch_size, device, cfg.max_tokens)
     if cfg.parallel:
         report["parallel"] = _parallel(model, tokenizer, *cfg.parallel, cfg.batch_size, device)
     if cfg.suite:

@@ -31,9 +31,16 @@ def clusters(text: str) -> list[str]:
 
 @lru_cache(maxsize=1)
 def _khmer_word_tokenizer() -> Callable[[str], list[str]]:
-    logging.getLogger("khmer-nltk").setLevel(logging.WARNING)
     from khmernltk import word_tokenize
 
+    # Importing khmer-nltk sets its logger ("khmer-nltk") to DEBUG and gives it a colour console
+    # handler, so its "Loaded model" banner would print twice, once with ANSI codes and once more
+    # through the root logger. Drop its handler and keep its warnings: they reach the application's
+    # logging once, formatted as every other message.
+    nltk_log = logging.getLogger("khmer-nltk")
+    for handler in list(nltk_log.handlers):
+        nltk_log.removeHandler(handler)
+    nltk_log.setLevel(logging.WARNING)
     return word_tokenize
 
 

@@ -10,7 +10,9 @@ U+200B). No special tokens are counted. Words are counted with :func:`tonsai.tex
 Reference tokenizers (``--compare``) are given as ``PATH`` or ``NAME=PATH``, optionally with
 ``@PATTERN`` for tiktoken rank files, which do not store their split regex:
 
-- a folder with ``tokenizer.json`` (a Hugging Face or tonsai tokenizer), or ``tokenizer.json[.xz]``;
+- a folder holding one of the files below (``tokenizer.json`` of a Hugging Face or tonsai tokenizer,
+  ``tokenizer.json.xz``, ``tokenizer.model``, or a single ``.model`` / ``.tiktoken`` file);
+- ``tokenizer.json[.xz]``;
 - a SentencePiece ``.model``;
 - a tiktoken rank file (``.tiktoken``, or a ``tokenizer.model`` in that format, as Llama 3/4 ship);
   the pattern is one of :data:`TIKTOKEN_PATTERNS`, guessed from the name when not given.
@@ -93,6 +95,20 @@ def _tiktoken_counter(name: str, path: Path, pattern: str | None) -> TokenCounte
                         f"tiktoken ({pattern})")
 
 
+def _tokenizer_file_in(folder: Path, spec: str) -> Path:
+    """The tokenizer file of a folder: tokenizer.json[.xz], else tokenizer.model (SentencePiece or
+    tiktoken ranks), else its only *.model or *.tiktoken file."""
+    for name in ("tokenizer.json", "tokenizer.json.xz", "tokenizer.model"):
+        if (folder / name).is_file():
+            return folder / name
+    found = sorted(folder.glob("*.model")) + sorted(folder.glob("*.tiktoken"))
+    if len(found) == 1:
+        return found[0]
+    what = f"several ({', '.join(p.name for p in found)}); name the file" if found else "none"
+    raise StageError(f"--compare {spec}: a folder must hold tokenizer.json[.xz], tokenizer.model, or one .model or "
+                     f".tiktoken file; this one has {what}")
+
+
 def load_counter(spec: str) -> TokenCounter:
     """A :class:`TokenCounter` from a ``--compare`` spec (see the module docstring)."""
     name, _, rest = spec.rpartition("=") if "=" in spec else ("", "", spec)
@@ -101,9 +117,7 @@ def load_counter(spec: str) -> TokenCounter:
     if not name:
         name = path.name if path.is_dir() else (path.parent.name or path.stem)
     if path.is_dir():
-        if not (path / "tokenizer.json").is_file():
-            raise StageError(f"--compare {spec}: folder has no tokenizer.json")
-        return _hf_counter(name, (path / "tokenizer.json").read_text(encoding="utf-8"))
+        path = _tokenizer_file_in(path, spec)
     if not path.is_file():
         raise StageError(f"--compare {spec}: no such file or folder")
     if path.name.endswith(".json.xz"):

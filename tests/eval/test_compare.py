@@ -1,0 +1,79 @@
+"""--compare: reports record their evaluation set; only reports on the same set go side by side, in
+tables that fit a page (tonsai/eval/compare.py, tonsai/eval/report.py)."""
+
+import json
+import re
+import shutil
+
+import pytest
+
+from tonsai.cli import StageError
+from tonsai.eval.report import MAX_COLUMNS, comparison_columns
+from tonsai.eval.run import EvalConfig, run_eval
+from tonsai.manifest import file_sha256
+
+from ..conftest import REPO, SAMPLE
+
+CORE = str(REPO / "eval_suites" / "khmer_core")
+
+
+def _halves(folder):
+    folder.mkdir()
+    lines = (SAMPLE / "en.txt").read_text(encoding="utf-8").splitlines()
+    a, b = folder / "en_a.txt", folder / "en_b.txt"
+    a.write_text("\n".join(lines[::2]) + "\n", encoding="utf-8")
+    b.write_text("\n".join(lines[1::2]) + "\n", encoding="utf-8")
+    return a, b
+
+
+def test_reports_record_their_set_and_compare_refuses_another(trained_model, tmp_path):
+    en_a, en_b = _halves(tmp_path / "text")
+    a = run_eval(EvalConfig(model_dir=str(trained_model), output_dir=str(tmp_path / "a"), text=[f"en={en_a}"],
+                            suite=[CORE], limit=1, device="cpu"))
+    es = a["eval_set"]
+    assert (es["window"], es["stride"], es["max_tokens"], es["dataset"]) == (128, 64, None, None)  # the run's block
+    assert es["text"] == [{"source": "text:en_a.txt", "lang": "en", "file": str(en_a), "sha256": file_sha256(en_a),
+                           "documents": 26}]
+    assert es["suites"][0]["name"] == "khmer_core" and es["suites"][0]["limit"] == 1
+    assert len(es["suites"][0]["sha256"]) == 64
+    assert "evaluation set: en=" in (tmp_path / "a" / "report.md").read_text()
+
+    # the same file at another path is the same set: shown side by side, in tables that fit a page
+    copy = tmp_path / "copy" / "en_a.txt"
+    copy.parent.mkdir()
+    shutil.copy(en_a, copy)
+    run_eval(EvalConfig(model_dir=str(trained_model), output_dir=str(tmp_path / "b"), text=[f"en={copy}"],
+                        suite=[CORE], limit=1, compare=[str(tmp_path / "a")], name="again", device="cpu"))
+    b = json.loads((tmp_path / "b" / "report.json").read_text())
+    all_cols = comparison_columns([b, a])
+    assert len(all_cols) > 2 * MAX_COLUMNS  # the khmer_core suite alone has more metrics than one table holds
+    side = (tmp_path / "b" / "report.md").read_text().split("## Side by side", 1)[1]
+    headers = [line for line in side.splitlines() if line.startswith("| model |")]
+    assert len(headers) >= 3
+    seen = []
+    for h in headers:
+        cells = [c.strip() for c in h.strip("|").split("|")][1:]
+        assert len(cells) <= MAX_COLUMNS
+        seen += cells
+    assert seen == [label for label, _ in all_cols]
+    assert side.count("| again |") == side.count("| run |") == len(headers)
+    html_side = (tmp_path / "b" / "report.html").read_text().split("<h2>Side by side</h2>", 1)[1]
+    tables = re.findall(r"<table><tr>(.*?)</tr>", html_side)
+    assert len(tables) == len(headers) and all(t.count("<th>") <= MAX_COLUMNS + 1 for t in tables)
+
+    # another file, another window, a report that does not record its set: refused before the model loads
+    sha_a, sha_b = file_sha256(en_a)[:12], file_sha256(en_b)[:12]
+    with pytest.raises(StageError, match=rf"--text: this run en={sha_b}, that report en={sha_a}"):
+        run_eval(EvalConfig(model_dir=str(trained_model), output_dir=str(tmp_path / "c"), text=[f"en={en_b}"],
+                            suite=[CORE], limit=1, compare=[str(tmp_path / "a")], device="cpu"))
+    with pytest.raises(StageError, match=r"--window: this run 64, that report 128(.|\n)*--stride: this run 32"):
+        run_eval(EvalConfig(model_dir=str(trained_model), output_dir=str(tmp_path / "c"), text=[f"en={en_a}"],
+                            suite=[CORE], limit=1, window=64, compare=[str(tmp_path / "a")], device="cpu"))
+    old = tmp_path / "old"
+    old.mkdir()
+    legacy = {k: v for k, v in a.items() if k != "eval_set"} | {"schema_version": 2}
+    (old / "report.json").write_text(json.dumps(legacy))
+    with pytest.raises(StageError, match="written before reports recorded their evaluation set"):
+        run_eval(EvalConfig(model_dir=str(trained_model), output_dir=str(tmp_path / "c"), text=[f"en={en_a}"],
+                            suite=[CORE], limit=1, compare=[str(old)], device="cpu"))
+    assert not (tmp_path / "c").exists()
