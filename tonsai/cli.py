@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import json
 import logging
 import sys
@@ -142,5 +143,12 @@ def run_main(fn: Callable[[], Any]) -> int:
         fn()
     except (StageError, ManifestError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        print(f"error: the disk is full ({e}). Nothing was replaced: every stage writes under a temporary "
+              f"name and renames it into place when complete. Free space and run the same command again.",
+              file=sys.stderr)
         return 1
     return 0

@@ -237,3 +237,42 @@ def test_normalize_text_never_replaces_an_input_or_a_foreign_file(tmp_path):
     assert json.loads((tmp_path / "clean" / "manifest.json").read_text())["stage"] == "normalize"
     proc = script("normalize_text.py", folder, "--output", folder, "--overwrite", check_rc=1)
     assert "holds the input" in proc.stderr
+
+
+def test_a_shard_folder_without_its_documents_is_redone_not_trusted(tmp_path, caplog):
+    """Two prepares racing on one work folder used to leave shard.json without docs.parquet, and every
+    rerun then said "complete, skipping" and failed."""
+    out = tmp_path / "data"
+    small_prepare(out, keep_work_dir=True)
+    shard = tmp_path / "data.work" / "shard-00000-of-00001"
+    (shard / "docs.parquet").unlink()
+    with caplog.at_level("INFO"):
+        manifest = small_prepare(out, keep_work_dir=True, overwrite=True)
+    assert "is complete, skipping it" not in caplog.text
+    assert (shard / "docs.parquet").is_file() and manifest["splits"]["train"] > 0
+
+
+def test_a_full_disk_while_writing_keeps_the_earlier_output(sample_pipeline, tmp_path, monkeypatch, capsys):
+    """ENOSPC injected into the tokenizer stage's last write: the earlier tokenizer stays as it was and
+    no staging folder or lock is left behind."""
+    import errno
+
+    import tonsai.tokenizer.bpe as bpe
+
+    out = tmp_path / "tok"
+    shutil.copytree(sample_pipeline / "tok", out)
+    before = digest(out)
+
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(bpe, "write_manifest", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        bpe.run_train_tokenizer(bpe.TokenizerConfig(output_dir=str(out), dataset_dir=str(sample_pipeline / "data"),
+                                                    vocab_size=512, overwrite=True))
+    assert digest(out) == before
+    assert not list(tmp_path.glob(".tmp-*")) and not list(tmp_path.glob(".*.lock"))
+    from tonsai.cli import run_main
+
+    assert run_main(lambda: full_disk()) == 1
+    assert "the disk is full" in capsys.readouterr().err
