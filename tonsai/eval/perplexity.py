@@ -91,6 +91,29 @@ def _window_batches(tokens, wins, batch_size: int, pad_id: int):
         yield inp, tgt, att, pos
 
 
+def _token_nll(model, tokens, wins, batch_size: int, pad_id: int, device: str, progress: str | None):
+    """Per batch of ``wins``, flattened: the NLL of every target (float64, on ``device``; 0 where
+    nothing is scored), which targets are scored (a CPU mask) and their positions in ``tokens``. The model runs in eval mode without gradients and is put back in the
+    mode it was in: the one scoring loop behind :func:`score_tokens` and :func:`score_tokens_by_group`."""
+    import torch
+    from tqdm.auto import tqdm
+
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for inp, tgt, att, pos in tqdm(_window_batches(tokens, wins, batch_size, pad_id), desc=progress,
+                                           total=-(-len(wins) // batch_size), disable=progress is None, leave=False):
+                logits = model(input_ids=inp.to(device), attention_mask=att.to(device)).logits.float()
+                shift_tgt = tgt[:, 1:].reshape(-1)
+                keep = shift_tgt != -100
+                nll = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.size(-1)),
+                                                        shift_tgt.to(device), ignore_index=-100, reduction="none")
+                yield nll.double(), keep, pos[:, 1:].reshape(-1)
+    finally:
+        model.train(was_training)
+
+
 def score_tokens(model, tokens: np.ndarray, block_size: int, stride: int, batch_size: int = 8,
                  device: str = "cpu", pad_id: int = 0, progress: str | None = None,
                  part: tuple[int, int] = (0, 1)) -> tuple[float, int]:
@@ -98,30 +121,16 @@ def score_tokens(model, tokens: np.ndarray, block_size: int, stride: int, batch_
 
     ``tokens`` starts with an end-of-text (never predicted). ``part=(rank, world)`` scores every
     world-th window from the rank-th, so several processes split the work and sum their results:
-    training runs its validation this way, eval_model.py with one part. The model is put in eval
-    mode and back in the mode it was in."""
+    training runs its validation this way, eval_model.py with one part. The sum stays on the device."""
     import torch
-    from tqdm.auto import tqdm
 
     rank, world = part
     wins = windows(len(tokens), block_size, stride)[rank::world]
     nll = torch.zeros((), dtype=torch.float64, device=device)
     predicted = 0
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            for inp, tgt, att, _ in tqdm(_window_batches(tokens, wins, batch_size, pad_id), desc=progress,
-                                         total=-(-len(wins) // batch_size), disable=progress is None, leave=False):
-                inp, tgt, att = inp.to(device), tgt.to(device), att.to(device)
-                logits = model(input_ids=inp, attention_mask=att).logits.float()
-                shift_logits = logits[:, :-1].reshape(-1, logits.size(-1))
-                shift_tgt = tgt[:, 1:].reshape(-1)
-                nll += torch.nn.functional.cross_entropy(shift_logits, shift_tgt, ignore_index=-100,
-                                                         reduction="sum").double()
-                predicted += int((shift_tgt != -100).sum())
-    finally:
-        model.train(was_training)
+    for token_nll, keep, _ in _token_nll(model, tokens, wins, batch_size, pad_id, device, progress):
+        nll += token_nll.sum()  # ignored targets hold 0: no device sync for a mask
+        predicted += int(keep.sum())
     if world == 1 and predicted != len(tokens) - 1:
         raise RuntimeError(f"scored {predicted} of {len(tokens) - 1} tokens: a bug in windows()")
     return float(nll), predicted
@@ -134,29 +143,15 @@ def score_tokens_by_group(model, tokens: np.ndarray, groups: np.ndarray, n_group
     each position (e.g. the source of the document a token belongs to): the same windows and context,
     so the groups' figures sum to the stream's."""
     import torch
-    from tqdm.auto import tqdm
 
     wins = windows(len(tokens), block_size, stride)
     group_of = torch.from_numpy(np.asarray(groups, dtype=np.int64))
     nll = torch.zeros(n_groups, dtype=torch.float64)
     count = torch.zeros(n_groups, dtype=torch.long)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            for inp, tgt, att, pos in tqdm(_window_batches(tokens, wins, batch_size, pad_id), desc=progress,
-                                           total=-(-len(wins) // batch_size), disable=progress is None, leave=False):
-                logits = model(input_ids=inp.to(device), attention_mask=att.to(device)).logits.float()
-                shift_tgt = tgt[:, 1:].reshape(-1)
-                per_token = torch.nn.functional.cross_entropy(
-                    logits[:, :-1].reshape(-1, logits.size(-1)), shift_tgt.to(device), ignore_index=-100,
-                    reduction="none").double().cpu()
-                keep = shift_tgt != -100
-                g = group_of[pos[:, 1:].reshape(-1)[keep]]
-                nll.index_add_(0, g, per_token[keep])
-                count.index_add_(0, g, torch.ones_like(g))
-    finally:
-        model.train(was_training)
+    for token_nll, keep, positions in _token_nll(model, tokens, wins, batch_size, pad_id, device, progress):
+        g = group_of[positions[keep]]
+        nll.index_add_(0, g, token_nll.cpu()[keep])
+        count.index_add_(0, g, torch.ones_like(g))
     if int(count.sum()) != len(tokens) - 1:
         raise RuntimeError(f"scored {int(count.sum())} of {len(tokens) - 1} tokens: a bug in windows()")
     return nll.tolist(), count.tolist()
