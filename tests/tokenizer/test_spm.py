@@ -46,6 +46,8 @@ def test_sentencepiece_folder_loads_with_autotokenizer(tmp_path, sample_pipeline
 
 
 def test_vocabulary_too_small_for_the_characters(tmp_path, sample_pipeline):
-    with pytest.raises(StageError, match="SentencePiece training failed"):
+    with pytest.raises(StageError, match=r"--vocab-size 300 is too small for SentencePiece on this text: it needs "
+                                         r"at least \d+"):
         run_train_tokenizer(TokenizerConfig(output_dir=str(tmp_path / "s"), dataset_dir=str(sample_pipeline / "data"),
                                             vocab_size=300, algorithm="sentencepiece"))
+    assert not (tmp_path / "s").exists()

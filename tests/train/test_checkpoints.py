@@ -97,6 +97,21 @@ def test_damaged_newest_checkpoint_is_skipped_and_kept(plain_run, sample_pipelin
     assert check(out / "checkpoint-12").ok
 
 
+def test_a_run_killed_after_its_last_checkpoint_ends_as_the_uninterrupted_one(plain_run, sample_pipeline, tmp_path):
+    """Resumed from the checkpoint of its last step, the Trainer took one more step (13 of 12) before
+    checking max_steps; now the run exports final/ from that checkpoint without training."""
+    from safetensors.torch import load_file
+
+    out = interrupted_copy(plain_run[0], tmp_path / "done")
+    manifest = run_train(config(sample_pipeline, out, resume_from="auto"))
+    assert manifest["global_step"] == 12 and manifest["resumed_from"] == str(out / "checkpoint-12")
+    assert manifest["train_loss"] is None  # no step trained in this process
+    assert max(json.loads(x)["step"] for x in (out / "metrics.jsonl").read_text().splitlines()) == 12
+    assert losses(out, "eval_km_loss") == losses(plain_run[0], "eval_km_loss")
+    mine, theirs = load_file(out / "final" / "model.safetensors"), load_file(plain_run[0] / "final" / "model.safetensors")
+    assert mine.keys() == theirs.keys() and all(bool((mine[k] == theirs[k]).all()) for k in mine)
+
+
 def test_a_named_checkpoint_that_does_not_verify_is_refused(plain_run, sample_pipeline, tmp_path):
     out = interrupted_copy(plain_run[0], tmp_path / "named")
     (out / "checkpoint-12" / "optimizer.pt").unlink()

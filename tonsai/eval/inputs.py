@@ -70,15 +70,25 @@ def refuse_binary(flag: str, path: Path) -> None:
         raise StageError(f"{flag}: {path} does not look like text ({reason}); give a UTF-8 text file")
 
 
-def text_sets(specs: list[str]) -> tuple[list[EvalSet], list[dict]]:
-    """The --text files as sets, and what identifies each (language, file, SHA-256) for the report."""
-    parsed = [parse_text_spec(spec) for spec in specs]  # every spec checked before any file is read
-    sets, described = [], []
+def check_text_specs(specs: list[str]) -> list[tuple[str, Source]]:
+    """The ``--text`` specs as (spec, source), each checked (form, language, files that exist and look
+    like text) before anything is read or loaded."""
+    parsed = [parse_text_spec(spec) for spec in specs]
+    out = []
     for spec, (lang, path) in zip(specs, parsed):
         source = Source(path, lang, name=f"text:{Path(path).name}")
         for f in source.files():
             if f.is_file() and not f.name.endswith(".parquet"):
                 refuse_binary("--text", f)
+        out.append((spec, source))
+    return out
+
+
+def text_sets(specs: list[str]) -> tuple[list[EvalSet], list[dict]]:
+    """The --text files as sets, and what identifies each (language, file, SHA-256) for the report."""
+    sets, described = [], []
+    for spec, source in check_text_specs(specs):
+        lang, path = source.lang, source.path
         stats = ReadStats()
         texts = [t for t in (normalize(d.text).strip() for d in iter_documents(source, stats)) if t]
         if not texts:

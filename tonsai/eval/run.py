@@ -288,10 +288,8 @@ def _inputs(cfg: EvalConfig, block: int, stride: int) -> tuple[list, dict]:
     text, eval_set["text"] = text_sets(cfg.text)
     sets += text
     if cfg.parallel:
-        from tonsai.eval.inputs import check_parallel_files
         from tonsai.manifest import file_sha256
 
-        check_parallel_files(cfg.parallel)  # a missing or binary file fails here, before the model loads
         km, en = cfg.parallel
         eval_set["parallel"] = {"km_file": km, "en_file": en, **{
             f"{side}_sha256": file_sha256(f) if Path(f).is_file() else None for side, f in (("km", km), ("en", en))}}
@@ -323,6 +321,10 @@ def _run_eval(cfg: EvalConfig) -> dict:
 
     from tonsai.eval.compare import check_comparable
 
+    from tonsai.eval.inputs import check_parallel_files, check_text_specs
+
+    check_text_specs(cfg.text)  # a bad --text or --parallel is named first, before the model folder is read
+    check_parallel_files(cfg.parallel)
     model_dir = Path(cfg.model_dir)
     block, stride, window_from = _window(cfg, model_dir)
     sets, eval_set = _inputs(cfg, block, stride)

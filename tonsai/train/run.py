@@ -444,7 +444,11 @@ def _run_train(cfg: TrainConfig) -> dict:
                    nan_guard, DiskSpaceGuard(cfg.output_dir, _first_checkpoint_bytes(model, cfg, bf16),
                                              cfg.min_free_disk_gb), *extra_callbacks],
     )
+    resumed_at = (json.loads((Path(resume_path) / "trainer_state.json").read_text())["global_step"]
+                  if kind == "checkpoint" else 0)
     result = trainer.train(resume_from_checkpoint=resume_path if kind == "checkpoint" else None)
+    # mean training loss of the steps this process trained; none when it resumed from the last step's checkpoint
+    train_loss = result.training_loss if trainer.state.global_step > resumed_at else None
     if nan_guard.bad_step is not None:
         last = latest_checkpoint(cfg.output_dir)
         raise StageError(
@@ -480,7 +484,7 @@ def _run_train(cfg: TrainConfig) -> dict:
         history = [e for e in trainer.state.log_history if any(k.startswith("eval_") for k in e)]
         manifest = write_manifest(
             out, STAGE, cfg, **common, global_step=trainer.state.global_step,
-            train_loss=result.training_loss, final_validation=final_metrics,
+            train_loss=train_loss, final_validation=final_metrics,
             tokens_per_step=tokens_per_step, world_size=world, precision="bf16" if bf16 else "fp32",
             budget=dict(tokens_requested=budget.tokens_requested, global_batch_tokens=cfg.global_batch_tokens,
                         gradient_accumulation=budget.gradient_accumulation, max_steps=budget.max_steps,

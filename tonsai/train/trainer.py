@@ -62,6 +62,16 @@ class TonsaiTrainer(Trainer):
         self._lang_tokens: torch.Tensor | None = None  # since this process started, on the device
         self._lang_base: list[int] | None = None  # totals at the checkpoint this process resumed from
 
+    def _run_epoch(self, *args, **kwargs):
+        """Train one epoch, unless the run resumed from the checkpoint of its last step: the Trainer
+        would then take one more optimizer step before it checks max_steps (step 13 of a 12-step run),
+        so a run killed between its last checkpoint and final/ would not end as the uninterrupted one.
+        """
+        if self.state.global_step >= self.state.max_steps:
+            self.control.should_training_stop = True
+            return None
+        return super()._run_epoch(*args, **kwargs)
+
     def _save_checkpoint(self, model, trial) -> None:
         """Save as the Trainer does, then write checksums.json, then rotate.
 
