@@ -173,7 +173,7 @@ def test_kill_9_during_the_first_checkpoint_then_auto_starts_from_scratch(plain_
     assert check(out / "checkpoint-6").ok and check(out / "checkpoint-12").ok
 
 
-@pytest.mark.parametrize("seed", [1, 2])
+@pytest.mark.parametrize("seed", [1, 2, 3])
 def test_kill_9_at_a_random_moment_then_auto_gives_the_uninterrupted_losses(plain_run, sample_pipeline, tmp_path,
                                                                            seed):
     """A random training step to wait for, then a random delay: the kill lands anywhere in a step,
