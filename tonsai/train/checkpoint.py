@@ -27,7 +27,6 @@ is renamed ``corrupt-checkpoint-N`` / ``unverified-checkpoint-N``, which the Tra
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -38,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tonsai.atomic import write_json
+from tonsai.manifest import file_sha256
 
 log = logging.getLogger(__name__)
 CHECKSUMS = "checksums.json"
@@ -62,11 +62,6 @@ class Verdict:
         return self.status == "ok"
 
 
-def _sha256(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
 def _files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file() and p.name not in (CHECKSUMS, WRITING))
 
@@ -74,7 +69,7 @@ def _files(folder: Path) -> list[Path]:
 def _digests(paths: list[Path]) -> list[str]:
     """sha256 of each file, several at a time (hashlib releases the GIL on large reads)."""
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
-        return list(pool.map(_sha256, paths))
+        return list(pool.map(file_sha256, paths))
 
 
 def write_checksums(folder: str | Path) -> Path:
