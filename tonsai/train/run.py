@@ -131,15 +131,15 @@ def _resolve_resume(cfg: TrainConfig) -> tuple[str, str | None, list]:
     return "weights", r, []  # a model folder or a Hub id
 
 
-def _prepare_output_dir(cfg: TrainConfig, kind: str, resume_path: str | None) -> None:
-    """Refuse to mix a fresh run with an old one; on resume, drop metrics logged after the checkpoint."""
+def _prepare_output_dir(cfg: TrainConfig, kind: str, resume_path: str | None, step: int) -> None:
+    """Refuse to mix a fresh run with an old one; on resume from the checkpoint of ``step``, drop
+    metrics logged after it."""
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     if launch.rank() != 0:
         return
     metrics = out / "metrics.jsonl"
     if kind == "checkpoint":
-        step = json.loads((Path(resume_path) / "trainer_state.json").read_text())["global_step"]
         if metrics.is_file():
             kept = []
             for line in metrics.read_text(encoding="utf-8").splitlines():
@@ -333,7 +333,9 @@ def _run_train(cfg: TrainConfig) -> dict:
                             gradient_accumulation=cfg.gradient_accumulation,
                             global_batch_tokens=cfg.global_batch_tokens, max_steps=cfg.max_steps,
                             max_tokens=cfg.max_tokens)
-    _prepare_output_dir(cfg, kind, resume_path)  # after every check that can refuse the run: it may delete
+    resumed_at = (json.loads((Path(resume_path) / "trainer_state.json").read_text())["global_step"]
+                  if kind == "checkpoint" else 0)
+    _prepare_output_dir(cfg, kind, resume_path, resumed_at)  # after every check that can refuse the run: it may delete
     base = continual.record_base(cfg.output_dir, kind, resume_path, main=launch.rank() == 0)
     if launch.rank() == 0:
         set_aside(skipped)  # once the folder is ours: never-finished checkpoints removed, damaged ones renamed
@@ -444,8 +446,6 @@ def _run_train(cfg: TrainConfig) -> dict:
                    nan_guard, DiskSpaceGuard(cfg.output_dir, _first_checkpoint_bytes(model, cfg, bf16),
                                              cfg.min_free_disk_gb), *extra_callbacks],
     )
-    resumed_at = (json.loads((Path(resume_path) / "trainer_state.json").read_text())["global_step"]
-                  if kind == "checkpoint" else 0)
     result = trainer.train(resume_from_checkpoint=resume_path if kind == "checkpoint" else None)
     # mean training loss of the steps this process trained; none when it resumed from the last step's checkpoint
     train_loss = result.training_loss if trainer.state.global_step > resumed_at else None
