@@ -276,12 +276,14 @@ def _window(cfg: EvalConfig, model_dir: Path) -> tuple[int, int, str]:
     return block, stride, origin
 
 
-def _inputs(cfg: EvalConfig, block: int, stride: int) -> tuple[list, dict]:
-    """The documents to score, and the evaluation set the report records (:mod:`tonsai.eval.compare`).
-    Reads every input file, so a missing file or a malformed line fails before the model loads."""
-    from tonsai.eval.inputs import dataset_sets, text_sets
+def _inputs(cfg: EvalConfig) -> tuple[list, dict]:
+    """The documents to score, and the evaluation set the report records (:mod:`tonsai.eval.compare`;
+    the caller fills in the window and stride). Reads every input file, so a bad --text or --parallel
+    file or a malformed line fails before the model folder is read."""
+    from tonsai.eval.inputs import check_parallel_files, dataset_sets, text_sets
 
-    eval_set: dict = {"window": block, "stride": stride, "max_tokens": cfg.max_tokens, "dataset": None}
+    check_parallel_files(cfg.parallel)
+    eval_set: dict = {"window": None, "stride": None, "max_tokens": cfg.max_tokens, "dataset": None}
     sets = []
     if cfg.dataset_dir:
         sets, eval_set["dataset"] = dataset_sets(cfg.dataset_dir, cfg.split)
@@ -321,13 +323,10 @@ def _run_eval(cfg: EvalConfig) -> dict:
 
     from tonsai.eval.compare import check_comparable
 
-    from tonsai.eval.inputs import check_parallel_files, check_text_specs
-
-    check_text_specs(cfg.text)  # a bad --text or --parallel is named first, before the model folder is read
-    check_parallel_files(cfg.parallel)
+    sets, eval_set = _inputs(cfg)
     model_dir = Path(cfg.model_dir)
     block, stride, window_from = _window(cfg, model_dir)
-    sets, eval_set = _inputs(cfg, block, stride)
+    eval_set.update(window=block, stride=stride)
     compared = check_comparable(eval_set, [load_report(p) for p in cfg.compare])  # before the slow part
 
     device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
