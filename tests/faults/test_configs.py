@@ -3,9 +3,6 @@ a typo'd stage YAML, nan mixing weights. Each asserts the exit code, the message
 valid name, and that no work was done (no run files, no shard folder)."""
 
 import json
-import os
-import subprocess
-import sys
 import time
 
 import pytest
@@ -14,15 +11,10 @@ from tonsai.cli import StageError, parse_config
 from tonsai.train.config import TrainConfig
 
 from ..conftest import REPO, SAMPLE
+from . import script
 
 KM, EN = str(SAMPLE / "km.txt"), str(SAMPLE / "en.txt")
 RUN_FILES = ("final", "metrics.jsonl", "manifest.json", "tokens")
-
-
-def script(name: str, *args, timeout: int = 600) -> subprocess.CompletedProcess:
-    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
-    return subprocess.run([sys.executable, str(REPO / "scripts" / name), *map(str, args)], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=timeout)
 
 
 def model_config(tmp_path, **changes):

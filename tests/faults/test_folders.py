@@ -24,20 +24,13 @@ from tonsai.data.prepare import PrepareConfig, run_prepare
 from tonsai.folders import FolderLock
 
 from ..conftest import REPO, SAMPLE
+from . import script
 
 
 def digest(root: Path) -> dict[str, str]:
     """sha256 of every file under ``root`` (hidden files included), by relative path."""
     return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(root.rglob("*")) if p.is_file()}
-
-
-def script(name: str, *args: str, timeout: int = 600, check_rc: int | None = None, **kw) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, str(REPO / "scripts" / name), *map(str, args)], cwd=REPO,
-                          capture_output=True, text=True, timeout=timeout, **kw)
-    if check_rc is not None:
-        assert proc.returncode == check_rc, proc.stderr[-3000:]
-    return proc
 
 
 def prepare_args(out: Path, *extra) -> list[str]:
