@@ -402,31 +402,32 @@ def test_shards_and_processes_give_the_same_dataset(tmp_path):
     for i in range(3):
         info = run_prepare(cfg(tmp_path, output_dir=str(tmp_path / "three"), num_shards=3, shard_index=i,
                                work_dir=str(work), **base))
-        assert info["shard"] == i
+        assert info["task"] == i
     assert not (tmp_path / "three").exists()
     three = run_prepare(cfg(tmp_path, output_dir=str(tmp_path / "three"), num_shards=3, merge_only=True,
                             work_dir=str(work), **base))
-    procs = run_prepare(cfg(tmp_path, output_dir=str(tmp_path / "procs"), num_proc=2, **base))
+    procs = run_prepare(cfg(tmp_path, output_dir=str(tmp_path / "procs"), workers=2, **base))
     assert one["counts"] == three["counts"] == procs["counts"]
     assert one["counts"]["km:km.txt"]["dropped:duplicate"] == 5
     assert _split_ids(tmp_path / "one") == _split_ids(tmp_path / "three") == _split_ids(tmp_path / "procs")
     assert not work.exists()  # removed after a successful merge
 
 
-def test_rerun_skips_finished_shards_and_merge_needs_all(tmp_path, caplog):
+def test_rerun_skips_finished_tasks_and_merge_needs_all(tmp_path, caplog):
     km = write_lines(tmp_path / "km.txt", km_docs(40))
     work = tmp_path / "work"
     base = dict(khmer=[km], num_shards=2, work_dir=str(work))
     run_prepare(cfg(tmp_path, shard_index=1, **base))
-    with pytest.raises(StageError, match=r"shards \[0\] of 2 are not finished"):
+    with pytest.raises(StageError, match=r"document tasks \[0\] of 2 are not finished"):
         run_prepare(cfg(tmp_path, merge_only=True, **base))
     assert not (tmp_path / "out").exists()
-    info = work / "shard-00001-of-00002" / "shard.json"
+    info = work / "docs" / "00001.parquet"  # task 1's documents, marked done in datatrove's completions
+    assert (work / "logs" / "docs" / "completions" / "00001").is_file()
     before = info.stat().st_mtime_ns
     with caplog.at_level("INFO"):
         run_prepare(cfg(tmp_path, keep_work_dir=True, **base))
     assert info.stat().st_mtime_ns == before
-    assert "shard-00001-of-00002 is complete, skipping it" in caplog.text
+    assert "1 of 2 document tasks are finished already" in caplog.text
     # other settings: the finished shard is redone, not reused
     run_prepare(cfg(tmp_path, min_chars=25, keep_work_dir=True, overwrite=True, **base))
     assert info.stat().st_mtime_ns != before
@@ -441,12 +442,12 @@ def test_failed_run_leaves_no_complete_looking_output(tmp_path):
         run_prepare(cfg(tmp_path, khmer=[bad], overwrite=True))
     assert (tmp_path / "out" / "manifest.json").read_text() == manifest  # the old output is intact
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp-")]
-    # the work folder keeps only finished shards (each with its shard.json), no half-written one
+    # the work folder keeps only finished tasks' files (each marked complete), no half-written one
     work = tmp_path / "out.work"
     if work.exists():
-        entries = list(work.iterdir())
-        assert not [p for p in entries if p.name.startswith(".tmp-")]
-        assert all((p / "shard.json").is_file() for p in entries if p.name.startswith("shard-"))
+        docs = list((work / "docs").iterdir())
+        assert not [p for p in docs if p.name.startswith(".tmp-")]
+        assert all((work / "logs" / "docs" / "completions" / p.stem).is_file() for p in docs)
 
 
 def test_a_failure_while_writing_the_splits_leaves_nothing_behind(tmp_path, monkeypatch):

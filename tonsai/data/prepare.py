@@ -40,17 +40,19 @@ import numpy as np
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
-from tonsai.atomic import staged_dir
+from tonsai.atomic import staged_dir, write_json
 from tonsai.cli import StageError
 from tonsai.data.dedup import (BAND_RECORD, EXACT_RECORD, bucket_band_pairs, bucket_exact_duplicates,
                                pair_non_survivors)
 from tonsai.data.filters import FilterThresholds
 from tonsai.data.mix import STRATEGIES, normalize_weights, plan_sources_lazy, source_shares
 from tonsai.data.ondisk import MAX_OPEN, DiskArray, Partition, num_buckets, release_memory_promptly, trim_heap
-from tonsai.data.shards import ORDER_BITS, DocParams, peak_rss_mb, read_shard_info, run_shard, shard_name, source_identity
+from tonsai.data.blocks import ORDER_BITS, peak_rss_mb
+from tonsai.data.engine import (EXECUTORS, docs_dir, run_docs_local, run_docs_ray, submit_slurm, task_infos,
+                                unfinished_tasks)
 from tonsai.data.sources import ReadOptions, Source, load_mix_file
 from tonsai.data.writer import ShuffledSplitWriter, buckets_for, write_dataset_dict_index
-from tonsai.folders import claim_in_place, claim_output, static_prefix
+from tonsai.folders import check_output_dir, claim_in_place, claim_output, static_prefix
 from tonsai.manifest import write_manifest
 from tonsai.text import RoutingThresholds
 from tonsai.text.normalize import NORMALIZER_VERSION
@@ -142,22 +144,43 @@ class PrepareConfig:
     minhash_perm: int = dataclasses.field(default=128, metadata={"help": "MinHash permutations"})
     minhash_bands: int = dataclasses.field(default=16, metadata={
         "help": "LSH bands (permutations / bands rows each; 128/16 catches 95%% of pairs at Jaccard 0.8)"})
-    num_shards: int = dataclasses.field(default=1, metadata={
-        "help": "split the documents into this many shards (each shard a separate job if you like)"})
+    num_shards: int = dataclasses.field(default=0, metadata={
+        "help": "number of document tasks (datatrove tasks; 0: --workers); any number gives the same dataset",
+        "aliases": ("--tasks",)})
     shard_index: int | None = dataclasses.field(default=None, metadata={
-        "help": "process only this shard into the work folder and stop (run --merge-only after all)"})
+        "help": "run only this document task into the work folder and stop (run --merge-only after all; "
+                "--executor slurm or ray do this for you)"})
     merge_only: bool = dataclasses.field(default=False, metadata={
-        "help": "do not process shards here: merge finished shards (an error lists missing ones)"})
+        "help": "do not run document tasks here: merge finished ones (an error lists missing ones)"})
     work_dir: str | None = dataclasses.field(default=None, metadata={
-        "help": "folder for shard files (default: <output-dir>.work beside the output); finished shards "
-                "there are skipped on a rerun"})
+        "help": "folder for the document tasks' files (default: <output-dir>.work beside the output); "
+                "finished tasks there are skipped on a rerun"})
     keep_work_dir: bool = dataclasses.field(default=False, metadata={
-        "help": "keep the shard files after a successful merge"})
+        "help": "keep the work folder after a successful merge"})
     overwrite: bool = dataclasses.field(default=False, metadata={
         "help": "replace a complete earlier prepare output in --output-dir (never anything else: a folder "
                 "holding other files, or any input, is always refused)"})
-    num_proc: int = dataclasses.field(default=1, metadata={
-        "help": "worker processes for normalizing and filtering (per shard job)"})
+    workers: int = dataclasses.field(default=1, metadata={
+        "help": "document tasks run at once (processes on this machine; with --executor slurm or ray, the "
+                "most tasks running at a time, 1: no limit there)", "aliases": ("--num-proc",)})
+    executor: str = dataclasses.field(default="local", metadata={
+        "help": "where the document tasks run: local processes, Slurm array jobs (the command submits and "
+                "returns), or a Ray cluster", "choices": list(EXECUTORS)})
+    slurm_partition: str | None = dataclasses.field(default=None, metadata={
+        "help": "Slurm partition (needed with --executor slurm)"})
+    slurm_time: str = dataclasses.field(default="12:00:00", metadata={"help": "Slurm time limit per job"})
+    slurm_cpus_per_task: int = dataclasses.field(default=1, metadata={"help": "CPUs per Slurm task"})
+    slurm_mem_per_cpu_gb: int = dataclasses.field(default=4, metadata={"help": "memory per CPU in GB (Slurm)"})
+    slurm_qos: str | None = dataclasses.field(default=None, metadata={"help": "Slurm QOS"})
+    slurm_sbatch: list[str] = dataclasses.field(default_factory=list, metadata={
+        "help": "extra #SBATCH lines as KEY=VALUE (e.g. account=myproj constraint=cpu), or KEY for a flag",
+        "metavar": "KEY=VALUE"})
+    slurm_env_command: str | None = dataclasses.field(default=None, metadata={
+        "help": "shell line run before each Slurm job (default: cd here and activate this Python environment)"})
+    ray_address: str | None = dataclasses.field(default=None, metadata={
+        "help": "Ray cluster address (e.g. ray://head:10001 or auto); default: start a local Ray instance"})
+    ray_mem_per_cpu_gb: float = dataclasses.field(default=2.0, metadata={
+        "help": "memory Ray reserves per document task, in GB"})
     write_rejected: bool = dataclasses.field(default=False, metadata={
         "help": "write dropped documents with their reasons to <output-dir>/rejected/ for inspection"})
     shuffle_bucket_mb: int = dataclasses.field(default=256, metadata={
@@ -194,14 +217,19 @@ class PrepareConfig:
             raise ValueError("--target-chars must be >= 0")
         if not 0 <= self.temperature_alpha <= 1:
             raise ValueError("--temperature-alpha must be between 0 and 1")
-        if self.num_shards < 1:
-            raise ValueError("--num-shards must be at least 1")
-        if self.shard_index is not None and not 0 <= self.shard_index < self.num_shards:
-            raise ValueError(f"--shard-index must be in 0..{self.num_shards - 1}")
+        if self.num_shards < 0:
+            raise ValueError("--num-shards must be >= 0")
+        if self.shard_index is not None and not 0 <= self.shard_index < self.tasks():
+            raise ValueError(f"--shard-index must be in 0..{self.tasks() - 1}")
         if self.shard_index is not None and self.merge_only:
             raise ValueError("--shard-index and --merge-only exclude each other")
-        if self.num_proc < 1:
-            raise ValueError("--num-proc must be at least 1")
+        if self.shard_index is not None and self.executor != "local":
+            raise ValueError(f"--shard-index runs one task here; with --executor {self.executor} leave it out")
+        if self.workers < 1:
+            raise ValueError("--workers must be at least 1")
+        if self.executor == "slurm" and not self.slurm_partition:
+            raise ValueError("--executor slurm needs --slurm-partition")
+        self.parsed_sbatch_args()
         if self.minhash_perm < 1 or self.minhash_bands < 1 or self.minhash_perm % self.minhash_bands:
             raise ValueError("--minhash-bands must divide --minhash-perm")
         if self.shuffle_bucket_mb < 1:
@@ -224,6 +252,20 @@ class PrepareConfig:
             if not (math.isfinite(value) and value >= 0):
                 raise ValueError(f"--source-weights {item!r}: weights must be >= 0 and finite")
             out[name] = value
+        return out
+
+    def tasks(self) -> int:
+        """The number of document tasks: --num-shards, or one per worker."""
+        return self.num_shards or self.workers
+
+    def parsed_sbatch_args(self) -> dict[str, str]:
+        out = {}
+        for item in self.slurm_sbatch:
+            key, _, value = item.partition("=")
+            key = key.strip().removeprefix("--")
+            if not key or any(c.isspace() for c in key):
+                raise ValueError(f"--slurm-sbatch {item!r}: expected KEY=VALUE, e.g. account=myproj")
+            out[key] = value
         return out
 
     def thresholds(self) -> RoutingThresholds:
@@ -272,26 +314,63 @@ class PrepareConfig:
         return Path(self.work_dir) if self.work_dir else out.with_name(out.name + ".work")
 
 
-def _shard_settings(cfg: PrepareConfig, sources: list[Source]) -> dict:
-    """What a shard's content depends on; a finished shard with other settings is redone."""
+def _task_settings(cfg: PrepareConfig, sources: list[Source]) -> dict:
+    """What the document tasks' files depend on; a work folder made with other settings is redone."""
     keys = ("doc_mode", "text_column", "invalid_utf8", "bad_records", "min_chars", "min_words",
-            "max_dup_line_frac", "max_dup_ngram_frac", "max_digit_frac", "max_symbol_frac", "max_url_frac",
-            "near_dedup", "minhash_perm", "minhash_bands", "num_shards", "write_rejected", "khmer_min_share",
+            "max_dup_line_frac", "max_dup_ngram_frac", "max_digit_frac", "max_symbol_frac",
+            "max_url_frac", "near_dedup", "minhash_perm", "minhash_bands", "write_rejected", "khmer_min_share",
             "khmer_min_chars", "mixed_min_share", "latin_min_share")
-    return {"config": {k: getattr(cfg, k) for k in keys}, "normalizer": NORMALIZER_VERSION,
-            "sources": [dict(source_identity(s), lang=s.lang) for s in sources]}
+    return {"config": {k: getattr(cfg, k) for k in keys}, "tasks": cfg.tasks(), "normalizer": NORMALIZER_VERSION,
+            "engine": ENGINE_VERSION, "sources": [dict(source_identity(s), lang=s.lang) for s in sources]}
 
 
-def run_shards(cfg: PrepareConfig, sources: list[Source]) -> list[dict]:
-    """Phase 1: run this job's shards (one with --shard-index, else every unfinished one)."""
+ENGINE_VERSION = 2  # 2: datatrove tasks (1: tonsai's own shard runner, shard-* folders)
+TASK_OUTPUTS = ("docs", "read", "logs", "rejected")
+
+
+def source_identity(source: Source) -> dict:
+    """Paths with sizes and modification times (cheap), to notice changed inputs on a rerun."""
+    if source.is_hub:
+        return {"path": source.path}
+    files = []
+    for f in source.files():
+        st = f.stat()
+        files.append([str(f), st.st_size, int(st.st_mtime)])
+    return {"path": source.path, "name": source.name, "files": files, "text_column": source.text_column,
+            "split": source.split}
+
+
+def _settings_file(work: Path) -> Path:
+    return work / "settings.json"
+
+
+def start_work(cfg: PrepareConfig, sources: list[Source]) -> None:
+    """Make ``--work-dir`` hold files of these settings: files of other settings (or of the previous
+    engine) are removed first, with a warning, so that no finished task of another run is reused."""
     work = cfg.work_path()
+    settings = _task_settings(cfg, sources)
+    path = _settings_file(work)
+    old = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+    if old == json.loads(json.dumps(settings, default=str)):
+        return
+    stale = [p for p in work.iterdir() if p.name in TASK_OUTPUTS or p.name.startswith("shard-")] if work.is_dir() else []
+    if stale:
+        log.warning("%s holds document tasks of other settings or inputs; redoing them", work)
+    for p in stale:
+        shutil.rmtree(p)
     work.mkdir(parents=True, exist_ok=True)
-    params = DocParams(cfg.thresholds(), cfg.filter_thresholds(), cfg.near_dedup, cfg.minhash_perm,
-                       cfg.minhash_bands)
-    settings = _shard_settings(cfg, sources)
-    todo = [cfg.shard_index] if cfg.shard_index is not None else range(cfg.num_shards)
-    return [run_shard(sources, i, cfg.num_shards, work, cfg.read_options(), params, settings, cfg.num_proc,
-                      cfg.write_rejected, with_inputs=(i == 0)) for i in todo]
+    write_json(path, settings)
+
+
+def _check_tasks_done(cfg: PrepareConfig, sources: list[Source]) -> None:
+    work = cfg.work_path()
+    path = _settings_file(work)
+    same = path.is_file() and json.loads(path.read_text(encoding="utf-8")) == json.loads(
+        json.dumps(_task_settings(cfg, sources), default=str))
+    missing = unfinished_tasks(work, cfg.tasks()) if same else list(range(cfg.tasks()))
+    if missing:
+        raise StageError(f"document tasks {missing} of {cfg.tasks()} are not finished in {work} (or were made "
+                         f"with other settings); run them with --shard-index, or drop --merge-only")
 
 
 # status of a document slot in the merge (1 byte per slot, on disk)
@@ -366,19 +445,8 @@ def merge(cfg: PrepareConfig, sources: list[Source]) -> dict:
     that source) are held in memory.
     """
     work = cfg.work_path()
-    fp_settings = _shard_settings(cfg, sources)
-    from tonsai.data.shards import fingerprint
-
-    fp = fingerprint(fp_settings)
-    infos, missing = [], []
-    for i in range(cfg.num_shards):
-        info = read_shard_info(work / shard_name(i, cfg.num_shards))
-        if info is None or info.get("fingerprint") != fp:
-            missing.append(i)
-        infos.append(info)
-    if missing:
-        raise StageError(f"shards {missing} of {cfg.num_shards} are not finished in {work} (or were made with "
-                         f"other settings); run them with --shard-index, or drop --merge-only")
+    _check_tasks_done(cfg, sources)
+    infos = task_infos(work, cfg.tasks())
     # only here: the fixed glibc thresholds cost the shard phase's numpy temporaries 40% of MinHash time
     release_memory_promptly()
     mdir = work / "merge"
@@ -405,7 +473,7 @@ def _merge(cfg: PrepareConfig, sources: list[Source], infos: list[dict], work: P
             by_kind = {"malformed_json": by_kind} if isinstance(by_kind, list) else by_kind  # older shards
             for kind, locs in by_kind.items():  # the first locations of each kind of skipped record
                 skipped.setdefault(n, {}).setdefault(kind, []).extend(locs)
-    files = [work / shard_name(i, cfg.num_shards) / "docs.parquet" for i in range(cfg.num_shards)]
+    files = [docs_dir(work) / f"{i:05d}.parquet" for i in range(cfg.tasks())]
     offs = np.zeros(len(names) + 1, dtype=np.int64)
     offs[1:] = np.cumsum([counts[n].get("read", 0) for n in names])
     n_slots = int(offs[-1])
@@ -597,10 +665,8 @@ def _merge(cfg: PrepareConfig, sources: list[Source], infos: list[dict], work: P
         rejected = None
         if cfg.write_rejected:
             (tmp / "rejected").mkdir()
-            for i in range(cfg.num_shards):
-                r = work / shard_name(i, cfg.num_shards) / "rejected.jsonl.gz"
-                if r.is_file():
-                    shutil.copy(r, tmp / "rejected" / f"filters-{i:05d}.jsonl.gz")
+            for r in sorted((work / "rejected").glob("*.jsonl.gz")):
+                shutil.copy(r, tmp / "rejected" / f"filters-{r.name}")
             import gzip
 
             rejected = gzip.open(tmp / "rejected" / "dedup.jsonl.gz", "wt", encoding="utf-8")
@@ -655,7 +721,8 @@ def _merge(cfg: PrepareConfig, sources: list[Source], infos: list[dict], work: P
                         "depend on the tokenizer: the tokens manifest written by tokenize_dataset.py or "
                         "train_gpt2.py states them as train_token_shares)",
             seed=cfg.seed,
-            num_shards=cfg.num_shards,
+            document_tasks=cfg.tasks(),
+            executor=cfg.executor,
             merge_buckets={"exact": k_exact, "near": k_band if near_on else 0},
             merge_timings_s={k: round(v, 3) for k, v in timings.items()},
             peak_rss_mb_after={k: round(v) for k, v in rss.items()},
@@ -793,10 +860,12 @@ def _input_paths(cfg: PrepareConfig, sources: list[Source]) -> list[Path]:
 
 
 def run_prepare(cfg: PrepareConfig) -> dict:
-    """Run the prepare stage and return its manifest (or, with --shard-index, that shard's summary).
+    """Run the prepare stage and return its manifest (with --shard-index, that task's summary; with
+    --executor slurm, the submitted jobs).
 
     The output folder is claimed and locked for the whole run (tonsai.folders); a --shard-index job
-    locks only its shard, so that shard jobs of one preparation can share the work folder."""
+    locks only the work folder's settings check, so that task jobs of one preparation can share the
+    work folder. Slurm jobs claim the output in the merge job."""
     sources = cfg.sources()
     for s in sources:
         if not s.is_hub:
@@ -805,23 +874,33 @@ def run_prepare(cfg: PrepareConfig) -> dict:
     work, out = cfg.work_path(), Path(cfg.output_dir)
     if work.resolve() == out.resolve() or work.resolve().is_relative_to(out.resolve()):
         raise StageError(f"--work-dir {work} must not be --output-dir {out} or inside it: choose a folder beside it")
-    claim_work = claim_in_place(work, WORK_STAGE, inputs=inputs, flag="--work-dir",
-                                legacy=("shard-*", ".shard-*.lock", "merge"), lock=cfg.shard_index is None)
+    legacy = ("shard-*", ".shard-*.lock", "merge", "settings.json", *TASK_OUTPUTS)
+    claim_work = claim_in_place(work, WORK_STAGE, inputs=inputs, flag="--work-dir", legacy=legacy,
+                                lock=cfg.shard_index is None)
     if cfg.shard_index is not None:
         with claim_work:
-            return _run_prepare(cfg, sources)
+            start_work(cfg, sources)
+            run_docs_local(cfg, sources, work)
+            return {"task": cfg.shard_index, "tasks": cfg.tasks(), "work_dir": str(work)}
+    if cfg.executor == "slurm":
+        check_output_dir(out, STAGE, inputs=inputs, overwrite=cfg.overwrite)
+        with claim_work:
+            start_work(cfg, sources)
+        return submit_slurm(cfg, sources, work)
     with claim_output(out, STAGE, inputs=inputs, overwrite=cfg.overwrite), claim_work:
         return _run_prepare(cfg, sources)
 
 
 def _run_prepare(cfg: PrepareConfig, sources: list[Source]) -> dict:
+    work = cfg.work_path()
     if not cfg.merge_only:
-        done = run_shards(cfg, sources)
-        if cfg.shard_index is not None:
-            return done[0]
+        start_work(cfg, sources)
+        t0 = time.perf_counter()
+        (run_docs_ray if cfg.executor == "ray" else run_docs_local)(cfg, sources, work)
+        log.info("document tasks done in %.1f s", time.perf_counter() - t0)
     manifest = merge(cfg, sources)
     if not cfg.keep_work_dir:
-        shutil.rmtree(cfg.work_path(), ignore_errors=True)
+        shutil.rmtree(work, ignore_errors=True)
     return manifest
 
 

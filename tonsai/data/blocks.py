@@ -1,0 +1,291 @@
+"""tonsai's per-document work as datatrove pipeline blocks.
+
+Each block is a plain datatrove :class:`~datatrove.pipeline.base.PipelineStep`, so a datatrove user
+can drop it into their own pipeline (after any datatrove reader, before any writer)::
+
+    from datatrove.pipeline.readers import JsonlReader
+    from tonsai.data.blocks import KhmerNormalizer, ScriptRouter, QualityFilter
+    pipeline = [JsonlReader("km/"), KhmerNormalizer(), ScriptRouter("km"), QualityFilter(), ...]
+
+- :class:`SourceReader`: tonsai's readers (every input format of the prepare stage, Hub streams
+  included); task ``rank`` of ``world_size`` takes the documents whose position in their source is
+  ``rank`` modulo ``world_size``, so the output is the same whatever the number of tasks.
+- :class:`KhmerNormalizer` (a formatter): :func:`tonsai.text.normalize` (Khmer cluster order,
+  invisible characters, legacy-font clean-up; see KHMER.md), then strip.
+- :class:`ReaderSkips`, :class:`LengthFilter`, :class:`ScriptRouter`, :class:`QualityFilter`:
+  the filters of :mod:`tonsai.data.filters` in their fixed order, each drop counted in datatrove's
+  stats under its reason (``dropped_<reason>``) and, for the stage's accounting, per source
+  (``dropped:<reason>@<source>``); ``exclusion_writer`` keeps the dropped documents.
+- :class:`DedupKeys`: the exact key (xxh3-128) and the MinHash band keys of :mod:`tonsai.data.dedup`.
+- :class:`KeyedDocsWriter`: each task's surviving documents with their keys, one Parquet file per
+  task in ``<work>/docs/`` (written under a temporary name, renamed when the task is done), for the
+  deduplication, split and mixing steps of :mod:`tonsai.data.prepare`.
+
+Documents carry ``lang`` and ``source`` in their metadata (a datatrove reader's documents get the
+language the filters are built with).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import resource
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from datatrove.data import Document, DocumentsPipeline
+from datatrove.pipeline.base import PipelineStep
+from datatrove.pipeline.filters.base_filter import BaseFilter
+from datatrove.pipeline.formatters.base import BaseFormatter
+from datatrove.pipeline.writers.jsonl import JsonlWriter
+from tqdm.auto import tqdm
+
+from tonsai.atomic import write_json
+from tonsai.data.dedup import band_keys, exact_key, id_hash
+from tonsai.data.filters import (FilterThresholds, bad_quality, repeated_lines, repeated_ngrams, script_mismatch,
+                                 symbol_ratios, too_few_units, too_short, units)
+from tonsai.data.sources import ReadOptions, ReadStats, Source, input_record, iter_documents
+from tonsai.text import RoutingThresholds, count_scripts, normalize
+from tonsai.text.script import ScriptCounts
+
+ORDER_BITS = 40  # order = source index << 40 | position inside the source (up to 1.1e12 documents)
+BATCH_ROWS = 4096  # documents per Parquet row group, at most
+BATCH_CHARS = 1_000_000  # characters per row group, at most (writer and readers hold one row group)
+
+
+def count_key(key: str, source: str) -> str:
+    """The stats label of a per-source count (``read@km:news.txt``); see :func:`split_count_key`."""
+    return f"{key}@{source}"
+
+
+def split_count_key(label: str) -> tuple[str, str] | None:
+    key, sep, source = label.partition("@")
+    return (key, source) if sep else None
+
+
+def docs_schema(bands: int) -> pa.Schema:
+    return pa.schema([("text", pa.string()), ("id", pa.string()), ("src", pa.int32()), ("order", pa.int64()),
+                      ("chars", pa.int64()), ("h1", pa.uint64()), ("h2", pa.uint64()), ("idh", pa.int64())]
+                     + [(f"b{k}", pa.uint64()) for k in range(bands)])
+
+
+def peak_rss_mb() -> float:
+    """Largest resident set of this process so far, in MB (Linux reports kB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class SourceReader(PipelineStep):
+    """Read tonsai sources; this task's share is every ``world_size``-th document of each source.
+
+    Per task it writes ``<summary_dir>/<rank>.json``: bytes read, invalid UTF-8 lines, the first
+    locations of skipped records, and (task 0) the inputs with their hashes for the manifest."""
+
+    name = "tonsai sources"
+    type = "📖 - READER"
+
+    def __init__(self, sources: list[Source], options: ReadOptions, summary_dir: str | None = None):
+        super().__init__()
+        self.sources, self.options, self.summary_dir = sources, options, summary_dir
+
+    def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        if data:
+            yield from data
+        stats = {s.name: ReadStats() for s in self.sources}
+        for si, source in enumerate(self.sources):
+            docs = iter_documents(source, stats[source.name], options=self.options)
+            for pos, doc in enumerate(tqdm(docs, desc=f"task {rank} {source.name}", unit="doc", leave=False,
+                                           mininterval=2.0, disable=None)):
+                if pos % world_size != rank:
+                    continue
+                self.stat_update(count_key("read", source.name))
+                yield Document(text=doc.text, id=doc.id, metadata={
+                    "lang": doc.lang, "source": doc.source, "location": doc.location, "src": si,
+                    "order": (si << ORDER_BITS) | pos, "skip_reason": doc.skip_reason})
+        if self.summary_dir is not None:
+            self._write_summary(rank, stats)
+
+    def _write_summary(self, rank: int, stats: dict[str, ReadStats]) -> None:
+        summary = {
+            "bytes_in": sum(st.bytes for st in stats.values()),
+            "invalid_utf8_lines": {n: st.invalid_utf8_lines for n, st in stats.items() if st.invalid_utf8_lines},
+            "malformed_records": {n: st.malformed_records for n, st in stats.items() if st.malformed_records},
+            "skipped_locations": {n: st.locations for n, st in stats.items() if st.locations},
+            "inputs": [input_record(s) for s in self.sources] if rank == 0 else None,
+        }
+        path = Path(self.summary_dir) / f"{rank:05d}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_json(path, summary)
+
+
+class KhmerNormalizer(BaseFormatter):
+    """tonsai's Unicode normalization (:func:`tonsai.text.normalize`), then leading and trailing
+    whitespace stripped."""
+
+    name = "tonsai normalize"
+
+    def format(self, text: str) -> str:
+        return normalize(text).strip()
+
+
+class _SourceFilter(BaseFilter):
+    """A filter that also counts each drop per source (``dropped:<reason>@<source>``)."""
+
+    def __init__(self, exclusion_writer=None):
+        super().__init__(exclusion_writer=exclusion_writer)
+
+    def reason(self, doc: Document) -> str | None:
+        raise NotImplementedError
+
+    def filter(self, doc: Document) -> bool | tuple[bool, str]:
+        reason = self.reason(doc)
+        if reason is None:
+            return True
+        self.stat_update(count_key(f"dropped:{reason}", doc.metadata.get("source", "?")))
+        return False, reason
+
+
+class ReaderSkips(_SourceFilter):
+    """Drop what the reader marked: invalid UTF-8 (``--invalid-utf8 skip``) or a bad record
+    (``--bad-records skip``), under that reason."""
+
+    name = "reader skips"
+
+    def reason(self, doc: Document) -> str | None:
+        return doc.metadata.get("skip_reason")
+
+
+class LengthFilter(_SourceFilter):
+    """``too_short``: fewer than ``min_chars`` non-space characters."""
+
+    name = "too short"
+
+    def __init__(self, min_chars: int = FilterThresholds.min_chars, exclusion_writer=None):
+        super().__init__(exclusion_writer)
+        self.min_chars = min_chars
+
+    def reason(self, doc: Document) -> str | None:
+        return too_short(doc.text, self.min_chars)
+
+
+def script_counts(doc: Document) -> ScriptCounts:
+    """The document's script counts, computed once and kept in its metadata for later filters."""
+    c = doc.metadata.get("script_counts")
+    if c is None:
+        counts = count_scripts(doc.text)
+        doc.metadata["script_counts"] = dataclasses.astuple(counts)
+        return counts
+    return ScriptCounts(*c)
+
+
+class ScriptRouter(_SourceFilter):
+    """Drop documents whose script disagrees with their declared language (``lang`` in the metadata,
+    else ``lang`` given here): reason ``script_<routed>_in_<declared>_source``."""
+
+    name = "script routing"
+
+    def __init__(self, lang: str | None = None, thresholds: RoutingThresholds = RoutingThresholds(),
+                 exclusion_writer=None):
+        super().__init__(exclusion_writer)
+        self.lang, self.thresholds = lang, thresholds
+
+    def reason(self, doc: Document) -> str | None:
+        declared = doc.metadata.setdefault("lang", self.lang)
+        return script_mismatch(script_counts(doc), declared, self.thresholds)
+
+
+class QualityFilter(_SourceFilter):
+    """tonsai's quality filters in order: too_few_words (Khmer syllables count as units), digits,
+    symbols, URLs, repeated lines, repeated unit 5-grams, then the text quality flags (U+FFFD,
+    invalid Khmer clusters, legacy-font suspects)."""
+
+    name = "tonsai quality"
+
+    def __init__(self, thresholds: FilterThresholds = FilterThresholds(), exclusion_writer=None):
+        super().__init__(exclusion_writer)
+        self.t = thresholds
+
+    def reason(self, doc: Document) -> str | None:
+        text, t = doc.text, self.t
+        counts = script_counts(doc)
+        us = units(text)
+        return (too_few_units(us, t.min_units) or symbol_ratios(text, counts, t)
+                or repeated_lines(text, t.max_dup_line_frac) or repeated_ngrams(us, t.max_dup_ngram_frac)
+                or bad_quality(text, counts))
+
+
+class DedupKeys(PipelineStep):
+    """Exact key (xxh3-128 of the text) and MinHash band keys in the metadata (``h1``, ``h2``, ``bands``)."""
+
+    name = "dedup keys"
+    type = "🫂 - DEDUP"
+
+    def __init__(self, near_dedup: bool = True, num_perm: int = 128, bands: int = 16):
+        super().__init__()
+        self.near_dedup, self.num_perm, self.bands = near_dedup, num_perm, bands
+
+    def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        for doc in data:
+            with self.track_time():
+                doc.metadata["h1"], doc.metadata["h2"] = exact_key(doc.text)
+                doc.metadata["bands"] = band_keys(doc.text, self.num_perm, self.bands) if self.near_dedup else []
+            yield doc
+
+
+class KeyedDocsWriter(PipelineStep):
+    """Write this task's documents with their keys to ``<folder>/<rank>.parquet`` (zstd, row groups
+    of at most BATCH_ROWS documents and BATCH_CHARS characters), under a temporary name renamed at
+    the end, and count them per source (``passed_filters@<source>``)."""
+
+    name = "keyed docs"
+    type = "💽 - WRITER"
+
+    def __init__(self, folder: str, bands: int = 16):
+        super().__init__()
+        self.folder, self.bands = folder, bands
+
+    def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        final = Path(self.folder) / f"{rank:05d}.parquet"
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = final.with_name(f".tmp-{final.name}")
+        cols: dict[str, list] = {name: [] for name in docs_schema(self.bands).names}
+        chars = 0
+        with pq.ParquetWriter(tmp, docs_schema(self.bands), compression="zstd") as writer:
+            for doc in data:
+                m = doc.metadata
+                self.stat_update(count_key("passed_filters", m["source"]))
+                n = len(doc.text)
+                for name, value in (("text", doc.text), ("id", doc.id), ("src", m["src"]), ("order", m["order"]),
+                                    ("chars", n), ("h1", m["h1"]), ("h2", m["h2"]), ("idh", id_hash(doc.id))):
+                    cols[name].append(value)
+                bkeys = m["bands"]
+                for k in range(self.bands):
+                    cols[f"b{k}"].append(bkeys[k] if bkeys else 0)
+                chars += n
+                if len(cols["text"]) >= BATCH_ROWS or chars >= BATCH_CHARS:
+                    writer.write_table(pa.table(cols, schema=writer.schema))
+                    cols = {name: [] for name in cols}
+                    chars = 0
+            if cols["text"]:
+                writer.write_table(pa.table(cols, schema=writer.schema))
+        os.replace(tmp, final)
+        self.stat_update("peak_rss_mb", value=round(peak_rss_mb()), unit="task")
+        return
+        yield  # a generator: the executor drains it
+
+
+def rejected_writer(folder: str, block: str) -> JsonlWriter:
+    """An exclusion writer for ``--write-rejected``: one gzipped JSON line per dropped document with
+    its id, source, location, reason and normalized text."""
+
+    def adapter(_writer, doc: Document) -> dict:
+        m = doc.metadata
+        return {"id": doc.id, "source": m.get("source"), "location": m.get("location"),
+                "reason": m.get("filter_reason"), "text": doc.text}
+
+    return JsonlWriter(folder, output_filename=f"{block}-${{rank}}.jsonl.gz", compression="gzip", adapter=adapter)
+
+
+def read_summary(folder: Path, rank: int) -> dict:
+    return json.loads((folder / f"{rank:05d}.json").read_text(encoding="utf-8"))

@@ -1,0 +1,197 @@
+"""The prepare stage's document step as a datatrove pipeline, on one machine, Slurm or Ray.
+
+The document step (read, normalize, route, filter, dedup keys; :mod:`tonsai.data.blocks`) runs as
+``--num-shards`` datatrove tasks (default: ``--workers``); task ``i`` takes every ``N``-th document
+of each source, so the dataset is the same for any number of tasks. datatrove's executor runs them
+and marks each finished task in ``<work>/logs/docs/completions/``, so a rerun (after a crash, a
+kill -9 or a preempted node) skips finished tasks. The merge (:func:`tonsai.data.prepare.merge`)
+then deduplicates, splits, mixes and writes the dataset from the tasks' files.
+
+- ``--executor local`` (default): ``--workers`` tasks at a time in processes on this machine.
+- ``--executor slurm``: one sbatch array job for the document tasks and a one-task merge job that
+  starts after it (``afterok``); the command returns once both are submitted. Every job runs in the
+  Python environment that submitted it, in the same folder.
+- ``--executor ray``: the document tasks on a Ray cluster (``--ray-address``, else a local Ray
+  instance started for the run), then the merge here. Paths must be on a filesystem that every
+  node sees.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from datatrove.executor import LocalPipelineExecutor
+from datatrove.pipeline.base import PipelineStep
+
+from tonsai.cli import StageError
+from tonsai.data.blocks import (DedupKeys, KeyedDocsWriter, KhmerNormalizer, LengthFilter, QualityFilter,
+                                ReaderSkips, ScriptRouter, SourceReader, read_summary, rejected_writer,
+                                split_count_key)
+from tonsai.data.sources import Source
+
+log = logging.getLogger(__name__)
+EXECUTORS = ("local", "slurm", "ray")
+
+
+def docs_dir(work: Path) -> Path:
+    return work / "docs"
+
+
+def logs_dir(work: Path, step: str = "docs") -> Path:
+    return work / "logs" / step
+
+
+def docs_pipeline(cfg, sources: list[Source], work: Path) -> list[PipelineStep]:
+    """The document step for ``cfg`` (a PrepareConfig): tonsai's blocks from reader to writer."""
+    rejected = (lambda block: rejected_writer(str(work / "rejected"), block)) if cfg.write_rejected else (lambda b: None)
+    return [
+        SourceReader(sources, cfg.read_options(), summary_dir=str(work / "read")),
+        KhmerNormalizer(),
+        ReaderSkips(exclusion_writer=rejected("reader")),
+        LengthFilter(cfg.min_chars, exclusion_writer=rejected("length")),
+        ScriptRouter(thresholds=cfg.thresholds(), exclusion_writer=rejected("script")),
+        QualityFilter(cfg.filter_thresholds(), exclusion_writer=rejected("quality")),
+        DedupKeys(cfg.near_dedup, cfg.minhash_perm, cfg.minhash_bands),
+        KeyedDocsWriter(str(docs_dir(work)), cfg.minhash_bands),
+    ]
+
+
+def local_executor(cfg, sources: list[Source], work: Path, ranks: range | None = None) -> LocalPipelineExecutor:
+    ranks = ranks if ranks is not None else range(cfg.tasks())
+    return LocalPipelineExecutor(docs_pipeline(cfg, sources, work), tasks=cfg.tasks(),
+                                 workers=min(cfg.workers, len(ranks)) or 1, logging_dir=str(logs_dir(work)),
+                                 local_tasks=len(ranks), local_rank_offset=ranks.start, start_method="spawn")
+
+
+def unfinished_tasks(work: Path, tasks: int) -> list[int]:
+    done = logs_dir(work) / "completions"
+    return [r for r in range(tasks) if not (done / f"{r:05d}").is_file() or
+            not (docs_dir(work) / f"{r:05d}.parquet").is_file()]
+
+
+def run_docs_local(cfg, sources: list[Source], work: Path) -> None:
+    """Run this job's document tasks here (one with --shard-index, else every unfinished one)."""
+    ranks = range(cfg.shard_index, cfg.shard_index + 1) if cfg.shard_index is not None else range(cfg.tasks())
+    todo = [r for r in unfinished_tasks(work, cfg.tasks()) if r in ranks]
+    if len(todo) < len(ranks):
+        log.info("%d of %d document tasks are finished already; skipping them", len(ranks) - len(todo), len(ranks))
+    if not todo:
+        return
+    _forget(work, todo)
+    local_executor(cfg, sources, work, ranks).run()
+
+
+def _forget(work: Path, ranks: list[int]) -> None:
+    """A task redone from scratch: its completion mark and half-written files go first."""
+    for r in ranks:
+        for p in (logs_dir(work) / "completions" / f"{r:05d}", docs_dir(work) / f"{r:05d}.parquet"):
+            p.unlink(missing_ok=True)
+
+
+def _total(metric) -> float:
+    return metric.get("total", 0) if isinstance(metric, dict) else metric
+
+
+def task_infos(work: Path, tasks: int) -> list[dict]:
+    """Per document task: counts per source (from datatrove's stats), what its reader recorded,
+    times per block and peak RSS; the merge's view of the document step."""
+    infos = []
+    for rank in range(tasks):
+        raw = json.loads((logs_dir(work) / "stats" / f"{rank:05d}.json").read_text(encoding="utf-8"))
+        counts: dict[str, dict[str, int]] = {}
+        steps: dict[str, float] = {}
+        peak = None
+        for block in raw:  # datatrove's stats: a number, or a dict with its total
+            steps[block["name"]] = round(_total(block["time_stats"]), 3)
+            for label, metric in block["stats"].items():
+                if label == "peak_rss_mb":
+                    peak = _total(metric)
+                parts = split_count_key(label)
+                if parts:
+                    key, source = parts
+                    counts.setdefault(source, {})
+                    counts[source][key] = counts[source].get(key, 0) + int(_total(metric))
+        summary = read_summary(work / "read", rank)
+        for kind in ("invalid_utf8_lines", "malformed_records"):
+            for source, n in summary[kind].items():
+                counts.setdefault(source, {})[kind] = n
+        infos.append({"shard": rank, "counts": counts, "skipped_locations": summary["skipped_locations"],
+                      "inputs": summary["inputs"], "bytes_in": summary["bytes_in"], "worker_step_s": steps,
+                      "elapsed_s": round(sum(steps.values()), 3), "peak_rss_mb": peak})
+    return infos
+
+
+class MergeStep(PipelineStep):
+    """The merge as a one-task datatrove step, for executors that run every step as a job (Slurm):
+    it runs ``run_prepare`` with ``--merge-only`` on the saved config."""
+
+    name = "tonsai merge"
+    type = "🫂 - DEDUP"
+
+    def __init__(self, config: dict):
+        super().__init__()
+        self.config = config
+
+    def run(self, data=None, rank: int = 0, world_size: int = 1):
+        from tonsai.data.prepare import PrepareConfig, run_prepare
+
+        cfg = PrepareConfig(**dict(self.config, executor="local", merge_only=True, shard_index=None))
+        run_prepare(cfg)
+        return
+        yield
+
+
+def submit_slurm(cfg, sources: list[Source], work: Path) -> dict:
+    """Submit the document tasks and the merge to Slurm; return the job ids and scripts."""
+    from datatrove.executor import SlurmPipelineExecutor
+
+    common = dict(time=cfg.slurm_time, partition=cfg.slurm_partition, cpus_per_task=cfg.slurm_cpus_per_task,
+                  mem_per_cpu_gb=cfg.slurm_mem_per_cpu_gb, qos=cfg.slurm_qos or None,
+                  env_command=cfg.slurm_env_command or f"cd {os.getcwd()} && source {sys.prefix}/bin/activate",
+                  sbatch_args=cfg.parsed_sbatch_args(), mail_user=None, requeue=True)
+    docs = SlurmPipelineExecutor(docs_pipeline(cfg, sources, work), tasks=cfg.tasks(),
+                                 workers=cfg.workers if cfg.workers > 1 else -1, job_name="tonsai-prepare-docs",
+                                 logging_dir=str(logs_dir(work)), **common)
+    merge_cfg = dataclasses.asdict(cfg)
+    merge = SlurmPipelineExecutor([MergeStep(merge_cfg)], tasks=1, job_name="tonsai-prepare-merge",
+                                  logging_dir=str(logs_dir(work, "merge")), depends=docs, **common)
+    merge.run()
+    out = {"docs_job": docs.job_id, "merge_job": merge.job_id,
+           "docs_script": str(logs_dir(work) / "launch_script.slurm"),
+           "merge_script": str(logs_dir(work, "merge") / "launch_script.slurm"), "output_dir": cfg.output_dir}
+    log.info("submitted to Slurm: document tasks job %s, merge job %s (after it); %s appears when the merge "
+             "is done (squeue -u $USER; logs in %s)", out["docs_job"], out["merge_job"], cfg.output_dir,
+             work / "logs")
+    return out
+
+
+def run_docs_ray(cfg, sources: list[Source], work: Path) -> None:
+    """Run the document tasks on Ray (an existing cluster at --ray-address, else a local instance)."""
+    import ray
+    from datatrove.executor import RayPipelineExecutor
+
+    todo = unfinished_tasks(work, cfg.tasks())
+    if not todo:
+        return
+    _forget(work, todo)
+    started = not ray.is_initialized()
+    if started:
+        ray.init(address=cfg.ray_address or None, num_cpus=None if cfg.ray_address else cfg.workers,
+                 include_dashboard=False, log_to_driver=False)
+    try:
+        RayPipelineExecutor(docs_pipeline(cfg, sources, work), tasks=cfg.tasks(), workers=cfg.workers,
+                            logging_dir=str(logs_dir(work)), cpus_per_task=1,
+                            mem_per_cpu_gb=cfg.ray_mem_per_cpu_gb).run()
+    finally:
+        if started:
+            ray.shutdown()
+    left = unfinished_tasks(work, cfg.tasks())
+    if left:
+        raise StageError(f"document tasks {left} of {cfg.tasks()} failed on Ray (each was tried up to 4 times); "
+                         f"their logs are in {logs_dir(work) / 'logs'}. Fix the cause and rerun the same command: "
+                         f"finished tasks are kept")
