@@ -232,17 +232,18 @@ def test_normalize_text_never_replaces_an_input_or_a_foreign_file(tmp_path):
     assert "holds the input" in proc.stderr
 
 
-def test_a_shard_folder_without_its_documents_is_redone_not_trusted(tmp_path, caplog):
-    """Two prepares racing on one work folder used to leave shard.json without docs.parquet, and every
-    rerun then said "complete, skipping" and failed."""
+def test_a_task_marked_complete_without_its_documents_is_redone_not_trusted(tmp_path, caplog):
+    """Two prepares racing on one work folder used to leave a completion mark without the task's
+    documents, and every rerun then said "complete, skipping" and failed."""
     out = tmp_path / "data"
     small_prepare(out, keep_work_dir=True)
-    shard = tmp_path / "data.work" / "shard-00000-of-00001"
-    (shard / "docs.parquet").unlink()
+    docs = tmp_path / "data.work" / "docs" / "00000.parquet"
+    assert (tmp_path / "data.work" / "logs" / "docs" / "completions" / "00000").is_file()
+    docs.unlink()
     with caplog.at_level("INFO"):
         manifest = small_prepare(out, keep_work_dir=True, overwrite=True)
-    assert "is complete, skipping it" not in caplog.text
-    assert (shard / "docs.parquet").is_file() and manifest["splits"]["train"] > 0
+    assert "finished already" not in caplog.text
+    assert docs.is_file() and manifest["splits"]["train"] > 0
 
 
 def test_a_full_disk_while_writing_keeps_the_earlier_output(sample_pipeline, tmp_path, monkeypatch, capsys):
