@@ -1,0 +1,134 @@
+"""The prepare stage on datatrove's executors: local tasks, Slurm (a stand-in scheduler that runs
+the real job scripts here), Ray (a local instance), and a kill -9 in the middle of the document step.
+Each gives the same dataset as one local run."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.data.test_prepare_scale import REPO, cfg, en_docs, km_docs, write_lines
+from tonsai.data.prepare import load_prepared, run_prepare
+
+SHARED = REPO.parent / "shared" / "data"
+STANDIN = Path(__file__).parent / "slurm_standin"
+SCRIPT = str(REPO / "scripts" / "prepare_dataset.py")
+
+
+def dataset_rows(path):
+    """Every row of both splits in order (the shuffled order is part of the result)."""
+    dd, manifest = load_prepared(path)
+    return {split: list(zip(dd[split]["id"], dd[split]["text"])) for split in dd}, manifest
+
+
+def corpus(tmp_path, n_km=60, n_en=80):
+    km = write_lines(tmp_path / "km.txt", km_docs(n_km) + km_docs(4))  # exact duplicates across tasks
+    en = write_lines(tmp_path / "en.txt", en_docs(n_en))
+    return ["--khmer", km, "--english", en, "--min-validation-docs", "1", "--seed", "5"]
+
+
+def run(args, **kw):
+    env = dict(os.environ, HF_HUB_OFFLINE="1", **kw.pop("env", {}))
+    return subprocess.run([sys.executable, SCRIPT, *args], capture_output=True, text=True, env=env, **kw)
+
+
+def test_local_executor_with_one_and_three_tasks_give_the_same_dataset(tmp_path):
+    args = corpus(tmp_path)
+    assert run(args + ["--output-dir", str(tmp_path / "one")]).returncode == 0
+    r = run(args + ["--output-dir", str(tmp_path / "three"), "--num-shards", "3", "--workers", "3"])
+    assert r.returncode == 0, r.stderr[-3000:]
+    one, m1 = dataset_rows(tmp_path / "one")
+    three, m3 = dataset_rows(tmp_path / "three")
+    assert one == three and m1["counts"] == m3["counts"] and m3["document_tasks"] == 3
+
+
+def test_slurm_executor_submits_array_and_merge_jobs_that_build_the_same_dataset(tmp_path):
+    args = corpus(tmp_path)
+    assert run(args + ["--output-dir", str(tmp_path / "local")]).returncode == 0
+    state = tmp_path / "slurm"
+    env = {"PATH": f"{STANDIN}{os.pathsep}{os.environ['PATH']}", "SLURM_STANDIN_DIR": str(state)}
+    r = run(args + ["--output-dir", str(tmp_path / "slurm_out"), "--executor", "slurm", "--slurm-partition", "cpu",
+                    "--slurm-time", "2:00:00", "--num-shards", "3", "--workers", "2",
+                    "--slurm-sbatch", "account=khmer-nlp", "constraint=cpu"], env=env, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    jobs = [json.loads(line) for line in (state / "jobs.jsonl").read_text().splitlines()]
+    docs = next(j for j in jobs if "tonsai-prepare-docs" == j["directives"].get("job-name"))
+    merge = next(j for j in jobs if "tonsai-prepare-merge" == j["directives"].get("job-name"))
+    d = docs["directives"]
+    assert (d["partition"], d["time"], d["array"], d["account"], d["constraint"]) == (
+        "cpu", "2:00:00", "0-2%2", "khmer-nlp", "cpu")
+    assert "launch_pickled_pipeline" in docs["script"] and f"source {sys.prefix}/bin/activate" in docs["script"]
+    assert merge["directives"]["array"] == "0-0"
+    assert f"--dependency=afterok:{docs['id']}" in merge["args"]  # the merge waits for every document task
+    assert docs["exit_codes"] == [0, 0, 0] and merge["exit_codes"] == [0]
+    assert f"document tasks job {docs['id']}, merge job {merge['id']}" in r.stderr
+    local, _ = dataset_rows(tmp_path / "local")
+    slurm, manifest = dataset_rows(tmp_path / "slurm_out")
+    assert slurm == local and manifest["document_tasks"] == 3
+
+
+def test_slurm_merge_does_not_run_when_a_document_task_fails(tmp_path):
+    args = corpus(tmp_path, n_km=10, n_en=10)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "fine"}\n{"text": \n', encoding="utf-8")  # malformed JSON on line 2
+    state = tmp_path / "slurm"
+    env = {"PATH": f"{STANDIN}{os.pathsep}{os.environ['PATH']}", "SLURM_STANDIN_DIR": str(state)}
+    r = run(args + ["--english", str(bad), "--output-dir", str(tmp_path / "out"), "--executor", "slurm",
+                    "--slurm-partition", "cpu"], env=env, cwd=tmp_path)
+    assert r.returncode == 0  # submitted
+    jobs = [json.loads(line) for line in (state / "jobs.jsonl").read_text().splitlines()]
+    docs = next(j for j in jobs if j["directives"].get("job-name") == "tonsai-prepare-docs")
+    merge = next(j for j in jobs if j["directives"].get("job-name") == "tonsai-prepare-merge")
+    assert docs["exit_codes"] == [1] and not merge["ran"] and not (tmp_path / "out").exists()
+    logs = "".join(f.read_text() for f in (tmp_path / "out.work" / "logs" / "docs" / "slurm_logs").glob("*.out"))
+    assert "bad.jsonl:2" in logs  # the failing file and line, in the task's Slurm log
+
+
+def test_slurm_needs_a_partition(tmp_path):
+    r = run(corpus(tmp_path, 5, 5) + ["--output-dir", str(tmp_path / "o"), "--executor", "slurm"])
+    assert r.returncode == 2 and "--executor slurm needs --slurm-partition" in r.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not SHARED.is_dir(), reason="needs ../shared/data beside the checkout (the shared mix)")
+def test_ray_executor_on_a_local_instance_prepares_the_shared_mix_like_local(tmp_path, monkeypatch):
+    import ray
+
+    monkeypatch.setenv("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")  # as tonsai does for the local instances it starts
+    mix = str(REPO / "configs" / "data" / "shared_km_en.yaml")
+    local = run_prepare(cfg(tmp_path, mix=mix, output_dir=str(tmp_path / "local"), workers=2))
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)  # the test's own local Ray instance
+    try:
+        on_ray = run_prepare(cfg(tmp_path, mix=mix, output_dir=str(tmp_path / "ray"), executor="ray", num_shards=3,
+                                 workers=2))
+    finally:
+        ray.shutdown()
+    assert on_ray["counts"] == local["counts"] and on_ray["executor"] == "ray"
+    assert dataset_rows(tmp_path / "ray")[0] == dataset_rows(tmp_path / "local")[0]
+
+
+def test_kill_9_during_the_document_step_then_rerun_skips_finished_tasks(tmp_path):
+    args = corpus(tmp_path, n_km=6000, n_en=6000) + ["--num-shards", "4"]
+    out, work = tmp_path / "out", tmp_path / "out.work"
+    done = work / "logs" / "docs" / "completions"
+    proc = subprocess.Popen([sys.executable, SCRIPT, *args, "--output-dir", str(out)], start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dict(os.environ, HF_HUB_OFFLINE="1"))
+    deadline = time.monotonic() + 300
+    while not (done.is_dir() and any(done.iterdir())) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    finished_before = sorted(p.name for p in done.iterdir())
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert 1 <= len(finished_before) < 4 and not out.exists()
+    before = {n: (work / "docs" / f"{n}.parquet").stat().st_mtime_ns for n in finished_before}
+    r = run(args + ["--output-dir", str(out), "--keep-work-dir"])
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert f"{len(finished_before)} of 4 document tasks are finished already" in r.stderr
+    assert all((work / "docs" / f"{n}.parquet").stat().st_mtime_ns == t for n, t in before.items())
+    assert run(args + ["--output-dir", str(tmp_path / "clean")]).returncode == 0
+    assert dataset_rows(out)[0] == dataset_rows(tmp_path / "clean")[0]
