@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tonsai.data.dedup import band_keys, shingle_bytes, shingles, signature
+from tonsai.data.dedup import KEYS_VERSION, band_keys, shingle_bytes, shingles, signature
 
 REPO = Path(__file__).resolve().parents[2]
 KM_NEWS = "khmer_news_kh_data_1000/khm_news_orig.txt"
@@ -117,7 +117,8 @@ def test_band_keys_are_the_same_in_a_fresh_process():
                          check=True, cwd=REPO, env={"PYTHONHASHSEED": "random", "PATH": ""}).stdout
     here = [band_keys(t) for t in texts]
     assert json.loads(out) == here
-    assert [k[:2] for k in here] == GOLDEN, "rensa's MinHash changed: rerun prepare from scratch (keys differ)"
+    assert [k[:2] for k in here] == GOLDEN, "band keys changed: bump KEYS_VERSION (old shards must be redone)"
+    assert KEYS_VERSION == "rensa-rminhash-2-seed1-char5-utf32-xxh3"
     assert len(set(here[0])) == 16 and all(len(k) == 16 for k in here)
 
 

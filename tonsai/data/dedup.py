@@ -50,6 +50,9 @@ import xxhash
 
 SHINGLE = 5
 SEED = 1  # rensa's permutation seed: changing it changes every band key
+# Changes whenever band_keys can change (shingles, sketch, seed, band hashing): keys made under two
+# versions must not meet in one merge, so a stage's shard fingerprint should record it.
+KEYS_VERSION = f"rensa-rminhash-{rensa.RMinHash.ALGORITHM_VERSION}-seed{SEED}-char{SHINGLE}-utf32-xxh3"
 
 
 def exact_key(text: str) -> tuple[int, int]:
