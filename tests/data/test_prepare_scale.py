@@ -495,21 +495,6 @@ def test_cli_exit_codes_and_messages(tmp_path):
     assert "hf:NAME[:CONFIG[:SPLIT]]" in r.stdout and "--num-shards" in r.stdout
 
 
-def test_minhash_signature_estimates_jaccard():
-    from tonsai.data.dedup import SHINGLE, shingle_hashes, signature
-
-    a = " ".join(en_docs(8, seed=11))
-    b = a[: len(a) * 3 // 4] + " ".join(en_docs(2, seed=12))
-
-    def grams(t):
-        return {t[i:i + SHINGLE] for i in range(len(t) - SHINGLE + 1)}
-
-    true = len(grams(a) & grams(b)) / len(grams(a) | grams(b))
-    est = float((signature(shingle_hashes(a), 256) == signature(shingle_hashes(b), 256)).mean())
-    assert abs(est - true) < 0.1, (est, true)
-    assert (signature(shingle_hashes(a)) == signature(shingle_hashes(a + " " + a))).mean() > 0.8
-
-
 def test_shuffled_writer_order_depends_only_on_seed_and_ids(tmp_path):
     import datasets
 

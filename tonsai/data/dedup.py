@@ -3,38 +3,56 @@
 Per document (computed in the shard workers, streamed):
 
 - exact key: xxh3-128 of the normalized text, stored as two uint64 (16 bytes per document);
-- near-duplicate keys: a MinHash signature (datasketch's affine32 permutations, ``num_perm`` of
-  them, applied with numpy in blocks) over character 5-grams of the lower-cased text with
-  whitespace collapsed (character n-grams need no word
-  segmentation, so they work for Khmer), cut into ``bands`` bands of ``num_perm / bands`` rows;
-  each band is hashed to one uint64 (8 bytes x bands per document, 128 bytes with 16 bands).
-  Two documents whose Jaccard similarity is s collide in at least one band with probability
-  ``1 - (1 - s**r)**b``: with 128 permutations in 16 bands of 8 rows that is 50% at s = 0.67,
-  95% at s = 0.8 and 99.99% at s = 0.9.
+- near-duplicate keys: a MinHash signature of the document's character 5-grams (lower-cased,
+  whitespace runs collapsed to one space: character n-grams need no word segmentation, so they
+  work for Khmer, which has no spaces between words, as for English), computed by rensa's
+  R-MinHash (``num_perm`` 32-bit slots, fixed seed; Rust), cut into ``bands`` bands of
+  ``num_perm / bands`` rows; each band is hashed with xxh3-64 to one uint64 (8 bytes x bands per
+  document, 128 bytes with 16 bands). Two documents whose Jaccard similarity is s collide in at
+  least one band with probability ``1 - (1 - s**r)**b``: with 128 permutations in 16 bands of 8
+  rows that is 50% at s = 0.67, 95% at s = 0.8 and 99.99% at s = 0.9.
+
+  Why rensa, and which of its sketches: tonsai used to apply datasketch's affine32 permutations
+  (h -> a*h + b mod 2**32) in numpy. rensa's R-MinHash is a full-set MinHash (every shingle
+  counts; shingle order and repeats do not change the signature) whose slot agreement estimates
+  the Jaccard similarity as closely as datasketch's on real pairs (tests/data/test_dedup.py), at
+  about twice the numpy code's speed and ten times datasketch's on Khmer news
+  (bench/bench_minhash.py); the affine mod 2**32 permutations also gave about twice the chance
+  band collisions that theory predicts for unrelated short documents (test_prepare_merge.py).
+  rensa's C-MinHash was slower here, and its "rho" sketch samples token positions, so it is not
+  a MinHash of the whole shingle set. The shingles go in as UTF-32 byte strings
+  (:func:`shingle_bytes`): faster than ``str`` shingles on Khmer, and than hashing them with numpy
+  for rensa's pre-hashed entry points, whose per-call setup dominates on single documents. The
+  keys depend on rensa's ``ALGORITHM_VERSION`` (2 in rensa 0.5): a rensa that changes it changes
+  every key, which the golden test in test_dedup.py catches.
 
 Globally (in the merge step, on keys, never on texts): the exact duplicates of a key are all its
 documents but the survivor; then documents that share a band key with another are joined into
-clusters (union-find over the colliding pairs only) and each cluster keeps one survivor. The
-survivor is always the document with the smallest *order* (source position in the command line or
-mix file, then position inside the source), so it does not depend on the number of shards or
-processes. The merge (:mod:`tonsai.data.prepare`) does this bucket by bucket: the keys go to files
-partitioned by a hash prefix (:class:`tonsai.data.ondisk.Partition`; equal keys share a bucket),
+clusters (the connected components of the colliding pairs, found by minimum-label propagation
+over numpy arrays of the pairs only, :func:`pair_non_survivors`) and each cluster keeps one
+survivor. The survivor is always the document with the smallest *order* (source position in the
+command line or mix file, then position inside the source), so it does not depend on the number of
+shards or processes. The merge (:mod:`tonsai.data.prepare`) does this bucket by bucket: the keys go
+to files partitioned by a hash prefix (:class:`tonsai.data.ondisk.Partition`; equal keys share a bucket),
 :func:`bucket_exact_duplicates` and :func:`bucket_band_pairs` work on one bucket at a time, and
-only the colliding pairs meet in memory (:class:`NearDuplicateClusters` without ``order``: the
-documents are numbered by *slot*, which sorts like order). :func:`exact_duplicates` and
-``add_band`` are the same rules on whole arrays.
+only the colliding pairs meet in memory (the documents are numbered by *slot*, which sorts like
+order). :func:`exact_duplicates` and :class:`NearDuplicateClusters` (a union-find, also the
+reference the tests check :func:`pair_non_survivors` against) are the same rules on whole arrays.
 """
 
 from __future__ import annotations
 
-import functools
+import array
 
 import numpy as np
-import regex
+import rensa
 import xxhash
 
 SHINGLE = 5
-_SPACE = regex.compile(r"\s+")
+SEED = 1  # rensa's permutation seed: changing it changes every band key
+# Changes whenever band_keys can change (shingles, sketch, seed, band hashing): keys made under two
+# versions must not meet in one merge, so a stage's shard fingerprint should record it.
+KEYS_VERSION = f"rensa-rminhash-{rensa.RMinHash.ALGORITHM_VERSION}-seed{SEED}-char{SHINGLE}-utf32-xxh3"
 
 
 def exact_key(text: str) -> tuple[int, int]:
@@ -48,57 +66,45 @@ def id_hash(doc_id: str, seed: int = 0) -> int:
     return xxhash.xxh3_64_intdigest(doc_id.encode("utf-8"), seed=seed) >> 1
 
 
-@functools.lru_cache(maxsize=4)
-def _permutations(num_perm: int) -> tuple[np.ndarray, np.ndarray]:
-    """datasketch's affine32 permutations (seed 1): h -> a*h + b mod 2**32, a odd."""
-    from datasketch import MinHash
-
-    a, b = MinHash(num_perm=num_perm, seed=1, scheme="affine32").permutations
-    return a.astype(np.uint32), b.astype(np.uint32)
-
-
-_P = np.uint64(0x100000001B3)  # FNV prime: weights of the characters of a shingle
-_MIX1, _MIX2 = np.uint64(0xFF51AFD7ED558CCD), np.uint64(0xC4CEB9FE1A85EC53)
-CHUNK = 4096  # shingles per block of the (shingles x permutations) product: 2 MB with 128 permutations
+def shingles(text: str, n: int = SHINGLE) -> list[str]:
+    """The character ``n``-grams of the lower-cased text with runs of whitespace (``str.split``)
+    collapsed to one space; a text shorter than ``n`` is its own single shingle."""
+    t = " ".join(text.lower().split())
+    if len(t) <= n:
+        return [t]
+    return [t[i:i + n] for i in range(len(t) - n + 1)]
 
 
-def shingle_hashes(text: str, n: int = SHINGLE) -> np.ndarray:
-    """32-bit hashes of the character ``n``-grams of the lower-cased text with whitespace collapsed,
-    computed with numpy (a polynomial over code points, then a 64-bit finalizer)."""
-    t = _SPACE.sub(" ", text.lower()).strip()
-    cp = np.frombuffer(t.encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
-    if len(cp) < n:
-        cp = np.concatenate([cp, np.zeros(n - len(cp), dtype=np.uint64)])
-    m = len(cp) - n + 1
-    h = np.zeros(m, dtype=np.uint64)
-    with np.errstate(over="ignore"):
-        for j in range(n):
-            h = h * _P + cp[j:j + m]
-        h ^= h >> np.uint64(33)
-        h *= _MIX1
-        h ^= h >> np.uint64(33)
-        h *= _MIX2
-        h ^= h >> np.uint64(33)
-    return (h & np.uint64(0xFFFFFFFF)).astype(np.uint32)
+def shingle_bytes(text: str, n: int = SHINGLE) -> list[bytes]:
+    """:func:`shingles` encoded as UTF-32-LE (4 bytes a character, so the same set): rensa reads byte
+    strings faster than non-ASCII ``str`` (15% faster on Khmer, the same on English)."""
+    b = " ".join(text.lower().split()).encode("utf-32-le")
+    w = 4 * n
+    if len(b) <= w:
+        return [b]
+    return [b[i:i + w] for i in range(0, len(b) - w + 4, 4)]
 
 
-def signature(hashes: np.ndarray, num_perm: int = 128) -> np.ndarray:
-    """MinHash signature of a set of 32-bit shingle hashes with datasketch's affine32 permutations
-    (datasketch mixes its inputs with its own finalizer first; :func:`shingle_hashes` is mixed already)."""
-    a, b = _permutations(num_perm)
-    sig = np.full(num_perm, 0xFFFFFFFF, dtype=np.uint32)
-    with np.errstate(over="ignore"):
-        for i in range(0, len(hashes), CHUNK):
-            block = hashes[i:i + CHUNK, None] * a[None, :] + b[None, :]
-            np.minimum(sig, block.min(axis=0), out=sig)
-    return sig
+def _digest(text: str, num_perm: int) -> list[int]:
+    m = rensa.RMinHash(num_perm, SEED)
+    m.update(shingle_bytes(text))
+    return m.digest()
+
+
+def signature(text: str, num_perm: int = 128) -> np.ndarray:
+    """rensa's R-MinHash of the text's :func:`shingles`: ``num_perm`` uint32 slots, the same in
+    every process and run (fixed seed; rensa hashes the shingles with the seedless FxHash).
+    The share of equal slots between two signatures estimates the Jaccard similarity."""
+    return np.array(_digest(text, num_perm), dtype=np.uint32)
 
 
 def band_keys(text: str, num_perm: int = 128, bands: int = 16) -> list[int]:
-    """One uint64 per LSH band of the text's MinHash signature."""
-    sig = signature(shingle_hashes(text), num_perm)
-    r = num_perm // bands
-    return [xxhash.xxh3_64_intdigest(sig[i * r:(i + 1) * r].tobytes()) for i in range(bands)]
+    """One uint64 per LSH band of the text's :func:`signature`: the xxh3-64 of the band's rows
+    (native-endian uint32), so two texts have equal keys in band i exactly when their signatures
+    agree on its rows (up to a 64-bit hash collision)."""
+    sig = array.array("I", _digest(text, num_perm)).tobytes()  # "I": uint32 on every platform tonsai runs on
+    w = len(sig) // bands  # bytes per band
+    return [xxhash.xxh3_64_intdigest(sig[i * w:(i + 1) * w]) for i in range(bands)]
 
 
 def exact_duplicates(h1: np.ndarray, h2: np.ndarray, order: np.ndarray) -> np.ndarray:
@@ -143,9 +149,9 @@ def bucket_band_pairs(recs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def pair_non_survivors(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Sorted numbers of the documents joined by the pairs ``(a[i], b[i])`` that are not the
-    smallest of their connected component: the union-find of :class:`NearDuplicateClusters`
-    without ``order``, on arrays (about 40 bytes per pair while it runs, no Python objects).
-    Minimum-label propagation with pointer jumping until no label changes."""
+    smallest of their connected component: the same components as the union-find of
+    :class:`NearDuplicateClusters` without ``order``, on arrays (about 40 bytes per pair while it
+    runs, no Python objects). Minimum-label propagation with pointer jumping until no label changes."""
     if not len(a):
         return np.zeros(0, dtype=np.int64)
     nodes, inv = np.unique(np.concatenate([a, b]), return_inverse=True)
