@@ -42,7 +42,7 @@ from tqdm.auto import tqdm
 
 from tonsai.atomic import staged_dir, write_json
 from tonsai.cli import StageError
-from tonsai.data.dedup import (BAND_RECORD, EXACT_RECORD, bucket_band_pairs, bucket_exact_duplicates,
+from tonsai.data.dedup import (BAND_RECORD, EXACT_RECORD, KEYS_VERSION, bucket_band_pairs, bucket_exact_duplicates,
                                pair_non_survivors)
 from tonsai.data.filters import FilterThresholds
 from tonsai.data.mix import STRATEGIES, normalize_weights, plan_sources_lazy, source_shares
@@ -321,7 +321,7 @@ def _task_settings(cfg: PrepareConfig, sources: list[Source]) -> dict:
             "max_url_frac", "near_dedup", "minhash_perm", "minhash_bands", "write_rejected", "khmer_min_share",
             "khmer_min_chars", "mixed_min_share", "latin_min_share")
     return {"config": {k: getattr(cfg, k) for k in keys}, "tasks": cfg.tasks(), "normalizer": NORMALIZER_VERSION,
-            "engine": ENGINE_VERSION, "sources": [dict(source_identity(s), lang=s.lang) for s in sources]}
+            "engine": ENGINE_VERSION, "dedup_keys": KEYS_VERSION, "sources": [dict(source_identity(s), lang=s.lang) for s in sources]}
 
 
 ENGINE_VERSION = 2  # 2: datatrove tasks (1: tonsai's own shard runner, shard-* folders)
@@ -722,6 +722,7 @@ def _merge(cfg: PrepareConfig, sources: list[Source], infos: list[dict], work: P
                         "train_gpt2.py states them as train_token_shares)",
             seed=cfg.seed,
             document_tasks=cfg.tasks(),
+            dedup_keys=KEYS_VERSION,
             executor=cfg.executor,
             merge_buckets={"exact": k_exact, "near": k_band if near_on else 0},
             merge_timings_s={k: round(v, 3) for k, v in timings.items()},
