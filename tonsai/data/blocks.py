@@ -40,9 +40,11 @@ from datatrove.pipeline.base import PipelineStep
 from datatrove.pipeline.filters.base_filter import BaseFilter
 from datatrove.pipeline.formatters.base import BaseFormatter
 from datatrove.pipeline.writers.jsonl import JsonlWriter
+from loguru import logger
 from tqdm.auto import tqdm
 
 from tonsai.atomic import write_json
+from tonsai.cli import StageError
 from tonsai.data.dedup import band_keys, exact_key, id_hash
 from tonsai.data.filters import (FilterThresholds, bad_quality, repeated_lines, repeated_ngrams, script_mismatch,
                                  symbol_ratios, too_few_units, too_short, units)
@@ -76,6 +78,14 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def _no_traceback_for_input_errors(record) -> None:
+    """A loguru patcher: datatrove logs a failing task's exception with its traceback; for a
+    StageError (bad input, named with its file and line) the message says it all."""
+    exc = record["exception"]
+    if exc is not None and isinstance(exc.value, StageError):
+        record["exception"] = None
+
+
 class SourceReader(PipelineStep):
     """Read tonsai sources; this task's share is every ``world_size``-th document of each source.
 
@@ -92,6 +102,7 @@ class SourceReader(PipelineStep):
     def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
         if data:
             yield from data
+        logger.configure(patcher=_no_traceback_for_input_errors)
         stats = {s.name: ReadStats() for s in self.sources}
         for si, source in enumerate(self.sources):
             docs = iter_documents(source, stats[source.name], options=self.options)
