@@ -10,15 +10,22 @@ times larger of *distinct* documents (each copy joins the first half of a docume
 half of another, chosen by a different permutation per copy, so exact and near-duplicate removal
 keep them) as .jsonl.zst files in --work, to show that peak RSS does not grow with the corpus.
 
-  uv run python bench/bench_prepare.py                       # 1x shared data
-  uv run python bench/bench_prepare.py --scale 10 --num-proc 2
+``--workers 1 2`` runs the stage once per worker count (document tasks in parallel processes) and
+prints the speed-up over one worker. ``--baseline REV`` also runs the stage as it was at git
+revision REV (a temporary worktree, the same input, the same Python environment) in the same run
+and prints the ratio: ``--baseline 58da6c8`` is the last commit of tonsai's own shard runner
+(numpy MinHash, one merge process), before the datatrove engine.
+
+  uv run python bench/bench_prepare.py                       # 1x shared data, one worker
+  uv run python bench/bench_prepare.py --workers 1 2 --baseline 58da6c8
+  uv run python bench/bench_prepare.py --scale 10
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import resource
+import os
 import shutil
 import subprocess
 import sys
@@ -68,8 +75,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shared-data", type=Path, default=REPO.parent / "shared" / "data")
     ap.add_argument("--scale", type=int, default=1, help="corpus size as a multiple of the shared data")
-    ap.add_argument("--num-proc", type=int, default=1)
-    ap.add_argument("--num-shards", type=int, default=1)
+    ap.add_argument("--workers", type=int, nargs="+", default=[1], help="one run per worker count")
+    ap.add_argument("--baseline", metavar="REV", help="also run the stage as of this git revision (e.g. 58da6c8)")
     ap.add_argument("--shuffle-bucket-mb", type=int, default=8,
                     help="small, so that shuffle buckets are full at 1x as at 10x (memory is then flat)")
     ap.add_argument("--work", type=Path, default=Path("/tmp/tonsai_bench_prepare"))
@@ -85,15 +92,38 @@ def main() -> int:
         t = time.perf_counter()
         km, en = write_scaled(args.shared_data, args.work / f"corpus_x{args.scale}", args.scale)
         print(f"wrote the x{args.scale} corpus in {time.perf_counter() - t:.0f} s", file=sys.stderr)
-    out = args.work / f"out_x{args.scale}"
-    cmd = [sys.executable, str(REPO / "scripts" / "prepare_dataset.py"), "--khmer", *km, "--english", *en,
+    runs = [run_stage(REPO, km, en, w, args, f"x{args.scale}-w{w}") for w in args.workers]
+    if args.baseline:
+        runs.append(run_baseline(args.baseline, km, en, args))
+    first = runs[0]
+    for r in runs:
+        r["speed_vs_first"] = round(r["mb_per_s"] / first["mb_per_s"], 2)
+    print(json.dumps(runs, indent=2))
+    print(f"{'engine':<22}{'workers':>8}{'MB/s':>8}{'docs/s':>9}{'wall s':>8}{'peak MB':>9}{'x first':>9}")
+    for r in runs:
+        print(f"{r['engine']:<22}{r['workers']:>8}{r['mb_per_s']:>8}{r['docs_per_s']:>9}{r['wall_s']:>8}"
+              f"{r['peak_rss_mb']:>9}{r['speed_vs_first']:>9}")
+    if args.json:
+        args.json.write_text(json.dumps(runs, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
+def run_stage(repo: Path, km: list[str], en: list[str], workers: int, args, tag: str, engine: str = "datatrove",
+              env: dict | None = None) -> dict:
+    """One run of scripts/prepare_dataset.py in ``repo`` in a child process; its figures."""
+    out = args.work / f"out_{tag}"
+    shutil.rmtree(out, ignore_errors=True)
+    shutil.rmtree(out.with_name(out.name + ".work"), ignore_errors=True)
+    cmd = [sys.executable, str(repo / "scripts" / "prepare_dataset.py"), "--khmer", *km, "--english", *en,
            "--khmer-weight", "0.6", "--english-weight", "0.4", "--output-dir", str(out),
-           "--num-proc", str(args.num_proc), "--num-shards", str(args.num_shards),
-           "--shuffle-bucket-mb", str(args.shuffle_bucket_mb), "--max-epochs", "1"]
+           "--num-proc", str(workers), "--shuffle-bucket-mb", str(args.shuffle_bucket_mb), "--max-epochs", "1"]
+    code = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, stderr=subprocess.DEVNULL); "
+            "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
     t = time.perf_counter()
-    subprocess.run(cmd, check=True, stderr=subprocess.DEVNULL)
+    r = subprocess.run([sys.executable, "-c", code, *cmd], check=True, capture_output=True, text=True,
+                       env=env, cwd=repo)  # a fresh child per run: RUSAGE_CHILDREN is per process
     wall = time.perf_counter() - t
-    peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    peak_mb = int(r.stdout.split()[-1]) / 1024
     m = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
     read = sum(c.get("read", 0) for c in m["counts"].values())
     mb_in = sum(s["bytes_in"] for s in m["shard_timings"]) / 1e6
@@ -101,26 +131,34 @@ def main() -> int:
     for s in m["shard_timings"]:
         for k, v in s["worker_step_s"].items():
             steps[k] = steps.get(k, 0.0) + v
-    shard_wall = sum(s["elapsed_s"] for s in m["shard_timings"])
-    chars = {lang: v["selected_chars"] for lang, v in m["mixture"].items()}
     fig = {
-        "scale": args.scale, "num_proc": args.num_proc, "input_mb": round(mb_in, 1), "documents": read,
+        "engine": engine, "scale": args.scale, "workers": workers, "input_mb": round(mb_in, 1), "documents": read,
         "wall_s": round(wall, 1), "mb_per_s": round(mb_in / wall, 2), "docs_per_s": round(read / wall),
-        "peak_rss_mb": round(peak_mb), "shard_phase_s": round(shard_wall, 1),
+        "peak_rss_mb": round(peak_mb),
         "worker_step_s": {k: round(v, 1) for k, v in steps.items()},
         "merge_step_s": m["merge_timings_s"],
-        "peak_rss_mb_shards": [s["peak_rss_mb"] for s in m["shard_timings"]],
+        "peak_rss_mb_tasks": [s["peak_rss_mb"] for s in m["shard_timings"]],
         "peak_rss_mb_after_merge_steps": m["peak_rss_mb_after"],
         "realized_shares": {lang: round(v["realized_share"], 4) for lang, v in m["mixture"].items()},
-        "train_chars": chars, "train_docs": m["splits"]["train"], "validation_docs": m["splits"]["validation"],
+        "train_docs": m["splits"]["train"], "validation_docs": m["splits"]["validation"],
         "dropped_duplicate": sum(c.get("dropped:duplicate", 0) for c in m["counts"].values()),
         "dropped_near_duplicate": sum(c.get("dropped:near_duplicate", 0) for c in m["counts"].values()),
     }
-    print(json.dumps(fig, indent=2))
-    if args.json:
-        args.json.write_text(json.dumps(fig, indent=2) + "\n", encoding="utf-8")
     shutil.rmtree(out, ignore_errors=True)
-    return 0
+    return fig
+
+
+def run_baseline(rev: str, km: list[str], en: list[str], args) -> dict:
+    """The stage at git revision ``rev``, from a temporary worktree, with one worker."""
+    tree = args.work / f"baseline-{rev}"
+    if not tree.is_dir():
+        subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(tree), rev], check=True,
+                       capture_output=True)
+    env = dict(os.environ, PYTHONPATH=str(tree))  # its tonsai, not the installed one
+    try:
+        return run_stage(tree, km, en, 1, args, f"x{args.scale}-baseline", engine=f"baseline {rev}", env=env)
+    finally:
+        subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(tree)], capture_output=True)
 
 
 if __name__ == "__main__":
