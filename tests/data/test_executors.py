@@ -2,6 +2,7 @@
 the real job scripts here), Ray (a local instance), and a kill -9 in the middle of the document step.
 Each gives the same dataset as one local run."""
 
+import gzip
 import json
 import os
 import signal
@@ -45,6 +46,24 @@ def test_local_executor_with_one_and_three_tasks_give_the_same_dataset(tmp_path)
     one, m1 = dataset_rows(tmp_path / "one")
     three, m3 = dataset_rows(tmp_path / "three")
     assert one == three and m1["counts"] == m3["counts"] and m3["document_tasks"] == 3
+
+
+def test_merge_steps_in_parallel_processes_give_the_same_dataset(tmp_path, monkeypatch):
+    """The merge's key partition, exact and near-duplicate buckets, spreading and bucket sorts in 2
+    processes each (the size threshold lowered to 0), against one process; with forced bucket counts
+    so that each step has several tasks (several near-dedup ranges: test_prepare_merge.py)."""
+    km = write_lines(tmp_path / "km.txt", km_docs(90) + km_docs(6) + [km_docs(1)[0] + "ៗ"])
+    en = write_lines(tmp_path / "en.txt", en_docs(90) + en_docs(5))
+    base = dict(khmer=[km], english=[en], seed=2, num_shards=3, merge_buckets=5, write_rejected=True)
+    one = run_prepare(cfg(tmp_path, output_dir=str(tmp_path / "one"), **base))
+    monkeypatch.setattr("tonsai.data.splitwrite.PARALLEL_MIN_BYTES", 0)
+    par = run_prepare(cfg(tmp_path, output_dir=str(tmp_path / "par"), workers=2, **base))
+    assert par["counts"] == one["counts"] and par["counts"]["km:km.txt"]["dropped:duplicate"] >= 6
+    assert dataset_rows(tmp_path / "par")[0] == dataset_rows(tmp_path / "one")[0]
+
+    def rejected(out):
+        return sorted(line for f in (out / "rejected").glob("*.jsonl.gz") for line in gzip.open(f, "rt"))
+    assert rejected(tmp_path / "par") == rejected(tmp_path / "one") != []
 
 
 def test_slurm_executor_submits_array_and_merge_jobs_that_build_the_same_dataset(tmp_path):

@@ -172,7 +172,8 @@ def submit_slurm(cfg, sources: list[Source], work: Path) -> dict:
     docs = SlurmPipelineExecutor(docs_pipeline(cfg, sources, work), tasks=cfg.tasks(),
                                  workers=cfg.workers if cfg.workers > 1 else -1, job_name="tonsai-prepare-docs",
                                  logging_dir=str(logs_dir(work.resolve())), **common)
-    merge_cfg = dataclasses.asdict(cfg)
+    # the merge job: the same tasks, as many processes as its CPUs
+    merge_cfg = dict(dataclasses.asdict(cfg), num_shards=cfg.tasks(), workers=cfg.slurm_cpus_per_task)
     merge = SlurmPipelineExecutor([MergeStep(merge_cfg)], tasks=1, job_name="tonsai-prepare-merge",
                                   logging_dir=str(logs_dir(work.resolve(), "merge")), depends=docs, **common)
     merge.run()

@@ -22,10 +22,13 @@ MAX_BUCKETS = 1 << 16
 
 
 class DiskArray:
-    def __init__(self, path: Path, dtype, n: int):
+    def __init__(self, path: Path, dtype, n: int, create: bool = True):
+        """A new array of ``n`` zeros at ``path``, or with ``create=False`` the one already there
+        (another process's, to read)."""
         self.path, self.dtype, self.n = Path(path), np.dtype(dtype), int(n)
-        with open(self.path, "wb") as f:
-            f.truncate(self.n * self.dtype.itemsize)
+        if create:
+            with open(self.path, "wb") as f:
+                f.truncate(self.n * self.dtype.itemsize)
 
     def read(self, start: int, stop: int) -> np.ndarray:
         stop = min(stop, self.n)

@@ -37,21 +37,20 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pyarrow.parquet as pq
-from tqdm.auto import tqdm
 
 from tonsai.atomic import staged_dir, write_json
 from tonsai.cli import StageError
-from tonsai.data.dedup import (BAND_RECORD, EXACT_RECORD, KEYS_VERSION, bucket_band_pairs, bucket_exact_duplicates,
-                               pair_non_survivors)
+from tonsai.data.dedup import BAND_RECORD, EXACT_RECORD, KEYS_VERSION, pair_non_survivors
+from tonsai.data.dedup_steps import BandBuckets, ExactBuckets, PartitionBands, PartitionKeys, run_step, saved
 from tonsai.data.filters import FilterThresholds
 from tonsai.data.mix import STRATEGIES, normalize_weights, plan_sources_lazy, source_shares
-from tonsai.data.ondisk import MAX_OPEN, DiskArray, Partition, num_buckets, release_memory_promptly, trim_heap
-from tonsai.data.blocks import ORDER_BITS, peak_rss_mb
+from tonsai.data.ondisk import MAX_OPEN, DiskArray, num_buckets, release_memory_promptly, trim_heap
+from tonsai.data.blocks import peak_rss_mb
 from tonsai.data.engine import (EXECUTORS, docs_dir, run_docs_local, run_docs_ray, submit_slurm, task_infos,
                                 unfinished_tasks)
 from tonsai.data.sources import ReadOptions, Source, load_mix_file
-from tonsai.data.writer import ShuffledSplitWriter, buckets_for, write_dataset_dict_index
+from tonsai.data.splitwrite import EXACT_DUP, NEAR_DUP, TRAIN, VALIDATION, merge_workers, write_splits
+from tonsai.data.writer import buckets_for, write_dataset_dict_index
 from tonsai.folders import check_output_dir, claim_in_place, claim_output, static_prefix
 from tonsai.manifest import write_manifest
 from tonsai.text import RoutingThresholds
@@ -373,22 +372,7 @@ def _check_tasks_done(cfg: PrepareConfig, sources: list[Source]) -> None:
                          f"with other settings); run them with --shard-index, or drop --merge-only")
 
 
-# status of a document slot in the merge (1 byte per slot, on disk)
-ABSENT, TRAIN, EXACT_DUP, NEAR_DUP, VALIDATION = 0, 1, 2, 3, 4
-POS_MASK = (1 << ORDER_BITS) - 1
 ID_BIN_SHIFT = 47  # 63-bit id hashes in 65,536 bins for the validation cut
-TRIM_EVERY = 32  # batches of documents written between two trim_heap() calls
-
-
-def _row_groups(files: list[Path], columns: list[str]):
-    for f in files:
-        pf = pq.ParquetFile(f)
-        for i in range(pf.num_row_groups):
-            yield pf.read_row_group(i, columns=columns)
-
-
-def _np(table, name: str) -> np.ndarray:
-    return table.column(name).to_numpy()
 
 
 def _validation(status: DiskArray, length: DiskArray, idh: DiskArray, lo: int, hi: int, fraction: float,
@@ -485,21 +469,13 @@ def _merge(cfg: PrepareConfig, sources: list[Source], infos: list[dict], work: P
     k_exact = min(MAX_OPEN, cfg.merge_buckets or num_buckets(n_docs, EXACT_RECORD.itemsize, budget))
     k_band = cfg.merge_buckets or num_buckets(n_docs * bands, BAND_RECORD.itemsize, budget)
 
-    # partition the keys by hash, and the per-document columns by slot
+    # the per-document columns by slot, the keys by hash bucket: parallel tasks (tonsai.data.dedup_steps)
     status = DiskArray(mdir / "status.u8", np.uint8, n_slots)
     length = DiskArray(mdir / "chars.i64", np.int64, n_slots)
     idh = DiskArray(mdir / "idh.i64", np.int64, n_slots)
-    exact_part = Partition(mdir, "exact", EXACT_RECORD, k_exact)
-    for t in _row_groups(files, ["src", "order", "chars", "h1", "h2", "idh"]):
-        slot = offs[_np(t, "src").astype(np.int64)] + (_np(t, "order") & POS_MASK)
-        status.scatter(slot, TRAIN)
-        length.scatter(slot, _np(t, "chars"))
-        idh.scatter(slot, _np(t, "idh"))
-        rec = np.empty(len(slot), dtype=EXACT_RECORD)
-        rec["h1"], rec["h2"], rec["slot"] = _np(t, "h1"), _np(t, "h2"), slot
-        exact_part.add(rec, rec["h1"])
-        del t, rec
-    exact_part.close()
+    workers = merge_workers(files, cfg.workers)
+    step_args = (str(mdir.resolve()), [str(f.resolve()) for f in files], [int(x) for x in offs], k_exact, k_band, bands)
+    run_step(PartitionKeys(*step_args), len(files), workers, mdir)
     timings["partition_s"] = time.perf_counter() - t0
     rss["partition"] = peak_rss_mb()
 
@@ -507,48 +483,23 @@ def _merge(cfg: PrepareConfig, sources: list[Source], infos: list[dict], work: P
         return np.bincount(np.searchsorted(offs, slots, side="right") - 1, minlength=len(names)).tolist()
 
     t0 = time.perf_counter()
-    n_exact = [0] * len(names)
-    for recs in exact_part.buckets():
-        dup = np.sort(bucket_exact_duplicates(recs))
-        status.scatter(dup, EXACT_DUP)
-        n_exact = [a + b for a, b in zip(n_exact, per_source(dup))]
-        del recs, dup
-        trim_heap()
+    run_step(ExactBuckets(*step_args), k_exact, workers, mdir)
+    dup = np.sort(saved(mdir / "exact_dups"))
+    status.scatter(dup, EXACT_DUP)
+    n_exact = per_source(dup)
+    del dup
     timings["exact_dedup_s"] = time.perf_counter() - t0
     rss["exact_dedup"] = peak_rss_mb()
     t0 = time.perf_counter()
     n_near = [0] * len(names)
     if near_on:
-        pair_a: list[np.ndarray] = []
-        pair_b: list[np.ndarray] = []
-        band_ids = np.arange(bands, dtype=np.uint16)
-        for lo in range(0, k_band, MAX_OPEN):  # one pass over the shard files per MAX_OPEN buckets
-            band_part = Partition(mdir, "band", BAND_RECORD, k_band, lo, min(k_band, lo + MAX_OPEN))
-            for t in _row_groups(files, ["src", "order"] + [f"b{k}" for k in range(bands)]):
-                slot = offs[_np(t, "src").astype(np.int64)] + (_np(t, "order") & POS_MASK)
-                rec = np.empty(len(slot) * bands, dtype=BAND_RECORD)
-                rec["band"] = np.repeat(band_ids, len(slot))
-                rec["key"] = np.concatenate([_np(t, f"b{k}") for k in range(bands)])
-                rec["slot"] = np.tile(slot, bands)
-                band_part.add(rec, rec["key"])
-                del t, rec
-            band_part.close()
-            for recs in tqdm(band_part.buckets(), total=band_part.hi - lo, desc="near-dup buckets", leave=False):
-                recs = recs[status.gather(recs["slot"]) != EXACT_DUP]
-                a, b = bucket_band_pairs(recs)
-                if len(a):
-                    pairs = np.unique(np.stack([a, b], axis=1), axis=0)
-                    pair_a.append(pairs[:, 0].copy())
-                    pair_b.append(pairs[:, 1].copy())
-                    del pairs
-                del recs, a, b
-                trim_heap()
-        a = np.concatenate(pair_a) if pair_a else np.zeros(0, dtype=np.int64)
-        b = np.concatenate(pair_b) if pair_b else np.zeros(0, dtype=np.int64)
-        pair_a.clear()
-        pair_b.clear()
-        near = pair_non_survivors(a, b)
-        del a, b
+        for lo in range(0, k_band, MAX_OPEN):
+            hi = min(k_band, lo + MAX_OPEN)
+            run_step(PartitionBands(*step_args, lo=lo, hi=hi), len(files), workers, mdir)
+            run_step(BandBuckets(*step_args, lo=lo, hi=hi), hi - lo, workers, mdir)
+        pairs = saved(mdir / "pairs").reshape(-1, 2)
+        near = pair_non_survivors(pairs[:, 0].copy(), pairs[:, 1].copy())
+        del pairs
         trim_heap()
         status.scatter(near, NEAR_DUP)
         n_near = per_source(near)
@@ -658,45 +609,15 @@ def _merge(cfg: PrepareConfig, sources: list[Source], infos: list[dict], work: P
     train_chars = int(sum(p.selected_chars for p in plans.values()))
     with staged_dir(cfg.output_dir) as tmp:
         ds_dir = tmp / "dataset"
-        train_w = ShuffledSplitWriter(ds_dir / "train", tmp / "tmp-train", cfg.seed,
-                                      buckets_for(train_chars, cfg.shuffle_bucket_mb))
-        val_w = ShuffledSplitWriter(ds_dir / "validation", tmp / "tmp-validation", cfg.seed,
-                                    buckets_for(val_chars, cfg.shuffle_bucket_mb))
-        rejected = None
         if cfg.write_rejected:
             (tmp / "rejected").mkdir()
             for r in sorted((work / "rejected").glob("*.jsonl.gz")):
                 shutil.copy(r, tmp / "rejected" / f"filters-{r.name}")
-            import gzip
-
-            rejected = gzip.open(tmp / "rejected" / "dedup.jsonl.gz", "wt", encoding="utf-8")
-        n_batches = 0
-        for f in tqdm(files, desc="write splits", unit="shard", leave=False):
-            pf = pq.ParquetFile(f)
-            # one row group at a time (iter_batches may buffer ahead across row groups)
-            for batch in (b for i in range(pf.num_row_groups)
-                          for b in pf.read_row_group(i, columns=["text", "id", "src", "order"]).to_batches(2048)):
-                src = batch.column("src").to_numpy().astype(np.int64)
-                slot = offs[src] + (batch.column("order").to_numpy() & POS_MASK)
-                st, cp = status.gather(slot).tolist(), copies.gather(slot).tolist()
-                texts, ids = batch.column("text").to_pylist(), batch.column("id").to_pylist()
-                for text, doc_id, s, stj, cpj in zip(texts, ids, src.tolist(), st, cp):
-                    name = names[s]
-                    if stj == VALIDATION:
-                        val_w.add(text, lang_of[name], name, doc_id)
-                    for c in range(cpj):
-                        train_w.add(text, lang_of[name], name, doc_id, c)
-                    if rejected is not None and stj in (EXACT_DUP, NEAR_DUP):
-                        rejected.write(json.dumps({"id": doc_id, "source": name, "reason":
-                                                   "duplicate" if stj == EXACT_DUP else "near_duplicate",
-                                                   "text": text}, ensure_ascii=False) + "\n")
-                del batch, texts, ids
-                n_batches += 1
-                if n_batches % TRIM_EVERY == 0:
-                    trim_heap()
-        if rejected is not None:
-            rejected.close()
-        n_train, n_val = train_w.finish(), val_w.finish()
+        buckets = {"train": buckets_for(train_chars, cfg.shuffle_bucket_mb),
+                   "validation": buckets_for(val_chars, cfg.shuffle_bucket_mb)}
+        rows = write_splits(files, offs, names, [lang_of[n] for n in names], mdir, tmp, cfg.seed, buckets,
+                            cfg.write_rejected, workers)
+        n_train, n_val = rows["train"], rows["validation"]
         write_dataset_dict_index(ds_dir, ["train", "validation"])
         timings["write_s"] = time.perf_counter() - t0
         rss["write"] = peak_rss_mb()

@@ -3,7 +3,9 @@
 Documents are spread over ``num_buckets`` temporary Arrow files by a hash of (seed, id, copy);
 each bucket is then read alone, sorted by that hash and written as one
 ``data-0000k-of-0000K.arrow`` file. The order depends only on the seed and the documents, not on
-how many shards or processes made them. Memory: while spreading, at most ``FLUSH_BYTES`` characters
+how many tasks or processes made them: several writers (``part``) may spread into the same
+temporary folder at once, each into its own file per bucket (``bucket-k/<part>.arrow``), and each
+bucket is then sorted by one task (:func:`write_bucket`). Memory: while spreading, at most ``FLUSH_BYTES`` characters
 of text (``FLUSH_ROWS`` rows) wait in Python lists, spread over the buckets (4 KB per bucket at
 least); while sorting, one bucket is in memory (plus 1,000 rows being
 copied out). :func:`buckets_for` picks buckets of about ``bucket_mb`` MB, at most ``MAX_BUCKETS`` of
@@ -39,10 +41,15 @@ def buckets_for(chars: int, bucket_mb: int) -> int:
 
 
 class ShuffledSplitWriter:
-    def __init__(self, out_dir: Path, tmp_dir: Path, seed: int, num_buckets: int):
+    """Spread documents into the bucket files of one ``part`` under ``tmp_dir``; :meth:`finish`
+    (one writer) or :meth:`close_part` then :func:`write_bucket` per bucket and
+    :func:`finish_split` (several writers) write the split."""
+
+    def __init__(self, out_dir: Path, tmp_dir: Path, seed: int, num_buckets: int, part: str = "0"):
         self.out_dir, self.tmp_dir, self.seed, self.k = Path(out_dir), Path(tmp_dir), seed, num_buckets
-        self.tmp_dir.mkdir(parents=True, exist_ok=True)
-        self.files = [pa.OSFile(str(self.tmp_dir / f"bucket-{i}.arrow"), "wb") for i in range(self.k)]
+        for b in range(self.k):
+            (self.tmp_dir / f"bucket-{b}").mkdir(parents=True, exist_ok=True)
+        self.files = [pa.OSFile(str(self.tmp_dir / f"bucket-{b}" / f"{part}.arrow"), "wb") for b in range(self.k)]
         self.writers = [pa.ipc.new_stream(f, _BUCKET_SCHEMA) for f in self.files]
         self.buf: list[dict[str, list]] = [{c: [] for c in _BUCKET_SCHEMA.names} for _ in range(self.k)]
         self.size = [0] * self.k
@@ -68,31 +75,54 @@ class ShuffledSplitWriter:
             self.buf[b] = {c: [] for c in _BUCKET_SCHEMA.names}
             self.size[b] = 0
 
-    def finish(self) -> int:
-        """Sort each bucket and write the split folder; returns the number of rows."""
+    def close_part(self) -> int:
+        """Write out what waits and close this part's files; returns its number of rows."""
         for b in range(self.k):
             self._flush(b)
             self.writers[b].close()
             self.files[b].close()
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        names = []
-        for b in range(self.k):
-            path = self.tmp_dir / f"bucket-{b}.arrow"
-            with pa.OSFile(str(path)) as f:
-                table = pa.ipc.open_stream(f).read_all()
-            order = np.argsort(table.column("key").to_numpy(), kind="stable")
-            table = table.drop_columns(["key"])
-            name = f"data-{b:05d}-of-{self.k:05d}.arrow"
-            with pa.OSFile(str(self.out_dir / name), "wb") as f, pa.ipc.new_stream(f, SCHEMA) as w:
-                for i in range(0, len(order), WRITE_ROWS):
-                    w.write_table(table.take(order[i:i + WRITE_ROWS]))
-            del table, order
-            trim_heap()
-            path.unlink()
-            names.append(name)
-        shutil.rmtree(self.tmp_dir, ignore_errors=True)
-        _write_split_metadata(self.out_dir, names)
         return self.rows
+
+    def finish(self) -> int:
+        """Close this part, sort each bucket and write the split folder; returns the number of rows."""
+        self.close_part()
+        for b in range(self.k):
+            write_bucket(self.tmp_dir, self.out_dir, b, self.k)
+        finish_split(self.tmp_dir, self.out_dir, self.k)
+        return self.rows
+
+
+def bucket_name(b: int, k: int) -> str:
+    return f"data-{b:05d}-of-{k:05d}.arrow"
+
+
+def write_bucket(tmp_dir: Path, out_dir: Path, b: int, k: int) -> int:
+    """Read bucket ``b`` of every part, sort it by key and write it as the split's file ``b``;
+    returns its rows. Memory: the bucket (about ``--shuffle-bucket-mb``) and its sort order."""
+    parts = sorted((Path(tmp_dir) / f"bucket-{b}").glob("*.arrow"))
+    tables = []
+    for path in parts:
+        with pa.OSFile(str(path)) as f:
+            tables.append(pa.ipc.open_stream(f).read_all())
+    table = pa.concat_tables(tables) if tables else _BUCKET_SCHEMA.empty_table()
+    del tables
+    order = np.argsort(table.column("key").to_numpy(), kind="stable")
+    table = table.drop_columns(["key"])
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    with pa.OSFile(str(Path(out_dir) / bucket_name(b, k)), "wb") as f, pa.ipc.new_stream(f, SCHEMA) as w:
+        for i in range(0, len(order), WRITE_ROWS):
+            w.write_table(table.take(order[i:i + WRITE_ROWS]))
+    rows = len(order)
+    del table, order
+    trim_heap()
+    for path in parts:
+        path.unlink()
+    return rows
+
+
+def finish_split(tmp_dir: Path, out_dir: Path, k: int) -> None:
+    shutil.rmtree(tmp_dir, ignore_errors=True)
+    _write_split_metadata(Path(out_dir), [bucket_name(b, k) for b in range(k)])
 
 
 def _write_split_metadata(split_dir: Path, data_files: list[str]) -> None:
