@@ -451,14 +451,14 @@ def test_failed_run_leaves_no_complete_looking_output(tmp_path):
 
 
 def test_a_failure_while_writing_the_splits_leaves_nothing_behind(tmp_path, monkeypatch):
-    from tonsai.data import writer
+    from tonsai.data import splitwrite
 
     km = write_lines(tmp_path / "km.txt", km_docs(20))
 
-    def broken_finish(self):
+    def broken_bucket(*args):
         raise OSError("disk full (injected)")
 
-    monkeypatch.setattr(writer.ShuffledSplitWriter, "finish", broken_finish)
+    monkeypatch.setattr(splitwrite, "write_bucket", broken_bucket)  # the bucket sort step, in this process
     with pytest.raises(OSError, match="injected"):
         run_prepare(cfg(tmp_path, khmer=[km]))
     assert not (tmp_path / "out").exists()
