@@ -16,7 +16,10 @@
 
 from __future__ import annotations
 
+import collections
 import dataclasses
+import operator
+import re
 
 import regex
 
@@ -57,16 +60,74 @@ class QualitySignals:
         return out
 
 
+# A necessary condition for a _GARBLED match in some word, checked on the whole text in one pass:
+# the first alternative needs a letter, a symbol and a letter in a row, the second a lowercase
+# letter followed by an uppercase one (Khmer letters may match here too: it only has to be loose).
+# On ASCII text \p{L} is [A-Za-z], \p{Ll} [a-z] and \p{Lu} [A-Z], and Python's re is faster.
+_MAYBE_GARBLED = regex.compile(
+    r"\p{L}[;:\[\]{}|\\`~^@<>=+\u00a1-\u00bf\u00d7\u00f7]+\p{L}|\p{Ll}\p{Lu}")
+_MAYBE_GARBLED_ASCII = re.compile(r"[A-Za-z][;:\[\]{}|\\`~^@<>=+]+[A-Za-z]|[a-z][A-Z]")
+
+
+def _maybe_garbled(text: str) -> bool:
+    pattern = _MAYBE_GARBLED_ASCII if text.isascii() else _MAYBE_GARBLED
+    return pattern.search(text) is not None
+
+
+# Per distinct cluster: 1 when it holds a Khmer letter or sign, and 1 when it is such a cluster
+# and not a valid syllable. Real text has few distinct clusters, so counting a document's clusters
+# (collections.Counter, in C) and weighting the counts keeps Python out of the per-cluster loop.
+_is_khmer: dict[str, int] = {}
+_is_invalid: dict[str, int] = {}
+_CLUSTER_CACHE_LIMIT = 200_000
+
+
+def _judge(clusters_: set[str], khmer: dict[str, int], invalid: dict[str, int]) -> None:
+    for c in clusters_:
+        k = 1 if _KHMER_SIGN_OR_LETTER.search(c) else 0
+        khmer[c] = k
+        invalid[c] = 1 if k and not is_valid_syllable(c) else 0
+
+
 def invalid_cluster_counts(text: str) -> tuple[int, int]:
     """(invalid, total) Khmer clusters of ``text``."""
-    khmer = [c for c in clusters(text) if _KHMER_SIGN_OR_LETTER.search(c)]
-    return sum(not is_valid_syllable(c) for c in khmer), len(khmer)
+    counts = collections.Counter(clusters(text))
+    khmer, invalid = _is_khmer, _is_invalid
+    new = counts.keys() - khmer.keys()
+    if new:
+        if len(khmer) + len(new) > _CLUSTER_CACHE_LIMIT:
+            khmer, invalid = {}, {}
+            new = set(counts)
+        _judge(new, khmer, invalid)
+    n = counts.values()
+    return (sum(map(operator.mul, n, map(invalid.__getitem__, counts))),
+            sum(map(operator.mul, n, map(khmer.__getitem__, counts))))
 
 
 def legacy_font_counts(text: str) -> tuple[int, int]:
     """(garbled-looking, total) Latin-looking words of ``text``."""
     words = _LATIN_WORD.findall(text)
+    if not _maybe_garbled(text):
+        return 0, len(words)
     return sum(1 for w in words if _GARBLED.search(w)), len(words)
+
+
+def first_flag(text: str, khmer: bool = True) -> str | None:
+    """The first of :attr:`QualitySignals.flags` for ``text``, or None: the same answer as
+    ``quality_signals(text).flags[0]``, computing only what decides it. ``khmer=False`` says the
+    text holds no Khmer character (its cluster counts are then 0 without looking)."""
+    if text and text.count("\ufffd") / len(text) > REPLACEMENT_FLAG:
+        return "replacement_chars"
+    invalid, total = invalid_cluster_counts(text) if khmer else (0, 0)
+    if (invalid / total if total else 0.0) > INVALID_CLUSTER_FLAG:
+        return "invalid_khmer_clusters"
+    if LEGACY_SCORE_FLAG > 0 and not _maybe_garbled(text):  # no garbled word: score 0
+        return None
+    words = _LATIN_WORD.findall(text)
+    if len(words) < LEGACY_MIN_WORDS or len(words) <= total:
+        return None
+    garbled = sum(1 for w in words if _GARBLED.search(w))
+    return "legacy_font_suspect" if garbled / len(words) >= LEGACY_SCORE_FLAG else None
 
 
 def quality_signals(text: str) -> QualitySignals:
