@@ -12,8 +12,13 @@ from __future__ import annotations
 
 import collections
 import hashlib
+import re
 
-from tonsai.data.filters import FilterThresholds, first_reason
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tonsai.data.filters import (FilterThresholds, _repeat_starts, _repeat_starts_numpy, first_reason,
+                                 repeated_ngrams, units)
 from tonsai.data.sources import ReadStats, Source, iter_documents
 from tonsai.text import RoutingThresholds, count_scripts, normalize
 
@@ -97,3 +102,53 @@ def test_decisions_on_real_sample_match_the_recorded_ones(shared_data):
     assert scripts.hexdigest() == EXPECTED_SCRIPT_SHA256, "count_scripts() changed on real text"
     assert texts.hexdigest() == EXPECTED_TEXT_SHA256, "normalize() output changed on real text"
     assert reasons.hexdigest() == EXPECTED_REASON_SHA256, "a filter decision changed on real text"
+
+
+def test_whitespace_class_is_regex_whitespace():
+    import regex
+
+    from tonsai.data.filters import WHITESPACE
+
+    ours, theirs = re.compile(f"[{WHITESPACE}]"), regex.compile(r"\s")
+    assert [c for c in range(0x110000) if ours.match(chr(c))] == [c for c in range(0x110000) if theirs.match(chr(c))]
+
+
+_unit_chars = st.sampled_from([chr(c) for c in range(0x1780, 0x17e0)] + ["\u200c", "\u200d", "\x1c", "\u00a0", "\u3000"]
+                              + list("ab1 .\n\t"))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(_unit_chars, max_size=60))
+def test_units_equal_the_regex_definition(s):
+    import regex
+
+    spec = regex.compile(r"[\u1780-\u17b3](?:\u17d2[\u1780-\u17b3]|[\u17b4-\u17d1\u17d3\u17dd\u200c\u200d])*"
+                         r"|[^\s\u1780-\u17b3]+")
+    assert units(s) == spec.findall(s)
+
+
+def _reference_repeated_ngrams(us, max_frac, n=5):
+    """The plain loop (as in commit cf7d20f)."""
+    if len(us) < 4 * n:
+        return None
+    seen, covered = set(), [False] * len(us)
+    for i in range(len(us) - n + 1):
+        g = tuple(us[i:i + n])
+        if g in seen:
+            for j in range(i, i + n):
+                covered[j] = True
+        else:
+            seen.add(g)
+    return sum(covered) / len(us)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from("abc"), min_size=0, max_size=700), st.integers(2, 6))
+def test_repeated_ngrams_cover_what_the_plain_loop_covers(us, n):
+    # three symbols: many repeats; lists of 300+ units take the numpy path
+    frac = _reference_repeated_ngrams(us, 0.3, n)
+    for limit in (0.0, 0.3, 0.9):
+        expected = None if frac is None or frac <= limit else "repeated_ngrams"
+        assert repeated_ngrams(us, limit, n) == expected
+    if len(us) >= 4 * n:
+        assert _repeat_starts(us, n) == _repeat_starts_numpy(us, n)

@@ -15,6 +15,7 @@ import itertools
 import operator
 import re
 
+import numpy as np
 import regex
 
 from tonsai.text.quality import first_flag
@@ -80,16 +81,46 @@ def repeated_ngrams(us: list[str], max_frac: float, n: int = 5) -> str | None:
     earlier in the same document (spam, boilerplate, a looping scraper)."""
     if len(us) < 4 * n:
         return None
-    grams = list(zip(*(us[k:] for k in range(n))))  # the n-gram starting at each unit
-    covered = 0
-    if len(set(grams)) < len(grams):
-        # first position of each n-gram (dict keeps the last value given: walk backwards);
-        # an n-gram seen earlier covers its n units, and sorted starts overlap only with neighbours
-        first = dict(zip(reversed(grams), range(len(grams) - 1, -1, -1)))
-        starts = list(itertools.compress(itertools.count(), map(operator.ne, map(first.__getitem__, grams),
-                                                                    itertools.count())))
-        covered = sum(min(n, b - a) for a, b in zip(starts, starts[1:])) + n
+    if len(us) >= _NUMPY_MIN_UNITS and len(us) ** n < 2 ** 63:
+        starts = _repeat_starts_numpy(us, n)
+    else:
+        starts = _repeat_starts(us, n)
+    # each repeat covers its n units; sorted starts overlap only with their neighbours
+    covered = sum(min(n, b - a) for a, b in zip(starts, starts[1:])) + n if starts else 0
     return "repeated_ngrams" if covered / len(us) > max_frac else None
+
+
+_NUMPY_MIN_UNITS = 300  # below this, numpy's per-call cost exceeds what it saves
+
+
+def _repeat_starts(us: list[str], n: int) -> list[int]:
+    """Positions where a unit n-gram seen earlier starts, in order."""
+    grams = list(zip(*(us[k:] for k in range(n))))  # the n-gram starting at each unit
+    if len(set(grams)) == len(grams):
+        return []
+    # first position of each n-gram (dict keeps the last value given: walk backwards)
+    first = dict(zip(reversed(grams), range(len(grams) - 1, -1, -1)))
+    return list(itertools.compress(itertools.count(), map(operator.ne, map(first.__getitem__, grams),
+                                                          itertools.count())))
+
+
+def _repeat_starts_numpy(us: list[str], n: int) -> list[int]:
+    """Same as :func:`_repeat_starts`, each n-gram coded as one integer: every unit gets the
+    position of its first occurrence (< m), an n-gram the base-m number of its n codes (exact while
+    m**n < 2**63)."""
+    m = len(us)
+    seen: dict[str, int] = {}
+    codes = np.fromiter(map(seen.setdefault, us, itertools.count()), dtype=np.int64, count=m)
+    keys = codes[:m - n + 1].copy()
+    for j in range(1, n):
+        keys *= m
+        keys += codes[j:m - n + 1 + j]
+    uniq, first = np.unique(keys, return_index=True)  # first: where each distinct n-gram first occurs
+    if len(uniq) == len(keys):
+        return []
+    repeat = np.ones(len(keys), dtype=bool)
+    repeat[first] = False
+    return np.flatnonzero(repeat).tolist()
 
 
 def symbol_ratios(text: str, counts: ScriptCounts, t: FilterThresholds) -> str | None:

@@ -93,7 +93,7 @@ def invalid_cluster_counts(text: str) -> tuple[int, int]:
     """(invalid, total) Khmer clusters of ``text``."""
     counts = collections.Counter(clusters(text))
     khmer, invalid = _is_khmer, _is_invalid
-    new = counts.keys() - khmer.keys()
+    new = set(counts).difference(khmer)  # walks this document's clusters (keys() - keys() walks the cache)
     if new:
         if len(khmer) + len(new) > _CLUSTER_CACHE_LIMIT:
             khmer, invalid = {}, {}
