@@ -64,7 +64,9 @@ def _reference_counts(text):
 
 _quality_chars = st.sampled_from(
     [chr(c) for c in range(0x1780, 0x17ff, 3)] + ["\u17d2", "\u17b6", "\u17c1", "\u200c", "\u200d", "\ufffd"]
-    + list("aAbBzZ;:<>=+@|~^ \n\t.,-") + ["\u00a1", "\u00ac", "\u00b3", "\u00d7", "\u00e9", "\u00c9", "\u03b1", "\u0391"])
+    + list("aAbBzZ;:<>=+@|~^ \n\t.,-") + ["\u00a1", "\u00ac", "\u00b3", "\u00d7", "\u00e9", "\u00c9", "\u03b1", "\u0391"]
+    # marks that attach to a space, Prepend characters that attach what follows, regional indicators
+    + ["\u0301", "\u0903", "\u0600", "\U000110bd", "\U0001f1e6", "\U0001f600"])
 
 
 @settings(max_examples=400, deadline=None)
