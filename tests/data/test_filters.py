@@ -118,7 +118,7 @@ _unit_chars = st.sampled_from([chr(c) for c in range(0x1780, 0x17e0)] + ["\u200c
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.text(_unit_chars, max_size=60))
+@given(st.one_of(st.text(_unit_chars, max_size=60), st.text(st.characters(max_codepoint=0x7f), max_size=60)))
 def test_units_equal_the_regex_definition(s):
     import regex
 

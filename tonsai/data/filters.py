@@ -33,8 +33,13 @@ _UNIT = re.compile(
 _URL = regex.compile(r"(?:https?://|www\.)\S+", flags=regex.IGNORECASE)
 
 
+_ASCII_NOT_WHITESPACE_FOR_REGEX = re.compile("[\x1c-\x1f]")  # str.split() splits there, regex's \s does not
+
+
 def units(text: str) -> list[str]:
     """Word-like units: Khmer syllables, and whitespace-separated pieces of any other script."""
+    if text.isascii() and not _ASCII_NOT_WHITESPACE_FOR_REGEX.search(text):
+        return text.split()  # the same pieces, about 5x faster
     return _UNIT.findall(text)
 
 

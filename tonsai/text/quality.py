@@ -140,13 +140,23 @@ def first_flag(text: str, khmer: bool = True) -> str | None:
     invalid, total = invalid_cluster_counts(text) if khmer else (0, 0)
     if (invalid / total if total else 0.0) > INVALID_CLUSTER_FLAG:
         return "invalid_khmer_clusters"
-    if LEGACY_SCORE_FLAG > 0 and not _maybe_garbled(text):  # no garbled word: score 0
-        return None
+    return "legacy_font_suspect" if _legacy_suspect(text, total) else None
+
+
+def _legacy_suspect(text: str, khmer_clusters: int) -> bool:
+    # Two cheap ways out, in the order that suits the text: a text without Khmer clusters is
+    # usually Latin (the whole-text pre-check is fast there), one with clusters rarely has more
+    # Latin-looking words than clusters (and the word pattern is fast on Khmer). No garbled word
+    # means a score of 0, under the flag.
+    clean_passes = LEGACY_SCORE_FLAG > 0
+    if clean_passes and not khmer_clusters and not _maybe_garbled(text):
+        return False
     words = _LATIN_WORD.findall(text)
-    if len(words) < LEGACY_MIN_WORDS or len(words) <= total:
-        return None
-    garbled = sum(1 for w in words if _GARBLED.search(w))
-    return "legacy_font_suspect" if garbled / len(words) >= LEGACY_SCORE_FLAG else None
+    if len(words) < LEGACY_MIN_WORDS or len(words) <= khmer_clusters:
+        return False
+    if clean_passes and khmer_clusters and not _maybe_garbled(text):
+        return False
+    return sum(1 for w in words if _GARBLED.search(w)) / len(words) >= LEGACY_SCORE_FLAG
 
 
 def quality_signals(text: str) -> QualitySignals:
