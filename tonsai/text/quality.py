@@ -90,17 +90,18 @@ def _weighted(counts: collections.Counter, weights: dict[str, int]) -> int:
 
 
 def _piece_counts(piece: str) -> tuple[int, int]:
-    counts = collections.Counter(clusters(piece))
-    new = set(counts).difference(_is_khmer)
+    found = clusters(piece)  # a piece is short: summing the weights beats counting first
+    distinct = set(found)
+    new = distinct.difference(_is_khmer)
     if new:
         if len(_is_khmer) + len(new) > _CACHE_LIMIT:
             _is_khmer.clear()
             _is_invalid.clear()
-            new = set(counts)
+            new = distinct
         for c in new:
             k = _is_khmer[c] = 1 if _KHMER_SIGN_OR_LETTER.search(c) else 0
             _is_invalid[c] = 1 if k and not is_valid_syllable(c) else 0
-    return _weighted(counts, _is_invalid), _weighted(counts, _is_khmer)
+    return sum(map(_is_invalid.__getitem__, found)), sum(map(_is_khmer.__getitem__, found))
 
 
 def invalid_cluster_counts(text: str) -> tuple[int, int]:
