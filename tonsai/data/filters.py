@@ -81,6 +81,9 @@ def repeated_lines(text: str, max_frac: float) -> str | None:
     return "repeated_lines" if dup / len(lines) > max_frac else None
 
 
+_NUMPY_MIN_UNITS = 300  # below this, numpy's per-call cost exceeds what it saves
+
+
 def repeated_ngrams(us: list[str], max_frac: float, n: int = 5) -> str | None:
     """Drop documents where more than ``max_frac`` of the units sit in a unit ``n``-gram seen
     earlier in the same document (spam, boilerplate, a looping scraper)."""
@@ -93,9 +96,6 @@ def repeated_ngrams(us: list[str], max_frac: float, n: int = 5) -> str | None:
     # each repeat covers its n units; sorted starts overlap only with their neighbours
     covered = sum(min(n, b - a) for a, b in zip(starts, starts[1:])) + n if starts else 0
     return "repeated_ngrams" if covered / len(us) > max_frac else None
-
-
-_NUMPY_MIN_UNITS = 300  # below this, numpy's per-call cost exceeds what it saves
 
 
 def _repeat_starts(us: list[str], n: int) -> list[int]:

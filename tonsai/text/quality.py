@@ -12,6 +12,10 @@
   outnumber its Khmer clusters and at least 30% of them look garbled. Measured: no line of
   WikiText-2, Tiny Shakespeare or the Khmer news is flagged (the news carries French names and
   «quoted» English titles). This is a heuristic: no real legacy-font corpus was at hand to tune it.
+
+The prepare stage asks :func:`first_flag`, which gives ``quality_signals(text).flags[0]`` while
+computing only what decides it (tests/text/test_quality.py checks both against a plain
+per-cluster, per-word computation).
 """
 
 from __future__ import annotations
