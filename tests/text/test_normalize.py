@@ -127,3 +127,44 @@ def test_share_of_reordered_syllables_on_real_news(shared_data):
     assert 0.10 < lines_changed / len(lines) < 0.30
     # after normalize, every syllable is canonical
     assert all(reorder_syllable(s) == s for line in lines for s in SYLLABLE.findall(normalize(line)))
+
+
+def _plain_normalize(text):
+    """normalize() as commit cf7d20f wrote it (translate(), SYLLABLE.sub per syllable), to check the
+    faster paths against."""
+    import importlib
+
+    import ftfy
+
+    N = importlib.import_module("tonsai.text.normalize")  # the module (tonsai.text.normalize is also the function)
+    from tonsai.text.syllable import SYLLABLE, reorder_syllable
+
+    def once(t):
+        if N._SURROGATE.search(t):
+            t = N._SURROGATE.sub("\ufffd", ftfy.fixes.fix_surrogates(t))
+        if N._MOJIBAKE_HINT.search(t):
+            t = ftfy.fix_text(t, N._FTFY_CONFIG)
+        t = t.replace("\r\n", "\n").translate(N._TABLE)
+        if not t.isascii():
+            t = unicodedata.normalize("NFC", t)
+            t = N._JOINERS_AFTER_KHMER.sub(N._keep_valid_joiner, t)
+            t = SYLLABLE.sub(lambda m: reorder_syllable(m.group(0)), t)
+        return t
+
+    for _ in range(N._MAX_PASSES):
+        out = once(text)
+        if out == text or not N._MOJIBAKE_HINT.search(out):
+            return out
+        text = out
+    return text
+
+
+_any_chars = st.one_of(khmer_chars, st.sampled_from(["\r", "\x00", "\x85", "\u00ad", "\ufeff", "\u2028",
+                                                      "\u17a3", "\u17d8", "\u00c3", "\u00a9", "\ud800"]),
+                       st.characters())
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.text(_any_chars, max_size=50))
+def test_fast_paths_equal_the_plain_pipeline(s):
+    assert normalize(s) == _plain_normalize(s)

@@ -1,9 +1,12 @@
 import logging
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tonsai.manifest import read_manifest, write_manifest
-from tonsai.text import is_valid_syllable, normalize, quality_signals
+from tonsai.text import clusters, is_valid_syllable, normalize, quality_signals
+from tonsai.text import quality as Q
 
 LEGACY = "ebIm:anRbeTskm<úCa enAkñúgtMbn; GasIu¬GaeKñy_ rdæFanIKW PñMeBj ehIyRbCaCn"
 
@@ -49,3 +52,35 @@ def test_stage_warns_on_other_normalizer_version(tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
         read_manifest(tmp_path, "prepare")
     assert "normalizer tonsai-norm-0" in caplog.text
+
+
+# what quality.py computes with caches, Counters and a whole-text pre-check, written plainly
+def _reference_counts(text):
+    khmer = [c for c in clusters(text) if Q._KHMER_SIGN_OR_LETTER.search(c)]
+    words = Q._LATIN_WORD.findall(text)
+    return (sum(not is_valid_syllable(c) for c in khmer), len(khmer)), \
+        (sum(1 for w in words if Q._GARBLED.search(w)), len(words))
+
+
+_quality_chars = st.sampled_from(
+    [chr(c) for c in range(0x1780, 0x17ff, 3)] + ["\u17d2", "\u17b6", "\u17c1", "\u200c", "\u200d", "\ufffd"]
+    + list("aAbBzZ;:<>=+@|~^ \n\t.,-") + ["\u00a1", "\u00ac", "\u00b3", "\u00d7", "\u00e9", "\u00c9", "\u03b1", "\u0391"]
+    # marks that attach to a space, Prepend characters that attach what follows, regional indicators
+    + ["\u0301", "\u0903", "\u0600", "\U000110bd", "\U0001f1e6", "\U0001f600"])
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.text(_quality_chars, max_size=80))
+def test_fast_paths_agree_with_the_plain_computation(s):
+    (invalid, total), (garbled, words) = _reference_counts(s)
+    assert Q.invalid_cluster_counts(s) == (invalid, total)
+    assert Q.legacy_font_counts(s) == (garbled, words)
+    flags = quality_signals(s).flags
+    assert Q.first_flag(s) == (flags[0] if flags else None)
+    if total == 0 and not any("\u1780" <= c <= "\u17ff" for c in s):
+        assert Q.first_flag(s, khmer=False) == Q.first_flag(s)
+
+
+def test_legacy_flag_through_first_flag():
+    assert Q.first_flag(LEGACY, khmer=False) == "legacy_font_suspect"
+    assert Q.first_flag("YouTube iPhone École «Miss pageant» are names, not legacy text", khmer=False) is None

@@ -11,22 +11,35 @@ can run on every document of a 100B-token corpus.
 from __future__ import annotations
 
 import dataclasses
+import itertools
+import operator
+import re
 
+import numpy as np
 import regex
 
-from tonsai.text.quality import QualitySignals, legacy_font_counts, quality_signals
+from tonsai.text.quality import first_flag
 from tonsai.text.script import RoutingThresholds, ScriptCounts, route
 
-# a Khmer syllable: base consonant or independent vowel, then subscripts (COENG + consonant), signs, joiners
-_UNIT = regex.compile(
-    r"[\u1780-\u17b3](?:\u17d2[\u1780-\u17b3]|[\u17b4-\u17d1\u17d3\u17dd\u200c\u200d])*"
-    r"|[^\s\u1780-\u17b3]+"
+# the characters that the regex package's \s matches (Unicode White_Space); Python's re would also
+# match U+001C..U+001F, so the class is spelled out (tests/data/test_filters.py checks it)
+WHITESPACE = ("\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000")
+# a Khmer syllable: base consonant or independent vowel, then subscripts (COENG + consonant), signs,
+# joiners; or a run of anything else up to whitespace. Python's re runs it about 1.7x faster than regex.
+_UNIT = re.compile(
+    "[\u1780-\u17b3](?:\u17d2[\u1780-\u17b3]|[\u17b4-\u17d1\u17d3\u17dd\u200c\u200d])*"
+    f"|[^{WHITESPACE}\u1780-\u17b3]+"
 )
 _URL = regex.compile(r"(?:https?://|www\.)\S+", flags=regex.IGNORECASE)
 
 
+_ASCII_NOT_WHITESPACE_FOR_REGEX = re.compile("[\x1c-\x1f]")  # str.split() splits there, regex's \s does not
+
+
 def units(text: str) -> list[str]:
     """Word-like units: Khmer syllables, and whitespace-separated pieces of any other script."""
+    if text.isascii() and not _ASCII_NOT_WHITESPACE_FOR_REGEX.search(text):
+        return text.split()  # the same pieces, about 5x faster
     return _UNIT.findall(text)
 
 
@@ -59,6 +72,8 @@ def too_few_units(us: list[str], min_units: int) -> str | None:
 
 def repeated_lines(text: str, max_frac: float) -> str | None:
     """Drop documents where more than ``max_frac`` of the non-empty lines repeat an earlier line."""
+    if text.count("\n") < 2:  # at most two lines
+        return None
     lines = [ln.strip() for ln in text.split("\n") if ln.strip()]
     if len(lines) < 3:
         return None
@@ -66,21 +81,51 @@ def repeated_lines(text: str, max_frac: float) -> str | None:
     return "repeated_lines" if dup / len(lines) > max_frac else None
 
 
+_NUMPY_MIN_UNITS = 300  # below this, numpy's per-call cost exceeds what it saves
+
+
 def repeated_ngrams(us: list[str], max_frac: float, n: int = 5) -> str | None:
     """Drop documents where more than ``max_frac`` of the units sit in a unit ``n``-gram seen
     earlier in the same document (spam, boilerplate, a looping scraper)."""
     if len(us) < 4 * n:
         return None
-    seen: set[tuple[str, ...]] = set()
-    covered = [False] * len(us)
-    for i in range(len(us) - n + 1):
-        g = tuple(us[i:i + n])
-        if g in seen:
-            for j in range(i, i + n):
-                covered[j] = True
-        else:
-            seen.add(g)
-    return "repeated_ngrams" if sum(covered) / len(us) > max_frac else None
+    if len(us) >= _NUMPY_MIN_UNITS and len(us) ** n < 2 ** 63:
+        starts = _repeat_starts_numpy(us, n)
+    else:
+        starts = _repeat_starts(us, n)
+    # each repeat covers its n units; sorted starts overlap only with their neighbours
+    covered = sum(min(n, b - a) for a, b in zip(starts, starts[1:])) + n if starts else 0
+    return "repeated_ngrams" if covered / len(us) > max_frac else None
+
+
+def _repeat_starts(us: list[str], n: int) -> list[int]:
+    """Positions where a unit n-gram seen earlier starts, in order."""
+    grams = list(zip(*(us[k:] for k in range(n))))  # the n-gram starting at each unit
+    if len(set(grams)) == len(grams):
+        return []
+    # first position of each n-gram (dict keeps the last value given: walk backwards)
+    first = dict(zip(reversed(grams), range(len(grams) - 1, -1, -1)))
+    return list(itertools.compress(itertools.count(), map(operator.ne, map(first.__getitem__, grams),
+                                                          itertools.count())))
+
+
+def _repeat_starts_numpy(us: list[str], n: int) -> list[int]:
+    """Same as :func:`_repeat_starts`, each n-gram coded as one integer: every unit gets the
+    position of its first occurrence (< m), an n-gram the base-m number of its n codes (exact while
+    m**n < 2**63)."""
+    m = len(us)
+    seen: dict[str, int] = {}
+    codes = np.fromiter(map(seen.setdefault, us, itertools.count()), dtype=np.int64, count=m)
+    keys = codes[:m - n + 1].copy()
+    for j in range(1, n):
+        keys *= m
+        keys += codes[j:m - n + 1 + j]
+    uniq, first = np.unique(keys, return_index=True)  # first: where each distinct n-gram first occurs
+    if len(uniq) == len(keys):
+        return []
+    repeat = np.ones(len(keys), dtype=bool)
+    repeat[first] = False
+    return np.flatnonzero(repeat).tolist()
 
 
 def symbol_ratios(text: str, counts: ScriptCounts, t: FilterThresholds) -> str | None:
@@ -111,14 +156,7 @@ def bad_quality(text: str, counts: ScriptCounts | None = None) -> str | None:
 
     With ``counts`` showing no Khmer character, the Khmer cluster check (the slow part on English
     text) is skipped: its rate is 0 there by definition."""
-    if counts is not None and counts.khmer == 0:
-        garbled, words = legacy_font_counts(text)
-        signals = QualitySignals(text.count("\ufffd") / len(text) if text else 0.0, 0, 0.0, words,
-                                 garbled / words if words else 0.0)
-    else:
-        signals = quality_signals(text)
-    flags = signals.flags
-    return flags[0] if flags else None
+    return first_flag(text, khmer=counts is None or counts.khmer > 0)
 
 
 def first_reason(text: str, counts: ScriptCounts, declared: str, routing: RoutingThresholds,

@@ -80,6 +80,15 @@ def _build_table() -> dict[int, str | None]:
 
 
 _TABLE = _build_table()
+# What the table changes, as str.replace() arguments: translate() looks every character of a
+# non-ASCII text up in a dict (about 12M chars/s on Khmer), where finding the few characters that
+# occur and replacing each runs at memory speed. No replacement holds a character of the table, so
+# replacing one character after another gives what translate() gives.
+_REPLACEMENTS = {chr(cp): r or "" for cp, r in _TABLE.items()}
+assert not any(c in _REPLACEMENTS for r in _REPLACEMENTS.values() for c in r)
+_TABLE_CHARS = re.compile("[" + "".join(f"\\U{cp:08x}" for cp in sorted(_TABLE)) + "]")
+# anything rules 1-5 act on: a surrogate, a mojibake hint, CR or a character of the table
+_RULES_1_TO_5 = re.compile("[\ud800-\udfff\u00c0-\u00ff" + _TABLE_CHARS.pattern[1:-1] + "]")
 # 8. a run of joiners after a Khmer character, and the character that follows it
 _JOINERS_AFTER_KHMER = re.compile("(?<=[\u1780-\u17ff])[\u200c\u200d]+(?=(.?))", re.DOTALL)
 
@@ -116,6 +125,29 @@ def normalize(text: str) -> str:
 
 
 def _normalize_once(text: str) -> str:
+    # One scan decides whether rules 1-5 have anything to do (most text: nothing); ASCII text has no
+    # surrogates or mojibake hints, and only the table's control characters to look for.
+    if text.isascii():
+        return _apply_table(text.replace("\r\n", "\n") if "\r" in text else text)
+    if _RULES_1_TO_5.search(text):
+        text = _rules_1_to_5(text)
+    if not text.isascii():
+        text = unicodedata.normalize("NFC", text)
+        if "\u200c" in text or "\u200d" in text:
+            text = _JOINERS_AFTER_KHMER.sub(_keep_valid_joiner, text)
+        text = reorder(text)
+    return text
+
+
+def _apply_table(text: str) -> str:
+    first = _TABLE_CHARS.search(text)
+    if first:
+        for c in set(_TABLE_CHARS.findall(text, first.start())):
+            text = text.replace(c, _REPLACEMENTS[c])
+    return text
+
+
+def _rules_1_to_5(text: str) -> str:
     if _SURROGATE.search(text):
         text = ftfy.fixes.fix_surrogates(text)
         text = _SURROGATE.sub("\ufffd", text)
@@ -123,10 +155,4 @@ def _normalize_once(text: str) -> str:
         text = ftfy.fix_text(text, _FTFY_CONFIG)
     if "\r" in text:
         text = text.replace("\r\n", "\n")
-    text = text.translate(_TABLE)
-    if not text.isascii():
-        text = unicodedata.normalize("NFC", text)
-        if "\u200c" in text or "\u200d" in text:
-            text = _JOINERS_AFTER_KHMER.sub(_keep_valid_joiner, text)
-        text = reorder(text)
-    return text
+    return _apply_table(text)

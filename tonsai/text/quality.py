@@ -12,11 +12,18 @@
   outnumber its Khmer clusters and at least 30% of them look garbled. Measured: no line of
   WikiText-2, Tiny Shakespeare or the Khmer news is flagged (the news carries French names and
   «quoted» English titles). This is a heuristic: no real legacy-font corpus was at hand to tune it.
+
+The prepare stage asks :func:`first_flag`, which gives ``quality_signals(text).flags[0]`` while
+computing only what decides it (tests/text/test_quality.py checks both against a plain
+per-cluster, per-word computation).
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
+import operator
+import re
 
 import regex
 
@@ -57,16 +64,104 @@ class QualitySignals:
         return out
 
 
+# A necessary condition for a _GARBLED match in some word, checked on the whole text in one pass:
+# the first alternative needs a letter, a symbol and a letter in a row, the second a lowercase
+# letter followed by an uppercase one (Khmer letters may match here too: it only has to be loose).
+# On ASCII text \p{L} is [A-Za-z], \p{Ll} [a-z] and \p{Lu} [A-Z], and Python's re is faster.
+_MAYBE_GARBLED = regex.compile(
+    r"\p{L}[;:\[\]{}|\\`~^@<>=+\u00a1-\u00bf\u00d7\u00f7]+\p{L}|\p{Ll}\p{Lu}")
+_MAYBE_GARBLED_ASCII = re.compile(r"[A-Za-z][;:\[\]{}|\\`~^@<>=+]+[A-Za-z]|[a-z][A-Z]")
+
+
+def _maybe_garbled(text: str) -> bool:
+    pattern = _MAYBE_GARBLED_ASCII if text.isascii() else _MAYBE_GARBLED
+    return pattern.search(text) is not None
+
+
+# Caches, per distinct cluster: 1 when it holds a Khmer letter or sign, 1 when it is such a cluster
+# and not a valid syllable; per distinct space-separated piece of text: its (invalid, total) counts.
+# Counting a document's pieces and clusters with collections.Counter (in C) and weighting the counts
+# keeps Python out of the per-cluster loop; each cache starts afresh when full.
+_is_khmer: dict[str, int] = {}
+_is_invalid: dict[str, int] = {}
+_piece_invalid: dict[str, int] = {}
+_piece_total: dict[str, int] = {}
+_CACHE_LIMIT = 100_000
+
+
+def _weighted(counts: collections.Counter, weights: dict[str, int]) -> int:
+    return sum(map(operator.mul, counts.values(), map(weights.__getitem__, counts)))
+
+
+def _piece_counts(piece: str) -> tuple[int, int]:
+    found = clusters(piece)  # a piece is short: summing the weights beats counting first
+    distinct = set(found)
+    new = distinct.difference(_is_khmer)
+    if new:
+        if len(_is_khmer) + len(new) > _CACHE_LIMIT:
+            _is_khmer.clear()
+            _is_invalid.clear()
+            new = distinct
+        for c in new:
+            k = _is_khmer[c] = 1 if _KHMER_SIGN_OR_LETTER.search(c) else 0
+            _is_invalid[c] = 1 if k and not is_valid_syllable(c) else 0
+    return sum(map(_is_invalid.__getitem__, found)), sum(map(_is_khmer.__getitem__, found))
+
+
 def invalid_cluster_counts(text: str) -> tuple[int, int]:
-    """(invalid, total) Khmer clusters of ``text``."""
-    khmer = [c for c in clusters(text) if _KHMER_SIGN_OR_LETTER.search(c)]
-    return sum(not is_valid_syllable(c) for c in khmer), len(khmer)
+    """(invalid, total) Khmer clusters of ``text``.
+
+    Counted per piece between spaces (U+0020), each distinct piece once: a third of the Khmer news
+    is distinct pieces. The sums are those of the whole text: a cluster never holds Khmer on both
+    sides of a space (only a Prepend character, which is not Khmer, joins the space that follows
+    it), and a space that starts a cluster of marks makes it invalid just as the marks alone are.
+    """
+    pieces = collections.Counter(text.split(" "))
+    new = set(pieces).difference(_piece_total)
+    if new:
+        if len(_piece_total) + len(new) > _CACHE_LIMIT:
+            _piece_invalid.clear()
+            _piece_total.clear()
+            new = set(pieces)
+        for piece in new:
+            _piece_invalid[piece], _piece_total[piece] = _piece_counts(piece)
+    return _weighted(pieces, _piece_invalid), _weighted(pieces, _piece_total)
 
 
 def legacy_font_counts(text: str) -> tuple[int, int]:
     """(garbled-looking, total) Latin-looking words of ``text``."""
     words = _LATIN_WORD.findall(text)
+    if not _maybe_garbled(text):
+        return 0, len(words)
     return sum(1 for w in words if _GARBLED.search(w)), len(words)
+
+
+def first_flag(text: str, khmer: bool = True) -> str | None:
+    """The first of :attr:`QualitySignals.flags` for ``text``, or None: the same answer as
+    ``quality_signals(text).flags[0]``, computing only what decides it. ``khmer=False`` says the
+    text holds no Khmer character (its cluster counts are then 0 without looking)."""
+    if text and text.count("\ufffd") / len(text) > REPLACEMENT_FLAG:
+        return "replacement_chars"
+    invalid, total = invalid_cluster_counts(text) if khmer else (0, 0)
+    if (invalid / total if total else 0.0) > INVALID_CLUSTER_FLAG:
+        return "invalid_khmer_clusters"
+    return "legacy_font_suspect" if _legacy_suspect(text, total) else None
+
+
+def _legacy_suspect(text: str, khmer_clusters: int) -> bool:
+    # Two cheap ways out, in the order that suits the text: a text without Khmer clusters is
+    # usually Latin (the whole-text pre-check is fast there), one with clusters rarely has more
+    # Latin-looking words than clusters (and the word pattern is fast on Khmer). No garbled word
+    # means a score of 0, under the flag.
+    clean_passes = LEGACY_SCORE_FLAG > 0
+    if clean_passes and not khmer_clusters and not _maybe_garbled(text):
+        return False
+    words = _LATIN_WORD.findall(text)
+    if len(words) < LEGACY_MIN_WORDS or len(words) <= khmer_clusters:
+        return False
+    if clean_passes and khmer_clusters and not _maybe_garbled(text):
+        return False
+    return sum(1 for w in words if _GARBLED.search(w)) / len(words) >= LEGACY_SCORE_FLAG
 
 
 def quality_signals(text: str) -> QualitySignals:

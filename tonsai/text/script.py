@@ -9,6 +9,7 @@ letters (Khmer + Latin + other letters); routing thresholds are configurable.
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import regex
 
@@ -41,16 +42,44 @@ class ScriptCounts:
         return self.latin / self.letters if self.letters else 0.0
 
 
+# ASCII members of each class (tests/text/test_script.py checks them against the patterns above)
+_ASCII_LATIN = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+_ASCII_DIGIT = b"0123456789"
+_ASCII_PUNCT = b"!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~"
+_ASCII = bytes(range(128))
+# characters that are neither ASCII nor Khmer: the only ones the patterns must look at one by one
+_REST = re.compile("[^\x00-\x7f\u1780-\u17ff\u19e0-\u19ff]")
+_KHMER_SYMBOLS = re.compile("[\u19e0-\u19ff]")
+
+
+def _removed(data: bytes, chars: bytes) -> int:
+    return len(data) - len(data.translate(None, chars))
+
+
 def count_scripts(text: str) -> ScriptCounts:
-    """Count the characters of ``text`` by script class."""
-    # subn counts matches without building a list of them (about 1.6x faster than len(findall))
-    return ScriptCounts(
-        khmer=_KHMER.subn("", text)[1],
-        latin=_LATIN.subn("", text)[1],
-        digit=_DIGIT.subn("", text)[1],
-        punct=_PUNCT.subn("", text)[1],
-        other=_OTHER_LETTER.subn("", text)[1],
-    )
+    """Count the characters of ``text`` by script class.
+
+    Counted on the UTF-8 bytes where that is exact: an ASCII byte is always an ASCII character, and
+    U+1780..U+17FF are exactly the characters that start with bytes E1 9E or E1 9F. Only the
+    characters that are neither ASCII nor Khmer go through the Unicode property patterns, which
+    cost about 10x more per character.
+    """
+    data = text.encode("utf-8", "surrogatepass")
+    latin, digit, punct = _removed(data, _ASCII_LATIN), _removed(data, _ASCII_DIGIT), _removed(data, _ASCII_PUNCT)
+    if len(data) == len(text):  # pure ASCII
+        return ScriptCounts(khmer=0, latin=latin, digit=digit, punct=punct, other=0)
+    khmer = data.count(b"\xe1\x9e") + data.count(b"\xe1\x9f")
+    if b"\xe1\xa7" in data:  # U+19C0..U+19FF: only U+19E0.. are Khmer (symbols)
+        khmer += len(_KHMER_SYMBOLS.findall(text))
+    other = 0
+    non_ascii = len(text) - _removed(data, _ASCII)
+    if non_ascii > khmer:
+        rest = "".join(_REST.findall(text))
+        latin += _LATIN.subn("", rest)[1]
+        digit += _DIGIT.subn("", rest)[1]
+        punct += _PUNCT.subn("", rest)[1]
+        other = _OTHER_LETTER.subn("", rest)[1]
+    return ScriptCounts(khmer=khmer, latin=latin, digit=digit, punct=punct, other=other)
 
 
 @dataclasses.dataclass(frozen=True)

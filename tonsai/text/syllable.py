@@ -115,23 +115,38 @@ def reorder_syllable(syl: str) -> str:
     return _dedupe_marks(_sort(s))
 
 
-_cache: dict[str, str] = {}
+_cache: dict[str, str] = {}  # every syllable seen -> its canonical form
+_changes: dict[str, str] = {}  # the syllables of _cache whose canonical form differs
 _CACHE_LIMIT = 200_000
-
-
-def _cached(m: re.Match) -> str:
-    syl = m.group(0)
-    out = _cache.get(syl)
-    if out is None:
-        out = reorder_syllable(syl)
-        if len(_cache) < _CACHE_LIMIT:
-            _cache[syl] = out
-    return out
+# SYLLABLE with a group, so that split() returns the text between syllables and the syllables
+_SPLIT = re.compile(f"({SYLLABLE.pattern})")
 
 
 def reorder(text: str) -> str:
-    """Put every Khmer syllable of ``text`` in canonical order (non-Khmer text is untouched)."""
-    return SYLLABLE.sub(_cached, text)
+    """Put every Khmer syllable of ``text`` in canonical order (non-Khmer text is untouched).
+
+    Same result as ``SYLLABLE.sub(canonical form)``, without a Python call per syllable: the text is
+    split at its syllables (odd items), only syllables never seen before are put in order, and
+    when no syllable changes (most lines of real text) the text comes back as is.
+    """
+    parts = _SPLIT.split(text)
+    syls = parts[1::2]
+    if not syls:
+        return text
+    distinct = set(syls)
+    new = distinct.difference(_cache)
+    if new:
+        if len(_cache) + len(new) > _CACHE_LIMIT:  # start afresh rather than grow without bound
+            _cache.clear()
+            _changes.clear()
+        for syl in new:
+            out = _cache[syl] = reorder_syllable(syl)
+            if out != syl:
+                _changes[syl] = out
+    if not any(map(_changes.__contains__, distinct)):
+        return text
+    parts[1::2] = map(_changes.get, syls, syls)
+    return "".join(parts)
 
 
 # A well-formed syllable in canonical order: base, optional robat, up to two subscripts, an
