@@ -27,7 +27,6 @@ language the filters are built with).
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import resource
@@ -46,8 +45,7 @@ from tqdm.auto import tqdm
 from tonsai.atomic import write_json
 from tonsai.cli import StageError
 from tonsai.data.dedup import band_keys, exact_key, id_hash
-from tonsai.data.filters import (FilterThresholds, bad_quality, repeated_lines, repeated_ngrams, script_mismatch,
-                                 symbol_ratios, too_few_units, too_short, units)
+from tonsai.data.filters import FilterThresholds, quality_reason, script_mismatch, too_short
 from tonsai.data.sources import ReadOptions, ReadStats, Source, input_record, iter_documents
 from tonsai.text import RoutingThresholds, count_scripts, normalize
 from tonsai.text.script import ScriptCounts
@@ -185,7 +183,7 @@ def script_counts(doc: Document) -> ScriptCounts:
     c = doc.metadata.get("script_counts")
     if c is None:
         counts = count_scripts(doc.text)
-        doc.metadata["script_counts"] = dataclasses.astuple(counts)
+        doc.metadata["script_counts"] = [counts.khmer, counts.latin, counts.digit, counts.punct, counts.other]
         return counts
     return ScriptCounts(*c)
 
@@ -218,12 +216,7 @@ class QualityFilter(_SourceFilter):
         self.t = thresholds
 
     def reason(self, doc: Document) -> str | None:
-        text, t = doc.text, self.t
-        counts = script_counts(doc)
-        us = units(text)
-        return (too_few_units(us, t.min_units) or symbol_ratios(text, counts, t)
-                or repeated_lines(text, t.max_dup_line_frac) or repeated_ngrams(us, t.max_dup_ngram_frac)
-                or bad_quality(text, counts))
+        return quality_reason(doc.text, script_counts(doc), self.t)
 
 
 class DedupKeys(PipelineStep):

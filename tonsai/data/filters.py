@@ -159,13 +159,16 @@ def bad_quality(text: str, counts: ScriptCounts | None = None) -> str | None:
     return first_flag(text, khmer=counts is None or counts.khmer > 0)
 
 
-def first_reason(text: str, counts: ScriptCounts, declared: str, routing: RoutingThresholds,
-                 t: FilterThresholds) -> str | None:
-    """Run every filter in a fixed order (cheapest first) and return the first reason, or None."""
-    reason = too_short(text, t.min_chars) or script_mismatch(counts, declared, routing)
-    if reason:
-        return reason
+def quality_reason(text: str, counts: ScriptCounts, t: FilterThresholds) -> str | None:
+    """The quality filters after length and script routing, in order; the first reason or None."""
     us = units(text)
     return (too_few_units(us, t.min_units) or symbol_ratios(text, counts, t)
             or repeated_lines(text, t.max_dup_line_frac) or repeated_ngrams(us, t.max_dup_ngram_frac)
             or bad_quality(text, counts))
+
+
+def first_reason(text: str, counts: ScriptCounts, declared: str, routing: RoutingThresholds,
+                 t: FilterThresholds) -> str | None:
+    """Run every filter in a fixed order (cheapest first) and return the first reason, or None
+    (the prepare stage runs the same order as datatrove blocks: tonsai.data.blocks)."""
+    return too_short(text, t.min_chars) or script_mismatch(counts, declared, routing) or quality_reason(text, counts, t)
