@@ -185,7 +185,8 @@ def _run_folders(dataset_dir, tokenizer_dir, out_root: Path, work: Path, folders
         tasks.run_local(pipeline, work, specs, workers)
         tasks.check_finished(work, specs, "here")
     metas = tasks.collect(out_root, work, specs, tokenizer_dir, data_sha)
-    shutil.rmtree(work, ignore_errors=True)
+    # a Slurm run keeps its job logs (datatrove writes the final job's own after this returns)
+    shutil.rmtree(work / "shards" if finish_only else work, ignore_errors=True)
     return metas
 
 
@@ -427,9 +428,12 @@ def run_tokenize(cfg: TokenizeConfig, finish_only: bool = False) -> dict:
     token folders' paths (with --executor slurm, the submitted jobs)."""
     from tonsai.folders import claim_in_place
 
+    if cfg.executor == "slurm":  # the final job may run in another folder
+        cfg = dataclasses.replace(cfg, **{k: os.path.abspath(getattr(cfg, k))
+                                          for k in ("dataset_dir", "tokenizer_dir", "output_dir")})
+    # submitting to Slurm does not hold the folder's lock: the final job takes it (it may start at once)
     with claim_in_place(cfg.output_dir, STAGE, inputs=[cfg.dataset_dir, cfg.tokenizer_dir],
-                        legacy=("train", "validation_*", MANIFEST_NAME)):
-        return pack_dataset(os.path.abspath(cfg.dataset_dir), os.path.abspath(cfg.tokenizer_dir),
-                            os.path.abspath(cfg.output_dir), cfg.workers, cfg, tasks=cfg.tasks, executor=cfg,
-                            finish_only=finish_only)
+                        legacy=("train", "validation_*", MANIFEST_NAME), lock=cfg.executor != "slurm"):
+        return pack_dataset(cfg.dataset_dir, cfg.tokenizer_dir, cfg.output_dir, cfg.workers, cfg, tasks=cfg.tasks,
+                            executor=cfg, finish_only=finish_only)
 
