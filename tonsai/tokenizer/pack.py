@@ -166,8 +166,9 @@ def _run_folders(dataset_dir, tokenizer_dir, out_root: Path, work: Path, folders
     data_sha, tok_sha = dataset_hash(dataset_dir), tokenizer_hash(tokenizer_dir)
     specs = tasks.plan(dataset_path, folders)
     tasks.start_work(work, {"plan": specs, "tokenizer_sha256": tok_sha, "dataset_manifest_sha256": data_sha})
-    pipeline = tasks.tokenize_pipeline(dataset_path, tokenizer_json, work, specs)
     kind = executor.executor if executor is not None else "local"
+    threads = {"local": workers == 1, "slurm": getattr(executor, "slurm_cpus_per_task", 1) > 1, "ray": False}[kind]
+    pipeline = tasks.tokenize_pipeline(dataset_path, tokenizer_json, work, specs, threads)
     if finish_only:
         tasks.check_finished(work, specs, "before the final job")
     elif kind == "slurm":
@@ -199,6 +200,7 @@ def _submit_slurm(opts, pipeline: list, work: Path, specs: list[dict], workers: 
     logs = tasks.logs_dir(work.resolve())
     todo = tasks.unfinished(work, specs)
     tasks.forget(work, specs, todo)
+    shutil.rmtree(logs.parent / "finish" / "completions", ignore_errors=True)  # the final job always runs
     job = slurm_executor(opts, pipeline, tasks=len(specs), workers=workers, job_name="tonsai-tokenize",
                          logging_dir=str(logs))
     final = slurm_executor(opts, [tasks.FinishStep(finish_config)], tasks=1, workers=1, job_name="tonsai-tokenize-finish",

@@ -109,11 +109,15 @@ class TokenShardWriter(PipelineStep):
     name = "tonsai token shard"
     type = "🔢 - TOKENIZER"
 
-    def __init__(self, tokenizer_json: str, work: str, specs: list[dict], batch_size: int = 1000):
+    def __init__(self, tokenizer_json: str, work: str, specs: list[dict], batch_size: int = 1000,
+                 threads: bool = True):
         super().__init__()
         self.tokenizer_json, self.work, self.specs, self.batch_size = tokenizer_json, Path(work), specs, batch_size
+        self.threads = threads
 
     def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        if not self.threads:  # one CPU per task: the tokenizer's thread pool would only contend with the others
+            os.environ["TOKENIZERS_PARALLELISM"] = "false"
         spec = self.specs[rank]
         name = f"shard-{spec['shard']:05d}"
         final = shard_dir(self.work, spec)
@@ -134,9 +138,12 @@ class TokenShardWriter(PipelineStep):
         yield  # a generator: the executor drains it
 
 
-def tokenize_pipeline(dataset_path: str, tokenizer_json: str, work: Path, specs: list[dict]) -> list[PipelineStep]:
+def tokenize_pipeline(dataset_path: str, tokenizer_json: str, work: Path, specs: list[dict],
+                      threads: bool = True) -> list[PipelineStep]:
+    """The tokenize tasks' pipeline; ``threads``: a task may use every CPU it sees (the tokenizer
+    encodes each batch on a thread pool), false where tasks run side by side on one CPU each."""
     return [DatasetRangeReader(os.path.abspath(dataset_path), specs),
-            TokenShardWriter(os.path.abspath(tokenizer_json), str(work.resolve()), specs)]
+            TokenShardWriter(os.path.abspath(tokenizer_json), str(work.resolve()), specs, threads=threads)]
 
 
 def start_work(work: Path, settings: dict) -> None:
