@@ -155,3 +155,14 @@ def test_slurm_needs_a_partition():
                                           "--executor", "slurm"])
     with pytest.raises(ValueError, match="--executor slurm needs --slurm-partition"):
         TokenizeConfig("d", "t", "o", executor="slurm")
+
+
+@pytest.mark.slow
+def test_ray_executor_on_a_local_instance_builds_the_same_token_folders(sample_pipeline, tmp_path, monkeypatch):
+    monkeypatch.setenv("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")  # as tonsai does for the local instances it starts
+    data, tok = str(sample_pipeline / "data"), str(sample_pipeline / "tok")
+    paths = run_tokenize(TokenizeConfig(data, tok, str(tmp_path / "ray"), 2, tasks=3, executor="ray"))
+    assert len(TokenFile(paths["train"]).meta["shards"]) == 3
+    assert np.asarray(TokenFile(paths["train"]).tokens).tolist() == expected_stream(data, tok)
+    assert np.asarray(TokenFile(paths["validation_km"]).tokens).tolist() == expected_stream(
+        data, tok, "validation", "km")
