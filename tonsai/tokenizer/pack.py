@@ -203,8 +203,8 @@ def _submit_slurm(opts, pipeline: list, work: Path, specs: list[dict], workers: 
     shutil.rmtree(logs.parent / "finish" / "completions", ignore_errors=True)  # the final job always runs
     job = slurm_executor(opts, pipeline, tasks=len(specs), workers=workers, job_name="tonsai-tokenize",
                          logging_dir=str(logs))
-    final = slurm_executor(opts, [tasks.FinishStep(finish_config)], tasks=1, workers=1, job_name="tonsai-tokenize-finish",
-                           logging_dir=str(logs.parent / "finish"), depends=job)
+    final = slurm_executor(opts, [tasks.FinishStep(finish_config)], tasks=1, workers=1,
+                           job_name="tonsai-tokenize-finish", logging_dir=str(logs.parent / "finish"), depends=job)
     final.run()
     out = {"tokenize_job": job.job_id, "finish_job": final.job_id, "tokenize_script": str(logs / "launch_script.slurm"),
            "finish_script": str(logs.parent / "finish" / "launch_script.slurm")}
@@ -242,10 +242,11 @@ def pack_dataset(dataset_dir: str | Path, tokenizer_dir: str | Path, out_dir: st
                 log.info("re-tokenizing %s: %s", path, e)
         todo.append(folder)
     if todo:
-        finish = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else None
+        slurm = executor is not None and executor.executor == "slurm"
+        finish = dataclasses.asdict(config) if slurm else None  # the final job's TokenizeConfig
         jobs = _run_folders(dataset_dir, tokenizer_dir, out_dir, out_dir / WORK, todo, num_proc, executor,
                             finish_only, finish)
-        if executor is not None and executor.executor == "slurm" and not finish_only:
+        if slurm and not finish_only:
             return jobs
     paths = {f.name: out_dir / f.name for f in wanted}
     folders = {n: json.loads((p / META).read_text()) for n, p in paths.items()}
