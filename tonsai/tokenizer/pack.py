@@ -4,8 +4,9 @@ Each document becomes its tokens followed by the end-of-text id, so packed block
 padding and the model learns where documents end. A folder holds ``shard-NNNNN.bin`` files (raw
 little-endian arrays of the narrowest dtype for the vocabulary) and ``meta.json``, which lists the
 shards in order and names the dtype and the SHA-256 of the tokenizer.json that produced the ids;
-readers refuse a mismatch. Several processes tokenize contiguous ranges of documents into their own
-shards, so the token order is the same whatever the number of processes.
+readers refuse a mismatch. Tasks (datatrove's, :mod:`tonsai.tokenizer.tasks`; local processes,
+Slurm or Ray) tokenize contiguous ranges of documents into their own shards, so the token order is
+the same whatever the number of tasks.
 """
 
 from __future__ import annotations
@@ -14,18 +15,22 @@ import dataclasses
 import json
 import logging
 import multiprocessing
+import os
+import shutil
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable
 
 import numpy as np
 
 from tonsai.atomic import staged_dir, write_json
 from tonsai.cli import StageError
+from tonsai.executors import ExecutorOptions
 from tonsai.manifest import MANIFEST_NAME, file_sha256, write_manifest
 from tonsai.tokenizer.bpe import EOT, token_dtype
 
 log = logging.getLogger(__name__)
 META = "meta.json"
+WORK = ".work"  # the tasks' files while they run, inside the output folder
 STAGE = "tokens"
 
 
@@ -138,70 +143,96 @@ def pack_texts(texts: Iterable[str], tokenizer_dir: str | Path, out_dir: str | P
     return meta
 
 
-def _dataset_texts(dataset_path: str, split: str, lang: str | None, start: int, end: int) -> Iterator[str]:
-    import datasets
-
-    ds = datasets.load_from_disk(dataset_path)[split].select(range(start, end))
-    for batch in ds.iter(batch_size=1000):
-        for text, doc_lang in zip(batch["text"], batch["lang"]):
-            if lang is None:
-                yield text, doc_lang  # a mixed split: keep each token's language for the training counts
-            elif doc_lang == lang:
-                yield text
-
-
-def _pack_range(job: tuple) -> dict:
-    dataset_path, split, lang, start, end, tokenizer_json, path = job
-    return _write_shard(_dataset_texts(dataset_path, split, lang, start, end), tokenizer_json, Path(path))
-
-
 def pack_dataset_split(dataset_dir: str | Path, split: str, lang: str | None, tokenizer_dir: str | Path,
                        out_dir: str | Path, num_proc: int = 1) -> dict:
-    """Tokenize one split (or one language of it) of a prepared dataset with ``num_proc`` processes,
-    each writing the shard of a contiguous range of documents; write ``out_dir`` atomically."""
-    import datasets
+    """Tokenize one split (or one language of it) of a prepared dataset into ``out_dir`` with
+    ``num_proc`` local tasks, each the shard of a contiguous range of documents."""
+    from tonsai.tokenizer import tasks
 
-    dataset_path = str(Path(dataset_dir) / "dataset")
-    n = len(datasets.load_from_disk(dataset_path)[split])
-    if n == 0:
-        raise StageError(f"{dataset_dir}: split {split!r} is empty")
-    parts = max(1, min(num_proc, n))
-    bounds = [n * i // parts for i in range(parts + 1)]
-    with staged_dir(out_dir) as tmp:
-        jobs = [(dataset_path, split, lang, bounds[i], bounds[i + 1], str(Path(tokenizer_dir) / "tokenizer.json"),
-                 str(tmp / f"shard-{i:05d}.bin")) for i in range(parts)]
-        if parts == 1:
-            shards = [_pack_range(jobs[0])]
-        else:
-            # spawn, not fork: the parent may hold threads (tokenizers, torch) that fork would copy mid-flight
-            with multiprocessing.get_context("spawn").Pool(parts) as pool:
-                shards = pool.map(_pack_range, jobs)
-        meta = _folder_meta(tokenizer_dir, shards, {"split": split, "lang": lang,
-                                                     "dataset_manifest_sha256": dataset_hash(dataset_dir)})
-        if meta["documents"] == 0:
-            raise StageError(f"{dataset_dir}: split {split!r} has no {lang} documents")
-        write_json(tmp / META, meta)
-    log.info("tokenized %s%s: %d documents, %d tokens, %d shard(s)", split, f" ({lang})" if lang else "",
-             meta["documents"], meta["tokens"], len(shards))
-    return meta
+    out = Path(out_dir)
+    folder = tasks.Folder(out.name, split, lang, num_proc)
+    metas = _run_folders(dataset_dir, tokenizer_dir, out.parent, out.parent / f".{out.name}.work", [folder],
+                         num_proc)
+    return metas[out.name]
+
+
+def _run_folders(dataset_dir, tokenizer_dir, out_root: Path, work: Path, folders: list, workers: int,
+                 executor=None, finish_only: bool = False, finish_config: dict | None = None) -> dict:
+    """Tokenize ``folders`` (:class:`tonsai.tokenizer.tasks.Folder`) as datatrove tasks whose files
+    go to ``work``; return each folder's meta (with Slurm, the submitted jobs instead)."""
+    from tonsai.tokenizer import tasks
+
+    dataset_path, tokenizer_json = str(Path(dataset_dir) / "dataset"), str(Path(tokenizer_dir) / "tokenizer.json")
+    data_sha, tok_sha = dataset_hash(dataset_dir), tokenizer_hash(tokenizer_dir)
+    specs = tasks.plan(dataset_path, folders)
+    tasks.start_work(work, {"plan": specs, "tokenizer_sha256": tok_sha, "dataset_manifest_sha256": data_sha})
+    kind = executor.executor if executor is not None else "local"
+    threads = {"local": workers == 1, "slurm": getattr(executor, "slurm_cpus_per_task", 1) > 1, "ray": False}[kind]
+    pipeline = tasks.tokenize_pipeline(dataset_path, tokenizer_json, work, specs, threads)
+    if finish_only:
+        tasks.check_finished(work, specs, "before the final job")
+    elif kind == "slurm":
+        return _submit_slurm(executor, pipeline, work, specs, workers, finish_config)
+    elif kind == "ray":
+        from tonsai.executors import run_on_ray
+
+        todo = tasks.unfinished(work, specs)
+        if todo:
+            tasks.forget(work, specs, todo)
+            run_on_ray(executor, pipeline, tasks=len(specs), workers=workers,
+                       logging_dir=str(tasks.logs_dir(work.resolve())))
+        tasks.check_finished(work, specs, "on Ray")
+    else:
+        tasks.run_local(pipeline, work, specs, workers)
+        tasks.check_finished(work, specs, "here")
+    metas = tasks.collect(out_root, work, specs, tokenizer_dir, data_sha)
+    # a Slurm run keeps its job logs (datatrove writes the final job's own after this returns)
+    shutil.rmtree(work / "shards" if finish_only else work, ignore_errors=True)
+    return metas
+
+
+def _submit_slurm(opts, pipeline: list, work: Path, specs: list[dict], workers: int, finish_config: dict) -> dict:
+    """Submit the tokenize tasks as an array job and the final step (meta files, manifest) as a
+    one-task job that starts after it succeeded."""
+    from tonsai.executors import slurm_executor
+    from tonsai.tokenizer import tasks
+
+    logs = tasks.logs_dir(work.resolve())
+    todo = tasks.unfinished(work, specs)
+    tasks.forget(work, specs, todo)
+    shutil.rmtree(logs.parent / "finish" / "completions", ignore_errors=True)  # the final job always runs
+    job = slurm_executor(opts, pipeline, tasks=len(specs), workers=workers, job_name="tonsai-tokenize",
+                         logging_dir=str(logs))
+    final = slurm_executor(opts, [tasks.FinishStep(finish_config)], tasks=1, workers=1,
+                           job_name="tonsai-tokenize-finish", logging_dir=str(logs.parent / "finish"), depends=job)
+    final.run()
+    out = {"tokenize_job": job.job_id, "finish_job": final.job_id, "tokenize_script": str(logs / "launch_script.slurm"),
+           "finish_script": str(logs.parent / "finish" / "launch_script.slurm")}
+    log.info("submitted to Slurm: tokenize tasks job %s, final job %s (after it); the token folders and "
+             "manifest.json appear when it is done (squeue -u $USER; logs in %s)", out["tokenize_job"],
+             out["finish_job"], logs.parent)
+    return out
 
 
 def pack_dataset(dataset_dir: str | Path, tokenizer_dir: str | Path, out_dir: str | Path, num_proc: int = 1,
-                 config=None) -> dict[str, Path]:
-    """Token folders for the train split and each validation language, under ``out_dir``, with a
-    manifest. Folders that already exist for the same tokenizer are kept (a rerun resumes)."""
+                 config=None, *, tasks: int = 0, executor=None, finish_only: bool = False) -> dict[str, Path]:
+    """Token folders for the train split (``tasks`` shards, default ``num_proc``) and each
+    validation language (one shard), under ``out_dir``, with a manifest; ``num_proc`` tasks run at
+    once. Folders that already exist for the same tokenizer and dataset are kept, and finished tasks
+    of an interrupted run are skipped (a rerun resumes). ``executor`` (:class:`tonsai.executors.
+    ExecutorOptions`) sends the tasks to Slurm or Ray; with Slurm this returns the submitted jobs."""
     from tonsai.data.prepare import load_prepared
+    from tonsai.tokenizer.tasks import Folder
 
     dd, _ = load_prepared(dataset_dir)
     tok_sha = tokenizer_hash(tokenizer_dir)
     data_sha = dataset_hash(dataset_dir)
-    wanted: dict[str, tuple[str, str | None, int]] = {"train": ("train", None, num_proc)}
-    for lang in sorted(set(dd["validation"]["lang"])):
-        wanted[f"validation_{lang}"] = ("validation", lang, 1)
-    paths = {}
+    wanted = [Folder("train", "train", None, tasks or num_proc)]
+    wanted += [Folder(f"validation_{lang}", "validation", lang, 1) for lang in sorted(set(dd["validation"]["lang"]))]
     out_dir = Path(out_dir)
-    for name, (split, lang, procs) in wanted.items():
-        path = paths[name] = out_dir / name
+    todo = []
+    for folder in wanted:
+        path = out_dir / folder.name
         if (path / META).is_file():
             try:
                 TokenFile(path, tok_sha, expect_dataset_sha256=data_sha)
@@ -209,7 +240,15 @@ def pack_dataset(dataset_dir: str | Path, tokenizer_dir: str | Path, out_dir: st
                 continue
             except StageError as e:
                 log.info("re-tokenizing %s: %s", path, e)
-        pack_dataset_split(dataset_dir, split, lang, tokenizer_dir, path, procs)
+        todo.append(folder)
+    if todo:
+        slurm = executor is not None and executor.executor == "slurm"
+        finish = dataclasses.asdict(config) if slurm else None  # the final job's TokenizeConfig
+        jobs = _run_folders(dataset_dir, tokenizer_dir, out_dir, out_dir / WORK, todo, num_proc, executor,
+                            finish_only, finish)
+        if slurm and not finish_only:
+            return jobs
+    paths = {f.name: out_dir / f.name for f in wanted}
     folders = {n: json.loads((p / META).read_text()) for n, p in paths.items()}
     shares = token_shares(folders["train"])
     if shares:
@@ -365,7 +404,7 @@ class PackedBlocks:
 
 
 @dataclasses.dataclass
-class TokenizeConfig:
+class TokenizeConfig(ExecutorOptions):
     """Options of scripts/tokenize_dataset.py."""
 
     dataset_dir: str = dataclasses.field(metadata={"help": "folder written by prepare_dataset.py"})
@@ -373,17 +412,31 @@ class TokenizeConfig:
     output_dir: str = dataclasses.field(metadata={
         "help": "folder for the token folders (train, validation_<lang>) and manifest.json"})
     workers: int = dataclasses.field(default=max(1, (multiprocessing.cpu_count() or 1)), metadata={
-        "help": "processes tokenizing the train split, each writing one shard"})
+        "help": "tokenize tasks run at once (processes on this machine; with --executor slurm or ray, the most "
+                "tasks running at a time, 1: no limit on Slurm)", "aliases": ("--num-proc",)})
+    tasks: int = dataclasses.field(default=0, metadata={
+        "help": "shards of the train split, one datatrove task each (0: --workers); any number gives the same "
+                "tokens", "aliases": ("--num-shards",)})
 
     def __post_init__(self) -> None:
         if self.workers < 1:
             raise ValueError("--workers must be at least 1")
+        if self.tasks < 0:
+            raise ValueError("--tasks must be >= 0")
+        self.check_executor()
 
 
-def run_tokenize(cfg: TokenizeConfig) -> dict[str, Path]:
-    """Tokenize into --output-dir, a folder this stage owns and resumes (tonsai.folders)."""
+def run_tokenize(cfg: TokenizeConfig, finish_only: bool = False) -> dict:
+    """Tokenize into --output-dir, a folder this stage owns and resumes (tonsai.folders); return the
+    token folders' paths (with --executor slurm, the submitted jobs)."""
     from tonsai.folders import claim_in_place
 
+    if cfg.executor == "slurm":  # the final job may run in another folder
+        cfg = dataclasses.replace(cfg, **{k: os.path.abspath(getattr(cfg, k))
+                                          for k in ("dataset_dir", "tokenizer_dir", "output_dir")})
+    # submitting to Slurm does not hold the folder's lock: the final job takes it (it may start at once)
     with claim_in_place(cfg.output_dir, STAGE, inputs=[cfg.dataset_dir, cfg.tokenizer_dir],
-                        legacy=("train", "validation_*", MANIFEST_NAME)):
-        return pack_dataset(cfg.dataset_dir, cfg.tokenizer_dir, cfg.output_dir, cfg.workers, cfg)
+                        legacy=("train", "validation_*", MANIFEST_NAME), lock=cfg.executor != "slurm"):
+        return pack_dataset(cfg.dataset_dir, cfg.tokenizer_dir, cfg.output_dir, cfg.workers, cfg, tasks=cfg.tasks,
+                            executor=cfg, finish_only=finish_only)
+
