@@ -51,7 +51,8 @@ def build_parser(cls: type, description: str, epilog: str | None = None) -> argp
     )
     parser.add_argument("--config", type=Path, help="YAML or JSON file with values for these options; flags override it")
     hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
+    own = set(vars(cls).get("__annotations__", {}))  # the stage's own options first, inherited ones (executors) after
+    for f in sorted(dataclasses.fields(cls), key=lambda f: f.name not in own):
         if not f.init or f.metadata.get("cli") is False:
             continue
         tp, _ = _unwrap_optional(hints[f.name])

@@ -23,7 +23,6 @@ import dataclasses
 import json
 import logging
 import os
-import sys
 from pathlib import Path
 
 from datatrove.executor import LocalPipelineExecutor
@@ -34,9 +33,9 @@ from tonsai.data.blocks import (DedupKeys, KeyedDocsWriter, KhmerNormalizer, Len
                                 ReaderSkips, ScriptRouter, SourceReader, read_summary, rejected_writer,
                                 split_count_key)
 from tonsai.data.sources import HF_PREFIX, Source
+from tonsai.executors import run_on_ray, slurm_executor
 
 log = logging.getLogger(__name__)
-EXECUTORS = ("local", "slurm", "ray")
 
 
 def docs_dir(work: Path) -> Path:
@@ -163,19 +162,13 @@ class MergeStep(PipelineStep):
 
 def submit_slurm(cfg, sources: list[Source], work: Path) -> dict:
     """Submit the document tasks and the merge to Slurm; return the job ids and scripts."""
-    from datatrove.executor import SlurmPipelineExecutor
-
-    common = dict(time=cfg.slurm_time, partition=cfg.slurm_partition, cpus_per_task=cfg.slurm_cpus_per_task,
-                  mem_per_cpu_gb=cfg.slurm_mem_per_cpu_gb, qos=cfg.slurm_qos or None,
-                  env_command=cfg.slurm_env_command or f"cd {os.getcwd()} && source {sys.prefix}/bin/activate",
-                  sbatch_args=cfg.parsed_sbatch_args(), mail_user=None, requeue=True)
-    docs = SlurmPipelineExecutor(docs_pipeline(cfg, sources, work), tasks=cfg.tasks(),
-                                 workers=cfg.workers if cfg.workers > 1 else -1, job_name="tonsai-prepare-docs",
-                                 logging_dir=str(logs_dir(work.resolve())), **common)
+    work = work.resolve()
+    docs = slurm_executor(cfg, docs_pipeline(cfg, sources, work), tasks=cfg.tasks(), workers=cfg.workers,
+                          job_name="tonsai-prepare-docs", logging_dir=str(logs_dir(work)))
     # the merge job: the same tasks, as many processes as its CPUs
     merge_cfg = dict(dataclasses.asdict(cfg), num_shards=cfg.tasks(), workers=cfg.slurm_cpus_per_task)
-    merge = SlurmPipelineExecutor([MergeStep(merge_cfg)], tasks=1, job_name="tonsai-prepare-merge",
-                                  logging_dir=str(logs_dir(work.resolve(), "merge")), depends=docs, **common)
+    merge = slurm_executor(cfg, [MergeStep(merge_cfg)], tasks=1, workers=1, job_name="tonsai-prepare-merge",
+                           logging_dir=str(logs_dir(work, "merge")), depends=docs)
     merge.run()
     out = {"docs_job": docs.job_id, "merge_job": merge.job_id,
            "docs_script": str(logs_dir(work) / "launch_script.slurm"),
@@ -188,28 +181,12 @@ def submit_slurm(cfg, sources: list[Source], work: Path) -> dict:
 
 def run_docs_ray(cfg, sources: list[Source], work: Path) -> None:
     """Run the document tasks on Ray (an existing cluster at --ray-address, else a local instance)."""
-    import ray
-    from datatrove.executor import RayPipelineExecutor
-
     todo = unfinished_tasks(work, cfg.tasks())
     if not todo:
         return
     _forget(work, todo)
-    started = not ray.is_initialized()
-    if started and not cfg.ray_address:
-        # a local instance's workers share this environment; Ray's `uv run` hook would package the
-        # working folder and start every worker through uv (measured: 4 trivial tasks 97 s against 1 s)
-        os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
-    if started:
-        ray.init(address=cfg.ray_address or None, num_cpus=None if cfg.ray_address else cfg.workers,
-                 include_dashboard=False, log_to_driver=False)
-    try:
-        RayPipelineExecutor(docs_pipeline(cfg, sources, work), tasks=cfg.tasks(), workers=cfg.workers,
-                            logging_dir=str(logs_dir(work.resolve())), cpus_per_task=1,
-                            mem_per_cpu_gb=cfg.ray_mem_per_cpu_gb).run()
-    finally:
-        if started:
-            ray.shutdown()
+    run_on_ray(cfg, docs_pipeline(cfg, sources, work), tasks=cfg.tasks(), workers=cfg.workers,
+               logging_dir=str(logs_dir(work.resolve())))
     left = unfinished_tasks(work, cfg.tasks())
     if left:
         raise StageError(f"document tasks {left} of {cfg.tasks()} failed on Ray; their logs, with the error, are "

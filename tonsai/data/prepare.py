@@ -46,11 +46,12 @@ from tonsai.data.filters import FilterThresholds
 from tonsai.data.mix import STRATEGIES, normalize_weights, plan_sources_lazy, source_shares
 from tonsai.data.ondisk import MAX_OPEN, DiskArray, num_buckets, release_memory_promptly, trim_heap
 from tonsai.data.blocks import peak_rss_mb
-from tonsai.data.engine import (EXECUTORS, docs_dir, run_docs_local, run_docs_ray, submit_slurm, task_infos,
+from tonsai.data.engine import (docs_dir, run_docs_local, run_docs_ray, submit_slurm, task_infos,
                                 unfinished_tasks)
 from tonsai.data.sources import ReadOptions, Source, load_mix_file
 from tonsai.data.splitwrite import EXACT_DUP, NEAR_DUP, TRAIN, VALIDATION, merge_workers, write_splits
 from tonsai.data.writer import buckets_for, write_dataset_dict_index
+from tonsai.executors import ExecutorOptions
 from tonsai.folders import check_output_dir, claim_in_place, claim_output, static_prefix
 from tonsai.manifest import write_manifest
 from tonsai.text import RoutingThresholds
@@ -63,7 +64,7 @@ LANGS = ("km", "en")
 
 
 @dataclasses.dataclass
-class PrepareConfig:
+class PrepareConfig(ExecutorOptions):
     """Options of scripts/prepare_dataset.py."""
 
     output_dir: str = dataclasses.field(metadata={"help": "folder to write the DatasetDict and manifest.json into"})
@@ -162,24 +163,6 @@ class PrepareConfig:
     workers: int = dataclasses.field(default=1, metadata={
         "help": "document tasks run at once (processes on this machine; with --executor slurm or ray, the "
                 "most tasks running at a time, 1: no limit there)", "aliases": ("--num-proc",)})
-    executor: str = dataclasses.field(default="local", metadata={
-        "help": "where the document tasks run: local processes, Slurm array jobs (the command submits and "
-                "returns), or a Ray cluster", "choices": list(EXECUTORS)})
-    slurm_partition: str | None = dataclasses.field(default=None, metadata={
-        "help": "Slurm partition (needed with --executor slurm)"})
-    slurm_time: str = dataclasses.field(default="12:00:00", metadata={"help": "Slurm time limit per job"})
-    slurm_cpus_per_task: int = dataclasses.field(default=1, metadata={"help": "CPUs per Slurm task"})
-    slurm_mem_per_cpu_gb: int = dataclasses.field(default=4, metadata={"help": "memory per CPU in GB (Slurm)"})
-    slurm_qos: str | None = dataclasses.field(default=None, metadata={"help": "Slurm QOS"})
-    slurm_sbatch: list[str] = dataclasses.field(default_factory=list, metadata={
-        "help": "extra #SBATCH lines as KEY=VALUE (e.g. account=myproj constraint=cpu), or KEY for a flag",
-        "metavar": "KEY=VALUE"})
-    slurm_env_command: str | None = dataclasses.field(default=None, metadata={
-        "help": "shell line run before each Slurm job (default: cd here and activate this Python environment)"})
-    ray_address: str | None = dataclasses.field(default=None, metadata={
-        "help": "Ray cluster address (e.g. ray://head:10001 or auto); default: start a local Ray instance"})
-    ray_mem_per_cpu_gb: float = dataclasses.field(default=2.0, metadata={
-        "help": "memory Ray reserves per document task, in GB"})
     write_rejected: bool = dataclasses.field(default=False, metadata={
         "help": "write dropped documents with their reasons to <output-dir>/rejected/ for inspection"})
     shuffle_bucket_mb: int = dataclasses.field(default=256, metadata={
@@ -226,9 +209,7 @@ class PrepareConfig:
             raise ValueError(f"--shard-index runs one task here; with --executor {self.executor} leave it out")
         if self.workers < 1:
             raise ValueError("--workers must be at least 1")
-        if self.executor == "slurm" and not self.slurm_partition:
-            raise ValueError("--executor slurm needs --slurm-partition")
-        self.parsed_sbatch_args()
+        self.check_executor()
         if self.minhash_perm < 1 or self.minhash_bands < 1 or self.minhash_perm % self.minhash_bands:
             raise ValueError("--minhash-bands must divide --minhash-perm")
         if self.shuffle_bucket_mb < 1:
@@ -256,16 +237,6 @@ class PrepareConfig:
     def tasks(self) -> int:
         """The number of document tasks: --num-shards, or one per worker."""
         return self.num_shards or self.workers
-
-    def parsed_sbatch_args(self) -> dict[str, str]:
-        out = {}
-        for item in self.slurm_sbatch:
-            key, _, value = item.partition("=")
-            key = key.strip().removeprefix("--")
-            if not key or any(c.isspace() for c in key):
-                raise ValueError(f"--slurm-sbatch {item!r}: expected KEY=VALUE, e.g. account=myproj")
-            out[key] = value
-        return out
 
     def thresholds(self) -> RoutingThresholds:
         return RoutingThresholds(self.khmer_min_share, self.khmer_min_chars, self.mixed_min_share,
