@@ -99,10 +99,11 @@ def main() -> int:
     for r in runs:
         r["speed_vs_first"] = round(r["mb_per_s"] / first["mb_per_s"], 2)
     print(json.dumps(runs, indent=2))
-    print(f"{'engine':<22}{'workers':>8}{'MB/s':>8}{'docs/s':>9}{'wall s':>8}{'peak MB':>9}{'x first':>9}")
+    print(f"{'engine':<22}{'workers':>8}{'MB/s':>8}{'docs/s':>9}{'wall s':>8}{'doc step s':>11}{'merge s':>8}"
+          f"{'peak MB':>9}{'x first':>9}")
     for r in runs:
         print(f"{r['engine']:<22}{r['workers']:>8}{r['mb_per_s']:>8}{r['docs_per_s']:>9}{r['wall_s']:>8}"
-              f"{r['peak_rss_mb']:>9}{r['speed_vs_first']:>9}")
+              f"{r['document_step_s'] or '-':>11}{r['merge_s']:>8}{r['peak_rss_mb']:>9}{r['speed_vs_first']:>9}")
     if args.json:
         args.json.write_text(json.dumps(runs, indent=2) + "\n", encoding="utf-8")
     return 0
@@ -134,7 +135,8 @@ def run_stage(repo: Path, km: list[str], en: list[str], workers: int, args, tag:
     fig = {
         "engine": engine, "scale": args.scale, "workers": workers, "input_mb": round(mb_in, 1), "documents": read,
         "wall_s": round(wall, 1), "mb_per_s": round(mb_in / wall, 2), "docs_per_s": round(read / wall),
-        "peak_rss_mb": round(peak_mb),
+        "peak_rss_mb": round(peak_mb), "document_step_s": m.get("document_step_s"),
+        "merge_s": round(sum(m["merge_timings_s"].values()), 1),
         "worker_step_s": {k: round(v, 1) for k, v in steps.items()},
         "merge_step_s": m["merge_timings_s"],
         "peak_rss_mb_tasks": [s["peak_rss_mb"] for s in m["shard_timings"]],

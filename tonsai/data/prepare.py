@@ -387,7 +387,7 @@ def _validation(status: DiskArray, length: DiskArray, idh: DiskArray, lo: int, h
     return n_val, chars
 
 
-def merge(cfg: PrepareConfig, sources: list[Source]) -> dict:
+def merge(cfg: PrepareConfig, sources: list[Source], document_step_s: float | None = None) -> dict:
     """Phase 2: deduplicate, split, mix and write the output folder from finished shards.
 
     Memory does not grow with the corpus: every document has a *slot* (its source's offset plus
@@ -408,12 +408,13 @@ def merge(cfg: PrepareConfig, sources: list[Source]) -> dict:
     shutil.rmtree(mdir, ignore_errors=True)
     mdir.mkdir(parents=True)
     try:
-        return _merge(cfg, sources, infos, work, mdir)
+        return _merge(cfg, sources, infos, work, mdir, document_step_s)
     finally:
         shutil.rmtree(mdir, ignore_errors=True)
 
 
-def _merge(cfg: PrepareConfig, sources: list[Source], infos: list[dict], work: Path, mdir: Path) -> dict:
+def _merge(cfg: PrepareConfig, sources: list[Source], infos: list[dict], work: Path, mdir: Path,
+           document_step_s: float | None) -> dict:
     timings: dict[str, float] = {}
     rss: dict[str, float] = {"before_merge": peak_rss_mb()}
     t0 = time.perf_counter()
@@ -617,6 +618,7 @@ def _merge(cfg: PrepareConfig, sources: list[Source], infos: list[dict], work: P
             dedup_keys=KEYS_VERSION,
             executor=cfg.executor,
             merge_buckets={"exact": k_exact, "near": k_band if near_on else 0},
+            document_step_s=None if document_step_s is None else round(document_step_s, 3),
             merge_timings_s={k: round(v, 3) for k, v in timings.items()},
             peak_rss_mb_after={k: round(v) for k, v in rss.items()},
             shard_timings=[{"shard": i["shard"], "elapsed_s": i.get("elapsed_s"), "bytes_in": i.get("bytes_in"),
@@ -786,12 +788,14 @@ def run_prepare(cfg: PrepareConfig) -> dict:
 
 def _run_prepare(cfg: PrepareConfig, sources: list[Source]) -> dict:
     work = cfg.work_path()
+    wall = None
     if not cfg.merge_only:
         start_work(cfg, sources)
         t0 = time.perf_counter()
         (run_docs_ray if cfg.executor == "ray" else run_docs_local)(cfg, sources, work)
-        log.info("document tasks done in %.1f s", time.perf_counter() - t0)
-    manifest = merge(cfg, sources)
+        wall = time.perf_counter() - t0
+        log.info("document tasks done in %.1f s", wall)
+    manifest = merge(cfg, sources, wall)
     if not cfg.keep_work_dir:
         shutil.rmtree(work, ignore_errors=True)
     return manifest
