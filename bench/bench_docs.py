@@ -22,14 +22,10 @@ import time
 import types
 from pathlib import Path
 
+from bench_prepare import EN_FILES, KM_FILES  # the same files as the whole-stage benchmark (bench/ is on sys.path)
+
 REPO = Path(__file__).resolve().parents[1]
 BASELINE_REV = "cf7d20f"  # the code before the per-document speed work (issue 14)
-KM_FILES = ["khmer_news_kh_data_1000/khm_news_orig.txt", "khmer_news_kh_data_1000/articles.jsonl",
-            "oscar_km_crf_segmented_sample/oscar_kh_1.seg.txt", "ntrex128_khm_eng_dev/khm_Khmr.txt",
-            "sib200_flores_khm_eng_dev/khm_Khmr.txt"]
-EN_FILES = ["english_wikitext2_raw/wikitext2.test.txt", "english_wikitext2_raw/wikitext2.valid.txt",
-            "english_tinyshakespeare/input.txt", "ntrex128_khm_eng_dev/eng_Latn.txt",
-            "sib200_flores_khm_eng_dev/eng_Latn.txt"]
 # the modules that hold the per-document work (what the baseline package copies)
 MODULES = ["tonsai/text/normalize.py", "tonsai/text/syllable.py", "tonsai/text/script.py",
            "tonsai/text/segment.py", "tonsai/text/quality.py", "tonsai/data/filters.py"]

@@ -10,10 +10,33 @@ datatrove's completion marks let a rerun skip finished tasks.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import sys
 
+from datatrove.pipeline.base import PipelineStep
+
 EXECUTORS = ("local", "slurm", "ray")
+
+
+class FinalStep(PipelineStep):
+    """A stage's last part as a one-task datatrove step, for the job Slurm runs after the stage's
+    tasks succeeded: ``fn(config_cls(**config), **kwargs)`` (for example the prepare merge, or the
+    tokenize stage's meta files and manifest)."""
+
+    type = "🏁 - FINISH"
+
+    def __init__(self, name: str, fn, config_cls: type, config: dict, **kwargs):
+        super().__init__()
+        self.name = name
+        # one callable, not the config class as an attribute: datatrove's executor.json encoder
+        # calls dataclasses.asdict on any dataclass attribute, and fails on a class
+        self.call = functools.partial(fn, config_cls(**config), **kwargs)
+
+    def run(self, data=None, rank: int = 0, world_size: int = 1):
+        self.call()
+        return
+        yield
 
 
 @dataclasses.dataclass(kw_only=True)

@@ -33,7 +33,7 @@ from tonsai.data.blocks import (DedupKeys, KeyedDocsWriter, KhmerNormalizer, Len
                                 ReaderSkips, ScriptRouter, SourceReader, read_summary, rejected_writer,
                                 split_count_key)
 from tonsai.data.sources import HF_PREFIX, Source
-from tonsai.executors import run_on_ray, slurm_executor
+from tonsai.executors import FinalStep, run_on_ray, slurm_executor
 
 log = logging.getLogger(__name__)
 
@@ -140,34 +140,18 @@ def task_infos(work: Path, tasks: int) -> list[dict]:
     return infos
 
 
-class MergeStep(PipelineStep):
-    """The merge as a one-task datatrove step, for executors that run every step as a job (Slurm):
-    it runs ``run_prepare`` with ``--merge-only`` on the saved config."""
-
-    name = "tonsai merge"
-    type = "🫂 - DEDUP"
-
-    def __init__(self, config: dict):
-        super().__init__()
-        self.config = config
-
-    def run(self, data=None, rank: int = 0, world_size: int = 1):
-        from tonsai.data.prepare import PrepareConfig, run_prepare
-
-        cfg = PrepareConfig(**dict(self.config, executor="local", merge_only=True, shard_index=None))
-        run_prepare(cfg)
-        return
-        yield
-
-
 def submit_slurm(cfg, sources: list[Source], work: Path) -> dict:
     """Submit the document tasks and the merge to Slurm; return the job ids and scripts."""
     work = work.resolve()
     docs = slurm_executor(cfg, docs_pipeline(cfg, sources, work), tasks=cfg.tasks(), workers=cfg.workers,
                           job_name="tonsai-prepare-docs", logging_dir=str(logs_dir(work)))
     # the merge job: the same tasks, as many processes as its CPUs
-    merge_cfg = dict(dataclasses.asdict(cfg), num_shards=cfg.tasks(), workers=cfg.slurm_cpus_per_task)
-    merge = slurm_executor(cfg, [MergeStep(merge_cfg)], tasks=1, workers=1, job_name="tonsai-prepare-merge",
+    from tonsai.data.prepare import run_prepare  # here: tonsai.data.prepare imports this module
+
+    merge_cfg = dict(dataclasses.asdict(cfg), num_shards=cfg.tasks(), workers=cfg.slurm_cpus_per_task,
+                     executor="local", merge_only=True, shard_index=None)
+    step = FinalStep("tonsai merge", run_prepare, type(cfg), merge_cfg)
+    merge = slurm_executor(cfg, [step], tasks=1, workers=1, job_name="tonsai-prepare-merge",
                            logging_dir=str(logs_dir(work, "merge")), depends=docs)
     merge.run()
     out = {"docs_job": docs.job_id, "merge_job": merge.job_id,

@@ -194,7 +194,7 @@ def _run_folders(dataset_dir, tokenizer_dir, out_root: Path, work: Path, folders
 def _submit_slurm(opts, pipeline: list, work: Path, specs: list[dict], workers: int, finish_config: dict) -> dict:
     """Submit the tokenize tasks as an array job and the final step (meta files, manifest) as a
     one-task job that starts after it succeeded."""
-    from tonsai.executors import slurm_executor
+    from tonsai.executors import FinalStep, slurm_executor
     from tonsai.tokenizer import tasks
 
     logs = tasks.logs_dir(work.resolve())
@@ -203,7 +203,9 @@ def _submit_slurm(opts, pipeline: list, work: Path, specs: list[dict], workers: 
     shutil.rmtree(logs.parent / "finish" / "completions", ignore_errors=True)  # the final job always runs
     job = slurm_executor(opts, pipeline, tasks=len(specs), workers=workers, job_name="tonsai-tokenize",
                          logging_dir=str(logs))
-    final = slurm_executor(opts, [tasks.FinishStep(finish_config)], tasks=1, workers=1,
+    finish = FinalStep("tonsai tokenize finish", run_tokenize, TokenizeConfig, dict(finish_config, executor="local"),
+                       finish_only=True)
+    final = slurm_executor(opts, [finish], tasks=1, workers=1,
                            job_name="tonsai-tokenize-finish", logging_dir=str(logs.parent / "finish"), depends=job)
     final.run()
     out = {"tokenize_job": job.job_id, "finish_job": final.job_id, "tokenize_script": str(logs / "launch_script.slurm"),

@@ -214,22 +214,3 @@ def collect(out_root: Path, work: Path, specs: list[dict], tokenizer_dir: str | 
                  meta["documents"], meta["tokens"], len(shards))
         metas[name] = meta
     return metas
-
-
-class FinishStep(PipelineStep):
-    """The end of a Slurm run as a one-task datatrove step: the token folders' meta.json and the
-    manifest, from the finished tasks' files (run_tokenize on the saved config)."""
-
-    name = "tonsai tokenize finish"
-    type = "🔢 - TOKENIZER"
-
-    def __init__(self, config: dict):
-        super().__init__()
-        self.config = config
-
-    def run(self, data=None, rank: int = 0, world_size: int = 1):
-        from tonsai.tokenizer.pack import TokenizeConfig, run_tokenize
-
-        run_tokenize(TokenizeConfig(**dict(self.config, executor="local")), finish_only=True)
-        return
-        yield
