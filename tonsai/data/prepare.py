@@ -413,110 +413,159 @@ def merge(cfg: PrepareConfig, sources: list[Source], document_step_s: float | No
         shutil.rmtree(mdir, ignore_errors=True)
 
 
+@dataclasses.dataclass
+class _Merge:
+    """What the merge's steps share: the sources, the slot layout (``offs``: each source's first
+    slot), the per-source counts, the per-slot files in ``mdir``, and time and memory per step."""
+
+    cfg: PrepareConfig
+    sources: list[Source]
+    files: list[Path]  # the document tasks' files
+    mdir: Path
+    counts: dict[str, collections.Counter]
+    offs: np.ndarray
+    workers: int
+    timings: dict[str, float] = dataclasses.field(default_factory=dict)
+    rss: dict[str, float] = dataclasses.field(default_factory=lambda: {"before_merge": peak_rss_mb()})
+
+    @property
+    def names(self) -> list[str]:
+        return [s.name for s in self.sources]
+
+    @property
+    def lang_of(self) -> dict[str, str]:
+        return {s.name: s.lang for s in self.sources}
+
+    def array(self, name: str, dtype, create: bool = True) -> DiskArray:
+        return DiskArray(self.mdir / name, dtype, int(self.offs[-1]), create=create)
+
+    def done(self, step: str, t0: float) -> float:
+        """Record a step's seconds and the peak RSS after it; returns the clock for the next."""
+        self.timings[f"{step}_s"] = time.perf_counter() - t0
+        self.rss[step] = peak_rss_mb()
+        return time.perf_counter()
+
+    def count_per_source(self, slots: np.ndarray, key: str) -> None:
+        per = np.bincount(np.searchsorted(self.offs, slots, side="right") - 1, minlength=len(self.sources))
+        for s, c in enumerate(per.tolist()):
+            if c:
+                self.counts[self.sources[s].name][key] += c
+
+
 def _merge(cfg: PrepareConfig, sources: list[Source], infos: list[dict], work: Path, mdir: Path,
            document_step_s: float | None) -> dict:
-    timings: dict[str, float] = {}
-    rss: dict[str, float] = {"before_merge": peak_rss_mb()}
-    t0 = time.perf_counter()
     names = [s.name for s in sources]
-    lang_of = {s.name: s.lang for s in sources}
+    counts, skipped = _task_counts(infos, names)
+    offs = np.zeros(len(names) + 1, dtype=np.int64)
+    offs[1:] = np.cumsum([counts[n].get("read", 0) for n in names])
+    files = [docs_dir(work) / f"{i:05d}.parquet" for i in range(cfg.tasks())]
+    m = _Merge(cfg, sources, files, mdir, counts, offs, merge_workers(files, cfg.workers))
+    buckets = _deduplicate(m)
+    t0 = time.perf_counter()
+    val_per, val_chars, available, pool_len_of = _validation_and_pools(m)
+    plan = _plan_mixture(m, available, pool_len_of)
+    _mark_copies(m, plan["selection"], plan["plans"])
+    m.done("split_and_plan", t0)
+    return _write_output(m, work, infos, skipped, plan, val_per, val_chars, buckets, document_step_s)
+
+
+def _task_counts(infos: list[dict], names: list[str]) -> tuple[dict[str, collections.Counter], dict]:
+    """The document tasks' counts per source, and the first locations of skipped records by kind."""
     counts: dict[str, collections.Counter] = {n: collections.Counter() for n in names}
     skipped: dict[str, dict[str, list]] = {}
     for info in infos:
         for n, c in info["counts"].items():
             counts[n].update(c)
         for n, by_kind in info.get("skipped_locations", {}).items():
-            by_kind = {"malformed_json": by_kind} if isinstance(by_kind, list) else by_kind  # older shards
-            for kind, locs in by_kind.items():  # the first locations of each kind of skipped record
+            for kind, locs in by_kind.items():
                 skipped.setdefault(n, {}).setdefault(kind, []).extend(locs)
-    files = [docs_dir(work) / f"{i:05d}.parquet" for i in range(cfg.tasks())]
-    offs = np.zeros(len(names) + 1, dtype=np.int64)
-    offs[1:] = np.cumsum([counts[n].get("read", 0) for n in names])
-    n_slots = int(offs[-1])
-    n_docs = sum(counts[n].get("passed_filters", 0) for n in names)
-    bands = cfg.minhash_bands
-    near_on = bool(cfg.near_dedup and n_docs)
+    return counts, skipped
+
+
+def _deduplicate(m: _Merge) -> dict[str, int]:
+    """Mark exact and near duplicates in the status file (tonsai.data.dedup_steps); returns the
+    bucket counts. Only the near-duplicate pairs are in memory, to be joined into clusters."""
+    cfg, t0 = m.cfg, time.perf_counter()
+    n_docs = sum(c.get("passed_filters", 0) for c in m.counts.values())
+    bands, near_on = cfg.minhash_bands, bool(cfg.near_dedup and n_docs)
     budget = cfg.merge_memory_mb * 1_000_000 // 4  # a bucket's records; sorting needs a copy and an index
     # exact keys: one pass, at most MAX_OPEN buckets (flat up to MAX_OPEN x budget / 24 B = 340M documents)
     k_exact = min(MAX_OPEN, cfg.merge_buckets or num_buckets(n_docs, EXACT_RECORD.itemsize, budget))
     k_band = cfg.merge_buckets or num_buckets(n_docs * bands, BAND_RECORD.itemsize, budget)
-
-    # the per-document columns by slot, the keys by hash bucket: parallel tasks (tonsai.data.dedup_steps)
-    status = DiskArray(mdir / "status.u8", np.uint8, n_slots)
-    length = DiskArray(mdir / "chars.i64", np.int64, n_slots)
-    idh = DiskArray(mdir / "idh.i64", np.int64, n_slots)
-    workers = merge_workers(files, cfg.workers)
-    step_args = (str(mdir.resolve()), [str(f.resolve()) for f in files], [int(x) for x in offs], k_exact, k_band, bands)
-    run_step(PartitionKeys(*step_args), len(files), workers, mdir)
-    timings["partition_s"] = time.perf_counter() - t0
-    rss["partition"] = peak_rss_mb()
-
-    def per_source(slots: np.ndarray) -> list[int]:
-        return np.bincount(np.searchsorted(offs, slots, side="right") - 1, minlength=len(names)).tolist()
-
-    t0 = time.perf_counter()
-    run_step(ExactBuckets(*step_args), k_exact, workers, mdir)
-    dup = np.sort(saved(mdir / "exact_dups"))
+    status = m.array("status.u8", np.uint8)
+    for name, dtype in (("chars.i64", np.int64), ("idh.i64", np.int64)):
+        m.array(name, dtype)  # created here, filled by the partition tasks
+    args = (str(m.mdir.resolve()), [str(f.resolve()) for f in m.files], [int(x) for x in m.offs], k_exact, k_band,
+            bands)
+    run_step(PartitionKeys(*args), len(m.files), m.workers, m.mdir)
+    t0 = m.done("partition", t0)
+    run_step(ExactBuckets(*args), k_exact, m.workers, m.mdir)
+    dup = np.sort(saved(m.mdir / "exact_dups"))
     status.scatter(dup, EXACT_DUP)
-    n_exact = per_source(dup)
+    m.count_per_source(dup, "dropped:duplicate")
     del dup
-    timings["exact_dedup_s"] = time.perf_counter() - t0
-    rss["exact_dedup"] = peak_rss_mb()
-    t0 = time.perf_counter()
-    n_near = [0] * len(names)
+    t0 = m.done("exact_dedup", t0)
     if near_on:
         for lo in range(0, k_band, MAX_OPEN):
             hi = min(k_band, lo + MAX_OPEN)
-            run_step(PartitionBands(*step_args, lo=lo, hi=hi), len(files), workers, mdir)
-            run_step(BandBuckets(*step_args, lo=lo, hi=hi), hi - lo, workers, mdir)
-        pairs = saved(mdir / "pairs").reshape(-1, 2)
+            run_step(PartitionBands(*args, lo=lo, hi=hi), len(m.files), m.workers, m.mdir)
+            run_step(BandBuckets(*args, lo=lo, hi=hi), hi - lo, m.workers, m.mdir)
+        pairs = saved(m.mdir / "pairs").reshape(-1, 2)
         near = pair_non_survivors(pairs[:, 0].copy(), pairs[:, 1].copy())
         del pairs
         trim_heap()
         status.scatter(near, NEAR_DUP)
-        n_near = per_source(near)
-    timings["near_dedup_s"] = time.perf_counter() - t0
-    rss["near_dedup"] = peak_rss_mb()
-    for per, reason in ((n_exact, "duplicate"), (n_near, "near_duplicate")):
-        for s, c in enumerate(per):
-            if c:
-                counts[names[s]][f"dropped:{reason}"] += c
+        m.count_per_source(near, "dropped:near_duplicate")
+    m.done("near_dedup", t0)
+    return {"exact": k_exact, "near": k_band if near_on else 0}
 
-    t0 = time.perf_counter()
-    val_chars = 0
-    val_per: list[int] = []
-    for s, n in enumerate(names):
-        nv, cv = _validation(status, length, idh, int(offs[s]), int(offs[s + 1]), cfg.validation_fraction,
-                             cfg.min_validation_docs)
+
+def _validation_and_pools(m: _Merge):
+    """The validation cut per source, then each source's training pool: the lengths of its
+    training documents in slot order, in one file. Returns validation documents per source,
+    validation characters, (documents, characters) available per source, and a function giving
+    the lengths of a source's pool documents by index. Final counts are checked here."""
+    status = m.array("status.u8", np.uint8, create=False)
+    length = m.array("chars.i64", np.int64, create=False)
+    idh = m.array("idh.i64", np.int64, create=False)
+    val_per, val_chars = [], 0
+    for s in range(len(m.sources)):
+        nv, cv = _validation(status, length, idh, int(m.offs[s]), int(m.offs[s + 1]), m.cfg.validation_fraction,
+                             m.cfg.min_validation_docs)
         val_per.append(nv)
         val_chars += cv
-    # the training pool of each source in input (slot) order, its lengths in one file
-    pool_len = DiskArray(mdir / "pool_chars.i64", np.int64, n_slots)
+    pool_len = m.array("pool_chars.i64", np.int64)
     pool_off: dict[str, int] = {}
     available: dict[str, tuple[int, int]] = {}
     filled = 0
-    for s, n in enumerate(names):
+    for s, n in enumerate(m.names):
         pool_off[n] = filled
         kept = chars = 0
-        for a, st in status.chunks(int(offs[s]), int(offs[s + 1])):
+        for a, st in status.chunks(int(m.offs[s]), int(m.offs[s + 1])):
             kept += int(np.isin(st, (TRAIN, VALIDATION)).sum())
             ln = length.read(a, a + len(st))[st == TRAIN]
             pool_len.write(filled, ln)
             filled += len(ln)
             chars += int(ln.sum())
         available[n] = (filled - pool_off[n], chars)
-        counts[n]["kept"] = kept
-        counts[n]["validation"] = val_per[s]
-        counts[n]["train_pool"] = kept - val_per[s]
-    _check_accounting(counts)  # the counts are final here: check before hours of writing, and write nothing
-    warnings = _empty_source_warnings(sources, counts)
+        m.counts[n]["kept"] = kept
+        m.counts[n]["validation"] = val_per[s]
+        m.counts[n]["train_pool"] = kept - val_per[s]
+    _check_accounting(m.counts)  # the counts are final here: check before hours of writing, and write nothing
+    return val_per, val_chars, available, lambda name, idx: pool_len.gather(pool_off[name] + idx)
+
+
+def _plan_mixture(m: _Merge, available: dict[str, tuple[int, int]], pool_len_of) -> dict:
+    """The mixing plan (tonsai.data.mix) after the checks of empty languages and unmet shares."""
+    cfg, sources = m.cfg, m.sources
+    warnings = _empty_source_warnings(sources, m.counts)
     lang_weights = {"km": cfg.khmer_weight, "en": cfg.english_weight}
     langs = sorted({s.lang for s in sources})
     requested = normalize_weights({lang: lang_weights[lang] for lang in langs})
     empty = [lang for lang in langs if not any(available[s.name][0] for s in sources if s.lang == lang)]
     for lang in empty:
         what = (f"no {lang} documents are left after filtering and deduplication "
-                f"({_dropped_summary([s.name for s in sources if s.lang == lang], counts)})")
+                f"({_dropped_summary([s.name for s in sources if s.lang == lang], m.counts)})")
         if len(empty) == len(langs):
             raise StageError(f"{what}: nothing to write. Check the inputs and the filter thresholds")
         if not cfg.allow_unmet_shares:
@@ -537,22 +586,28 @@ def _merge(cfg: PrepareConfig, sources: list[Source], infos: list[dict], work: P
             [{"name": s.name, "lang": s.lang, "weight": s.weight, "chars": available[s.name][1],
               "max_epochs": max_epochs[s.name]} for s in sources],
             lang_weights, cfg.mix_strategy, cfg.temperature_alpha, cfg.target_chars or None, max_epochs)
-        selection, plans, total, reached = plan_sources_lazy(
-            available, lambda name, idx: pool_len.gather(pool_off[name] + idx), lang_of, shares, max_epochs,
-            cfg.seed, cfg.target_chars or None)
+        selection, plans, total, reached = plan_sources_lazy(available, pool_len_of, m.lang_of, shares, max_epochs,
+                                                             cfg.seed, cfg.target_chars or None)
     except ValueError as e:
         raise StageError(str(e)) from e
     unmet = _unmet_shares(requested if cfg.mix_strategy == "weights" else None, plans)
-    _check_shares(unmet, available, counts, lang_of, cfg.allow_unmet_shares, empty, warnings)
+    _check_shares(unmet, available, m.counts, m.lang_of, cfg.allow_unmet_shares, empty, warnings)
     if not reached:
         log.warning("--target-chars %d cannot be reached within the sources' max epochs: the mixture has %d "
                     "characters; raise --max-epochs or add data", cfg.target_chars, total)
-    copies = DiskArray(mdir / "copies.i32", np.int32, n_slots)
-    for s, n in enumerate(names):
+    return {"selection": selection, "plans": plans, "total": total, "reached": reached, "unmet": unmet,
+            "warnings": warnings, "max_epochs": max_epochs}
+
+
+def _mark_copies(m: _Merge, selection: dict, plans: dict) -> None:
+    """Each training document's number of copies in the mixture, in the copies file."""
+    status = m.array("status.u8", np.uint8, create=False)
+    copies = m.array("copies.i32", np.int32)
+    for s, n in enumerate(m.names):
         full, extra = selection[n]
-        counts[n]["train_selected"] = plans[n].selected_docs
+        m.counts[n]["train_selected"] = plans[n].selected_docs
         rank = 0
-        for a, st in status.chunks(int(offs[s]), int(offs[s + 1])):
+        for a, st in status.chunks(int(m.offs[s]), int(m.offs[s + 1])):
             pool = np.flatnonzero(st == TRAIN)
             ranks = rank + np.arange(len(pool))
             c = np.zeros(len(st), dtype=np.int32)
@@ -563,52 +618,51 @@ def _merge(cfg: PrepareConfig, sources: list[Source], infos: list[dict], work: P
             rank += len(pool)
         del extra
     selection.clear()
-    timings["split_and_plan_s"] = time.perf_counter() - t0
-    rss["split_and_plan"] = peak_rss_mb()
 
+
+def _write_output(m: _Merge, work: Path, infos: list[dict], skipped: dict, plan: dict, val_per: list[int],
+                  val_chars: int, buckets: dict[str, int], document_step_s: float | None) -> dict:
+    """Write the shuffled splits (tonsai.data.splitwrite) and manifest.json into a staged folder."""
+    cfg, sources, lang_of = m.cfg, m.sources, m.lang_of
+    plans, unmet = plan["plans"], plan["unmet"]
     mixture, mixture_sources = _mixture_report(sources, plans)
     for lang, u in unmet.items():
         mixture[lang]["requested_share"] = u["requested_share"]  # the user's, not the planned 0 of an empty language
     val_docs_per_lang = collections.Counter()
-    for s, n in enumerate(names):
+    for s, n in enumerate(m.names):
         val_docs_per_lang[lang_of[n]] += int(val_per[s])
-    for lang, m in mixture.items():
+    for lang, mx in mixture.items():
         log.info("%s: %.2f%% of training characters (requested %.2f%%), %d docs, %.2f epochs; %d validation docs",
-                 lang, 100 * m["realized_share"], 100 * m["requested_share"], m["selected_docs"], m["epochs"],
+                 lang, 100 * mx["realized_share"], 100 * mx["requested_share"], mx["selected_docs"], mx["epochs"],
                  val_docs_per_lang[lang])
-
     t0 = time.perf_counter()
     train_chars = int(sum(p.selected_chars for p in plans.values()))
     with staged_dir(cfg.output_dir) as tmp:
-        ds_dir = tmp / "dataset"
         if cfg.write_rejected:
             (tmp / "rejected").mkdir()
             for r in sorted((work / "rejected").glob("*.jsonl.gz")):
                 shutil.copy(r, tmp / "rejected" / f"filters-{r.name}")
-        buckets = {"train": buckets_for(train_chars, cfg.shuffle_bucket_mb),
+        shuffle = {"train": buckets_for(train_chars, cfg.shuffle_bucket_mb),
                    "validation": buckets_for(val_chars, cfg.shuffle_bucket_mb)}
-        rows = write_splits(files, offs, names, [lang_of[n] for n in names], mdir, tmp, cfg.seed, buckets,
-                            cfg.write_rejected, workers)
-        n_train, n_val = rows["train"], rows["validation"]
-        write_dataset_dict_index(ds_dir, ["train", "validation"])
-        timings["write_s"] = time.perf_counter() - t0
-        rss["write"] = peak_rss_mb()
-        inputs = next((i["inputs"] for i in infos if i.get("inputs")), None)
+        rows = write_splits(m.files, m.offs, m.names, [lang_of[n] for n in m.names], m.mdir, tmp, cfg.seed, shuffle,
+                            cfg.write_rejected, m.workers)
+        write_dataset_dict_index(tmp / "dataset", ["train", "validation"])
+        m.done("write", t0)
         manifest = write_manifest(
-            tmp, STAGE, cfg, inputs=inputs,
+            tmp, STAGE, cfg, inputs=next((i["inputs"] for i in infos if i.get("inputs")), None),
             sources=[{"name": s.name, "lang": s.lang, "path": s.path, "weight": s.weight,
-                      "max_epochs": max_epochs[s.name]} for s in sources],
-            counts={n: dict(c) for n, c in counts.items()},
-            counts_by_lang=_counts_by_lang(counts, lang_of),
+                      "max_epochs": plan["max_epochs"][s.name]} for s in sources],
+            counts={n: dict(c) for n, c in m.counts.items()},
+            counts_by_lang=_counts_by_lang(m.counts, lang_of),
             skipped_record_locations=skipped,
             mixture=mixture,
             mixture_sources=mixture_sources,
-            mixture_total_chars=total,
+            mixture_total_chars=plan["total"],
             target_chars=cfg.target_chars or None,
-            target_reached=reached,
+            target_reached=plan["reached"],
             unmet_shares=unmet,
-            warnings=warnings,
-            splits={"train": n_train, "validation": n_val},
+            warnings=plan["warnings"],
+            splits=rows,
             validation_docs_per_lang=dict(val_docs_per_lang),
             mixing_unit="characters of normalized text (a Khmer character is 3 UTF-8 bytes; token shares "
                         "depend on the tokenizer: the tokens manifest written by tokenize_dataset.py or "
@@ -617,15 +671,15 @@ def _merge(cfg: PrepareConfig, sources: list[Source], infos: list[dict], work: P
             document_tasks=cfg.tasks(),
             dedup_keys=KEYS_VERSION,
             executor=cfg.executor,
-            merge_buckets={"exact": k_exact, "near": k_band if near_on else 0},
+            merge_buckets=buckets,
             document_step_s=None if document_step_s is None else round(document_step_s, 3),
-            merge_timings_s={k: round(v, 3) for k, v in timings.items()},
-            peak_rss_mb_after={k: round(v) for k, v in rss.items()},
+            merge_timings_s={k: round(v, 3) for k, v in m.timings.items()},
+            peak_rss_mb_after={k: round(v) for k, v in m.rss.items()},
             shard_timings=[{"shard": i["shard"], "elapsed_s": i.get("elapsed_s"), "bytes_in": i.get("bytes_in"),
                             "worker_step_s": i.get("worker_step_s"), "peak_rss_mb": i.get("peak_rss_mb")}
                            for i in infos],
         )
-    log.info("wrote %s (train %d docs, validation %d docs)", cfg.output_dir, n_train, n_val)
+    log.info("wrote %s (train %d docs, validation %d docs)", cfg.output_dir, rows["train"], rows["validation"])
     return manifest
 
 
