@@ -40,12 +40,20 @@ def run(args, **kw):
 
 def test_local_executor_with_one_and_three_tasks_give_the_same_dataset(tmp_path):
     args = corpus(tmp_path)
+    with open(tmp_path / "km.txt", "ab") as f:  # an invalid UTF-8 line and a bad record: counted once, not per task
+        f.write(km_docs(1, seed=9)[0].encode()[:-5] + b"\xff\xfe" + km_docs(1, seed=9)[0].encode()[-5:] + b"\n")
+    (tmp_path / "en.jsonl").write_text('{"text": "%s"}\n{"text": \n' % en_docs(1, seed=9)[0], encoding="utf-8")
+    args.insert(args.index("--english") + 2, str(tmp_path / "en.jsonl"))
+    args += ["--bad-records", "skip"]
     assert run(args + ["--output-dir", str(tmp_path / "one")]).returncode == 0
     r = run(args + ["--output-dir", str(tmp_path / "three"), "--num-shards", "3", "--workers", "3"])
     assert r.returncode == 0, r.stderr[-3000:]
     one, m1 = dataset_rows(tmp_path / "one")
     three, m3 = dataset_rows(tmp_path / "three")
     assert one == three and m1["counts"] == m3["counts"] and m3["document_tasks"] == 3
+    assert m3["counts"]["km:km.txt"]["invalid_utf8_lines"] == 1
+    assert m3["counts"]["en:en.jsonl"]["malformed_records"] == 1
+    assert m3["skipped_record_locations"] == {"en:en.jsonl": {"malformed_json": [f"{tmp_path / 'en.jsonl'}:2"]}}
 
 
 def test_merge_steps_in_parallel_processes_give_the_same_dataset(tmp_path, monkeypatch):

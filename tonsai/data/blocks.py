@@ -123,12 +123,15 @@ class SourceReader(PipelineStep):
             self._write_summary(rank, stats, own_bytes)
 
     def _write_summary(self, rank: int, stats: dict[str, ReadStats], own_bytes: int) -> None:
+        # every task decodes every document (and keeps its own): the whole-input reader counts and
+        # the inputs come from task 0 only, or N tasks would count them N times
+        first = rank == 0
         summary = {
-            "bytes_in": own_bytes,  # of this task's documents (every task reads, and skips, all the others)
-            "invalid_utf8_lines": {n: st.invalid_utf8_lines for n, st in stats.items() if st.invalid_utf8_lines},
-            "malformed_records": {n: st.malformed_records for n, st in stats.items() if st.malformed_records},
-            "skipped_locations": {n: st.locations for n, st in stats.items() if st.locations},
-            "inputs": [input_record(s) for s in self.sources] if rank == 0 else None,
+            "bytes_in": own_bytes,  # of this task's documents
+            "invalid_utf8_lines": {n: st.invalid_utf8_lines for n, st in stats.items() if first and st.invalid_utf8_lines},
+            "malformed_records": {n: st.malformed_records for n, st in stats.items() if first and st.malformed_records},
+            "skipped_locations": {n: st.locations for n, st in stats.items() if first and st.locations},
+            "inputs": [input_record(s) for s in self.sources] if first else None,
         }
         path = Path(self.summary_dir) / f"{rank:05d}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
