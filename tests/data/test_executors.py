@@ -116,6 +116,15 @@ def test_slurm_merge_does_not_run_when_a_document_task_fails(tmp_path):
     assert "bad.jsonl:2" in logs  # the failing file and line, in the task's Slurm log
 
 
+def test_several_tasks_over_a_hub_stream_warn_that_each_streams_it_whole(tmp_path, monkeypatch, caplog):
+    from tonsai.cli import StageError
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with caplog.at_level("WARNING"), pytest.raises(StageError):  # offline: the stream itself fails after
+        run_prepare(cfg(tmp_path, khmer=["hf:tonsai-test/no-such-dataset"], num_shards=2))
+    assert "each of the 2 document tasks streams the whole dataset from the Hub" in caplog.text
+
+
 def test_slurm_needs_a_partition(tmp_path):
     r = run(corpus(tmp_path, 5, 5) + ["--output-dir", str(tmp_path / "o"), "--executor", "slurm"])
     assert r.returncode == 2 and "--executor slurm needs --slurm-partition" in r.stderr

@@ -318,6 +318,11 @@ def start_work(cfg: PrepareConfig, sources: list[Source]) -> None:
     """Make ``--work-dir`` hold files of these settings: files of other settings (or of the previous
     engine) are removed first, with a warning, so that no finished task of another run is reused."""
     work = cfg.work_path()
+    streams = [s.path for s in sources if s.is_hub and not Path(s.hub_args()[0]).is_dir()]
+    if streams and cfg.tasks() > 1:
+        log.warning("%s: each of the %d document tasks streams the whole dataset from the Hub and keeps every "
+                    "%d-th document; for many tasks, download it first (hf download NAME --repo-type dataset "
+                    "--local-dir DIR) and give the local folder", ", ".join(streams), cfg.tasks(), cfg.tasks())
     settings = _task_settings(cfg, sources)
     path = _settings_file(work)
     old = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
