@@ -13,10 +13,25 @@ import dataclasses
 import functools
 import os
 import sys
+from pathlib import Path
 
 from datatrove.pipeline.base import PipelineStep
 
 EXECUTORS = ("local", "slurm", "ray")
+
+
+def unfinished_ranks(logging_dir: Path, outputs: list[Path]) -> list[int]:
+    """Ranks without datatrove's completion mark in ``logging_dir``, or without their output file
+    (``outputs[rank]``, written last by the task): a mark alone is not trusted."""
+    done = Path(logging_dir) / "completions"
+    return [r for r, out in enumerate(outputs) if not (done / f"{r:05d}").is_file() or not out.is_file()]
+
+
+def forget_ranks(logging_dir: Path, outputs: list[Path], ranks: list[int]) -> None:
+    """Tasks to redo from scratch: their completion marks and output files go first."""
+    for r in ranks:
+        (Path(logging_dir) / "completions" / f"{r:05d}").unlink(missing_ok=True)
+        outputs[r].unlink(missing_ok=True)
 
 
 class FinalStep(PipelineStep):

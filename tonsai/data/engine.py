@@ -33,7 +33,7 @@ from tonsai.data.blocks import (DedupKeys, KeyedDocsWriter, KhmerNormalizer, Len
                                 ReaderSkips, ScriptRouter, SourceReader, read_summary, rejected_writer,
                                 split_count_key)
 from tonsai.data.sources import HF_PREFIX, Source
-from tonsai.executors import FinalStep, run_on_ray, slurm_executor
+from tonsai.executors import FinalStep, forget_ranks, run_on_ray, slurm_executor, unfinished_ranks
 
 log = logging.getLogger(__name__)
 
@@ -82,10 +82,12 @@ def local_executor(cfg, sources: list[Source], work: Path, ranks: range | None =
                                  local_tasks=len(ranks), local_rank_offset=ranks.start, start_method="spawn")
 
 
+def _docs_files(work: Path, tasks: int) -> list[Path]:
+    return [docs_dir(work) / f"{r:05d}.parquet" for r in range(tasks)]
+
+
 def unfinished_tasks(work: Path, tasks: int) -> list[int]:
-    done = logs_dir(work) / "completions"
-    return [r for r in range(tasks) if not (done / f"{r:05d}").is_file() or
-            not (docs_dir(work) / f"{r:05d}.parquet").is_file()]
+    return unfinished_ranks(logs_dir(work), _docs_files(work, tasks))
 
 
 def run_docs_local(cfg, sources: list[Source], work: Path) -> None:
@@ -96,15 +98,8 @@ def run_docs_local(cfg, sources: list[Source], work: Path) -> None:
         log.info("%d of %d document tasks are finished already; skipping them", len(ranks) - len(todo), len(ranks))
     if not todo:
         return
-    _forget(work, todo)
+    forget_ranks(logs_dir(work), _docs_files(work, cfg.tasks()), todo)
     local_executor(cfg, sources, work, ranks).run()
-
-
-def _forget(work: Path, ranks: list[int]) -> None:
-    """A task redone from scratch: its completion mark and half-written files go first."""
-    for r in ranks:
-        for p in (logs_dir(work) / "completions" / f"{r:05d}", docs_dir(work) / f"{r:05d}.parquet"):
-            p.unlink(missing_ok=True)
 
 
 def _total(metric) -> float:
@@ -168,7 +163,7 @@ def run_docs_ray(cfg, sources: list[Source], work: Path) -> None:
     todo = unfinished_tasks(work, cfg.tasks())
     if not todo:
         return
-    _forget(work, todo)
+    forget_ranks(logs_dir(work), _docs_files(work, cfg.tasks()), todo)
     run_on_ray(cfg, docs_pipeline(cfg, sources, work), tasks=cfg.tasks(), workers=cfg.workers,
                logging_dir=str(logs_dir(work.resolve())))
     left = unfinished_tasks(work, cfg.tasks())

@@ -29,6 +29,7 @@ from datatrove.pipeline.base import PipelineStep
 
 from tonsai.atomic import staged_dir, write_json
 from tonsai.cli import StageError
+from tonsai.executors import forget_ranks, unfinished_ranks
 from tonsai.tokenizer.pack import META, _folder_meta, _write_shard
 
 log = logging.getLogger(__name__)
@@ -158,16 +159,12 @@ def start_work(work: Path, settings: dict) -> None:
 
 
 def unfinished(work: Path, specs: list[dict]) -> list[int]:
-    done = logs_dir(work) / "completions"
-    return [r for r, spec in enumerate(specs) if not (done / f"{r:05d}").is_file() or
-            not counts_path(work, spec).is_file()]
+    return unfinished_ranks(logs_dir(work), [counts_path(work, spec) for spec in specs])
 
 
 def forget(work: Path, specs: list[dict], ranks: list[int]) -> None:
     """A task redone from scratch: its completion mark and counts go first."""
-    for r in ranks:
-        (logs_dir(work) / "completions" / f"{r:05d}").unlink(missing_ok=True)
-        counts_path(work, specs[r]).unlink(missing_ok=True)
+    forget_ranks(logs_dir(work), [counts_path(work, spec) for spec in specs], ranks)
 
 
 def run_local(pipeline: list[PipelineStep], work: Path, specs: list[dict], workers: int) -> None:
