@@ -108,14 +108,19 @@ def test_a_complete_output_is_replaced_only_with_overwrite(tmp_path):
 
 def test_a_second_writer_is_refused_while_the_first_runs(tmp_path):
     out = tmp_path / "data"
-    first = subprocess.Popen([sys.executable, str(REPO / "scripts/prepare_dataset.py"), *map(str, prepare_args(out))],
+    # enough text that the first run still holds its lock when the second starts (the sample corpus
+    # alone is prepared in about a second, less than a second interpreter takes to start)
+    big = tmp_path / "km_big.txt"
+    big.write_text((SAMPLE / "km.txt").read_text(encoding="utf-8") * 300, encoding="utf-8")
+    args = ["--khmer", big, *prepare_args(out)[2:]]
+    first = subprocess.Popen([sys.executable, str(REPO / "scripts/prepare_dataset.py"), *map(str, args)],
                              cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     lock = tmp_path / ".data.lock"
     deadline = time.time() + 120
     while not lock.exists() and first.poll() is None and time.time() < deadline:
         time.sleep(0.05)
     assert lock.exists(), "the first prepare never took its lock"
-    second = script("prepare_dataset.py", *prepare_args(out), check_rc=1)
+    second = script("prepare_dataset.py", *args, check_rc=1)
     assert "is being written by another run: prepare stage, pid" in second.stderr
     assert f"pid {first.pid} " in second.stderr
     _, err = first.communicate(timeout=300)
