@@ -136,7 +136,7 @@ def test_checkpoints_without_checksums_from_an_older_tonsai_are_not_silently_dro
                                                                                     tmp_path, caplog):
     """Complete Trainer checkpoints without checksums.json (and without tonsai's writing marker): auto
     refuses instead of starting over; named, one is resumed with a warning (after the pickle check)."""
-    from tonsai.train.run import _resolve_resume
+    from tonsai.train.resume import resolve_resume
 
     out = interrupted_copy(plain_run[0], tmp_path / "legacy")
     for name in ("checkpoint-6", "checkpoint-12"):
@@ -146,7 +146,7 @@ def test_checkpoints_without_checksums_from_an_older_tonsai_are_not_silently_dro
         run_train(config(sample_pipeline, out, resume_from="auto"))
     assert hashes(out) == before
     with caplog.at_level("WARNING"):
-        kind, path, _ = _resolve_resume(config(sample_pipeline, out, resume_from=str(out / "checkpoint-12")))
+        kind, path, _ = resolve_resume(config(sample_pipeline, out, resume_from=str(out / "checkpoint-12")))
     assert (kind, path) == ("checkpoint", str(out / "checkpoint-12")) and "resuming it unverified" in caplog.text
 
 
@@ -200,10 +200,10 @@ def test_real_plain_checkpoint_size_matches_the_estimate(plain_run, sample_pipel
 
     from tonsai.model.build import build_model, load_model_config
     from tonsai.train.guards import DiskSpaceGuard
-    from tonsai.train.run import _first_checkpoint_bytes
+    from tonsai.train.resume import first_checkpoint_bytes
 
     model = build_model(load_model_config(TINY, AutoTokenizer.from_pretrained(sample_pipeline / "tok")))
-    estimate = _first_checkpoint_bytes(model, config(sample_pipeline, "unused"), bf16=False)
+    estimate = first_checkpoint_bytes(model, sample_pipeline / "tok", deepspeed=False, bf16=False)
     real = listed_bytes(plain_run[0] / "checkpoint-12")
     assert real == sum(p.stat().st_size for p in (plain_run[0] / "checkpoint-12").rglob("*") if p.is_file())
     assert abs(estimate - real) / real < 0.25, (estimate, real)
@@ -222,7 +222,7 @@ def test_deepspeed_checkpoint_verifies_loads_safely_and_matches_the_estimate(ds_
     from transformers import AutoTokenizer
 
     from tonsai.model.build import build_model, load_model_config
-    from tonsai.train.run import _first_checkpoint_bytes
+    from tonsai.train.resume import first_checkpoint_bytes
 
     ckpt = ds_run / "checkpoint-6"
     listing = json.loads((ckpt / CHECKSUMS).read_text())["files"]
@@ -231,7 +231,7 @@ def test_deepspeed_checkpoint_verifies_loads_safely_and_matches_the_estimate(ds_
     assert check(ckpt).ok
     assert unsafe_pickles(ckpt) is None  # every DeepSpeed pickle loads under the allow-list
     model = build_model(load_model_config(TINY, AutoTokenizer.from_pretrained(sample_pipeline / "tok")))
-    estimate = _first_checkpoint_bytes(model, config(sample_pipeline, "unused", deepspeed=ZERO2), bf16=False)
+    estimate = first_checkpoint_bytes(model, sample_pipeline / "tok", deepspeed=True, bf16=False)
     real = listed_bytes(ckpt)
     assert abs(estimate - real) / real < 0.25, (estimate, real)
 

@@ -301,7 +301,7 @@ def test_kill_9_then_resume_auto_gives_the_uninterrupted_losses(plain_run, sampl
 
 def test_incomplete_checkpoints_are_never_resumed_from(tmp_path):
     from tonsai.train.checkpoint import write_checksums
-    from tonsai.train.run import latest_checkpoint
+    from tonsai.train.resume import latest_checkpoint
 
     for step, state in ((6, '{"global_step": 6}'), (9, '{"global_step": 9, "log_hi'), (12, None), (15, "{}")):
         d = tmp_path / f"checkpoint-{step}"
