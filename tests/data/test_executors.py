@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from tests.data.test_prepare_scale import REPO, cfg, en_docs, km_docs, write_lines
-from tonsai.data.prepare import load_prepared, run_prepare
+from tonsai.data.prepare import run_prepare
+from tonsai.data.prepared import load_prepared
 
 SHARED = REPO.parent / "shared" / "data"
 STANDIN = Path(__file__).parent / "slurm_standin"

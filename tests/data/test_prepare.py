@@ -3,7 +3,8 @@ import json
 import pytest
 
 from tonsai.cli import StageError, parse_config
-from tonsai.data.prepare import PrepareConfig, load_prepared, run_prepare
+from tonsai.data.prepare import PrepareConfig, run_prepare
+from tonsai.data.prepared import load_prepared
 from tonsai.manifest import read_manifest
 
 KM = [

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from tonsai.data.dedup import NearDuplicateClusters, exact_duplicates, pair_non_survivors
-from tonsai.data.prepare import PrepareConfig, load_prepared, run_prepare
+from tonsai.data.prepare import PrepareConfig, run_prepare
+from tonsai.data.prepared import load_prepared
 
 WORDS = ["river", "temple", "farmer", "rice", "school", "student", "city", "province", "rain", "season",
          "capital", "kingdom", "market", "village", "water", "forest", "mountain", "road", "bridge", "boat"]

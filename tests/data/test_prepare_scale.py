@@ -17,7 +17,8 @@ from tonsai.cli import StageError
 from tonsai.data.dedup import NearDuplicateClusters, band_keys, exact_duplicates, exact_key
 from tonsai.data.filters import FilterThresholds, first_reason, repeated_lines, repeated_ngrams, units
 from tonsai.data.mix import plan_sources, source_shares, unimax_budgets
-from tonsai.data.prepare import PrepareConfig, load_prepared, run_prepare
+from tonsai.data.prepare import PrepareConfig, run_prepare
+from tonsai.data.prepared import load_prepared
 from tonsai.data.sources import ReadStats, Source, iter_documents
 from tonsai.text import RoutingThresholds, count_scripts
 

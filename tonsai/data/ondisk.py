@@ -116,6 +116,10 @@ class Partition:
 
 
 MALLOC_THRESHOLD = 128 * 1024
+# Arrow picks its default memory pool when pyarrow is first imported; mimalloc/jemalloc keep freed
+# memory, which made the resident set of the merge grow with the corpus. "system" must be set in the
+# environment before that import (an explicit setting by the user wins).
+ARROW_POOL_VARIABLE = "ARROW_DEFAULT_MEMORY_POOL"
 
 
 def release_memory_promptly() -> dict:
@@ -135,7 +139,8 @@ def release_memory_promptly() -> dict:
 
     done = {}
     # pyarrow-level allocations; Arrow's C++ code (Parquet and IPC readers) uses the pool chosen by
-    # ARROW_DEFAULT_MEMORY_POOL when pyarrow was imported (tonsai.data.prepare sets it to system)
+    # ARROW_DEFAULT_MEMORY_POOL when pyarrow was imported: scripts/prepare_dataset.py sets it before any
+    # import, and run_prepare for the processes it starts
     try:
         if pa.default_memory_pool().backend_name != "system":
             pa.set_memory_pool(pa.system_memory_pool())

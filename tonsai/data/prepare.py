@@ -20,18 +20,12 @@ Every document read is counted as kept or dropped with a reason in manifest.json
 
 from __future__ import annotations
 
-import os
-
-# Arrow picks its default memory pool when pyarrow is first imported; mimalloc/jemalloc keep freed
-# memory, which made the resident set of the merge grow with the corpus (see
-# tonsai.data.ondisk.release_memory_promptly). Set before any pyarrow import; an explicit setting wins.
-os.environ.setdefault("ARROW_DEFAULT_MEMORY_POOL", "system")
-
-import collections  # noqa: E402
+import collections
 import dataclasses
 import json
 import logging
 import math
+import os
 import shutil
 import time
 from pathlib import Path
@@ -44,7 +38,7 @@ from tonsai.data.dedup import BAND_RECORD, EXACT_RECORD, KEYS_VERSION, pair_non_
 from tonsai.data.dedup_steps import BandBuckets, ExactBuckets, PartitionBands, PartitionKeys, run_step, saved
 from tonsai.data.filters import FilterThresholds
 from tonsai.data.mix import STRATEGIES, normalize_weights, plan_sources_lazy, source_shares
-from tonsai.data.ondisk import MAX_OPEN, DiskArray, num_buckets, release_memory_promptly, trim_heap
+from tonsai.data.ondisk import ARROW_POOL_VARIABLE, MAX_OPEN, DiskArray, num_buckets, release_memory_promptly, trim_heap
 from tonsai.data.blocks import peak_rss_mb
 from tonsai.data.engine import (docs_dir, run_docs_local, run_docs_ray, submit_slurm, task_infos,
                                 unfinished_tasks)
@@ -53,12 +47,12 @@ from tonsai.data.splitwrite import EXACT_DUP, NEAR_DUP, TRAIN, VALIDATION, merge
 from tonsai.data.writer import buckets_for, write_dataset_dict_index
 from tonsai.executors import ExecutorOptions
 from tonsai.folders import check_output_dir, claim_in_place, claim_output, static_prefix
+from tonsai.data.prepared import STAGE
 from tonsai.manifest import write_manifest
 from tonsai.text import RoutingThresholds
 from tonsai.text.normalize import NORMALIZER_VERSION
 
 log = logging.getLogger(__name__)
-STAGE = "prepare"
 WORK_STAGE = "prepare-work"  # the ownership mark of --work-dir
 LANGS = ("km", "en")
 
@@ -820,6 +814,7 @@ def run_prepare(cfg: PrepareConfig) -> dict:
     The output folder is claimed and locked for the whole run (tonsai.folders); a --shard-index job
     locks only the work folder's settings check, so that task jobs of one preparation can share the
     work folder. Slurm jobs claim the output in the merge job."""
+    os.environ.setdefault(ARROW_POOL_VARIABLE, "system")  # for the task processes (tonsai.data.ondisk)
     sources = cfg.sources()
     for s in sources:
         if not s.is_hub:
@@ -858,12 +853,3 @@ def _run_prepare(cfg: PrepareConfig, sources: list[Source]) -> dict:
     if not cfg.keep_work_dir:
         shutil.rmtree(work, ignore_errors=True)
     return manifest
-
-
-def load_prepared(dataset_dir: str | Path):
-    """Load the DatasetDict written by :func:`run_prepare` (checks the manifest first)."""
-    from tonsai.manifest import read_manifest
-    import datasets
-
-    manifest = read_manifest(dataset_dir, STAGE)
-    return datasets.load_from_disk(str(Path(dataset_dir) / "dataset")), manifest

@@ -103,7 +103,7 @@ def dataset_sets(dataset_dir: str | Path, split: str) -> tuple[list[EvalSet], di
     """The split's documents as runs of one language and source, in the split's order (so that
     :func:`language_streams` joins each language as training's validation does), and what identifies the
     split for the report (the dataset manifest's SHA-256 and the split's name)."""
-    from tonsai.data.prepare import load_prepared
+    from tonsai.data.prepared import load_prepared
     from tonsai.tokenizer.pack import dataset_hash
 
     dd, _ = load_prepared(dataset_dir)

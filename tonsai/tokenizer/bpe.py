@@ -237,7 +237,7 @@ def _dataset_texts(cfg: TokenizerConfig) -> tuple[Iterable[str], dict]:
     import pyarrow.compute as pc
 
     from tonsai.data.mix import plan_sources
-    from tonsai.data.prepare import load_prepared
+    from tonsai.data.prepared import load_prepared
 
     dd, manifest = load_prepared(cfg.dataset_dir)
     if cfg.dataset_split not in dd:

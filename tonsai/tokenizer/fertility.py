@@ -231,7 +231,7 @@ def fertility_docs_field():
 
 def validation_texts(dataset_dir: str | Path, max_docs: int) -> dict[str, list[str]] | None:
     """The first ``max_docs`` validation documents per language of a prepared dataset, if it has them."""
-    from tonsai.data.prepare import load_prepared
+    from tonsai.data.prepared import load_prepared
 
     dd, _ = load_prepared(dataset_dir)
     if "validation" not in dd:

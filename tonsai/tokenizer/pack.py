@@ -223,7 +223,7 @@ def pack_dataset(dataset_dir: str | Path, tokenizer_dir: str | Path, out_dir: st
     once. Folders that already exist for the same tokenizer and dataset are kept, and finished tasks
     of an interrupted run are skipped (a rerun resumes). ``executor`` (:class:`tonsai.executors.
     ExecutorOptions`) sends the tasks to Slurm or Ray; with Slurm this returns the submitted jobs."""
-    from tonsai.data.prepare import load_prepared
+    from tonsai.data.prepared import load_prepared
     from tonsai.tokenizer.tasks import Folder
 
     dd, _ = load_prepared(dataset_dir)
