@@ -188,6 +188,9 @@ def render_html(report: dict, compared: list[dict] = ()) -> str:
         if report.get("suite_limit"):
             parts.append(f"<p class=\"note\">At most {report['suite_limit']} examples per task: a quick look, "
                          "not a benchmark figure.</p>")
+        if report.get("suite_chat"):
+            parts.append("<p class=\"note\">Each prompt was given as a user turn in the model's chat template "
+                         "(<code>--chat</code>).</p>")
         parts.append(_table(["suite", "task", "metric", "value", "examples"],
                             [[s, t, m, v, n] for s, t, m, v, n in rows], numeric_from=3))
         parts.append(_suite_panels(reports))

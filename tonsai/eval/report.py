@@ -33,6 +33,7 @@ report.json schema (version 3; keys marked * appear only when that input was giv
                     "km_wins"},           # share of pairs where the Khmer side costs fewer bits
       "suites"*: {"<suite>": {"<task>": {"<metric>": float, "n": int}}},
       "suite_limit"*: int | null,         # examples per task were capped at this
+      "suite_chat"*: bool,                # prompts went through the tokenizer's chat template (--chat)
       "metrics_file"*: str, "curves"*: {"train": [[step, loss], ...], "<lang>": [[step, val loss], ...]},
                                           # step: step_total when the run logs it (continual pretraining
                                           # counts on from the base model's steps), else step
@@ -229,6 +230,8 @@ def render_markdown(report: dict, compared: list[dict] = ()) -> str:
         lines += ["## Prompt suites", ""]
         if limit:
             lines += [f"At most {limit} examples per task (`--limit`): a quick look, not a benchmark figure.", ""]
+        if report.get("suite_chat"):
+            lines += ["Each prompt was given as a user turn in the model's chat template (`--chat`).", ""]
         lines += ["| suite | task | metric | value | examples |", "|---|---|---|---:|---:|"]
         lines += [f"| {s} | {t} | {m} | {v:.4f} | {_fmt(n)} |" for s, t, m, v, n in rows]
         lines.append("")

@@ -54,6 +54,9 @@ class EvalConfig:
         "help": "tokenizer folder, when --model-dir has none (default: the model folder's own)"})
     metrics_file: str | None = dataclasses.field(default=None, metadata={
         "help": "a run's metrics.jsonl for the loss curves (default: the one beside --model-dir, if any)"})
+    chat: bool = dataclasses.field(default=False, metadata={
+        "help": "put every suite prompt in the tokenizer's chat template as a user turn (models tuned with "
+                "train_sft.py); compare with the base model's report through --compare"})
     compare: list[str] = dataclasses.field(default_factory=list, metadata={
         "help": "earlier eval output folders (or their report.json) to show side by side with this one",
         "metavar": "DIR"})
@@ -361,9 +364,11 @@ def _run_eval(cfg: EvalConfig) -> dict:
     if cfg.suite:
         from tonsai.eval.suites import run_suites
 
-        results = run_suites(model, tokenizer, cfg.suite, device=device, batch_size=cfg.batch_size, limit=cfg.limit)
+        results = run_suites(model, tokenizer, cfg.suite, device=device, batch_size=cfg.batch_size, limit=cfg.limit,
+                             chat=cfg.chat)
         report["suites"] = results.scores
         report["suite_limit"] = cfg.limit
+        report["suite_chat"] = cfg.chat
         samples = results.samples
     else:
         samples = None

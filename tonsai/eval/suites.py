@@ -309,13 +309,27 @@ def load_suite(path: str | Path) -> Suite:
 
 # ----------------------------------------------------------------------------------------------- running
 
+def chat_prompt(tokenizer, prompt: str) -> str:
+    """``prompt`` as one user turn in the tokenizer's chat template, ending where the assistant's reply
+    starts (a model tuned by train_sft.py answers there)."""
+    if not getattr(tokenizer, "chat_template", None):
+        raise StageError("--chat: the model's tokenizer has no chat template; it is for models tuned with "
+                         "scripts/train_sft.py (or any tokenizer with `chat_template`)")
+    return tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
+                                         add_generation_prompt=True)
+
+
 def run_task(model, tokenizer, task: Task, device: str, batch_size: int = 8, limit: int | None = None,
-             progress: bool = True, label: str = "", max_new_tokens: int | None = None
+             progress: bool = True, label: str = "", max_new_tokens: int | None = None, chat: bool = False
              ) -> tuple[dict[str, float | int], list[dict]]:
-    """Scores and samples of one task on its first ``limit`` items; ``max_new_tokens`` caps the task's own."""
+    """Scores and samples of one task on its first ``limit`` items; ``max_new_tokens`` caps the task's own.
+    With ``chat`` every prompt is put in the chat template (:func:`chat_prompt`), and a choice follows the
+    assistant marker directly (no target delimiter)."""
     from tonsai.eval.generate import generate_greedy, loglikelihood
 
     reqs = task.requests[:limit] if limit else task.requests
+    if chat:
+        reqs = [dataclasses.replace(r, prompt=chat_prompt(tokenizer, r.prompt)) for r in reqs]
     desc = f"{label}{task.name}" if progress else None
     if task.type == "generate":
         budget = min(task.max_new_tokens, max_new_tokens) if max_new_tokens else task.max_new_tokens
@@ -330,7 +344,8 @@ def run_task(model, tokenizer, task: Task, device: str, batch_size: int = 8, lim
                     "reference": r.reference if len(r.reference) > 1 else r.reference[0]}
                    for r, p, q in zip(reqs, preds, raw)]
     else:
-        pairs = [(r.prompt, task.target_delimiter + c) for r in reqs for c in r.choices]
+        delimiter = "" if chat else task.target_delimiter
+        pairs = [(r.prompt, delimiter + c) for r in reqs for c in r.choices]
         lls = loglikelihood(model, tokenizer, pairs, batch_size, device, progress=desc)
         per_item, at = [], 0
         for r in reqs:
@@ -347,7 +362,8 @@ def run_task(model, tokenizer, task: Task, device: str, batch_size: int = 8, lim
 
 
 def run_suites(model, tokenizer, suite_paths: Sequence[str | Path], device: str, batch_size: int = 8,
-               limit: int | None = None, progress: bool = True, max_new_tokens: int | None = None) -> SuiteResults:
+               limit: int | None = None, progress: bool = True, max_new_tokens: int | None = None,
+               chat: bool = False) -> SuiteResults:
     """Run every task of every suite; returns :class:`SuiteResults`.
 
     ``SuiteResults`` is the dict ``{suite_name: {task_name: {metric: float, ..., "n": int}}}`` (write it
@@ -367,7 +383,7 @@ def run_suites(model, tokenizer, suite_paths: Sequence[str | Path], device: str,
         results[suite.name], results.samples[suite.name] = {}, {}
         for task in suite.tasks:
             scores, samples = run_task(model, tokenizer, task, device, batch_size, limit, progress,
-                                       label=f"{suite.name}/", max_new_tokens=max_new_tokens)
+                                       label=f"{suite.name}/", max_new_tokens=max_new_tokens, chat=chat)
             results[suite.name][task.name] = scores
             results.samples[suite.name][task.name] = samples
             log.info("%s/%s: %s", suite.name, task.name,
