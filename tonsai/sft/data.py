@@ -19,7 +19,7 @@ Conversations are dropped, and counted per source as ``dropped:<reason>``, for t
 ``malformed`` (bad JSON or a record of no known shape, logged with file and line; a file whose
 every record is malformed is an error naming it), ``unsupported_role`` (a role other than system,
 user and assistant, e.g. tool calls), ``empty_content``, ``no_assistant_turn``,
-``roles_out_of_order`` (after an optional system message the turns must alternate user,
+``no_letters``, ``roles_out_of_order`` (after an optional system message the turns must alternate user,
 assistant, ..., and end with the assistant), ``special_token_in_text`` (a text holding a chat
 marker or tonsai's ``<|endoftext|>`` / ``<|pad|>``: the tokenizer would read it as that special
 token, so a user could forge a turn), ``not_khmer_or_english`` (routing found neither script),
@@ -29,13 +29,16 @@ normalized conversation, roles included, seen earlier: the xxh3 key of
 ``read == kept + sum(dropped:*)`` and ``kept == validation + train_pool``; ``train`` counts its
 rows in the training list after weighting.
 
-The quality filters run on the conversation's texts joined by newlines, with thresholds for short
-chat turns (:data:`CHAT_FILTERS`): no minimum length (``"Hi"`` / ``"Hello!"`` is a real
-exchange; only at least 2 word-like units and at least one letter are required), digits and
-symbols up to half of the characters (arithmetic and unit questions), and a repeated-line share up
-to one half (a user who says "Thank you" twice); the repeated 5-gram, URL, U+FFFD, invalid Khmer
-cluster and legacy-font checks are the prepare stage's. Prepare's length and script-mismatch
-filters do not run: a declared language wins.
+The quality filters are the prepare stage's (:mod:`tonsai.data.filters`) with a cut for short
+chat turns. On the conversation's texts joined by newlines: at least 2 word-like units and one
+letter (no minimum length: ``"Hi"`` / ``"Hello!"`` is a real exchange), digits and symbols each up
+to half of the characters (:data:`CHAT_FILTERS`: arithmetic and unit questions), prepare's URL
+share, and the U+FFFD, invalid Khmer cluster and legacy-font checks. Repeated lines and repeated
+word 5-grams are checked turn by turn with prepare's thresholds, never across turns: an answer
+that repeats the question's words ("What is the capital of Cambodia?" / "The capital of Cambodia
+is ...") is normal, and in Khmer, whose word-like units are syllables, it alone exceeds the 30%
+repeated 5-gram share of a short exchange; a turn that loops on itself is the defect those checks
+are for. Prepare's length and script-mismatch filters do not run: a declared language wins.
 
 Language: a source's ``lang`` when given, otherwise the script routing of
 :func:`tonsai.text.script.route` on the whole conversation, with ``khmer_min_chars=1`` (a short
@@ -63,8 +66,9 @@ import numpy as np
 
 from tonsai.cli import StageError
 from tonsai.data.dedup import exact_key, id_hash
-from tonsai.data.filters import FilterThresholds, quality_reason
-from tonsai.data.sources import (HF_PREFIX, BadRecord, ReadStats, Source, _json_records, _kind, open_binary,
+from tonsai.data.filters import (FilterThresholds, bad_quality, repeated_lines, repeated_ngrams, symbol_ratios,
+                                  too_few_units, units)
+from tonsai.data.sources import (HF_PREFIX, SKIP_HINT, BadRecord, ReadStats, Source, _json_records, _kind, open_binary,
                                  open_hub, read_error)
 from tonsai.sft.template import MARKERS, ROLES
 from tonsai.text import normalize
@@ -72,8 +76,7 @@ from tonsai.text.script import RoutingThresholds, count_scripts, route
 
 log = logging.getLogger(__name__)
 
-CHAT_FILTERS = FilterThresholds(min_chars=0, min_units=2, max_dup_line_frac=0.5, max_digit_frac=0.5,
-                                max_symbol_frac=0.5)
+CHAT_FILTERS = FilterThresholds(min_chars=0, min_units=2, max_digit_frac=0.5, max_symbol_frac=0.5)
 CHAT_ROUTING = RoutingThresholds(khmer_min_chars=1)
 SFT_LANGS = ("km", "en", "mixed")
 FORBIDDEN = tuple(MARKERS) + ("<|endoftext|>", "<|pad|>")  # tonsai.tokenizer.bpe's EOT and PAD
@@ -144,6 +147,7 @@ def _parsed(name: str, records) -> Iterator[tuple[str, int, str, list[dict[str, 
         try:
             yield rel, n, where, parse_record(obj, where)
         except BadRecord as e:
+            e = BadRecord(e.reason, str(e).replace(f", {SKIP_HINT}", ""))  # the prepare stage's flag is not ours
             malformed += 1
             first_bad = first_bad or e
             yield rel, n, where, e
@@ -240,13 +244,21 @@ def clean(messages: list[dict[str, str]]) -> tuple[list[dict[str, str]], str | N
     return out, None
 
 
-def _language(text: str, declared: str | None) -> tuple[str | None, str | None]:
-    """(language, drop reason) of a conversation's joined text."""
+def _language(messages: list[dict[str, str]], declared: str | None) -> tuple[str | None, str | None]:
+    """(language, drop reason) of a cleaned conversation."""
+    text = "\n".join(m["content"] for m in messages)
     counts = count_scripts(text)
+    if not counts.letters:
+        return None, "no_letters"
     lang = declared or route(counts, CHAT_ROUTING)
     if lang not in SFT_LANGS:
         return None, "not_khmer_or_english"
-    return lang, quality_reason(text, counts, CHAT_FILTERS)
+    t = CHAT_FILTERS
+    reason = too_few_units(units(text), t.min_units) or symbol_ratios(text, counts, t) or bad_quality(text, counts)
+    for m in messages:
+        reason = reason or repeated_lines(m["content"], t.max_dup_line_frac) or repeated_ngrams(
+            units(m["content"]), t.max_dup_ngram_frac)
+    return lang, reason
 
 
 def _read_source(src: SftSource, seen: set[tuple[int, int]], counts: dict[str, int]) -> list[Conversation]:
@@ -264,7 +276,7 @@ def _read_source(src: SftSource, seen: set[tuple[int, int]], counts: dict[str, i
         messages, reason = clean(messages)
         lang = None
         if reason is None:
-            lang, reason = _language("\n".join(m["content"] for m in messages), src.lang)
+            lang, reason = _language(messages, src.lang)
         if reason is None:
             key = exact_key("\x1e".join(f"{m['role']}\x1f{m['content']}" for m in messages))
             reason = "duplicate" if key in seen else None
