@@ -6,9 +6,9 @@ from __future__ import annotations
 import torch
 from transformers import AutoTokenizer
 
-from tonsai.sft.template import END_TOKEN, MARKERS, ROLE_TOKENS, install_chat_template, resize_for_new_tokens, \
-    stop_token_ids
 from tonsai.model.build import build_model, load_model_config
+from tonsai.sft.template import CHAT_TEMPLATE, END_TOKEN, MARKERS, ROLE_TOKENS, install_chat_template, \
+    resize_for_new_tokens, stop_token_ids
 from tonsai.tokenizer.export import save_tokenizer
 
 from ..conftest import REPO
@@ -86,3 +86,33 @@ def test_new_rows_are_the_mean(sample_pipeline):
             assert not torch.equal(new_in[ids[0]], new_out[ids[0]])  # each matrix gets its own mean
         logits = model(torch.tensor([[ids[1], 5, ids[2]]])).logits
         assert logits.shape == (1, 3, 576) and torch.isfinite(logits).all()
+
+
+TF4_CHAT_PROBE = """
+import json, sys
+from transformers import AutoTokenizer
+tok = AutoTokenizer.from_pretrained(sys.argv[1])
+print(json.dumps({"template": tok.chat_template, "special": tok.additional_special_tokens,
+                  "ids": tok(sys.argv[2], add_special_tokens=False)["input_ids"]}))
+"""
+
+
+def test_chat_tokenizer_folder_loads_in_transformers_4(chat_tokenizer, tmp_path):
+    """transformers 4.x reads the saved folder (markers as additional_special_tokens, the template in
+    tokenizer_config.json) and encodes the rendered conversation to the same ids. (The cached 4.x
+    environment has no jinja2, so 4.x tokenizes 5.x's rendering instead of rendering it itself.)"""
+    import json
+    import os
+    import subprocess
+
+    from ..tokenizer.test_export import _tf4_python
+
+    save_tokenizer(chat_tokenizer, tmp_path / "tok")
+    assert not (tmp_path / "tok" / "chat_template.jinja").exists()
+    text = chat_tokenizer.apply_chat_template(CONVERSATION, tokenize=False)
+    proc = subprocess.run([str(_tf4_python()), "-c", TF4_CHAT_PROBE, str(tmp_path / "tok"), text], capture_output=True,
+                          text=True, timeout=600, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = json.loads(proc.stdout.splitlines()[-1])
+    assert got["template"] == CHAT_TEMPLATE and got["special"] == MARKERS
+    assert got["ids"] == chat_tokenizer.apply_chat_template(CONVERSATION, tokenize=True)["input_ids"]
