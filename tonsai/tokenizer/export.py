@@ -11,6 +11,12 @@ uses its "no limit" value (``int(1e30)``) in both versions; the model folder mad
 the real one. Padding is on the left, as decoder-only generation needs: batched ``generate()`` then
 continues every prompt from its last real token (and transformers warns about nothing). tonsai's own
 training and evaluation build their batches themselves and do not depend on this setting.
+
+Added special tokens (the chat markers of :mod:`tonsai.sft.template`) are saved by 5.x as an
+``extra_special_tokens`` list, which 4.x reads as a dict of named tokens and fails on
+("'list' object has no attribute 'keys'"); they are written as ``additional_special_tokens``, which
+both read as that list. A chat template goes into tokenizer_config.json's ``chat_template`` (read
+by 4.x since 4.34 and by 5.x) instead of 5.x's separate ``chat_template.jinja``.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ TOKENIZER_CLASS = "PreTrainedTokenizerFast"
 PADDING_SIDE = "left"
 # arguments of from_pretrained that transformers 5.x writes back as if they were settings
 LOAD_ARGUMENTS = ("is_local", "local_files_only")
+CHAT_TEMPLATE_FILE = "chat_template.jinja"
 
 
 def save_tokenizer(tokenizer, folder: str | Path, model_max_length: int | None = None) -> None:
@@ -41,7 +48,13 @@ def make_portable(folder: str | Path, model_max_length: int | None = None) -> bo
     new.update(tokenizer_class=TOKENIZER_CLASS, padding_side=PADDING_SIDE)
     if model_max_length is not None:
         new["model_max_length"] = int(model_max_length)
+    if isinstance(new.get("extra_special_tokens"), list):
+        new["additional_special_tokens"] = new.pop("extra_special_tokens")
+    template = Path(folder) / CHAT_TEMPLATE_FILE
+    if template.is_file():
+        new["chat_template"] = template.read_text(encoding="utf-8")
     if new == config:
         return False
     write_json(path, new)
+    template.unlink(missing_ok=True)  # after the config holds it: a crash in between leaves both, equal
     return True
