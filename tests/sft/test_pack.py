@@ -148,3 +148,17 @@ def test_packed_by_lang(chat_tokenizer, shipped):
             got += [b["input_ids"][s:e].tolist() for s, e in itertools.pairwise(starts)
                     if b["input_ids"][s] == chat_tokenizer.bos_token_id]
         assert sorted(got) == expected and stats[lang].conversations == len(expected)
+
+
+def test_encode_needs_a_template_that_marks_the_answers(sample_pipeline):
+    from transformers import AutoTokenizer
+
+    from tonsai.cli import StageError
+
+    tok = AutoTokenizer.from_pretrained(sample_pipeline / "tok")  # no chat template
+    messages = [{"role": "user", "content": "Hi there"}, {"role": "assistant", "content": "Hello!"}]
+    with pytest.raises(StageError, match="install_chat_template"):
+        encode(tok, messages)
+    tok.chat_template = "{% for m in messages %}{{ m['content'] }}{% endfor %}"  # renders, but marks nothing
+    with pytest.raises(StageError, match=r"\{% generation %\}"):
+        encode(tok, messages)

@@ -15,19 +15,19 @@ A ``"system"`` field beside ``messages`` or ``instruction`` becomes the system m
 conversation has none). Every text is normalized with :func:`tonsai.text.normalize` and stripped;
 an empty system message is removed.
 
-Conversations are dropped, and counted per source as ``dropped:<reason>``, for these reasons:
-``malformed`` (bad JSON or a record of no known shape, logged with file and line; a file whose
-every record is malformed is an error naming it), ``unsupported_role`` (a role other than system,
-user and assistant, e.g. tool calls), ``empty_content``, ``no_assistant_turn``,
-``no_letters``, ``roles_out_of_order`` (after an optional system message the turns must alternate user,
-assistant, ..., and end with the assistant), ``special_token_in_text`` (a text holding a chat
-marker or tonsai's ``<|endoftext|>`` / ``<|pad|>``: the tokenizer would read it as that special
-token, so a user could forge a turn), ``not_khmer_or_english`` (routing found neither script),
-the quality filters of :func:`tonsai.data.filters.quality_reason`, and ``duplicate`` (the same
-normalized conversation, roles included, seen earlier: the xxh3 key of
-:func:`tonsai.data.dedup.exact_key`; the first in source order is kept). For every source
-``read == kept + sum(dropped:*)`` and ``kept == validation + train_pool``; ``train`` counts its
-rows in the training list after weighting.
+Conversations are dropped, and counted per source as ``dropped:<reason>``, for these reasons, in
+the order they are checked: ``malformed`` (bad JSON or a record of no known shape, logged with
+file and line; a file whose every record is malformed is an error naming it),
+``unsupported_role`` (a role other than system, user and assistant, e.g. tool calls),
+``empty_content``, ``no_assistant_turn``, ``roles_out_of_order`` (after an optional system
+message the turns must alternate user, assistant, ..., and end with the assistant),
+``special_token_in_text`` (a text holding a chat marker or tonsai's ``<|endoftext|>`` /
+``<|pad|>``: the tokenizer would read it as that special token, so a user could forge a turn),
+``no_letters``, ``not_khmer_or_english`` (routing found neither script), the quality filters'
+reasons (below), and ``duplicate`` (the same normalized conversation, roles included, seen
+earlier: the xxh3 key of :func:`tonsai.data.dedup.exact_key`; the first in source order is kept).
+For every source ``read == kept + sum(dropped:*)`` and ``kept == validation + train_pool``;
+``train`` counts its rows in the training list after weighting.
 
 The quality filters are the prepare stage's (:mod:`tonsai.data.filters`) with a cut for short
 chat turns. On the conversation's texts joined by newlines: at least 2 word-like units and one

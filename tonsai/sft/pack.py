@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
+import re
 from collections.abc import Iterable
 
 import numpy as np
@@ -41,12 +42,13 @@ import torch
 from tonsai.cli import StageError
 
 IGNORE = -100  # the label transformers' loss ignores
+GENERATION_TAG = re.compile(r"\{%-?\s*generation\s*-?%\}")
 
 
 def encode(tokenizer, messages: list[dict[str, str]]) -> tuple[list[int], list[int]]:
     """(input_ids, labels) of one conversation; see the module docstring."""
     template = getattr(tokenizer, "chat_template", None) or ""
-    if "generation" not in template:
+    if not GENERATION_TAG.search(template if isinstance(template, str) else ""):
         raise StageError("the tokenizer's chat template does not mark the assistant's turns with "
                          "{% generation %}; install tonsai's with tonsai.sft.template.install_chat_template")
     out = tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True, return_assistant_tokens_mask=True)
