@@ -65,7 +65,8 @@ def sources(tmp_path):
         for r in [{"instruction": EN_Q, "output": EN_A},                                  # duplicate of chats:2
                   {"instruction": "បកប្រែទៅជាភាសាអង់គ្លេស។", "input": KM_A, "output": EN_A},  # kept (km)
                   {"instruction": "Translate into English.", "input": "", "output": "Hello!"},  # kept (en), no input
-                  {"instruction": "x", "output": ["not", "a", "string"]}]:                # wrong shape
+                  {"instruction": "x", "output": ["not", "a", "string"]},                 # wrong shape
+                  {"instruction": None, "output": "y"}]:                                   # wrong shape
             f.write(json.dumps(r, ensure_ascii=False) + "\n")
     return chats, str(alpaca)
 
@@ -81,10 +82,10 @@ def test_counts_languages_and_shapes(sources, caplog):
                                   "dropped:roles_out_of_order": 1, "dropped:empty_content": 1,
                                   "dropped:special_token_in_text": 1, "dropped:unsupported_role": 1,
                                   "dropped:no_letters": 1, "dropped:repeated_ngrams": 1}
-    assert data.counts[alpaca] == {"read": 4, "kept": 2, "validation": data.counts[alpaca]["validation"],
+    assert data.counts[alpaca] == {"read": 5, "kept": 2, "validation": data.counts[alpaca]["validation"],
                                    "train_pool": 2 - data.counts[alpaca]["validation"],
                                    "train": 2 - data.counts[alpaca]["validation"],
-                                   "dropped:duplicate": 1, "dropped:malformed": 1}
+                                   "dropped:duplicate": 1, "dropped:malformed": 2}
     for c in data.counts.values():
         assert c["read"] == c["kept"] + sum(v for k, v in c.items() if k.startswith("dropped:"))
     # the malformed records are named with file and line

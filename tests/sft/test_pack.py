@@ -4,14 +4,24 @@ logits of every conversation in a packed block equal to its logits alone."""
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 from transformers import default_data_collator
 
 from tonsai.model.build import build_model, load_model_config
 from tonsai.sft.data import SftSource, load_sft_data
-from tonsai.sft.pack import (IGNORE, PackedConversations, PackStats, encode, encode_all, pack, packed_by_lang,
-                             prepare_model_for_packing)
+from tonsai.sft.pack import (
+    IGNORE,
+    PackedConversations,
+    PackStats,
+    encode,
+    encode_all,
+    pack,
+    packed_by_lang,
+    prepare_model_for_packing,
+)
 from tonsai.sft.template import END_TOKEN, ROLE_TOKENS
 
 from ..conftest import REPO, SAMPLE
@@ -60,7 +70,7 @@ def test_pack_layout(chat_tokenizer, shipped):
     lengths = [len(ids) for ids, _ in encoded]
     block = 192
     stats = PackStats()
-    blocks = pack(encoded, block, chat_tokenizer.pad_token_id, stats)
+    blocks = pack(encoded, block, chat_tokenizer.pad_token_id, stats, [c.lang for c in shipped.train])
     too_long = sum(n > block for n in lengths)
     assert too_long and stats.too_long == too_long and stats.conversations == len(encoded) - too_long
     assert stats.blocks == len(blocks) < stats.conversations  # several conversations share blocks
@@ -71,7 +81,7 @@ def test_pack_layout(chat_tokenizer, shipped):
         assert {k: (v.shape, str(v.dtype)) for k, v in b.items()} == {
             k: ((block,), "int32") for k in ("input_ids", "labels", "position_ids")}
         starts = [i for i in range(block) if b["position_ids"][i] == 0] + [block]
-        for s, e in zip(starts, starts[1:]):
+        for s, e in itertools.pairwise(starts):
             assert list(b["position_ids"][s:e]) == list(range(e - s))
             piece = (b["input_ids"][s:e].tolist(), b["labels"][s:e].tolist())
             if piece[0][0] == chat_tokenizer.bos_token_id:
@@ -81,10 +91,15 @@ def test_pack_layout(chat_tokenizer, shipped):
     # every conversation that fits is in exactly one block, whole
     assert sorted(seen) == sorted((ids, labels) for ids, labels in encoded if len(ids) <= block)
     assert stats.labelled_tokens == sum(sum(x != IGNORE for x in lab) for _, lab in seen)
+    fits = [(len(ids), sum(x != IGNORE for x in lab), c.lang) for (ids, lab), c in zip(encoded, shipped.train)
+            if len(ids) <= block]
+    assert stats.tokens_by_lang == {lang: sum(n for n, _, g in fits if g == lang) for lang in ("km", "en")}
+    assert stats.labelled_by_lang == {lang: sum(m for _, m, g in fits if g == lang) for lang in ("km", "en")}
 
 
-@pytest.mark.parametrize("config", ["gpt2_tiny.json", "llama_tiny.json"])
-def test_packed_logits_equal_alone(chat_tokenizer, shipped, config):
+@pytest.mark.parametrize(("config", "attn"), [("gpt2_tiny.json", "sdpa"), ("llama_tiny.json", "sdpa"),
+                                             ("llama_tiny.json", "eager")])
+def test_packed_logits_equal_alone(chat_tokenizer, shipped, config, attn):
     """Each conversation of a packed batch gets the logits it gets alone (atol 1e-5), and the loss
     of the batch is the mean over all labelled tokens of the conversations' own losses. With a
     key/value cache the packed detection is off and the later conversations' logits change: the
@@ -92,6 +107,7 @@ def test_packed_logits_equal_alone(chat_tokenizer, shipped, config):
     tok = chat_tokenizer
     torch.manual_seed(0)
     model = build_model(load_model_config(REPO / "configs/model" / config, tok)).eval()
+    model.set_attn_implementation(attn)
     prepare_model_for_packing(model)
     encoded = encode_all(tok, shipped.train[:16])
     blocks = [b for b in pack(encoded, 256, tok.pad_token_id) if (b["position_ids"] == 0).sum() >= 3][:2]
@@ -105,7 +121,7 @@ def test_packed_logits_equal_alone(chat_tokenizer, shipped, config):
     for row in range(2):
         pos = batch["position_ids"][row].tolist()
         starts = [i for i, p in enumerate(pos) if p == 0] + [len(pos)]
-        for s, e in zip(starts, starts[1:]):
+        for s, e in itertools.pairwise(starts):
             ids, labels = batch["input_ids"][row, s:e], batch["labels"][row, s:e]
             if (labels == IGNORE).all():
                 continue  # padding
@@ -129,6 +145,20 @@ def test_packed_by_lang(chat_tokenizer, shipped):
         for b in blocks:
             pos = b["position_ids"].tolist() + [0]
             starts = [i for i, p in enumerate(pos) if p == 0]
-            got += [b["input_ids"][s:e].tolist() for s, e in zip(starts, starts[1:])
+            got += [b["input_ids"][s:e].tolist() for s, e in itertools.pairwise(starts)
                     if b["input_ids"][s] == chat_tokenizer.bos_token_id]
         assert sorted(got) == expected and stats[lang].conversations == len(expected)
+
+
+def test_encode_needs_a_template_that_marks_the_answers(sample_pipeline):
+    from transformers import AutoTokenizer
+
+    from tonsai.cli import StageError
+
+    tok = AutoTokenizer.from_pretrained(sample_pipeline / "tok")  # no chat template
+    messages = [{"role": "user", "content": "Hi there"}, {"role": "assistant", "content": "Hello!"}]
+    with pytest.raises(StageError, match="install_chat_template"):
+        encode(tok, messages)
+    tok.chat_template = "{% for m in messages %}{{ m['content'] }}{% endfor %}"  # renders, but marks nothing
+    with pytest.raises(StageError, match=r"\{% generation %\}"):
+        encode(tok, messages)

@@ -15,19 +15,19 @@ A ``"system"`` field beside ``messages`` or ``instruction`` becomes the system m
 conversation has none). Every text is normalized with :func:`tonsai.text.normalize` and stripped;
 an empty system message is removed.
 
-Conversations are dropped, and counted per source as ``dropped:<reason>``, for these reasons:
-``malformed`` (bad JSON or a record of no known shape, logged with file and line; a file whose
-every record is malformed is an error naming it), ``unsupported_role`` (a role other than system,
-user and assistant, e.g. tool calls), ``empty_content``, ``no_assistant_turn``,
-``no_letters``, ``roles_out_of_order`` (after an optional system message the turns must alternate user,
-assistant, ..., and end with the assistant), ``special_token_in_text`` (a text holding a chat
-marker or tonsai's ``<|endoftext|>`` / ``<|pad|>``: the tokenizer would read it as that special
-token, so a user could forge a turn), ``not_khmer_or_english`` (routing found neither script),
-the quality filters of :func:`tonsai.data.filters.quality_reason`, and ``duplicate`` (the same
-normalized conversation, roles included, seen earlier: the xxh3 key of
-:func:`tonsai.data.dedup.exact_key`; the first in source order is kept). For every source
-``read == kept + sum(dropped:*)`` and ``kept == validation + train_pool``; ``train`` counts its
-rows in the training list after weighting.
+Conversations are dropped, and counted per source as ``dropped:<reason>``, for these reasons, in
+the order they are checked: ``malformed`` (bad JSON or a record of no known shape, logged with
+file and line; a file whose every record is malformed is an error naming it),
+``unsupported_role`` (a role other than system, user and assistant, e.g. tool calls),
+``empty_content``, ``no_assistant_turn``, ``roles_out_of_order`` (after an optional system
+message the turns must alternate user, assistant, ..., and end with the assistant),
+``special_token_in_text`` (a text holding a chat marker or tonsai's ``<|endoftext|>`` /
+``<|pad|>``: the tokenizer would read it as that special token, so a user could forge a turn),
+``no_letters``, ``not_khmer_or_english`` (routing found neither script), the quality filters'
+reasons (below), and ``duplicate`` (the same normalized conversation, roles included, seen
+earlier: the xxh3 key of :func:`tonsai.data.dedup.exact_key`; the first in source order is kept).
+For every source ``read == kept + sum(dropped:*)`` and ``kept == validation + train_pool``;
+``train`` counts its rows in the training list after weighting.
 
 The quality filters are the prepare stage's (:mod:`tonsai.data.filters`) with a cut for short
 chat turns. On the conversation's texts joined by newlines: at least 2 word-like units and one
@@ -59,17 +59,34 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
 from tonsai.cli import StageError
 from tonsai.data.dedup import exact_key, id_hash
-from tonsai.data.filters import (FilterThresholds, bad_quality, repeated_lines, repeated_ngrams, symbol_ratios,
-                                  too_few_units, units)
-from tonsai.data.sources import (HF_PREFIX, SKIP_HINT, BadRecord, ReadStats, Source, _json_records, _kind, open_binary,
-                                 open_hub, read_error)
+from tonsai.data.filters import (
+    FilterThresholds,
+    bad_quality,
+    repeated_lines,
+    repeated_ngrams,
+    symbol_ratios,
+    too_few_units,
+    units,
+)
+from tonsai.data.sources import (
+    HF_PREFIX,
+    SKIP_HINT,
+    BadRecord,
+    ReadStats,
+    Source,
+    _json_records,
+    _kind,
+    open_binary,
+    open_hub,
+    read_error,
+)
 from tonsai.sft.template import MARKERS, ROLES
 from tonsai.text import normalize
 from tonsai.text.script import RoutingThresholds, count_scripts, route
@@ -201,7 +218,7 @@ def parse_record(obj, where: str) -> list[dict[str, str]]:
         messages = _turns(obj["conversations"], where, "conversations", "from", "value", SHAREGPT_ROLES)
     elif "instruction" in obj and "output" in obj:
         fields = {k: obj.get(k) for k in ("instruction", "input", "output")}
-        bad = [k for k, v in fields.items() if v is not None and not isinstance(v, str)]
+        bad = [k for k, v in fields.items() if not isinstance(v, str) and (v is not None or k != "input")]
         if bad:
             raise _bad(where, f"field {bad[0]!r} is a {type(fields[bad[0]]).__name__}, not a string")
         prompt = fields["instruction"] + (f"\n\n{fields['input']}" if (fields["input"] or "").strip() else "")
@@ -219,7 +236,8 @@ def _turns(turns, where: str, field: str, role_key: str, text_key: str, role_map
     out = []
     for k, t in enumerate(turns):
         if not isinstance(t, dict) or not isinstance(t.get(role_key), str) or not isinstance(t.get(text_key), str):
-            raise _bad(where, f"{field}[{k}] must be an object with string fields {role_key!r} and {text_key!r}, got {t!r}"[:300])
+            raise _bad(where, f"{field}[{k}] must be an object with string fields {role_key!r} and {text_key!r}, "
+                              f"got {t!r}"[:300])
         role = role_map.get(t[role_key], t[role_key]) if role_map else t[role_key]
         out.append({"role": role, "content": t[text_key]})
     return out
@@ -302,7 +320,7 @@ def validation_split(convs: list[Conversation], fraction: float, min_validation:
 
 
 def _weighted(pool: list[Conversation], weight: float, rng: np.random.Generator) -> list[Conversation]:
-    whole = int(math.floor(weight))
+    whole = math.floor(weight)
     out = pool * whole
     extra = round((weight - whole) * len(pool))
     if extra:

@@ -10,14 +10,16 @@ each conversation goes into the fullest open block it fits in, so the blocks fil
 reordering the data more than needed), pads each block, and emits ``input_ids``, ``labels`` and
 ``position_ids`` that restart at 0 for every conversation (and for the padding), and no
 ``attention_mask``. That is what makes packing exact in transformers 5 for GPT-2 and Llama with
-``sdpa``, ``eager`` or ``flash_attention_2``: when ``attention_mask`` is None and there is no
-key/value cache, ``masking_utils`` finds the packed sequences from the position ids (a new
-sequence wherever the position does not grow by one) and builds a block-diagonal causal mask, so
-no token attends to another conversation; GPT-2's learned and Llama's rotary position embeddings
-see the same positions as for the conversation alone. ``DataCollatorWithFlattening`` relies on the
-same mechanism. Labels need no care at the seams: the model shifts them by one, and the first token
-of every conversation (bos) is never labelled, so no token is trained to predict the next
-conversation's first token.
+``sdpa`` (what :func:`tonsai.model.build.build_model` sets) and ``eager`` attention: when
+``attention_mask`` is None and there is no key/value cache, ``masking_utils`` finds the packed
+sequences from the position ids (a new sequence wherever the position does not grow by one) and
+builds a block-diagonal causal mask, so no token attends to another conversation; GPT-2's learned
+and Llama's rotary position embeddings see the same positions as for the conversation alone.
+``DataCollatorWithFlattening`` relies on the same position ids, and ``flash_attention_2`` reads
+packed sequences from them too (not tested here: it needs a GPU and the flash-attn package).
+Labels need no care at the seams: the model shifts them by one, and the first token of every
+conversation (bos) is never labelled, so no token is trained to predict the next conversation's
+first token.
 
 **The forward pass must run without a cache** (``use_cache=False``): with a cache (the config's
 default ``use_cache=True`` for a plain ``model(**batch)`` call) transformers skips the packed
@@ -31,7 +33,8 @@ from __future__ import annotations
 
 import bisect
 import dataclasses
-from typing import Iterable
+import re
+from collections.abc import Iterable
 
 import numpy as np
 import torch
@@ -39,12 +42,13 @@ import torch
 from tonsai.cli import StageError
 
 IGNORE = -100  # the label transformers' loss ignores
+GENERATION_TAG = re.compile(r"\{%-?\s*generation\s*-?%\}")
 
 
 def encode(tokenizer, messages: list[dict[str, str]]) -> tuple[list[int], list[int]]:
     """(input_ids, labels) of one conversation; see the module docstring."""
     template = getattr(tokenizer, "chat_template", None) or ""
-    if "generation" not in template:
+    if not GENERATION_TAG.search(template if isinstance(template, str) else ""):
         raise StageError("the tokenizer's chat template does not mark the assistant's turns with "
                          "{% generation %}; install tonsai's with tonsai.sft.template.install_chat_template")
     out = tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True, return_assistant_tokens_mask=True)
@@ -68,6 +72,8 @@ class PackStats:
     tokens: int = 0  # real tokens in the blocks
     labelled_tokens: int = 0
     padding: int = 0
+    tokens_by_lang: dict[str, int] = dataclasses.field(default_factory=dict)  # when pack() is given langs
+    labelled_by_lang: dict[str, int] = dataclasses.field(default_factory=dict)
 
     @property
     def fill(self) -> float:
@@ -76,10 +82,12 @@ class PackStats:
 
 
 def pack(encoded: list[tuple[list[int], list[int]]], block_size: int, pad_id: int,
-         stats: PackStats | None = None) -> list[dict[str, np.ndarray]]:
+         stats: PackStats | None = None, langs: list[str] | None = None) -> list[dict[str, np.ndarray]]:
     """Blocks of ``block_size`` tokens, each holding whole conversations then padding: dicts of
     int32 arrays ``input_ids``, ``labels`` (-100 on padding) and ``position_ids``. Conversations
-    longer than ``block_size`` are dropped and counted in ``stats.too_long``."""
+    longer than ``block_size`` are dropped and counted in ``stats.too_long``. With ``langs`` (one
+    per conversation, e.g. ``[c.lang for c in data.train]``), ``stats`` also counts the packed
+    tokens and labelled tokens per language."""
     if block_size < 2:
         raise StageError(f"block size {block_size} is too small to hold a conversation")
     stats = stats if stats is not None else PackStats()
@@ -104,12 +112,17 @@ def pack(encoded: list[tuple[list[int], list[int]]], block_size: int, pad_id: in
         if free - len(ids) > 0:
             bisect.insort(room, (free - len(ids), b))
     blocks = [_block([encoded[k] for k in ks], block_size, pad_id) for ks in contents]
-    stats.conversations += sum(map(len, contents))
     stats.blocks += len(blocks)
-    n_tokens = sum(len(encoded[k][0]) for ks in contents for k in ks)
-    stats.tokens += n_tokens
-    stats.padding += len(blocks) * block_size - n_tokens
-    stats.labelled_tokens += sum(sum(x != IGNORE for x in encoded[k][1]) for ks in contents for k in ks)
+    stats.padding += len(blocks) * block_size
+    for k in (k for ks in contents for k in ks):
+        n, labelled = len(encoded[k][0]), sum(x != IGNORE for x in encoded[k][1])
+        stats.conversations += 1
+        stats.tokens += n
+        stats.padding -= n
+        stats.labelled_tokens += labelled
+        if langs is not None:
+            stats.tokens_by_lang[langs[k]] = stats.tokens_by_lang.get(langs[k], 0) + n
+            stats.labelled_by_lang[langs[k]] = stats.labelled_by_lang.get(langs[k], 0) + labelled
     return blocks
 
 
@@ -137,7 +150,7 @@ def packed_by_lang(tokenizer, by_lang: dict[str, list], block_size: int, pad_id:
     out = {}
     for lang, convs in by_lang.items():
         st = PackStats()
-        out[lang] = pack(encode_all(tokenizer, convs), block_size, pad, st)
+        out[lang] = pack(encode_all(tokenizer, convs), block_size, pad, st, [lang] * len(convs))
         if stats is not None:
             stats[lang] = st
     return out
