@@ -1,0 +1,139 @@
+"""scripts/train_sft.py end to end on the project's own tiny model and shipped conversations: full
+and LoRA tuning, the chat model that comes out, exact resume after kill -9, and refused inputs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from tests.conftest import REPO, SAMPLE
+from tests.train.test_train import LAUNCH_VARS, _wait_and_kill
+from tonsai.cli import StageError
+from tonsai.sft.config import SftConfig
+from tonsai.sft.run import run_sft
+
+pytestmark = pytest.mark.slow
+DATA = [str(SAMPLE / "conversations.jsonl"), str(SAMPLE / "instructions.jsonl")]
+ARGS = dict(micro_batch_size=4, max_steps=8, eval_steps=4, save_steps=4, logging_steps=2,
+            learning_rate=1e-3, seed=0, device="cpu", dataloader_workers=0, report_to=["none"])
+
+
+def cli_args(model, out, **kw) -> list[str]:
+    args = ["--model-dir", str(model), "--data", *DATA, "--output-dir", str(out)]
+    for k, v in {**ARGS, **kw}.items():
+        args += [f"--{k.replace('_', '-')}", *(v if isinstance(v, list) else [str(v)])]
+    return args
+
+
+def config(model, out, **kw) -> SftConfig:
+    return SftConfig(model_dir=str(model), data=DATA, output_dir=str(out), **{**ARGS, **kw})
+
+
+def metrics(out) -> list[dict]:
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def full_run(trained_model, tmp_path_factory):
+    out = tmp_path_factory.mktemp("sft") / "full"
+    return out, run_sft(config(trained_model, out))
+
+
+def test_full_tuning_writes_a_chat_model_that_loads_and_learns(full_run, trained_model):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    out, manifest = full_run
+    assert manifest["stage"] == "sft" and manifest["method"] == "full" and manifest["global_step"] == 8
+    for source, counts in manifest["data"]["counts"].items():
+        dropped = sum(v for k, v in counts.items() if k.startswith("dropped"))
+        assert counts["read"] == counts["kept"] + dropped, source
+    tok = AutoTokenizer.from_pretrained(out / "final")
+    model = AutoModelForCausalLM.from_pretrained(out / "final")
+    assert manifest["added_tokens"] and all(len(tok.tokenize(t)) == 1 for t in manifest["added_tokens"])
+    assert model.get_input_embeddings().num_embeddings >= len(tok)
+    ids = tok.apply_chat_template([{"role": "user", "content": "ភ្នំពេញជារាជធានីនៃប្រទេសអ្វី?"}],
+                                  add_generation_prompt=True, return_tensors="pt", return_dict=True)["input_ids"]
+    with torch.no_grad():
+        assert model.generate(ids, max_new_tokens=4, do_sample=False).shape[1] > ids.shape[1]
+    rows = metrics(out)
+    for lang in ("km", "en"):  # validation on held-out conversations of each language, at the start and the end
+        steps = [r["step"] for r in rows if f"eval_{lang}_loss" in r]
+        assert steps[0] == 0 and steps[-1] == 8, (lang, steps)
+    losses = [r["loss"] for r in rows if "loss" in r]
+    assert losses[-1] < losses[0], losses  # assistant-token loss falls on the conversations it trains on
+    base = AutoModelForCausalLM.from_pretrained(trained_model)
+    assert not torch.equal(base.get_input_embeddings().weight[:10], model.get_input_embeddings().weight[:10])
+
+
+def test_lora_adapter_merges_into_a_plain_model_with_the_adapters_outputs(trained_model, tmp_path):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tonsai.sft.template import install_chat_template, resize_for_new_tokens
+
+    out = tmp_path / "lora"
+    manifest = run_sft(config(trained_model, out, method="lora", lora_rank=4, max_steps=4, save_steps=4,
+                              learning_rate=5e-3))
+    assert manifest["method"] == "lora"
+    assert (out / "adapter" / "adapter_config.json").is_file() and not (out / "adapter" / "model.safetensors").exists()
+    tok = AutoTokenizer.from_pretrained(out / "final")
+    merged = AutoModelForCausalLM.from_pretrained(out / "final").eval()
+    base_tok = AutoTokenizer.from_pretrained(trained_model)
+    base = AutoModelForCausalLM.from_pretrained(trained_model)
+    resize_for_new_tokens(base, base_tok, install_chat_template(base_tok))
+    adapted = PeftModel.from_pretrained(base, out / "adapter").eval()
+    ids = tok.apply_chat_template([{"role": "user", "content": "What is the capital of Cambodia?"},
+                                   {"role": "assistant", "content": "Phnom Penh."}], return_tensors="pt",
+                                  return_dict=True)["input_ids"]
+    with torch.no_grad():
+        a, m = adapted(ids).logits, merged(ids).logits
+    torch.testing.assert_close(m, a, atol=1e-4, rtol=1e-4)
+    with torch.no_grad(), adapted.disable_adapter():
+        before = adapted(ids).logits
+    assert not torch.allclose(before, m, atol=1e-3)  # the adapter changed what the model says
+
+
+def test_kill_9_then_resume_auto_gives_the_uninterrupted_run(full_run, trained_model, tmp_path):
+    from safetensors.torch import load_file
+
+    out = tmp_path / "killed"
+    env = {k: v for k, v in os.environ.items() if k not in LAUNCH_VARS}
+    cmd = [sys.executable, str(REPO / "scripts/train_sft.py"), *cli_args(trained_model, out)]
+
+    def logged(step):
+        return lambda: (out / "metrics.jsonl").is_file() and any(r.get("step") == step and "loss" in r
+                                                                 for r in metrics(out))
+
+    _wait_and_kill(subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
+                   lambda: (out / "checkpoint-4" / "checksums.json").is_file() and logged(6)())
+    assert not (out / "final").exists()
+    proc = subprocess.run(cmd + ["--resume-from", "auto"], cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "checkpoint-4" in proc.stderr
+    want = {r["step"]: r["loss"] for r in metrics(full_run[0]) if "loss" in r}
+    got = {r["step"]: r["loss"] for r in metrics(out) if "loss" in r}
+    assert got == pytest.approx(want, abs=1e-5)
+    a, b = load_file(full_run[0] / "final" / "model.safetensors"), load_file(out / "final" / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
+def test_refused_inputs_name_the_problem(trained_model, tmp_path):
+    with pytest.raises(StageError, match="no such file"):
+        run_sft(SftConfig(model_dir=str(trained_model), data=[str(tmp_path / "missing.jsonl")],
+                          output_dir=str(tmp_path / "a"), device="cpu"))
+    with pytest.raises(StageError, match="weight after '=' must be a number"):
+        run_sft(SftConfig(model_dir=str(trained_model), data=[f"{DATA[0]}=lots"], output_dir=str(tmp_path / "b"),
+                          device="cpu"))
+    with pytest.raises(StageError, match="not a checkpoint of an SFT run"):
+        run_sft(config(trained_model, tmp_path / "c", resume_from=str(trained_model)))
+    (tmp_path / "not_a_model").mkdir()
+    with pytest.raises(StageError, match="no config.json"):
+        run_sft(config(tmp_path / "not_a_model", tmp_path / "d"))
+    with pytest.raises(ValueError, match="--validation-fraction"):
+        config(trained_model, tmp_path / "e", validation_fraction=1.5)

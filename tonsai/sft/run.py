@@ -1,0 +1,258 @@
+"""The instruction-tuning stage: a base model (a tonsai run's final/ or any HF causal-LM folder)
+fine-tuned on conversations, in full or with LoRA adapters (peft), with the training stage's
+Trainer, DeepSpeed ZeRO-2 option, checkpoints that verify, exact resume, metrics.jsonl and
+per-language validation loss on held-out conversations.
+
+Flow: claim --output-dir -> read, normalize, filter, deduplicate and split the conversations
+(:mod:`tonsai.sft.data`) -> install the chat template and role markers in the tokenizer
+(:mod:`tonsai.sft.template`), grow the embeddings for them -> tokenize with the template, mask
+every token but the assistant's, pack several conversations per sequence without one seeing
+another (:mod:`tonsai.sft.pack`) -> Trainer.train -> ``final/`` (a plain model folder with the
+chat-template tokenizer: LoRA merged) and, with LoRA, ``adapter/`` (the peft adapter alone).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import shutil
+from pathlib import Path
+
+from tonsai.cli import StageError
+from tonsai.folders import claim_in_place
+from tonsai.manifest import write_manifest
+from tonsai.sft.config import SftConfig
+from tonsai.tokenizer.export import save_tokenizer
+from tonsai.train import launch
+from tonsai.train.arguments import check_deepspeed, check_reporting, report_callbacks, resolve_device, training_arguments
+from tonsai.train.checkpoint import set_aside
+from tonsai.train.guards import DiskSpaceGuard, NonFiniteLossGuard
+from tonsai.train.resume import (RUN_ENTRIES, first_checkpoint_bytes, latest_checkpoint, prepare_output_dir,
+                                 resolve_resume)
+
+log = logging.getLogger(__name__)
+STAGE = "sft"
+MODEL_STAGE = "model"
+
+
+def parse_sources(specs: list[str]):
+    """``PATH`` or ``PATH=WEIGHT`` items of --data as :class:`tonsai.sft.data.SftSource`."""
+    from tonsai.sft.data import SftSource
+
+    sources = []
+    for spec in specs:
+        path, sep, weight = spec.rpartition("=")
+        if not sep:
+            sources.append(SftSource(spec))
+            continue
+        try:
+            w = float(weight)
+        except ValueError:
+            raise StageError(f"--data {spec}: the weight after '=' must be a number, e.g. {path}=2") from None
+        if not (w > 0 and math.isfinite(w)):
+            raise StageError(f"--data {spec}: the weight must be a positive number")
+        sources.append(SftSource(path, weight=w))
+    for s in sources:
+        if not s.path.startswith("hf:") and not Path(s.path).exists():
+            raise StageError(f"--data {s.path}: no such file (or give hf:OWNER/NAME for a Hub dataset)")
+    return sources
+
+
+def run_sft(cfg: SftConfig) -> dict:
+    """Tune into --output-dir, which rank 0 claims and locks for the whole run (tonsai.folders)."""
+    check_reporting(cfg)
+    if launch.rank() != 0:
+        return _run_sft(cfg)
+    out = Path(cfg.output_dir).resolve()
+    local = [s.partition("=")[0] if not s.startswith("hf:") else None for s in cfg.data]
+    inputs = [p for p in (cfg.model_dir, cfg.tokenizer_dir, cfg.deepspeed, *local)
+              if p and not Path(p).resolve().is_relative_to(out)]
+    with claim_in_place(cfg.output_dir, STAGE, inputs=inputs, legacy=RUN_ENTRIES):
+        return _run_sft(cfg)
+
+
+def _check_model_dir(cfg: SftConfig) -> None:
+    model = Path(cfg.model_dir)
+    if not (model / "config.json").is_file():
+        raise StageError(f"--model-dir {cfg.model_dir}: no config.json there; give a model folder such as a "
+                         f"tonsai run's final/ (a checkpoint-N folder is not one: train_gpt2.py exports final/)")
+    tok = Path(cfg.tokenizer_dir or cfg.model_dir)
+    if not (tok / "tokenizer.json").is_file() and not (tok / "tokenizer_config.json").is_file():
+        raise StageError(f"{tok}: no tokenizer files; pass --tokenizer-dir")
+
+
+def _datasets(cfg: SftConfig, tokenizer, block_size: int):
+    """(train dataset, {lang: validation dataset}, data record for the manifest)."""
+    from tonsai.sft.data import load_sft_data
+    from tonsai.sft.pack import PackedConversations, PackStats, encode_all, pack
+
+    data = load_sft_data(parse_sources(cfg.data), validation_fraction=cfg.validation_fraction, seed=cfg.seed)
+    if not data.train:
+        raise StageError(f"no training conversations left from --data {' '.join(cfg.data)}: "
+                         f"see the counts above for why each was dropped")
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+    def packed(convs):
+        stats = PackStats()
+        blocks = pack(encode_all(tokenizer, convs), block_size, pad, stats)
+        return PackedConversations(blocks), stats
+
+    train, train_stats = packed(data.train)
+    if len(train) == 0:
+        raise StageError(f"every training conversation is longer than --block-size {block_size} tokens")
+    if train_stats.too_long:
+        log.warning("%d of %d training conversations are longer than the block of %d tokens and were left out "
+                    "(the manifest counts them under data.train_packing.too_long)", train_stats.too_long,
+                    len(data.train), block_size)
+    validation, record = {}, {"counts": data.counts, "train_conversations": len(data.train),
+                              "train_packing": _jsonable(train_stats), "validation": {}}
+    for lang, convs in sorted(data.validation.items()):
+        ds, stats = packed(convs)
+        if len(ds):
+            validation[lang] = ds
+        record["validation"][lang] = {"conversations": len(convs), "packing": _jsonable(stats)}
+    return train, validation, record
+
+
+def _jsonable(stats) -> dict:
+    return {**dataclasses.asdict(stats), "fill": round(stats.fill, 4)}
+
+
+def _with_lora(model, cfg: SftConfig, tokenizer, added: list[str]):
+    """The model wrapped in peft LoRA adapters; the role markers' embedding rows train too (only those
+    rows: peft's trainable_token_indices), so the adapter learns what its new tokens mean."""
+    from peft import LoraConfig, get_peft_model
+
+    targets = "all-linear" if cfg.lora_targets == ["all-linear"] else cfg.lora_targets
+    trainable_tokens = None
+    if added:
+        names = {id(m): n for n, m in model.named_modules()}
+        emb = names[id(model.get_input_embeddings())]
+        trainable_tokens = {emb: tokenizer.convert_tokens_to_ids(added)}
+    lora = LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                      target_modules=targets, task_type="CAUSAL_LM", trainable_token_indices=trainable_tokens)
+    model = get_peft_model(model, lora)
+    trainable, total = model.get_nb_trainable_parameters()
+    log.info("LoRA r=%d alpha=%g on %s: %s of %s parameters train (%.2f%%)", cfg.lora_rank, cfg.lora_alpha,
+             targets, f"{trainable:,}", f"{total:,}", 100 * trainable / total)
+    return model
+
+
+def _load_model(cfg: SftConfig, tokenizer, added: list[str]):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from tonsai.sft.pack import prepare_model_for_packing
+    from tonsai.sft.template import resize_for_new_tokens
+
+    torch.manual_seed(cfg.seed)  # LoRA's initial A matrices, dropout
+    model = AutoModelForCausalLM.from_pretrained(cfg.model_dir, attn_implementation="sdpa", dtype=torch.float32)
+    resize_for_new_tokens(model, tokenizer, added)
+    prepare_model_for_packing(model)  # no key/value cache: packed conversations must not see each other
+    if cfg.method == "lora":
+        model = _with_lora(model, cfg, tokenizer, added)
+    return model
+
+
+def _steps(cfg: SftConfig, n_blocks: int) -> int:
+    per_step = cfg.micro_batch_size * cfg.gradient_accumulation * launch.world_size()
+    return cfg.max_steps or max(1, math.ceil(cfg.epochs * n_blocks / per_step))
+
+
+def _run_sft(cfg: SftConfig) -> dict:
+    from transformers import AutoTokenizer, default_data_collator
+
+    from tonsai.sft.template import install_chat_template
+    from tonsai.train.callbacks import MetricsLogger
+    from tonsai.train.trainer import TonsaiTrainer
+
+    check_deepspeed(cfg.deepspeed)
+    _check_model_dir(cfg)
+    kind, resume_path, skipped = resolve_resume(cfg)
+    if kind == "weights":
+        raise StageError(f"--resume-from {cfg.resume_from}: not a checkpoint of an SFT run. To tune another model, "
+                         f"give it as --model-dir; --resume-from takes 'auto' or a checkpoint-N folder")
+    tokenizer = AutoTokenizer.from_pretrained(cfg.tokenizer_dir or cfg.model_dir)
+    added = install_chat_template(tokenizer)
+    model = _load_model(cfg, tokenizer, added)
+    ctx = getattr(model.config, "n_positions", None) or getattr(model.config, "max_position_embeddings", None)
+    block_size = min(cfg.block_size, ctx) if ctx else cfg.block_size
+    train_ds, eval_ds, data_record = _datasets(cfg, tokenizer, block_size)
+    max_steps = _steps(cfg, len(train_ds))
+    resumed_at = (json.loads((Path(resume_path) / "trainer_state.json").read_text())["global_step"]
+                  if kind == "checkpoint" else 0)
+    prepare_output_dir(cfg, kind, resume_path, resumed_at)  # after every check that can refuse the run
+    if launch.rank() == 0:
+        set_aside(skipped)
+    log.info("%s tuning of %s: %d packed blocks of %d tokens, %d steps; validation in %s",
+             cfg.method, cfg.model_dir, len(train_ds), block_size, max_steps, ", ".join(eval_ds) or "no language")
+    use_cpu, bf16 = resolve_device(cfg)
+    report_to, extra_callbacks, writer = report_callbacks(cfg)
+    args = training_arguments(cfg, max_steps=max_steps, gradient_accumulation=cfg.gradient_accumulation,
+                              learning_rate=cfg.peak_learning_rate, use_cpu=use_cpu, bf16=bf16,
+                              eval_on_start=kind != "checkpoint" and bool(eval_ds), report_to=report_to,
+                              eval_strategy="steps" if eval_ds else "no")
+    tokens_per_step = cfg.micro_batch_size * cfg.gradient_accumulation * launch.world_size() * block_size
+    nan_guard = NonFiniteLossGuard()
+    disk = DiskSpaceGuard(cfg.output_dir, first_checkpoint_bytes(model, cfg.tokenizer_dir or cfg.model_dir,
+                                                                 bool(cfg.deepspeed), bf16), cfg.min_free_disk_gb)
+    trainer = TonsaiTrainer(
+        model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds or None,
+        data_collator=default_data_collator, processing_class=tokenizer,
+        callbacks=[MetricsLogger(Path(cfg.output_dir) / "metrics.jsonl", tokens_per_step, {}, tb_writer=writer),
+                   nan_guard, disk, *extra_callbacks],
+    )
+    trainer.train(resume_from_checkpoint=resume_path if kind == "checkpoint" else None)
+    if nan_guard.bad_step is not None:
+        raise StageError(f"the training loss became {nan_guard.loss} at step {nan_guard.bad_step}; training stopped "
+                         f"without saving. The last complete checkpoint is {latest_checkpoint(cfg.output_dir) or 'none'}"
+                         f": resume it with --resume-from auto and a lower --learning-rate")
+    final_validation = {}
+    for lang, ds in eval_ds.items():  # the last step's validation when it ran then (a resume may not have)
+        last = [e for e in trainer.state.log_history if f"eval_{lang}_loss" in e]
+        if last and last[-1].get("step") == trainer.state.global_step:
+            final_validation[f"eval_{lang}_loss"] = last[-1][f"eval_{lang}_loss"]
+        else:
+            final_validation.update(trainer.evaluate(ds, metric_key_prefix=f"eval_{lang}"))
+    if not trainer.is_world_process_zero():
+        return {}
+    return _export(cfg, trainer, tokenizer, added, ctx, dict(
+        method=cfg.method, base_model=str(cfg.model_dir), added_tokens=added, block_size=block_size,
+        global_step=trainer.state.global_step, start=kind, resumed_from=resume_path,
+        final_validation={k: v for k, v in final_validation.items() if k.endswith("_loss")}, data=data_record))
+
+
+def _export(cfg: SftConfig, trainer, tokenizer, added: list[str], ctx: int | None, record: dict) -> dict:
+    """final/ (a plain model folder: LoRA merged into the weights) and, with LoRA, adapter/; each is
+    written under a temporary name and renamed, then the run's manifest."""
+    from tonsai.sft.template import stop_token_ids
+
+    out = Path(cfg.output_dir)
+    model = trainer.model
+    if cfg.method == "lora":
+        staging = out / ".adapter-incomplete"
+        shutil.rmtree(staging, ignore_errors=True)
+        model.save_pretrained(str(staging))
+        save_tokenizer(tokenizer, staging, model_max_length=ctx)
+        _replace(staging, out / "adapter")
+        model = model.merge_and_unload()
+    model.config.use_cache = True  # off for packed training only; generation wants it
+    model.generation_config.eos_token_id = stop_token_ids(tokenizer)  # a reply ends at <|end|>
+    staging = out / ".final-incomplete"
+    shutil.rmtree(staging, ignore_errors=True)
+    model.save_pretrained(str(staging))
+    save_tokenizer(tokenizer, staging, model_max_length=ctx)
+    write_manifest(staging, MODEL_STAGE, cfg, **record)
+    _replace(staging, out / "final")
+    log.info("final model written to %s%s", out / "final", f" (adapter in {out / 'adapter'})" if cfg.method == "lora"
+             else "")
+    return write_manifest(out, STAGE, cfg, **record)
+
+
+def _replace(staging: Path, final: Path) -> None:
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(staging, final)
