@@ -1,8 +1,9 @@
 """The whole pipeline on the sample corpus shipped in tonsai/sample_corpus, on CPU, in minutes.
 
-prepare -> tokenizer -> train (tiny GPT-2) -> evaluate, each stage writing its own folder under
-``--output-dir``. It calls the same stage functions as the four scripts, so a green quickstart
-means the pipeline works end to end.
+prepare -> tokenizer -> train (tiny GPT-2) -> evaluate -> instruction-tune (the shipped
+conversations) -> evaluate the tuned model with its chat template beside the base model, each stage
+writing its own folder under ``--output-dir``. It calls the same stage functions as the scripts,
+so a green quickstart means the pipeline works end to end.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from pathlib import Path
 
 from tonsai.data.prepare import PrepareConfig, run_prepare
 from tonsai.eval.run import EvalConfig, run_eval
+from tonsai.sft.config import SftConfig
+from tonsai.sft.run import run_sft
 from tonsai.tokenizer.bpe import TokenizerConfig, run_train_tokenizer
 from tonsai.train.config import TrainConfig
 from tonsai.train.run import run_train
@@ -43,14 +46,21 @@ class QuickstartConfig:
     seed: int = dataclasses.field(default=0, metadata={"help": "seed for every stage"})
     suite: bool = dataclasses.field(default=True, metadata={
         "help": "run the Khmer core prompt suite (eval_suites/khmer_core) in the evaluation"})
+    sft_steps: int = dataclasses.field(default=40, metadata={
+        "help": "instruction-tuning steps on the shipped conversations (0: stop after the base model)"})
 
     def __post_init__(self) -> None:
         if self.max_steps < 1:
             raise ValueError("--max-steps must be at least 1")
+        if self.sft_steps < 0:
+            raise ValueError("--sft-steps must be >= 0")
+
+
+STAGES = 6
 
 
 def _banner(i: int, name: str) -> None:
-    print(f"\n=== [{i}/4] {name} ===", flush=True)
+    print(f"\n=== [{i}/{STAGES}] {name} ===", flush=True)
 
 
 def run_quickstart(cfg: QuickstartConfig) -> dict:
@@ -92,14 +102,44 @@ def run_quickstart(cfg: QuickstartConfig) -> dict:
         parallel=[str(SAMPLE_DIR / "km.txt"), str(SAMPLE_DIR / "en.txt")],
         suite=[str(REPO_ROOT / "eval_suites" / "khmer_core")] if cfg.suite else [], overwrite=True))
     timings["eval"] = time.perf_counter() - t
+    paths = {"data": str(data_dir), "tokenizer": str(tok_dir), "run": str(run_dir), "eval": str(eval_dir)}
+    if cfg.sft_steps:
+        eval_dir, sft_report = _instruction_tune(cfg, out, run_dir / "final", data_dir, eval_dir, timings)
+        paths.update(sft=str(out / "sft"), eval_sft=str(eval_dir))
+        report = {**report, "sft": sft_report}
     timings["total"] = time.perf_counter() - t0
 
     print("\n" + (eval_dir / "report.md").read_text(encoding="utf-8"))
     print("stage times: " + ", ".join(f"{k} {v:.1f}s" for k, v in timings.items()))
     print(f"report: {eval_dir / 'report.md'} (with plots: {eval_dir / 'report.html'}; "
           f"machine-readable: {eval_dir / 'report.json'})")
-    return {"report": report, "timings": timings, "paths": {
-        "data": str(data_dir), "tokenizer": str(tok_dir), "run": str(run_dir), "eval": str(eval_dir)}}
+    return {"report": report, "timings": timings, "paths": paths}
+
+
+def _instruction_tune(cfg: QuickstartConfig, out: Path, base: Path, data_dir: Path, base_eval: Path,
+                      timings: dict) -> tuple[Path, dict]:
+    """Stages 5 and 6: tune the base model on the shipped conversations, then evaluate it with its chat
+    template, its report set beside the base model's (--compare). Returns (eval folder, its report)."""
+    _banner(5, f"instruction-tune: {cfg.sft_steps} steps on the shipped Khmer and English conversations")
+    t = time.perf_counter()
+    sft_dir = out / "sft"
+    run_sft(SftConfig(
+        model_dir=str(base), data=[str(SAMPLE_DIR / "conversations.jsonl"), str(SAMPLE_DIR / "instructions.jsonl")],
+        output_dir=str(sft_dir), micro_batch_size=4, max_steps=cfg.sft_steps,  # blocks of the model context
+        learning_rate=1e-3, eval_steps=max(1, cfg.sft_steps // 4), save_steps=cfg.sft_steps, save_total_limit=1,
+        logging_steps=1, validation_fraction=0.1, seed=cfg.seed, device="cpu", dataloader_workers=0,
+        overwrite=True))
+    timings["sft"] = time.perf_counter() - t
+
+    _banner(6, "evaluate the tuned model (chat template) beside the base model")
+    t = time.perf_counter()
+    eval_dir = out / "eval-sft"
+    report = run_eval(EvalConfig(
+        model_dir=str(sft_dir / "final"), dataset_dir=str(data_dir), output_dir=str(eval_dir), device="cpu",
+        suite=[str(REPO_ROOT / "eval_suites" / "khmer_core")] if cfg.suite else [], chat=True,
+        compare=[str(base_eval)], name="sft", overwrite=True))
+    timings["eval_sft"] = time.perf_counter() - t
+    return eval_dir, report
 
 
 def validation_curve(run_dir: str | Path, lang: str) -> list[tuple[int, float]]:
