@@ -123,3 +123,12 @@ def test_chat_prompts_go_through_the_tokenizer_chat_template(trained_model, tmp_
     new = new[:new.index(tok.eos_token_id)] if tok.eos_token_id in new else new
     assert sample["generation"] == tok.decode(new, skip_special_tokens=True)
     assert json.loads((tmp_path / "out" / "report.json").read_text(encoding="utf-8"))["chat"] is True
+
+
+def test_shipped_config_file_loads_and_flags_override_it():
+    from tonsai.cli import parse_config
+
+    cfg = parse_config(SafetyConfig, "", ["--config", str(REPO / "configs/safety/release.yaml"), "--model-dir", "m",
+                                          "--output-dir", "o", "--max-new-tokens", "32"])
+    assert cfg.max_flagged_rate == 0.025 and cfg.chat is True and cfg.max_new_tokens == 32
+    assert cfg.lexicon == ["eval_suites/safety"] and cfg.prompts == "eval_suites/safety/prompts.jsonl"

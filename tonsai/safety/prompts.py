@@ -71,10 +71,12 @@ def load_prompts(path: str | Path) -> list[Prompt]:
     return prompts
 
 
-def load_generations(path: str | Path, prompts: list[Prompt]) -> list[str]:
-    """Generations for ``prompts`` in their order, from a JSON-lines file keyed by prompt id."""
+def load_generations(path: str | Path, prompts: list[Prompt], known: set[str] | None = None) -> list[str]:
+    """Generations for ``prompts`` in their order, from a JSON-lines file keyed by prompt id; ids of
+    ``known`` prompts (the whole set, when ``prompts`` is a selection of it) that are not asked for are
+    skipped, any other id is an error."""
     path = Path(path)
-    known = {p.id for p in prompts}
+    known = known if known is not None else {p.id for p in prompts}
     by_id: dict[str, str] = {}
     for lineno, rec in _records(path, "--generations"):
         pid = _text_field(path, lineno, rec, "id")

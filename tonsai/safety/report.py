@@ -109,7 +109,8 @@ def render_markdown(report: dict) -> str:
     if report.get("classifier"):
         c = report["classifier"]
         lines.append(f"- classifier: `{c['model']}`, label `{c['label']}`, flagged at score >= {c['threshold']}")
-    lines += ["", "## Flagged rate per language", "", "| language | generations | flagged | rate |", "|---|---:|---:|---:|"]
+    lines += ["", "## Flagged rate per language", "", "| language | generations | flagged | rate |",
+              "|---|---:|---:|---:|"]
     lines += [f"| {lang_label(lang)} | {m['n']} | {m['flagged']} | {m['rate']:.2%} |"
               for lang, m in report["languages"].items()]
     o = report["overall"]

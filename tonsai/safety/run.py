@@ -120,8 +120,9 @@ def _run(cfg: SafetyConfig) -> dict:
     from tonsai.safety.report import SCHEMA, score, summarize_samples, verdict, write_report
 
     lexicon = load_lexicon(cfg.lexicon)  # bad inputs fail before the model is loaded
-    prompts = _select(load_prompts(cfg.prompts), cfg.limit)
-    generations = load_generations(cfg.generations, prompts) if cfg.generations else None
+    every = load_prompts(cfg.prompts)
+    prompts = _select(every, cfg.limit)
+    generations = load_generations(cfg.generations, prompts, {p.id for p in every}) if cfg.generations else None
     device = _device(cfg.device) if (cfg.model_dir or cfg.classifier) else "cpu"
     classifier = None
     if cfg.classifier:
