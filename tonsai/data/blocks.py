@@ -16,6 +16,7 @@ can drop it into their own pipeline (after any datatrove reader, before any writ
   the filters of :mod:`tonsai.data.filters` in their fixed order, each drop counted in datatrove's
   stats under its reason (``dropped_<reason>``) and, for the stage's accounting, per source
   (``dropped:<reason>@<source>``); ``exclusion_writer`` keeps the dropped documents.
+- :class:`ToxicLexiconFilter` (optional): documents dense in terms of the safety lexicon.
 - :class:`DedupKeys`: the exact key (xxh3-128) and the MinHash band keys of :mod:`tonsai.data.dedup`.
 - :class:`KeyedDocsWriter`: each task's surviving documents with their keys, one Parquet file per
   task in ``<work>/docs/`` (written under a temporary name, renamed when the task is done), for the
@@ -274,6 +275,23 @@ class QualityFilter(_SourceFilter):
 
     def reason(self, doc: Document) -> str | None:
         return quality_reason(doc.text, script_counts(doc), self.t)
+
+
+class ToxicLexiconFilter(_SourceFilter):
+    """``toxic_lexicon``: documents with at least ``min_hits_per_1k`` occurrences of the safety lexicon's
+    terms per 1,000 characters (:class:`tonsai.safety.lexicon.Lexicon`, matched on the normalized text;
+    off unless prepare's ``--toxic-lexicon`` is given). A density, not a single hit: a long news report
+    that names a crime once stays, a short comment made of insults goes."""
+
+    name = "toxic lexicon"
+
+    def __init__(self, lexicon, min_hits_per_1k: float = 5.0, exclusion_writer=None):
+        super().__init__(exclusion_writer)
+        self.lexicon, self.min_hits_per_1k = lexicon, min_hits_per_1k
+
+    def reason(self, doc: Document) -> str | None:
+        hits = self.lexicon.count(doc.text, normalized=True)
+        return "toxic_lexicon" if hits and hits * 1000 >= self.min_hits_per_1k * len(doc.text) else None
 
 
 class DedupKeys(PipelineStep):

@@ -30,10 +30,11 @@ from datatrove.pipeline.base import PipelineStep
 
 from tonsai.cli import StageError
 from tonsai.data.blocks import (DedupKeys, KeyedDocsWriter, KhmerNormalizer, LengthFilter, QualityFilter,
-                                ReaderSkips, ScriptRouter, SourceReader, read_summary, rejected_writer,
-                                split_count_key)
+                                ReaderSkips, ScriptRouter, SourceReader, ToxicLexiconFilter, read_summary,
+                                rejected_writer, split_count_key)
 from tonsai.data.sources import HF_PREFIX, Source
 from tonsai.executors import FinalStep, forget_ranks, run_on_ray, slurm_executor, unfinished_ranks
+from tonsai.safety.lexicon import load_lexicon
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,8 @@ def docs_pipeline(cfg, sources: list[Source], work: Path) -> list[PipelineStep]:
         LengthFilter(cfg.min_chars, exclusion_writer=rejected("length")),
         ScriptRouter(thresholds=cfg.thresholds(), exclusion_writer=rejected("script")),
         QualityFilter(cfg.filter_thresholds(), exclusion_writer=rejected("quality")),
+        *([ToxicLexiconFilter(load_lexicon(cfg.toxic_lexicon), cfg.toxic_min_hits_per_1k,
+                              exclusion_writer=rejected("toxic"))] if cfg.toxic_lexicon else []),
         DedupKeys(cfg.near_dedup, cfg.minhash_perm, cfg.minhash_bands),
         KeyedDocsWriter(str(docs_dir(work)), cfg.minhash_bands),
     ]

@@ -133,6 +133,12 @@ class PrepareConfig(ExecutorOptions):
         "help": "drop documents with more punctuation/symbols than this share of non-space characters"})
     max_url_frac: float = dataclasses.field(default=FilterThresholds.max_url_frac, metadata={
         "help": "drop documents with more URL characters than this share"})
+    toxic_lexicon: list[str] = dataclasses.field(default_factory=list, metadata={
+        "help": "drop documents dense in toxic terms (reason toxic_lexicon): lexicon YAML files or folders, "
+                "e.g. eval_suites/safety (the safety check's lexicon; default: no such filter)", "metavar": "PATH"})
+    toxic_min_hits_per_1k: float = dataclasses.field(default=5.0, metadata={
+        "help": "with --toxic-lexicon: drop a document with at least this many term occurrences per 1,000 "
+                "characters (one hit drops a document of up to 200 characters at 5)"})
     near_dedup: bool = dataclasses.field(default=True, metadata={
         "help": "remove near-duplicates (MinHash LSH over character 5-grams) besides exact duplicates"})
     minhash_perm: int = dataclasses.field(default=128, metadata={"help": "MinHash permutations"})
@@ -212,6 +218,8 @@ class PrepareConfig(ExecutorOptions):
             raise ValueError("--merge-memory-mb must be at least 1")
         if self.merge_buckets < 0:
             raise ValueError("--merge-buckets must be >= 0")
+        if not (math.isfinite(self.toxic_min_hits_per_1k) and self.toxic_min_hits_per_1k > 0):
+            raise ValueError("--toxic-min-hits-per-1k must be a finite number > 0")
 
     def parsed_source_weights(self) -> dict[str, float]:
         out = {}
@@ -284,8 +292,16 @@ def _task_settings(cfg: PrepareConfig, sources: list[Source]) -> dict:
             "max_dup_line_frac", "max_dup_ngram_frac", "max_digit_frac", "max_symbol_frac",
             "max_url_frac", "near_dedup", "minhash_perm", "minhash_bands", "write_rejected", "khmer_min_share",
             "khmer_min_chars", "mixed_min_share", "latin_min_share")
-    return {"config": {k: getattr(cfg, k) for k in keys}, "tasks": cfg.tasks(), "normalizer": NORMALIZER_VERSION,
-            "engine": ENGINE_VERSION, "dedup_keys": KEYS_VERSION, "sources": [dict(source_identity(s), lang=s.lang) for s in sources]}
+    settings = {"config": {k: getattr(cfg, k) for k in keys}, "tasks": cfg.tasks(), "normalizer": NORMALIZER_VERSION,
+                "engine": ENGINE_VERSION, "dedup_keys": KEYS_VERSION,
+                "sources": [dict(source_identity(s), lang=s.lang) for s in sources]}
+    if cfg.toxic_lexicon:  # only then: work made before the option existed stays valid without it
+        from tonsai.manifest import file_sha256
+        from tonsai.safety.lexicon import lexicon_files
+
+        settings["toxic_lexicon"] = {"min_hits_per_1k": cfg.toxic_min_hits_per_1k,
+                                     "files": [[str(f), file_sha256(f)] for f in lexicon_files(cfg.toxic_lexicon)]}
+    return settings
 
 
 ENGINE_VERSION = 2  # 2: datatrove tasks (1: tonsai's own shard runner, shard-* folders)

@@ -74,6 +74,16 @@ def generate_greedy(model, tokenizer, prompts: Sequence[str], max_new_tokens: in
     """Greedy continuations of ``prompts`` (text after the prompt, cut at the first stop string).
 
     Prompts are batched longest-first (less padding); the output order is the input order."""
+    encoded = tokenizer(list(prompts), add_special_tokens=False, split_special_tokens=True)["input_ids"]
+    return generate_greedy_ids(model, tokenizer, [[tokenizer.eos_token_id] + ids for ids in encoded],
+                               max_new_tokens, stop, batch_size, device, progress)
+
+
+def generate_greedy_ids(model, tokenizer, encoded: Sequence[list[int]], max_new_tokens: int = 64,
+                        stop: Sequence[str] = ("\n",), batch_size: int = 8, device: str = "cpu",
+                        progress: str | None = None) -> list[str]:
+    """:func:`generate_greedy` for prompts given as token ids, used as they are (e.g. a chat template's
+    ``apply_chat_template`` output, whose special tokens plain text would not reproduce)."""
     import torch
     from tqdm.auto import tqdm
     from transformers import StoppingCriteriaList
@@ -86,9 +96,7 @@ def generate_greedy(model, tokenizer, prompts: Sequence[str], max_new_tokens: in
     if room < 2:
         raise ValueError(f"max_new_tokens {max_new_tokens} leaves no room for a prompt in a context of "
                          f"{context_length(model)} tokens")
-    encoded = tokenizer(list(prompts), add_special_tokens=False, split_special_tokens=True)["input_ids"]
-    encoded = [[eot] + ids for ids in encoded]
-    encoded = [ids[-room:] for ids in encoded]
+    encoded = [list(ids)[-room:] for ids in encoded]
     order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i]))
     out: list[str] = [""] * len(encoded)
     model.eval()
