@@ -65,3 +65,17 @@ def test_quickstart_pipeline_learns_and_reports_both_languages(tmp_path, capsys)
     for name in ("km.txt", "en.txt"):
         text = normalize((SAMPLE / name).read_text(encoding="utf-8"))
         assert tok.decode(tok(text, add_special_tokens=False)["input_ids"]) == text
+
+    # instruction tuning: the held-out conversations' loss falls in both languages, and the tuned model's
+    # report, made with its chat template, sits beside the base model's on the same evaluation set
+    assert read_manifest(paths["sft"], "sft")["method"] == "full"
+    sft_rows = [json.loads(x) for x in (tmp_path / "qs" / "sft" / "metrics.jsonl").read_text().splitlines()]
+    for lang in ("km", "en"):
+        held_out = [r[f"eval_{lang}_loss"] for r in sft_rows if f"eval_{lang}_loss" in r]
+        assert len(held_out) >= 3 and held_out[-1] < held_out[0] - 0.1, (lang, held_out)
+    sft_report = json.loads((tmp_path / "qs" / "eval-sft" / "report.json").read_text())
+    assert sft_report["suite_chat"] is True
+    assert [c["path"] for c in sft_report["compare"]] == [str(tmp_path / "qs" / "eval" / "report.json")]
+    assert set(sft_report["suites"]["khmer_core"]) == set(core)
+    sft_md = (tmp_path / "qs" / "eval-sft" / "report.md").read_text()
+    assert "## Side by side" in sft_md and "chat template" in sft_md

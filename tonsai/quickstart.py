@@ -136,6 +136,8 @@ def _instruction_tune(cfg: QuickstartConfig, out: Path, base: Path, data_dir: Pa
     eval_dir = out / "eval-sft"
     report = run_eval(EvalConfig(
         model_dir=str(sft_dir / "final"), dataset_dir=str(data_dir), output_dir=str(eval_dir), device="cpu",
+        window=cfg.block_size, stride=cfg.block_size // 2,  # the base model's evaluation set, so they compare
+        parallel=[str(SAMPLE_DIR / "km.txt"), str(SAMPLE_DIR / "en.txt")],
         suite=[str(REPO_ROOT / "eval_suites" / "khmer_core")] if cfg.suite else [], chat=True,
         compare=[str(base_eval)], name="sft", overwrite=True))
     timings["eval_sft"] = time.perf_counter() - t

@@ -81,9 +81,10 @@ def generate_greedy(model, tokenizer, prompts: Sequence[str], max_new_tokens: in
 
 def generate_greedy_ids(model, tokenizer, encoded: Sequence[list[int]], max_new_tokens: int = 64,
                         stop: Sequence[str] = ("\n",), batch_size: int = 8, device: str = "cpu",
-                        progress: str | None = None) -> list[str]:
+                        progress: str | None = None, stop_ids: Sequence[int] = ()) -> list[str]:
     """:func:`generate_greedy` for prompts given as token ids, used as they are (e.g. a chat template's
-    ``apply_chat_template`` output, whose special tokens plain text would not reproduce)."""
+    ``apply_chat_template`` output, whose special tokens plain text would not reproduce). A
+    generation also ends at any of ``stop_ids`` (e.g. the chat template's end-of-turn token)."""
     import torch
     from tqdm.auto import tqdm
     from transformers import StoppingCriteriaList
@@ -115,13 +116,14 @@ def generate_greedy_ids(model, tokenizer, encoded: Sequence[list[int]], max_new_
             inp, att, pos = inp.to(device), att.to(device), pos.to(device)
             gen = model.generate(
                 input_ids=inp, attention_mask=att, position_ids=pos, do_sample=False, num_beams=1,
-                max_new_tokens=max_new_tokens, eos_token_id=eot, pad_token_id=pad,
+                max_new_tokens=max_new_tokens, eos_token_id=[eot, *stop_ids], pad_token_id=pad,
                 stopping_criteria=StoppingCriteriaList([StopOnStrings(tokenizer, stop, width)]),
                 temperature=None, top_p=None, top_k=None)
             for j, r in enumerate(rows):
                 new = gen[j, width:].tolist()
-                if eot in new:
-                    new = new[:new.index(eot)]
+                ends = [new.index(t) for t in (eot, *stop_ids) if t in new]
+                if ends:
+                    new = new[:min(ends)]
                 text = tokenizer.decode(new, skip_special_tokens=True)
                 out[r] = cut_at_stop(text, stop)
     return out
@@ -148,18 +150,28 @@ def loglikelihood(model, tokenizer, pairs: Sequence[tuple[str, str]], batch_size
     """(sum of log-probabilities of the continuation's tokens, greedy match) per (context, continuation).
 
     The context is left-truncated when context + continuation exceed the model's context length."""
-    import torch
-    from tqdm.auto import tqdm
-
     eot = tokenizer.eos_token_id
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eot
-    limit = context_length(model)
-    seqs: list[tuple[list[int], int]] = []  # (ids, number of continuation tokens at the end)
+    pairs_ids = []
     for context, continuation in pairs:
         ctx, cont = _split_pair(tokenizer, context, continuation)
         if not cont:
             raise ValueError(f"empty continuation after {context[-40:]!r}")
-        ids = ([eot] + ctx + cont)[-(limit + 1):]  # the last token is only a target
+        pairs_ids.append(([eot] + ctx, cont))
+    return loglikelihood_ids(model, tokenizer, pairs_ids, batch_size, device, progress)
+
+
+def loglikelihood_ids(model, tokenizer, pairs: Sequence[tuple[list[int], list[int]]], batch_size: int = 8,
+                      device: str = "cpu", progress: str | None = None) -> list[tuple[float, bool]]:
+    """:func:`loglikelihood` for (context ids, continuation ids) pairs, used as they are (the context
+    starts with whatever the caller put first: an end-of-text, or a chat template's own tokens)."""
+    import torch
+    from tqdm.auto import tqdm
+
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    limit = context_length(model)
+    seqs: list[tuple[list[int], int]] = []  # (ids, number of continuation tokens at the end)
+    for ctx, cont in pairs:
+        ids = (list(ctx) + list(cont))[-(limit + 1):]  # the last token is only a target
         if len(ids) - 1 < len(cont):
             raise ValueError(f"a continuation of {len(cont)} tokens does not fit in a context of {limit}")
         seqs.append((ids, len(cont)))

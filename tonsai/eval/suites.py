@@ -309,32 +309,31 @@ def load_suite(path: str | Path) -> Suite:
 
 # ----------------------------------------------------------------------------------------------- running
 
-def chat_prompt(tokenizer, prompt: str) -> str:
-    """``prompt`` as one user turn in the tokenizer's chat template, ending where the assistant's reply
-    starts (a model tuned by train_sft.py answers there)."""
+def chat_ids(tokenizer, prompt: str) -> list[int]:
+    """``prompt`` as one user turn in the tokenizer's chat template, as token ids ending where the
+    assistant's reply starts (a model tuned by train_sft.py answers there). Ids, not text: the
+    template's role markers are special tokens that plain text must not produce."""
     if not getattr(tokenizer, "chat_template", None):
         raise StageError("--chat: the model's tokenizer has no chat template; it is for models tuned with "
                          "scripts/train_sft.py (or any tokenizer with `chat_template`)")
-    return tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
-                                         add_generation_prompt=True)
+    out = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=True,
+                                        add_generation_prompt=True, return_dict=True)
+    return list(out["input_ids"])
 
 
 def run_task(model, tokenizer, task: Task, device: str, batch_size: int = 8, limit: int | None = None,
              progress: bool = True, label: str = "", max_new_tokens: int | None = None, chat: bool = False
              ) -> tuple[dict[str, float | int], list[dict]]:
     """Scores and samples of one task on its first ``limit`` items; ``max_new_tokens`` caps the task's own.
-    With ``chat`` every prompt is put in the chat template (:func:`chat_prompt`), and a choice follows the
-    assistant marker directly (no target delimiter)."""
-    from tonsai.eval.generate import generate_greedy, loglikelihood
-
+    With ``chat`` every prompt is put in the chat template (:func:`chat_ids`), a generation also ends at
+    the template's end-of-turn token, and a choice follows the assistant marker directly (no target
+    delimiter)."""
     reqs = task.requests[:limit] if limit else task.requests
-    if chat:
-        reqs = [dataclasses.replace(r, prompt=chat_prompt(tokenizer, r.prompt)) for r in reqs]
     desc = f"{label}{task.name}" if progress else None
     if task.type == "generate":
         budget = min(task.max_new_tokens, max_new_tokens) if max_new_tokens else task.max_new_tokens
-        raw = generate_greedy(model, tokenizer, [r.prompt for r in reqs], budget, task.stop,
-                              batch_size, device, progress=desc)
+        raw = _generate(model, tokenizer, [r.prompt for r in reqs], budget, task.stop, batch_size, device, desc,
+                        chat)
         preds = [normalize(p.strip()) for p in raw]
         scores: dict[str, float | int] = dict(generation_scores(task.metrics, preds, [r.reference for r in reqs],
                                                                 task.lang))
@@ -344,9 +343,7 @@ def run_task(model, tokenizer, task: Task, device: str, batch_size: int = 8, lim
                     "reference": r.reference if len(r.reference) > 1 else r.reference[0]}
                    for r, p, q in zip(reqs, preds, raw)]
     else:
-        delimiter = "" if chat else task.target_delimiter
-        pairs = [(r.prompt, delimiter + c) for r in reqs for c in r.choices]
-        lls = loglikelihood(model, tokenizer, pairs, batch_size, device, progress=desc)
+        lls = _loglikelihoods(model, tokenizer, reqs, task.target_delimiter, batch_size, device, desc, chat)
         per_item, at = [], 0
         for r in reqs:
             per_item.append([ll for ll, _ in lls[at:at + len(r.choices)]])
@@ -359,6 +356,33 @@ def run_task(model, tokenizer, task: Task, device: str, batch_size: int = 8, lim
                    for r, ll, p, pn in zip(reqs, per_item, pred, pred_norm)]
     scores["n"] = len(reqs)
     return scores, samples
+
+
+def _generate(model, tokenizer, prompts: list[str], budget: int, stop, batch_size: int, device: str, desc, chat: bool):
+    from tonsai.eval.generate import generate_greedy, generate_greedy_ids
+
+    if not chat:
+        return generate_greedy(model, tokenizer, prompts, budget, stop, batch_size, device, progress=desc)
+    from tonsai.sft.template import stop_token_ids
+
+    vocab = tokenizer.get_vocab()  # a chat tokenizer not made by tonsai may lack <|end|>
+    ends = [i for i in stop_token_ids(tokenizer) if i is not None and i in vocab.values()]
+    return generate_greedy_ids(model, tokenizer, [chat_ids(tokenizer, p) for p in prompts], budget, stop,
+                               batch_size, device, progress=desc, stop_ids=ends)
+
+
+def _loglikelihoods(model, tokenizer, reqs: list, delimiter: str, batch_size: int, device: str, desc, chat: bool):
+    from tonsai.eval.generate import loglikelihood, loglikelihood_ids
+
+    if not chat:
+        pairs = [(r.prompt, delimiter + c) for r in reqs for c in r.choices]
+        return loglikelihood(model, tokenizer, pairs, batch_size, device, progress=desc)
+    pairs_ids = []
+    for r in reqs:
+        ctx = chat_ids(tokenizer, r.prompt)
+        for c in r.choices:
+            pairs_ids.append((ctx, tokenizer(c, add_special_tokens=False, split_special_tokens=True)["input_ids"]))
+    return loglikelihood_ids(model, tokenizer, pairs_ids, batch_size, device, progress=desc)
 
 
 def run_suites(model, tokenizer, suite_paths: Sequence[str | Path], device: str, batch_size: int = 8,
