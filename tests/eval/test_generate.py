@@ -95,3 +95,36 @@ def test_loglikelihood_equals_a_full_forward_pass_and_batches(lm):
     expected = logp[-n:].gather(-1, target[:, None]).sum().item()
     assert batched[2][0] == pytest.approx(expected, abs=1e-4)
     assert batched[2][0] < batched[0][0] < 0  # a longer continuation is less likely
+
+
+def test_chat_prompts_go_in_as_the_templates_ids(trained_model):
+    """eval_model.py --chat: each prompt is a user turn of the chat template, given as ids (its role markers
+    stay single special tokens), a reply is what greedy decoding gives up to <|end|>, end-of-text or the
+    task's stop string, and a choice is scored right after the assistant marker."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tonsai.eval.suites import Request, _generate, _loglikelihoods, chat_ids
+    from tonsai.sft.template import END_TOKEN, install_chat_template, resize_for_new_tokens
+
+    tok = AutoTokenizer.from_pretrained(trained_model)
+    model = AutoModelForCausalLM.from_pretrained(trained_model).eval()
+    resize_for_new_tokens(model, tok, install_chat_template(tok))
+    end = tok.convert_tokens_to_ids(END_TOKEN)
+    ids = chat_ids(tok, "ភ្នំពេញ")
+    assert ids == tok.apply_chat_template([{"role": "user", "content": "ភ្នំពេញ"}], add_generation_prompt=True,
+                                          return_dict=True)["input_ids"]
+    assert ids[-1] == tok.convert_tokens_to_ids("<|assistant|>") and tok.convert_tokens_to_ids("<|user|>") in ids
+    with torch.no_grad():
+        full = model.generate(torch.tensor([ids]), max_new_tokens=12, do_sample=False, eos_token_id=None,
+                              pad_token_id=tok.pad_token_id)[0, len(ids):].tolist()
+    ends = [full.index(t) for t in (end, tok.eos_token_id) if t in full]
+    want = tok.decode(full[:min(ends)] if ends else full, skip_special_tokens=True).split("\n")[0]
+    got = _generate(model, tok, ["ភ្នំពេញ"], 12, ("\n",), 1, "cpu", None, chat=True)
+    assert got == [want]
+    (ll_a, _), (ll_b, _) = _loglikelihoods(model, tok, [Request("ភ្នំពេញ", choices=["a", "b"], answer=0)], " ",
+                                           2, "cpu", None, chat=True)
+    with torch.no_grad():
+        logp = torch.log_softmax(model(torch.tensor([ids])).logits[0, -1], -1)
+    a, b = (tok("a", add_special_tokens=False)["input_ids"], tok("b", add_special_tokens=False)["input_ids"])
+    assert len(a) == len(b) == 1  # single-token choices: their scores are the log-probabilities after the marker
+    assert ll_a == pytest.approx(logp[a[0]].item(), abs=1e-4) and ll_b == pytest.approx(logp[b[0]].item(), abs=1e-4)
