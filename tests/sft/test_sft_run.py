@@ -137,3 +137,29 @@ def test_refused_inputs_name_the_problem(trained_model, tmp_path):
         run_sft(config(tmp_path / "not_a_model", tmp_path / "d"))
     with pytest.raises(ValueError, match="--validation-fraction"):
         config(trained_model, tmp_path / "e", validation_fraction=1.5)
+
+
+def test_lora_under_deepspeed_resumes_exactly_from_a_checkpoint(trained_model, tmp_path):
+    """LoRA under DeepSpeed ZeRO-2 (one CPU process, gloo): a run resumed from its step-2 checkpoint ends
+    with the adapter and losses of the run that went through."""
+    import shutil
+
+    from safetensors.torch import load_file
+
+    env = {k: v for k, v in os.environ.items() if k not in LAUNCH_VARS}
+    out = tmp_path / "through"
+    cmd = [sys.executable, str(REPO / "scripts/train_sft.py"), *cli_args(
+        trained_model, out, method="lora", lora_rank=4, max_steps=4, save_steps=2, eval_steps=2,
+        deepspeed=str(REPO / "configs/deepspeed/zero2_h100.json"))]
+    for run in (cmd, [c if c != str(out) else str(tmp_path / "resumed") for c in cmd] + ["--resume-from", "auto"]):
+        if "--resume-from" in run:  # the second: the first's folder as it was when step 2 was saved
+            shutil.copytree(out, tmp_path / "resumed", ignore=shutil.ignore_patterns("checkpoint-4", "final", "adapter"))
+            (tmp_path / "resumed" / "manifest.json").unlink()
+        proc = subprocess.run(run, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "checkpoint-2" in proc.stderr
+    losses = [{r["step"]: r["loss"] for r in metrics(d) if "loss" in r} for d in (out, tmp_path / "resumed")]
+    assert losses[1] == pytest.approx(losses[0], abs=1e-5) and max(losses[0]) == 4
+    a, b = (load_file(d / "adapter" / "adapter_model.safetensors") for d in (out, tmp_path / "resumed"))
+    assert a.keys() == b.keys() and any("lora_A" in k for k in a)
+    assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
