@@ -186,3 +186,18 @@ def test_hub_and_parquet_sources(tmp_path):
                                                  {"role": "assistant", "content": EN_A}]
     assert everything["hub:train:1"].lang == "km"
     assert data.counts[f"hf:{hub}"]["read"] == 2 and data.counts[str(tmp_path / "chats.parquet")]["kept"] == 3
+
+
+def test_khmer_share_balances_the_training_conversations_and_keeps_validation():
+    shipped = [SftSource(str(SAMPLE / "conversations.jsonl")), SftSource(str(SAMPLE / "instructions.jsonl"))]
+    plain = load_sft_data(shipped, seed=3)
+    for share in (0.25, 0.8):
+        data = load_sft_data(shipped, seed=3, khmer_share=share)
+        km = sum(c.lang == "km" for c in data.train)
+        en = sum(c.lang == "en" for c in data.train)
+        assert km + en == sum(c.lang in ("km", "en") for c in plain.train)  # the total stays
+        assert km == round(share * (km + en)) and data.shares["km"] == pytest.approx(km / len(data.train))
+        assert data.validation == plain.validation  # the held-out conversations never move
+        assert {c.id for c in data.train if c.lang == "km"} <= {c.id for c in plain.train}
+    with pytest.raises(StageError, match="no en training conversation"):
+        load_sft_data([SftSource(str(SAMPLE / "conversations.jsonl"), lang="km")], khmer_share=0.5)

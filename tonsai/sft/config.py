@@ -46,6 +46,9 @@ class SftConfig(TrainerOptions):
     max_steps: int | None = dataclasses.field(default=None, metadata={
         "help": "optimizer steps to train for (default: what --epochs needs)"})
     gradient_accumulation: int = dataclasses.field(default=1, metadata={"help": "micro-batches per optimizer step"})
+    khmer_share: float | None = dataclasses.field(default=None, metadata={
+        "help": "Khmer conversations as this share of the Khmer and English training conversations, after the "
+                "source weights (e.g. 0.5); default: as the weights give"})
     validation_fraction: float = dataclasses.field(default=0.05, metadata={
         "help": "share of each language's conversations held out for validation (at least one each)"})
     learning_rate: float | None = dataclasses.field(default=None, metadata={
@@ -67,6 +70,8 @@ class SftConfig(TrainerOptions):
             raise ValueError(f"--epochs must be positive, got {self.epochs}")
         if not 0.0 < self.validation_fraction < 1.0:
             raise ValueError(f"--validation-fraction must be between 0 and 1, got {self.validation_fraction}")
+        if self.khmer_share is not None and not 0.0 < self.khmer_share < 1.0:
+            raise ValueError(f"--khmer-share must be between 0 and 1 (exclusive), got {self.khmer_share}")
         if not 0.0 <= self.lora_dropout < 1.0:
             raise ValueError(f"--lora-dropout must be in [0, 1), got {self.lora_dropout}")
         if self.resume_from not in (None, "auto") and not self.resume_from.strip():

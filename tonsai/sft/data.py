@@ -52,6 +52,11 @@ it. Ids are ``<source name>:<file>:<line>`` (``<name>:<split>:<row>`` for Hub ro
 
 Weights: each source's training conversations appear ``floor(weight)`` times plus a seeded random
 subset of ``weight - floor(weight)`` of them; the whole training list is then shuffled with the seed.
+
+Khmer/English balance (``khmer_share``, optional): after weighting, the Khmer and the English
+training conversations are each scaled, the same way, to ``khmer_share`` and ``1 - khmer_share`` of
+their sum (the total stays; ``mixed`` ones are kept as they are). Counted by conversations, not
+tokens: a conversation is the unit the loss sees whole. ``SftData.shares`` records what came out.
 """
 
 from __future__ import annotations
@@ -137,6 +142,7 @@ class SftData:
     train: list[Conversation]
     validation: dict[str, list[Conversation]]  # per language
     counts: dict[str, dict[str, int]]  # per source path: read, kept, validation, train_pool, train, dropped:*
+    shares: dict[str, float] = dataclasses.field(default_factory=dict)  # per language, of the training list
 
 
 def _records(src: SftSource) -> Iterator[tuple[str, int, str, list[dict[str, str]] | BadRecord]]:
@@ -328,8 +334,24 @@ def _weighted(pool: list[Conversation], weight: float, rng: np.random.Generator)
     return out
 
 
+def balance_languages(rows: list[Conversation], khmer_share: float, rng: np.random.Generator) -> list[Conversation]:
+    """``rows`` with the Khmer and English conversations scaled to ``khmer_share`` of their sum (see the module)."""
+    if not 0.0 < khmer_share < 1.0:
+        raise StageError(f"Khmer share {khmer_share} must be between 0 and 1 (exclusive)")
+    by = {lang: [r for r in rows if r.lang == lang] for lang in ("km", "en")}
+    missing = [lang for lang, pool in by.items() if not pool]
+    if missing:
+        raise StageError(f"a Khmer share was asked for, but no {missing[0]} training conversation is left: add "
+                         f"{'Khmer' if missing[0] == 'km' else 'English'} data or leave the share out")
+    total = len(by["km"]) + len(by["en"])
+    want = {"km": round(khmer_share * total)}
+    want["en"] = total - want["km"]
+    return [r for r in rows if r.lang not in by] + [
+        c for lang in ("km", "en") for c in _weighted(by[lang], want[lang] / len(by[lang]), rng)]
+
+
 def load_sft_data(sources: list[SftSource], *, validation_fraction: float = 0.05, min_validation: int = 1,
-                  seed: int = 0) -> SftData:
+                  seed: int = 0, khmer_share: float | None = None) -> SftData:
     """Read, clean, deduplicate, split and weight the conversations of ``sources`` (see the module)."""
     if not sources:
         raise StageError("no instruction sources given")
@@ -365,8 +387,11 @@ def load_sft_data(sources: list[SftSource], *, validation_fraction: float = 0.05
         mine = _weighted(pools[src.path], src.weight, np.random.default_rng([seed, i]))
         counts[src.path]["train"] = len(mine)
         rows += mine
+    if khmer_share is not None:
+        rows = balance_languages(rows, khmer_share, np.random.default_rng([seed, len(sources)]))
     order = np.random.default_rng(seed).permutation(len(rows))
-    return SftData([rows[i] for i in order], validation, {k: dict(v) for k, v in counts.items()})
+    shares = {lang: sum(r.lang == lang for r in rows) / len(rows) for lang in sorted({r.lang for r in rows})}
+    return SftData([rows[i] for i in order], validation, {k: dict(v) for k, v in counts.items()}, shares)
 
 
 class _Counts(dict):

@@ -89,7 +89,8 @@ def _datasets(cfg: SftConfig, tokenizer, block_size: int):
     from tonsai.sft.data import load_sft_data
     from tonsai.sft.pack import PackedConversations, PackStats, encode_all, pack
 
-    data = load_sft_data(parse_sources(cfg.data), validation_fraction=cfg.validation_fraction, seed=cfg.seed)
+    data = load_sft_data(parse_sources(cfg.data), validation_fraction=cfg.validation_fraction, seed=cfg.seed,
+                         khmer_share=cfg.khmer_share)
     if not data.train:
         raise StageError(f"no training conversations left from --data {' '.join(cfg.data)}: "
                          f"see the counts above for why each was dropped")
@@ -107,7 +108,9 @@ def _datasets(cfg: SftConfig, tokenizer, block_size: int):
         log.warning("%d of %d training conversations are longer than the block of %d tokens and were left out "
                     "(the manifest counts them under data.train_packing.too_long)", train_stats.too_long,
                     len(data.train), block_size)
-    validation, record = {}, {"counts": data.counts, "train_conversations": len(data.train),
+    log.info("training conversations: %d (%s)", len(data.train),
+             ", ".join(f"{lang} {share:.1%}" for lang, share in data.shares.items()))
+    validation, record = {}, {"counts": data.counts, "train_conversations": len(data.train), "shares": data.shares,
                               "train_packing": _jsonable(train_stats), "validation": {}}
     for lang, convs in sorted(data.validation.items()):
         ds, stats = packed(convs)
