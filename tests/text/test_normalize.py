@@ -227,3 +227,15 @@ def test_one_call_on_a_file_equals_line_by_line(shared_data):
     lines = text.splitlines(keepends=True)
     assert len(text) > 10 * N_CHUNK
     assert normalize(text) == "".join(map(normalize, lines))
+
+
+def test_long_line_reorders_in_pieces_as_a_whole(shared_data):
+    """A long text with no line break is reordered in pieces cut between syllables: same result."""
+    from tonsai.text.syllable import _PIECE, SYLLABLE, reorder, reorder_syllable
+
+    lines = (shared_data / "khmer_news_kh_data_1000" / "khm_news_orig.txt").read_text(encoding="utf-8").splitlines()
+    text = " ".join(lines[:400]).replace("\u200b", "")
+    assert len(text) > 10 * _PIECE and "\n" not in text
+    expected = SYLLABLE.sub(lambda m: reorder_syllable(m.group(0)), text)
+    assert expected != text  # real news has syllables to reorder
+    assert reorder(text) == expected

@@ -160,6 +160,8 @@ _changes: dict[str, str] = {}  # the syllables of _cache whose canonical form di
 _CACHE_LIMIT = 200_000
 # SYLLABLE with a group, so that split() returns the text between syllables and the syllables
 _SPLIT = re.compile(f"({SYLLABLE.pattern})")
+_PIECE = 1 << 12
+_OUTSIDE_SYLLABLES = re.compile("[^\u1780-\u17d3\u17dd\u200c\u200d]")  # ends any syllable, starts none
 
 
 def reorder(text: str) -> str:
@@ -167,8 +169,24 @@ def reorder(text: str) -> str:
 
     Same result as ``SYLLABLE.sub(canonical form)``, without a Python call per syllable: the text is
     split at its syllables (odd items), only syllables never seen before are put in order, and
-    when no syllable changes (most lines of real text) the text comes back as is.
+    when no syllable changes (most lines of real text) the text comes back as is. A long text goes
+    in pieces of about 4k characters, cut before a character no syllable holds: the split makes
+    about 0.6 of a string per character, and pieces keep them in the CPU caches (and a text of
+    10M characters with no line break from holding 6M strings at once).
     """
+    if len(text) <= 2 * _PIECE:
+        return _reorder(text)
+    out = []
+    pos = 0
+    while pos < len(text):
+        m = _OUTSIDE_SYLLABLES.search(text, pos + _PIECE)
+        cut = m.start() if m else len(text)
+        out.append(_reorder(text[pos:cut]))
+        pos = cut
+    return "".join(out)
+
+
+def _reorder(text: str) -> str:
     parts = _SPLIT.split(text)
     syls = parts[1::2]
     if not syls:
