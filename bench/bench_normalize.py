@@ -60,7 +60,7 @@ def line_table(impls: dict, corpora: dict[str, list[str]], repeat: int) -> None:
 
 
 def one_call_table(impls: dict, text: str, sizes: list[int], repeat: int) -> None:
-    print(f"\none call on the whole text, chars/s (M)" + "".join(f"{n + ' cold':>14}{n + ' warm':>14}" for n in impls)
+    print("\none call on the whole text, chars/s (M)" + "".join(f"{n + ' cold':>14}{n + ' warm':>14}" for n in impls)
           + f"{'line by line':>14}")
     for n in sizes:
         t = (text * (n // len(text) + 1))[:n]
@@ -88,8 +88,8 @@ def main() -> int:
         print(f"no shared data at {args.shared_data} (pass --shared-data)", file=sys.stderr)
         return 1
     news_text = news.read_text(encoding="utf-8")
-    corpora = {"Khmer news": news_text.splitlines(),
-               "English (WikiText-2 + Shakesp.)": [ln for p in english for ln in p.read_text(encoding="utf-8").splitlines()]}
+    english_lines = [ln for p in english for ln in p.read_text(encoding="utf-8").splitlines()]
+    corpora = {"Khmer news": news_text.splitlines(), "English (WikiText-2 + Shakesp.)": english_lines}
     with tempfile.TemporaryDirectory() as tmp:
         base = load_baseline(args.baseline_rev, Path(tmp))
         now = type(base)(normalize=normalize, version=NORMALIZER_VERSION, reset=lambda: clear_caches([syllable]))

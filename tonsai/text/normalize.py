@@ -6,7 +6,8 @@ model sees the same bytes at every stage. The rules run in this order:
 1. Mojibake repair with encoding fixes only (ftfy, everything else switched off). It runs only
    on the lines that hold a character in U+00C0..U+00FF: every UTF-8 text mis-decoded as Latin-1
    or cp1252 contains one (the lead bytes C2..F4 decode there), so clean Khmer and ASCII lines
-   skip it (ftfy itself works line by line). The characters of rules 2-5 that no mis-decoding
+   skip it (ftfy itself works line by line); also on a line where a C1 control or soft hyphen
+   sits before a combining diacritic (dropping it lets NFC compose such a letter). The characters of rules 2-5 that no mis-decoding
    produces (C0 controls, DEL, U+200B, U+2060, U+FEFF, line separators) and those of rule 7 are
    handled before it, with NFC, so that ftfy sees the text the other rules leave.
 2. Line endings: CRLF, CR, U+2028 and U+2029 become LF.
@@ -134,8 +135,9 @@ def normalize(text: str) -> str:
     each rule's output is left alone by every rule. Rules 2-5 only delete or replace characters
     with ones the table does not hold; NFC runs after every rule that can bring combining marks
     together (the table, and rule 8 when it drops a joiner between COENG or U+17DD and another
-    mark); the joiners rule 8 keeps are followed by a character of combining class 0, which NFC
-    never moves; rule 9 changes only Khmer syllables and leaves each a canonical syllable
+    mark); the joiners rule 8 keeps are followed by a dependent vowel, or by COENG and the
+    consonant it subscripts, which NFC never moves (the vowel and the consonant have combining
+    class 0); rule 9 changes only Khmer syllables and leaves each a canonical syllable
     (:func:`tonsai.text.syllable.reorder_syllable` says why) that rules 1-8 do not touch.
 
     The one rule that is not a fixed point of the others by itself is the mojibake repair: ftfy
