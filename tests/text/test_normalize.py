@@ -71,6 +71,8 @@ COENG, AA, E, I = "\u17d2", "\u17b6", "\u17c1", "\u17b7"
      "(class 9) before U+17DD (230), which leaves it no consonant, as NFC does to the same text with no joiner"),
     (f"{KA}\u17dd{COENG}{KHA}", f"{KA}\u17dd{KHA}", "6+9: the same text with no joiner"),
     ("a\u17dd\u200c\u17d2", "a\u17d2\u17dd", "8+6: also outside a syllable"),
+    (f"{KHA}{COENG}\u200c\u0334\u200d\u017e", f"{KHA}\u0334{COENG}\u017e",
+     "8+6+8: NFC after a dropped joiner puts COENG before the next joiner, which rule 8 then drops"),
     ("cafÃ© dÃ©jÃ  vu", "café déjà vu", "1: mojibake repaired"),
     ("A\x85\u0303©", "A\u2026\u0303©", "1: a C1 control before a combining mark goes to ftfy, which reads it as "
      "cp1252 (dropped, NFC would compose 'Ã©', mojibake for a second call to repair)"),
@@ -179,8 +181,8 @@ def _plain_normalize(text):
                 line = fixed
             lines[i] = line
     text = nfc("\n".join(lines).translate(N._TABLE))
-    dropped = N._JOINERS_AFTER_KHMER.sub(N._keep_valid_joiner, text)
-    text = nfc(dropped)
+    while (again := nfc(N._JOINERS_AFTER_KHMER.sub(N._keep_valid_joiner, text))) != text:
+        text = again
     return SYLLABLE.sub(lambda m: reorder_syllable(m.group(0)), text)
 
 

@@ -135,7 +135,7 @@ def normalize(text: str) -> str:
     each rule's output is left alone by every rule. Rules 2-5 only delete or replace characters
     with ones the table does not hold; NFC runs after every rule that can bring combining marks
     together (the table, and rule 8 when it drops a joiner between COENG or U+17DD and another
-    mark); the joiners rule 8 keeps are followed by a dependent vowel, or by COENG and the
+    mark; rule 8 runs again if NFC moved anything); the joiners rule 8 keeps are followed by a dependent vowel, or by COENG and the
     consonant it subscripts, which NFC never moves (the vowel and the consonant have combining
     class 0); rule 9 changes only Khmer syllables and leaves each a canonical syllable
     (:func:`tonsai.text.syllable.reorder_syllable` says why) that rules 1-8 do not touch.
@@ -177,10 +177,16 @@ def _normalize(text: str) -> str:
             return text
     else:
         text = unicodedata.normalize("NFC", text)
-    if "\u200c" in text or "\u200d" in text:
+    while "\u200c" in text or "\u200d" in text:
         dropped = _JOINERS_AFTER_KHMER.sub(_keep_valid_joiner, text)
-        if len(dropped) != len(text):  # a dropped joiner can bring two marks out of canonical order
-            text = unicodedata.normalize("NFC", dropped)
+        if len(dropped) == len(text):
+            break
+        # A dropped joiner can bring two combining marks out of canonical order, and NFC moving
+        # them can put a Khmer mark before another joiner ("COENG ZWNJ U+0334 ZWJ"): rule 8 again
+        # until NFC moves nothing. Each round drops a joiner, so this ends; real text needs one.
+        text = unicodedata.normalize("NFC", dropped)
+        if text == dropped:
+            break
     return reorder(text)
 
 
