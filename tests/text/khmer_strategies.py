@@ -56,3 +56,18 @@ def khmer_text(max_pieces: int = 12) -> st.SearchStrategy[str]:
     """Text of Khmer clusters mixed with Latin words, digits, punctuation, whitespace, invisible and
     control characters and mojibake."""
     return st.lists(pieces, max_size=max_pieces).map("".join)
+
+
+# Characters whose rules meet: Khmer letters and marks (COENG and U+17DD have combining classes 9
+# and 230), joiners, combining diacritics of other classes (U+0334: 1, U+093C: 7, U+0327: 202,
+# U+0300: 230), C1 controls, soft hyphen and NBSP (what mojibake is made of), mojibake letters,
+# controls, a lone surrogate and line breaks.
+EDGE_CHARS = ["\u1780", "\u1781", "\u17d2", "\u17dd", "\u17b7", "\u17bb", "\u17c1", "\u17b6", ZWNJ, ZWJ, ZWSP,
+              "\u0300", "\u0301", "\u0303", "\u0327", "\u093c", "\u0334", "\x85", "\x9c", "\xad", "\xa0", "\x08",
+              "\x00", "\r", "\n", " ", "A", "a", "C", "e", "Ã", "Â", "â", "€", "©", "ß", "¢", "á", "ž", "Œ",
+              "\ud800", "\u2028"]
+
+
+def edge_text(max_size: int = 30) -> st.SearchStrategy[str]:
+    """Short text over :data:`EDGE_CHARS`, where one rule's output can become another's input."""
+    return st.text(st.sampled_from(EDGE_CHARS), max_size=max_size)

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.text.khmer_strategies import khmer_text
+from tests.text.khmer_strategies import edge_text, khmer_text
 from tonsai.text import normalize
 from tonsai.text.normalize import _CHUNK as N_CHUNK
 
@@ -192,7 +192,7 @@ _any_chars = st.one_of(khmer_chars, st.sampled_from(["\r", "\x00", "\x85", "\u00
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.one_of(st.text(_any_chars, max_size=50), khmer_text()))
+@given(st.one_of(st.text(_any_chars, max_size=50), khmer_text(), edge_text()))
 def test_fast_paths_equal_the_plain_pipeline(s):
     assert normalize(s) == _plain_normalize(s)
 
@@ -200,6 +200,15 @@ def test_fast_paths_equal_the_plain_pipeline(s):
 @settings(max_examples=300, deadline=None)
 @given(khmer_text())
 def test_idempotent_on_khmer_structured_text(s):
+    once = normalize(s)
+    assert normalize(once) == once
+
+
+@settings(max_examples=1000, deadline=None)
+@given(edge_text())
+def test_idempotent_where_rules_meet(s):
+    """Combining marks of several classes, C1 controls and mojibake letters around Khmer marks and
+    joiners (a 6,000-example run of this found the rule 8 / NFC case above)."""
     once = normalize(s)
     assert normalize(once) == once
 
