@@ -214,11 +214,12 @@ def test_idempotent_where_rules_meet(s):
 
 
 @pytest.mark.slow
-@settings(max_examples=20_000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=5_000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(khmer_text(max_pieces=16))
 def test_idempotent_on_many_khmer_structured_texts(s):
-    """The 20,000-example run that found the repeated-vowel and ZWJ cases (about 11% of these
-    texts changed on a second pass before the syllable rule was rebuilt)."""
+    """5,000 examples in the default suite (about 30 s); a 20,000-example run of this test found the
+    repeated-vowel and ZWJ cases (about 11% of these texts changed on a second pass before the
+    syllable rule was rebuilt) and passes now."""
     once = normalize(s)
     assert normalize(once) == once
 
