@@ -4,7 +4,8 @@ counted like every other reason, and part of the document tasks' settings."""
 import gzip
 import json
 
-from tonsai.data.prepare import PrepareConfig, load_prepared, run_prepare
+from tonsai.data.prepare import PrepareConfig, run_prepare
+from tonsai.data.prepared import load_prepared
 
 from ..conftest import REPO
 from .test_prepare import EN, KM, write_lines
