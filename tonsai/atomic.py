@@ -87,3 +87,14 @@ def staged_dir(final: str | Path, overwrite: bool = True) -> Iterator[Path]:
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(tmp, final)
+
+
+def replace_dir(staging: str | Path, final: str | Path) -> None:
+    """Put the finished folder ``staging`` in place of ``final`` (a run's ``.final-incomplete`` becoming
+    ``final/``): a fixed staging name, unlike :func:`staged_dir`'s, lets a rerun of a killed run find
+    and clear it before writing it again."""
+    final = Path(final)
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(staging, final)
+

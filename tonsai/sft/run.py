@@ -17,10 +17,10 @@ import dataclasses
 import json
 import logging
 import math
-import os
 import shutil
 from pathlib import Path
 
+from tonsai.atomic import replace_dir
 from tonsai.cli import StageError
 from tonsai.folders import claim_in_place
 from tonsai.manifest import write_manifest
@@ -213,19 +213,13 @@ def _run_sft(cfg: SftConfig) -> dict:
         raise StageError(f"the training loss became {nan_guard.loss} at step {nan_guard.bad_step}; training stopped "
                          f"without saving. The last complete checkpoint is {latest_checkpoint(cfg.output_dir) or 'none'}"
                          f": resume it with --resume-from auto and a lower --learning-rate")
-    final_validation = {}
-    for lang, ds in eval_ds.items():  # the last step's validation when it ran then (a resume may not have)
-        last = [e for e in trainer.state.log_history if f"eval_{lang}_loss" in e]
-        if last and last[-1].get("step") == trainer.state.global_step:
-            final_validation[f"eval_{lang}_loss"] = last[-1][f"eval_{lang}_loss"]
-        else:
-            final_validation.update(trainer.evaluate(ds, metric_key_prefix=f"eval_{lang}"))
+    final_validation = trainer.final_validation(eval_ds)
     if not trainer.is_world_process_zero():
         return {}
     return _export(cfg, trainer, tokenizer, added, ctx, dict(
         method=cfg.method, base_model=str(cfg.model_dir), added_tokens=added, block_size=block_size,
         global_step=trainer.state.global_step, start=kind, resumed_from=resume_path,
-        final_validation={k: v for k, v in final_validation.items() if k.endswith("_loss")}, data=data_record))
+        final_validation=final_validation, data=data_record))
 
 
 def _export(cfg: SftConfig, trainer, tokenizer, added: list[str], ctx: int | None, record: dict) -> dict:
@@ -240,7 +234,7 @@ def _export(cfg: SftConfig, trainer, tokenizer, added: list[str], ctx: int | Non
         shutil.rmtree(staging, ignore_errors=True)
         model.save_pretrained(str(staging))
         save_tokenizer(tokenizer, staging, model_max_length=ctx)
-        _replace(staging, out / "adapter")
+        replace_dir(staging, out / "adapter")
         model = model.merge_and_unload()
     model.config.use_cache = True  # off for packed training only; generation wants it
     model.generation_config.eos_token_id = stop_token_ids(tokenizer)  # a reply ends at <|end|>
@@ -249,13 +243,7 @@ def _export(cfg: SftConfig, trainer, tokenizer, added: list[str], ctx: int | Non
     model.save_pretrained(str(staging))
     save_tokenizer(tokenizer, staging, model_max_length=ctx)
     write_manifest(staging, MODEL_STAGE, cfg, **record)
-    _replace(staging, out / "final")
+    replace_dir(staging, out / "final")
     log.info("final model written to %s%s", out / "final", f" (adapter in {out / 'adapter'})" if cfg.method == "lora"
              else "")
     return write_manifest(out, STAGE, cfg, **record)
-
-
-def _replace(staging: Path, final: Path) -> None:
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(staging, final)

@@ -8,20 +8,20 @@ Trainer.train -> export ``<output_dir>/final`` (safetensors + tokenizer, loads w
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
-import os
-import shutil
 import time
 from pathlib import Path
 
+from tonsai.atomic import replace_dir
 from tonsai.cli import StageError
 from tonsai.folders import claim_in_place
 from tonsai.manifest import ManifestError, read_manifest, write_manifest
 from tonsai.publish.push import push_folder
 from tonsai.tokenizer.export import save_tokenizer
 from tonsai.tokenizer.pack import PackedBlocks, TokenFile, dataset_hash, pack_dataset, tokenizer_hash
-from tonsai.train import launch
+from tonsai.train import continual, launch
 from tonsai.train.arguments import (ADAM_BETAS, check_deepspeed, check_reporting, report_callbacks, resolve_device,
                                     training_arguments)
 from tonsai.train.checkpoint import set_aside
@@ -132,18 +132,74 @@ def run_train(cfg: TrainConfig) -> dict:
 
 
 def _run_train(cfg: TrainConfig) -> dict:
+    """setup (start, tokenizer, model, data) -> fit -> export: each step is a function below."""
     check_deepspeed(cfg.deepspeed)
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, default_data_collator
-
-    from tonsai.model.build import build_model, context_length, count_parameters, load_model_config
-    from tonsai.model.cost import GPU_PEAK_BF16, ModelShape, gpu_key
-    from tonsai.train import continual
-    from tonsai.train.budget import resolve_budget
-    from tonsai.train.callbacks import MetricsLogger
-    from tonsai.train.trainer import TonsaiTrainer, ValidationStream
-
     read_manifest(cfg.dataset_dir, "prepare")
+    cfg, kind, resume_path, skipped = _resolve_start(cfg)
+    tokenizer, tok_manifest, tok_sha = _tokenizer(cfg)
+    model = _model(cfg, kind, resume_path, tokenizer)
+    run = _Run(cfg, kind, resume_path, tokenizer, tok_sha, model)
+    resumed_at = (json.loads((Path(resume_path) / "trainer_state.json").read_text())["global_step"]
+                  if kind == "checkpoint" else 0)
+    prepare_output_dir(cfg, kind, resume_path, resumed_at)  # after every check that can refuse the run: it may delete
+    run.base = continual.record_base(cfg.output_dir, kind, resume_path, main=launch.rank() == 0)
+    if launch.rank() == 0:
+        set_aside(skipped)  # once the folder is ours: never-finished checkpoints removed, damaged ones renamed
+    log.info("model %s: %s parameters (%.3fB), context %d, vocabulary %d (tokenizer %d)", model.config.model_type,
+             f"{run.n_params:,}", run.n_params / 1e9, run.ctx, model.config.vocab_size, len(tokenizer))
+    _datasets(run, tok_manifest.get("token_dtype"))
+    trainer = _trainer(run)
+    result = trainer.train(resume_from_checkpoint=resume_path if kind == "checkpoint" else None)
+    # mean training loss of the steps this process trained; none when it resumed from the last step's checkpoint
+    train_loss = result.training_loss if trainer.state.global_step > resumed_at else None
+    if run.nan_guard.bad_step is not None:
+        last = latest_checkpoint(cfg.output_dir)
+        raise StageError(
+            f"the training loss became {run.nan_guard.loss} at step {run.nan_guard.bad_step}; training stopped "
+            f"without saving. The last complete checkpoint is {last or 'none'}: resume it with --resume-from auto "
+            f"and a lower --learning-rate (or more --warmup), or inspect the data near that step.")
+    return _export(run, trainer, train_loss, trainer.final_validation(run.eval_ds))
+
+
+@dataclasses.dataclass
+class _Run:
+    """What the steps of one training run hand each other."""
+
+    cfg: TrainConfig
+    kind: str  # scratch, checkpoint or weights (tonsai.train.resume)
+    resume_path: str | None
+    tokenizer: object
+    tok_sha: str
+    model: object
+    base: dict = dataclasses.field(default_factory=dict)  # the base model's steps and tokens (continual)
+    train_tokens: object = None
+    train_ds: object = None
+    eval_ds: dict = dataclasses.field(default_factory=dict)
+    tokens_per_byte: dict = dataclasses.field(default_factory=dict)
+    nan_guard: NonFiniteLossGuard = dataclasses.field(default_factory=NonFiniteLossGuard)
+
+    def __post_init__(self) -> None:
+        from tonsai.model.build import context_length, count_parameters
+        from tonsai.train.budget import resolve_budget
+
+        cfg = self.cfg
+        self.n_params = count_parameters(self.model)
+        self.ctx = context_length(self.model.config)
+        self.block_size = cfg.block_size or self.ctx
+        if self.block_size > self.ctx:
+            raise StageError(f"--block-size {self.block_size} exceeds the model's context length {self.ctx}")
+        self.eval_stride = cfg.eval_stride or max(1, self.block_size // 2)
+        if self.eval_stride > self.block_size:
+            raise StageError(f"--eval-stride {self.eval_stride} is larger than the block of {self.block_size} tokens")
+        self.world = launch.world_size()
+        self.budget = resolve_budget(micro_batch_size=cfg.micro_batch_size, block_size=self.block_size,
+                                     world_size=self.world, gradient_accumulation=cfg.gradient_accumulation,
+                                     global_batch_tokens=cfg.global_batch_tokens, max_steps=cfg.max_steps,
+                                     max_tokens=cfg.max_tokens)
+
+
+def _resolve_start(cfg: TrainConfig) -> tuple[TrainConfig, str, str | None, list]:
+    """(cfg with a model folder's defaults filled in, kind, resume path, checkpoints to set aside)."""
     kind, resume_path, skipped = resolve_resume(cfg)
     if kind == "weights":
         cfg = continual.with_folder_defaults(cfg, resume_path)
@@ -153,158 +209,150 @@ def _run_train(cfg: TrainConfig) -> dict:
             raise StageError(f"--resume-from {cfg.resume_from}: {resume_path or 'no checkpoint'} does not continue a "
                              f"model folder: pass --model-config and --tokenizer-dir as when the run started")
         cfg = continual.with_folder_defaults(cfg, base_folder)
+    return cfg, kind, resume_path, skipped
+
+
+def _tokenizer(cfg: TrainConfig):
+    """(tokenizer, its folder's manifest, the SHA-256 of its tokenizer.json)."""
+    from transformers import AutoTokenizer
+
     tok_manifest = continual.tokenizer_manifest(cfg.tokenizer_dir)
     tok_sha = tokenizer_hash(cfg.tokenizer_dir)
     if tok_manifest.get("tokenizer_sha256") not in (None, tok_sha):
         raise StageError(f"{cfg.tokenizer_dir}/tokenizer.json changed after training (hash differs from its manifest)")
-    tokenizer = AutoTokenizer.from_pretrained(cfg.tokenizer_dir)
-    if kind == "weights":
-        log.info("continual pretraining: loading weights from %s (fresh optimizer and LR schedule)", resume_path)
-        overrides = {}
-        if cfg.model_config is not None and Path(cfg.model_config).resolve() != (
-                Path(resume_path) / "config.json").resolve():
-            from transformers import AutoConfig
+    return AutoTokenizer.from_pretrained(cfg.tokenizer_dir), tok_manifest, tok_sha
 
-            overrides = continual.model_config_overrides(cfg.model_config, AutoConfig.from_pretrained(resume_path),
-                                                         resume_path)
-        model = AutoModelForCausalLM.from_pretrained(resume_path, attn_implementation="sdpa", dtype=torch.float32,
-                                                     **overrides)
-        _match_vocabulary(model, resume_path, tokenizer, cfg)
-        config = model.config
-    else:
-        config = load_model_config(cfg.model_config, tokenizer)
+
+def _model(cfg: TrainConfig, kind: str, resume_path: str | None, tokenizer):
+    """A model folder's weights (continual pretraining), or a fresh model from --model-config (a checkpoint's
+    weights are loaded by the Trainer over it)."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from tonsai.model.build import build_model, load_model_config
+
+    if kind != "weights":
         torch.manual_seed(cfg.seed)
-        model = build_model(config)
+        model = build_model(load_model_config(cfg.model_config, tokenizer))
         if kind == "checkpoint":
             log.info("resuming everything (weights, optimizer, schedule, data position) from %s", resume_path)
-    n_params = count_parameters(model)
-    ctx = context_length(config)
-    block_size = cfg.block_size or ctx
-    if block_size > ctx:
-        raise StageError(f"--block-size {block_size} exceeds the model's context length {ctx}")
-    eval_stride = cfg.eval_stride or max(1, block_size // 2)
-    if eval_stride > block_size:
-        raise StageError(f"--eval-stride {eval_stride} is larger than the block of {block_size} tokens")
-    world = launch.world_size()
-    budget = resolve_budget(micro_batch_size=cfg.micro_batch_size, block_size=block_size, world_size=world,
-                            gradient_accumulation=cfg.gradient_accumulation,
-                            global_batch_tokens=cfg.global_batch_tokens, max_steps=cfg.max_steps,
-                            max_tokens=cfg.max_tokens)
-    resumed_at = (json.loads((Path(resume_path) / "trainer_state.json").read_text())["global_step"]
-                  if kind == "checkpoint" else 0)
-    prepare_output_dir(cfg, kind, resume_path, resumed_at)  # after every check that can refuse the run: it may delete
-    base = continual.record_base(cfg.output_dir, kind, resume_path, main=launch.rank() == 0)
-    if launch.rank() == 0:
-        set_aside(skipped)  # once the folder is ours: never-finished checkpoints removed, damaged ones renamed
-    log.info("model %s: %s parameters (%.3fB), context %d, vocabulary %d (tokenizer %d)",
-             config.model_type, f"{n_params:,}", n_params / 1e9, ctx, config.vocab_size, len(tokenizer))
+        return model
+    log.info("continual pretraining: loading weights from %s (fresh optimizer and LR schedule)", resume_path)
+    overrides = {}
+    if cfg.model_config is not None and Path(cfg.model_config).resolve() != (Path(resume_path) / "config.json").resolve():
+        from transformers import AutoConfig
 
-    dtype = tok_manifest.get("token_dtype")
-    paths = _token_folders(cfg, tok_sha)
-    train_tokens = TokenFile(paths["train"], tok_sha, dtype)
-    train_ds = PackedBlocks(train_tokens.tokens, block_size, token_file=train_tokens)
-    if len(train_ds) == 0:
-        raise StageError(f"the training split has {len(train_tokens)} tokens: fewer than one block of "
-                         f"{block_size}; lower --block-size or add data")
-    eval_ds, tokens_per_byte = {}, {}
+        overrides = continual.model_config_overrides(cfg.model_config, AutoConfig.from_pretrained(resume_path),
+                                                     resume_path)
+    model = AutoModelForCausalLM.from_pretrained(resume_path, attn_implementation="sdpa", dtype=torch.float32,
+                                                 **overrides)
+    _match_vocabulary(model, resume_path, tokenizer, cfg)
+    return model
+
+
+def _datasets(run: _Run, dtype) -> None:
+    """The packed training blocks and each language's validation stream, from the token folders."""
+    from tonsai.train.trainer import ValidationStream
+
+    paths = _token_folders(run.cfg, run.tok_sha)
+    run.train_tokens = TokenFile(paths["train"], run.tok_sha, dtype)
+    run.train_ds = PackedBlocks(run.train_tokens.tokens, run.block_size, token_file=run.train_tokens)
+    if len(run.train_ds) == 0:
+        raise StageError(f"the training split has {len(run.train_tokens)} tokens: fewer than one block of "
+                         f"{run.block_size}; lower --block-size or add data")
     for name, path in paths.items():
-        if name.startswith("validation_"):
-            lang = name.removeprefix("validation_")
-            tf = TokenFile(path, tok_sha, dtype)
-            eval_ds[lang] = ValidationStream(tf.tokens, tf.meta["eos_id"], block_size, eval_stride,
-                                             tokenizer.pad_token_id, cfg.eval_max_tokens or None)
-            if eval_ds[lang].scored < len(tf):
-                log.info("validation %s: scoring the first %s of its %s tokens (--eval-max-tokens); "
-                         "bits per byte assume the split's average bytes per token", lang,
-                         f"{eval_ds[lang].scored:,}", f"{len(tf):,}")
-            # the same denominator as eval_model.py: UTF-8 bytes plus one per end-of-text (tonsai.eval.perplexity)
-            tokens_per_byte[lang] = tf.meta["tokens"] / max(1, tf.meta["bytes"] + tf.meta["documents"])
+        if not name.startswith("validation_"):
+            continue
+        lang = name.removeprefix("validation_")
+        tf = TokenFile(path, run.tok_sha, dtype)
+        ds = run.eval_ds[lang] = ValidationStream(tf.tokens, tf.meta["eos_id"], run.block_size, run.eval_stride,
+                                                  run.tokenizer.pad_token_id, run.cfg.eval_max_tokens or None)
+        if ds.scored < len(tf):
+            log.info("validation %s: scoring the first %s of its %s tokens (--eval-max-tokens); "
+                     "bits per byte assume the split's average bytes per token", lang, f"{ds.scored:,}", f"{len(tf):,}")
+        # the same denominator as eval_model.py: UTF-8 bytes plus one per end-of-text (tonsai.eval.perplexity)
+        run.tokens_per_byte[lang] = tf.meta["tokens"] / max(1, tf.meta["bytes"] + tf.meta["documents"])
 
+
+def _optimizer(cfg: TrainConfig, model):
+    """The Trainer's optimizer_cls_and_kwargs: None for its AdamW, or Muon on the block matrices."""
+    if cfg.optimizer != "muon":
+        return None
+    from tonsai.train.optim import MuonAdamW, tag_muon_parameters
+
+    n_muon, n_adam = tag_muon_parameters(model)
+    log.info("optimizer: Muon on %s matrix parameters, AdamW on %s others", f"{n_muon:,}", f"{n_adam:,}")
+    return MuonAdamW, {"lr": cfg.learning_rate, "weight_decay": cfg.weight_decay, "betas": ADAM_BETAS, "eps": 1e-8}
+
+
+def _trainer(run: _Run):
+    import torch
+    from transformers import default_data_collator
+
+    from tonsai.model.cost import GPU_PEAK_BF16, ModelShape, gpu_key
+    from tonsai.train.callbacks import MetricsLogger
+    from tonsai.train.trainer import TonsaiTrainer
+
+    cfg, budget = run.cfg, run.budget
     use_cpu, bf16 = resolve_device(cfg)
+    run.bf16 = bf16
     if cfg.liger_kernel:
-        liger_problem = check_liger(config.model_type, use_cpu)
+        liger_problem = check_liger(run.model.config.model_type, use_cpu)
         if liger_problem:
             raise StageError(liger_problem)
-    tokens_per_step = budget.tokens_per_step
-    log.info("%d training blocks of %d tokens; %s; %s; %s", len(train_ds), block_size, budget.describe(),
+    log.info("%d training blocks of %d tokens; %s; %s; %s", len(run.train_ds), run.block_size, budget.describe(),
              "bf16" if bf16 else "fp32", f"DeepSpeed {cfg.deepspeed}" if cfg.deepspeed else "no DeepSpeed")
     report_to, extra_callbacks, writer = report_callbacks(cfg)
     args = training_arguments(cfg, max_steps=budget.max_steps, gradient_accumulation=budget.gradient_accumulation,
                               learning_rate=cfg.learning_rate, use_cpu=use_cpu, bf16=bf16,
-                              eval_on_start=kind != "checkpoint",  # a resumed run already logged this evaluation
+                              eval_on_start=run.kind != "checkpoint",  # a resumed run already logged it
                               report_to=report_to, torch_compile=cfg.torch_compile,
                               use_liger_kernel=cfg.liger_kernel)
-    nan_guard = NonFiniteLossGuard()
-    shape = ModelShape.from_config(config, block_size)
+    shape = ModelShape.from_config(run.model.config, run.block_size)
     peak = GPU_PEAK_BF16.get(gpu_key(torch.cuda.get_device_name()) or "") if not use_cpu else None
     log.info("%.3f GFLOP per token (tonsai.model.cost)%s", shape.flops_per_token() / 1e9,
              f"; MFU against {peak / 1e12:.0f} TFLOP/s" if peak else "; no MFU on this device")
-    optimizer_cls_and_kwargs = None
-    if cfg.optimizer == "muon":
-        from tonsai.train.optim import MuonAdamW, tag_muon_parameters
+    metrics = MetricsLogger(Path(cfg.output_dir) / "metrics.jsonl", budget.tokens_per_step, run.tokens_per_byte,
+                            shape.flops_per_token(), peak, run.world, base_steps=run.base["steps"],
+                            base_tokens=run.base["tokens"], tb_writer=writer)
+    disk = DiskSpaceGuard(cfg.output_dir, first_checkpoint_bytes(run.model, cfg.tokenizer_dir, bool(cfg.deepspeed),
+                                                                 bf16), cfg.min_free_disk_gb)
+    return TonsaiTrainer(
+        langs=run.train_tokens.langs if run.train_tokens.lang_runs is not None else None,
+        optimizer_cls_and_kwargs=_optimizer(cfg, run.model), model=run.model, args=args,
+        train_dataset=run.train_ds, eval_dataset=run.eval_ds, data_collator=default_data_collator,
+        processing_class=run.tokenizer, callbacks=[metrics, run.nan_guard, disk, *extra_callbacks])
 
-        n_muon, n_adam = tag_muon_parameters(model)
-        log.info("optimizer: Muon on %s matrix parameters, AdamW on %s others", f"{n_muon:,}", f"{n_adam:,}")
-        optimizer_cls_and_kwargs = (MuonAdamW, {"lr": cfg.learning_rate, "weight_decay": cfg.weight_decay,
-                                                "betas": ADAM_BETAS, "eps": 1e-8})
-    trainer = TonsaiTrainer(
-        langs=train_tokens.langs if train_tokens.lang_runs is not None else None,
-        optimizer_cls_and_kwargs=optimizer_cls_and_kwargs,
-        model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
-        data_collator=default_data_collator, processing_class=tokenizer,
-        callbacks=[MetricsLogger(Path(cfg.output_dir) / "metrics.jsonl", tokens_per_step, tokens_per_byte,
-                                 shape.flops_per_token(), peak, world, base_steps=base["steps"],
-                                 base_tokens=base["tokens"], tb_writer=writer),
-                   nan_guard, DiskSpaceGuard(cfg.output_dir, first_checkpoint_bytes(model, cfg.tokenizer_dir, bool(cfg.deepspeed), bf16),
-                                             cfg.min_free_disk_gb), *extra_callbacks],
-    )
-    result = trainer.train(resume_from_checkpoint=resume_path if kind == "checkpoint" else None)
-    # mean training loss of the steps this process trained; none when it resumed from the last step's checkpoint
-    train_loss = result.training_loss if trainer.state.global_step > resumed_at else None
-    if nan_guard.bad_step is not None:
-        last = latest_checkpoint(cfg.output_dir)
-        raise StageError(
-            f"the training loss became {nan_guard.loss} at step {nan_guard.bad_step}; training stopped without "
-            f"saving. The last complete checkpoint is {last or 'none'}: resume it with --resume-from auto and a "
-            f"lower --learning-rate (or more --warmup), or inspect the data near that step.")
-    final_metrics = {}
-    for lang, ds in eval_ds.items():
-        last = [e for e in trainer.state.log_history if f"eval_{lang}_loss" in e]
-        if last and last[-1].get("step") == trainer.state.global_step:
-            final_metrics[f"eval_{lang}_loss"] = last[-1][f"eval_{lang}_loss"]
-        else:
-            final_metrics.update(trainer.evaluate(ds, metric_key_prefix=f"eval_{lang}"))
 
+def _export(run: _Run, trainer, train_loss: float | None, final_metrics: dict) -> dict:
+    """final/ (model and tokenizer, under a temporary name until complete) and the run's manifest."""
+    cfg, budget, config = run.cfg, run.budget, run.model.config
     out = Path(cfg.output_dir)
     staging = out / ".final-incomplete"
-    trainer.save_model(str(staging))
-    if trainer.is_world_process_zero():
-        save_tokenizer(tokenizer, staging, model_max_length=ctx)  # loads in transformers 4.x too
-        trained = next((int(e["tokens_seen"]) for e in reversed(trainer.state.log_history)
-                        if "tokens_seen" in e and e.get("step") == trainer.state.global_step),
-                       trainer.state.global_step * tokens_per_step)
-        common = dict(parameters=n_params, model_type=config.model_type, vocab_size=config.vocab_size,
-                      block_size=block_size, tokenizer_sha256=tok_sha, tokenizer_dir=str(cfg.tokenizer_dir),
-                      dataset_dir=str(cfg.dataset_dir), start=kind, resumed_from=resume_path,
-                      model_config_used=config.to_diff_dict(), base_model=base,
-                      step_total=base["steps"] + trainer.state.global_step, tokens_total=base["tokens"] + trained)
-        write_manifest(staging, MODEL_STAGE, cfg, **common)
-        final = out / "final"
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(staging, final)
-        history = [e for e in trainer.state.log_history if any(k.startswith("eval_") for k in e)]
-        manifest = write_manifest(
-            out, STAGE, cfg, **common, global_step=trainer.state.global_step,
-            train_loss=train_loss, final_validation=final_metrics,
-            tokens_per_step=tokens_per_step, world_size=world, precision="bf16" if bf16 else "fp32",
-            budget=dict(tokens_requested=budget.tokens_requested, global_batch_tokens=cfg.global_batch_tokens,
-                        gradient_accumulation=budget.gradient_accumulation, max_steps=budget.max_steps,
-                        tokens_planned=budget.tokens_planned),
-            tokens_trained=trained,
-            validation_history=history)
-        log.info("final model written to %s", final)
-        if cfg.push_to_hub:
-            push_folder(final, cfg.push_to_hub, private=cfg.hub_private)
-        return manifest
-    return {}
+    trainer.save_model(str(staging))  # every process takes part under DeepSpeed
+    if not trainer.is_world_process_zero():
+        return {}
+    save_tokenizer(run.tokenizer, staging, model_max_length=run.ctx)  # loads in transformers 4.x too
+    step = trainer.state.global_step
+    trained = next((int(e["tokens_seen"]) for e in reversed(trainer.state.log_history)
+                    if "tokens_seen" in e and e.get("step") == step), step * budget.tokens_per_step)
+    common = dict(parameters=run.n_params, model_type=config.model_type, vocab_size=config.vocab_size,
+                  block_size=run.block_size, tokenizer_sha256=run.tok_sha, tokenizer_dir=str(cfg.tokenizer_dir),
+                  dataset_dir=str(cfg.dataset_dir), start=run.kind, resumed_from=run.resume_path,
+                  model_config_used=config.to_diff_dict(), base_model=run.base,
+                  step_total=run.base["steps"] + step, tokens_total=run.base["tokens"] + trained)
+    write_manifest(staging, MODEL_STAGE, cfg, **common)
+    final = out / "final"
+    replace_dir(staging, final)
+    history = [e for e in trainer.state.log_history if any(k.startswith("eval_") for k in e)]
+    manifest = write_manifest(
+        out, STAGE, cfg, **common, global_step=step, train_loss=train_loss, final_validation=final_metrics,
+        tokens_per_step=budget.tokens_per_step, world_size=run.world, precision="bf16" if run.bf16 else "fp32",
+        budget=dict(tokens_requested=budget.tokens_requested, global_batch_tokens=cfg.global_batch_tokens,
+                    gradient_accumulation=budget.gradient_accumulation, max_steps=budget.max_steps,
+                    tokens_planned=budget.tokens_planned),
+        tokens_trained=trained, validation_history=history)
+    log.info("final model written to %s", final)
+    if cfg.push_to_hub:
+        push_folder(final, cfg.push_to_hub, private=cfg.hub_private)
+    return manifest

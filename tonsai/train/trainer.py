@@ -136,6 +136,18 @@ class TonsaiTrainer(Trainer):
                 logs[key] = base + int(n)
         super().log(logs, start_time)
 
+    def final_validation(self, eval_ds: dict) -> dict[str, float]:
+        """``eval_<lang>_loss`` of each validation set at the last step: the logged one when validation ran
+        at that step, else a fresh evaluation (a run resumed from its last checkpoint may not have run it)."""
+        out = {}
+        for lang, ds in eval_ds.items():
+            last = [e for e in self.state.log_history if f"eval_{lang}_loss" in e]
+            if last and last[-1].get("step") == self.state.global_step:
+                out[f"eval_{lang}_loss"] = last[-1][f"eval_{lang}_loss"]
+            else:
+                out[f"eval_{lang}_loss"] = self.evaluate(ds, metric_key_prefix=f"eval_{lang}")[f"eval_{lang}_loss"]
+        return out
+
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
         ds = self.eval_dataset if eval_dataset is None else eval_dataset
         if isinstance(ds, str):  # the Trainer passes each name of a dict of eval sets back to evaluate()
