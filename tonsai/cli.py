@@ -25,6 +25,7 @@ from typing import Any, Callable, Sequence, TypeVar
 import yaml
 
 from tonsai.configfile import check_fields
+from tonsai.errors import StageError
 
 T = TypeVar("T")
 
@@ -129,10 +130,6 @@ def setup_logging(level: int = logging.INFO) -> None:
         datefmt="%H:%M:%S",
         stream=sys.stderr,
     )
-
-
-class StageError(RuntimeError):
-    """A user-facing error: bad input, with a message that says what to do."""
 
 
 def run_main(fn: Callable[[], Any]) -> int:

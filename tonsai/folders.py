@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from tonsai.atomic import umask, write_json
-from tonsai.cli import StageError
+from tonsai.errors import StageError
 
 log = logging.getLogger(__name__)
 OWNER_FILE = ".tonsai-stage.json"

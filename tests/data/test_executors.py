@@ -118,7 +118,7 @@ def test_slurm_merge_does_not_run_when_a_document_task_fails(tmp_path):
 
 
 def test_several_tasks_over_a_hub_stream_warn_that_each_streams_it_whole(tmp_path, monkeypatch, caplog):
-    from tonsai.cli import StageError
+    from tonsai.errors import StageError
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with caplog.at_level("WARNING"), pytest.raises(StageError):  # offline: the stream itself fails after

@@ -3,9 +3,10 @@
 import pytest
 import yaml
 
-from tonsai.cli import StageError, parse_config
+from tonsai.cli import parse_config
 from tonsai.data.prepare import PrepareConfig, run_prepare
 from tonsai.data.sources import load_mix_file
+from tonsai.errors import StageError
 
 from ..conftest import REPO, SAMPLE
 

@@ -2,9 +2,10 @@ import json
 
 import pytest
 
-from tonsai.cli import StageError, parse_config
+from tonsai.cli import parse_config
 from tonsai.data.prepare import PrepareConfig, run_prepare
 from tonsai.data.prepared import load_prepared
+from tonsai.errors import StageError
 from tonsai.manifest import read_manifest
 
 KM = [

@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tonsai.cli import StageError
+from tonsai.errors import StageError
 from tonsai.data.dedup import NearDuplicateClusters, band_keys, exact_duplicates, exact_key
 from tonsai.data.filters import FilterThresholds, first_reason, repeated_lines, repeated_ngrams, units
 from tonsai.data.mix import plan_sources, source_shares, unimax_budgets

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from tonsai.cli import StageError
+from tonsai.errors import StageError
 from tonsai.eval.benchmarks import SIB200_LABELS, load_belebele, load_parallel, load_sib200
 from tonsai.eval.suites import load_suite, run_suites
 

@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from tonsai.cli import StageError
+from tonsai.errors import StageError
 from tonsai.eval.report import MAX_COLUMNS, comparison_columns
 from tonsai.eval.run import EvalConfig, run_eval
 from tonsai.manifest import file_sha256

@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from tonsai.cli import StageError
+from tonsai.errors import StageError
 from tonsai.eval.perplexity import score_each, score_texts
 from tonsai.eval.report import load_report
 from tonsai.eval.run import EvalConfig, read_curves, run_eval

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from tonsai.cli import StageError
+from tonsai.errors import StageError
 from tonsai.eval import metrics
 from tonsai.eval.suites import load_suite, run_suites
 from tonsai.text import normalize

@@ -7,7 +7,8 @@ import time
 
 import pytest
 
-from tonsai.cli import StageError, parse_config
+from tonsai.cli import parse_config
+from tonsai.errors import StageError
 from tonsai.train.config import TrainConfig
 
 from ..conftest import REPO, SAMPLE

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from tonsai.cli import StageError
 from tonsai.data.prepare import PrepareConfig, run_prepare
+from tonsai.errors import StageError
 from tonsai.folders import FolderLock
 
 from ..conftest import REPO, SAMPLE

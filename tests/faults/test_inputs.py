@@ -13,9 +13,9 @@ import pyarrow.parquet as pq
 import pytest
 import zstandard
 
-from tonsai.cli import StageError
 from tonsai.data.prepare import PrepareConfig, run_prepare
 from tonsai.data.sources import ReadStats, Source, iter_documents
+from tonsai.errors import StageError
 from tonsai.eval.inputs import parallel_pairs
 from tonsai.eval.run import EvalConfig, run_eval
 from tonsai.text import normalize

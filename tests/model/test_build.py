@@ -3,7 +3,7 @@ import json
 import pytest
 import torch
 
-from tonsai.cli import StageError
+from tonsai.errors import StageError
 from tonsai.model.build import build_model, count_parameters, load_model_config, padded_vocab_size
 
 from ..conftest import REPO

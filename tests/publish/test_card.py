@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from tonsai.cli import StageError
+from tonsai.errors import StageError
 from tonsai.publish.card import hub_datasets, model_card, tokenizer_card
 from tonsai.publish.push import write_card
 

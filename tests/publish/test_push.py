@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tonsai.cli import StageError
+from tonsai.errors import StageError
 from tonsai.train.run import run_train
 
 from ..conftest import REPO

@@ -7,7 +7,7 @@ import os
 import pytest
 import torch
 
-from tonsai.cli import StageError
+from tonsai.errors import StageError
 from tonsai.safety.classifier import ToxicityClassifier
 from tonsai.safety.run import SafetyConfig, main
 

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from tonsai.cli import StageError
+from tonsai.errors import StageError
 from tonsai.safety import CATEGORIES
 from tonsai.safety.lexicon import load_lexicon
 from tonsai.safety.prompts import load_prompts

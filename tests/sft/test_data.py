@@ -11,8 +11,8 @@ from collections import Counter
 
 import pytest
 
-from tonsai.cli import StageError
 from tonsai.data.dedup import id_hash
+from tonsai.errors import StageError
 from tonsai.sft.data import SftSource, load_sft_data
 
 from ..conftest import SAMPLE

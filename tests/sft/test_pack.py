@@ -153,7 +153,7 @@ def test_packed_by_lang(chat_tokenizer, shipped):
 def test_encode_needs_a_template_that_marks_the_answers(sample_pipeline):
     from transformers import AutoTokenizer
 
-    from tonsai.cli import StageError
+    from tonsai.errors import StageError
 
     tok = AutoTokenizer.from_pretrained(sample_pipeline / "tok")  # no chat template
     messages = [{"role": "user", "content": "Hi there"}, {"role": "assistant", "content": "Hello!"}]

@@ -13,7 +13,7 @@ import torch
 
 from tests.conftest import REPO, SAMPLE
 from tests.train.test_train import LAUNCH_VARS, _wait_and_kill
-from tonsai.cli import StageError
+from tonsai.errors import StageError
 from tonsai.sft.config import SftConfig
 from tonsai.sft.run import run_sft
 

@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from tonsai.cli import StageError
+from tonsai.errors import StageError
 from tonsai.text import normalize
 from tonsai.text.stream import NormalizeTextConfig, normalize_chunks, run_normalize_text
 

@@ -2,7 +2,8 @@ import json
 
 import pytest
 
-from tonsai.cli import StageError, parse_config
+from tonsai.cli import parse_config
+from tonsai.errors import StageError
 from tonsai.manifest import file_sha256, read_manifest
 from tonsai.text import normalize
 from tonsai.tokenizer.bpe import TokenizerConfig, run_train_tokenizer, token_dtype

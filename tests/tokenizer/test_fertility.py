@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from tonsai.cli import StageError
+from tonsai.errors import StageError
 from tonsai.tokenizer.bpe import TokenizerConfig, run_train_tokenizer
 from tonsai.tokenizer.fertility import load_counter, render_markdown, write_fertility_report
 from tonsai.tokenizer.report import TokenizerReportConfig, run_tokenizer_report

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from tonsai.cli import StageError
+from tonsai.errors import StageError
 from tonsai.tokenizer.pack import PackedBlocks, TokenFile, pack_dataset_split, pack_texts, tokenizer_hash
 
 

@@ -1,6 +1,6 @@
 import pytest
 
-from tonsai.cli import StageError
+from tonsai.errors import StageError
 from tonsai.text import normalize
 from tonsai.tokenizer.bpe import TokenizerConfig, run_train_tokenizer
 from tonsai.tokenizer.spm import to_tokenizers, train_sentencepiece

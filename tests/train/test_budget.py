@@ -11,7 +11,8 @@ import sys
 
 import pytest
 
-from tonsai.cli import StageError, parse_config
+from tonsai.cli import parse_config
+from tonsai.errors import StageError
 from tonsai.train.budget import TokenCount, resolve_budget
 from tonsai.train.config import TrainConfig
 from tonsai.train.run import run_train

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tonsai.cli import StageError
+from tonsai.errors import StageError
 from tonsai.train.checkpoint import CHECKSUMS, check, listed_bytes, unsafe_pickles, write_checksums
 from tonsai.train.run import run_train
 

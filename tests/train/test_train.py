@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tonsai.cli import StageError
+from tonsai.errors import StageError
 from tonsai.train.config import TrainConfig
 from tonsai.train.run import run_train
 

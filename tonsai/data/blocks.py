@@ -47,7 +47,7 @@ from loguru import logger
 from tqdm.auto import tqdm
 
 from tonsai.atomic import write_json
-from tonsai.cli import StageError
+from tonsai.errors import StageError
 from tonsai.data.dedup import band_keys, exact_key, id_hash
 from tonsai.data.filters import FilterThresholds, quality_reason, script_mismatch, too_short
 from tonsai.data.sources import ReadOptions, ReadStats, Source, input_record, iter_documents

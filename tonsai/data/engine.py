@@ -28,7 +28,7 @@ from pathlib import Path
 from datatrove.executor import LocalPipelineExecutor
 from datatrove.pipeline.base import PipelineStep
 
-from tonsai.cli import StageError
+from tonsai.errors import StageError
 from tonsai.data.blocks import (DedupKeys, KeyedDocsWriter, KhmerNormalizer, LengthFilter, QualityFilter,
                                 ReaderSkips, ScriptRouter, SourceReader, ToxicLexiconFilter, read_summary,
                                 rejected_writer, split_count_key)

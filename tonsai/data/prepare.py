@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from tonsai.atomic import staged_dir, write_json
-from tonsai.cli import StageError
+from tonsai.errors import StageError
 from tonsai.data.dedup import BAND_RECORD, EXACT_RECORD, KEYS_VERSION, pair_non_survivors
 from tonsai.data.dedup_steps import BandBuckets, ExactBuckets, PartitionBands, PartitionKeys, run_step, saved
 from tonsai.data.filters import FilterThresholds

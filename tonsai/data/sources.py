@@ -47,8 +47,8 @@ from typing import IO, Iterator
 
 import yaml
 
-from tonsai.cli import StageError
 from tonsai.configfile import check_fields, did_you_mean, unknown_keys_message
+from tonsai.errors import StageError
 
 TEXT_SUFFIXES = {".txt"}
 JSON_SUFFIXES = {".jsonl", ".json"}

@@ -35,7 +35,7 @@ import re
 from pathlib import Path
 from typing import Any, Callable
 
-from tonsai.cli import StageError
+from tonsai.errors import StageError
 
 SIB200_LABELS = ["science/technology", "travel", "politics", "sports", "health", "entertainment", "geography"]
 

@@ -15,7 +15,7 @@ the flags the message names (for example ``--window 128 --stride 64``), which ta
 
 from __future__ import annotations
 
-from tonsai.cli import StageError
+from tonsai.errors import StageError
 
 
 def identity(eval_set: dict) -> dict:

@@ -15,8 +15,8 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from tonsai.cli import StageError
 from tonsai.data.sources import ReadStats, Source, binary_reason, iter_documents
+from tonsai.errors import StageError
 from tonsai.manifest import file_sha256
 from tonsai.text import normalize
 

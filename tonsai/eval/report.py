@@ -51,7 +51,7 @@ import json
 from pathlib import Path
 
 from tonsai.atomic import write_json, write_text
-from tonsai.cli import StageError
+from tonsai.errors import StageError
 
 SCHEMA_VERSION = 3
 LANG_NAMES = {"km": "Khmer", "en": "English"}

@@ -21,7 +21,7 @@ import math
 from pathlib import Path
 
 from tonsai.atomic import staged_dir
-from tonsai.cli import StageError
+from tonsai.errors import StageError
 from tonsai.eval.report import SCHEMA_VERSION, load_report, write_report
 from tonsai.folders import claim_output
 from tonsai.manifest import MANIFEST_NAME, read_manifest, write_manifest

@@ -16,7 +16,7 @@ Two task types:
 
 Everything a task reads is rendered and normalized (:func:`tonsai.text.normalize`) when the suite
 loads, so a missing field or a bad line fails before any model runs; errors are
-:class:`tonsai.cli.StageError` naming the file, line and field.
+:class:`tonsai.errors.StageError` naming the file, line and field.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from typing import Any, Sequence
 
 import yaml
 
-from tonsai.cli import StageError
+from tonsai.errors import StageError
 from tonsai.eval.benchmarks import LOADERS, read_jsonl
 from tonsai.eval.khmer_checks import khmer_output_checks
 from tonsai.eval.metrics import CHOICE_METRICS, GENERATION_METRICS, choice_scores, generation_scores

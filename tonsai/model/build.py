@@ -14,8 +14,8 @@ import json
 import math
 from pathlib import Path
 
-from tonsai.cli import StageError
 from tonsai.configfile import did_you_mean, unknown_keys_message
+from tonsai.errors import StageError
 
 VOCAB_MULTIPLE = 64
 

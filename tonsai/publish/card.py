@@ -14,7 +14,7 @@ import json
 import re
 from pathlib import Path
 
-from tonsai.cli import StageError
+from tonsai.errors import StageError
 from tonsai.manifest import MANIFEST_NAME
 
 LANG_NAMES = {"km": "Khmer", "en": "English"}

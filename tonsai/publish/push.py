@@ -14,7 +14,7 @@ import logging
 from pathlib import Path
 
 from tonsai.atomic import write_text
-from tonsai.cli import StageError
+from tonsai.errors import StageError
 from tonsai.publish.card import check_license, model_card, tokenizer_card
 from tonsai.tokenizer.export import make_portable
 

@@ -17,7 +17,7 @@ import logging
 from pathlib import Path
 from typing import Sequence
 
-from tonsai.cli import StageError
+from tonsai.errors import StageError
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tonsai.cli import StageError
+from tonsai.errors import StageError
 from tonsai.eval.generate import generate_greedy, generate_greedy_ids
 from tonsai.safety.prompts import Prompt
 

@@ -37,7 +37,7 @@ from pathlib import Path
 
 import yaml
 
-from tonsai.cli import StageError
+from tonsai.errors import StageError
 from tonsai.safety import CATEGORIES
 from tonsai.text import normalize
 

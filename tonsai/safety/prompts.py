@@ -15,7 +15,7 @@ import dataclasses
 import json
 from pathlib import Path
 
-from tonsai.cli import StageError
+from tonsai.errors import StageError
 from tonsai.safety import CATEGORIES
 from tonsai.text import normalize
 

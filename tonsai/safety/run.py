@@ -18,7 +18,8 @@ import math
 from pathlib import Path
 
 from tonsai.atomic import staged_dir
-from tonsai.cli import StageError, run_main
+from tonsai.cli import run_main
+from tonsai.errors import StageError
 from tonsai.folders import claim_output
 from tonsai.manifest import MANIFEST_NAME, file_sha256, read_manifest, write_manifest
 

@@ -69,7 +69,6 @@ from pathlib import Path
 
 import numpy as np
 
-from tonsai.cli import StageError
 from tonsai.data.dedup import exact_key, id_hash
 from tonsai.data.filters import (
     FilterThresholds,
@@ -92,6 +91,7 @@ from tonsai.data.sources import (
     open_hub,
     read_error,
 )
+from tonsai.errors import StageError
 from tonsai.sft.template import MARKERS, ROLES
 from tonsai.text import normalize
 from tonsai.text.script import RoutingThresholds, count_scripts, route

@@ -39,7 +39,7 @@ from collections.abc import Iterable
 import numpy as np
 import torch
 
-from tonsai.cli import StageError
+from tonsai.errors import StageError
 
 IGNORE = -100  # the label transformers' loss ignores
 GENERATION_TAG = re.compile(r"\{%-?\s*generation\s*-?%\}")

@@ -21,7 +21,7 @@ import shutil
 from pathlib import Path
 
 from tonsai.atomic import replace_dir
-from tonsai.cli import StageError
+from tonsai.errors import StageError
 from tonsai.folders import claim_in_place
 from tonsai.manifest import write_manifest
 from tonsai.sft.config import SftConfig

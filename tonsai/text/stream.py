@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Iterable, Iterator, TextIO
 
 from tonsai.atomic import open_atomic, staged_dir
-from tonsai.cli import StageError
+from tonsai.errors import StageError
 from tonsai.folders import MANIFEST_NAME, check_inputs_apart, claim_output
 from tonsai.manifest import write_manifest
 from tonsai.text.normalize import normalize

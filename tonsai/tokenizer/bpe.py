@@ -70,7 +70,7 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from tonsai.atomic import staged_dir
-from tonsai.cli import StageError
+from tonsai.errors import StageError
 from tonsai.folders import claim_output
 from tonsai.manifest import file_sha256, write_manifest
 from tonsai.text import normalize

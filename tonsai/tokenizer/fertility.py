@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from tonsai.atomic import write_json, write_text
-from tonsai.cli import StageError
+from tonsai.errors import StageError
 from tonsai.text import NORMALIZER_VERSION, normalize, word_count
 
 TIKTOKEN_PATTERNS = {

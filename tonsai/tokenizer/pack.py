@@ -23,7 +23,7 @@ from typing import Iterable
 import numpy as np
 
 from tonsai.atomic import staged_dir, write_json
-from tonsai.cli import StageError
+from tonsai.errors import StageError
 from tonsai.executors import ExecutorOptions
 from tonsai.manifest import MANIFEST_NAME, file_sha256, write_manifest
 from tonsai.tokenizer.bpe import EOT, token_dtype

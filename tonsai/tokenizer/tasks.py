@@ -28,7 +28,7 @@ from datatrove.data import Document, DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 
 from tonsai.atomic import staged_dir, write_json
-from tonsai.cli import StageError
+from tonsai.errors import StageError
 from tonsai.executors import forget_ranks, unfinished_ranks
 from tonsai.tokenizer.pack import META, _folder_meta, _write_shard
 

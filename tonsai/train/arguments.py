@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tonsai.cli import StageError
+from tonsai.errors import StageError
 from tonsai.publish.push import check_can_push
 from tonsai.train import launch
 from tonsai.train.guards import cuda_problem, nvidia_driver_version

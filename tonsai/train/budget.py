@@ -16,7 +16,7 @@ import dataclasses
 import math
 import re
 
-from tonsai.cli import StageError
+from tonsai.errors import StageError
 
 DEFAULT_MAX_STEPS = 1000
 

@@ -20,7 +20,7 @@ import logging
 from pathlib import Path
 
 from tonsai.atomic import write_json
-from tonsai.cli import StageError
+from tonsai.errors import StageError
 from tonsai.manifest import MANIFEST_NAME, read_manifest
 
 log = logging.getLogger(__name__)

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-from tonsai.cli import StageError
+from tonsai.errors import StageError
 from tonsai.train.checkpoint import checkpoints, listed_bytes
 
 # the oldest NVIDIA driver for each CUDA major version torch wheels are built with

@@ -13,7 +13,7 @@ import shutil
 from pathlib import Path
 
 from tonsai.atomic import write_text
-from tonsai.cli import StageError
+from tonsai.errors import StageError
 from tonsai.train import launch
 from tonsai.train.checkpoint import CHECKSUMS, check, newest_verified, unsafe_pickles
 

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from tonsai.atomic import replace_dir
-from tonsai.cli import StageError
+from tonsai.errors import StageError
 from tonsai.folders import claim_in_place
 from tonsai.manifest import ManifestError, read_manifest, write_manifest
 from tonsai.publish.push import push_folder
