@@ -103,14 +103,14 @@ def test_chat_prompts_go_in_as_the_templates_ids(trained_model):
     task's stop string, and a choice is scored right after the assistant marker."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from tonsai.eval.suites import Request, _generate, _loglikelihoods, chat_ids
-    from tonsai.sft.template import END_TOKEN, install_chat_template, resize_for_new_tokens
+    from tonsai.eval.suites import Request, _generate, _loglikelihoods
+    from tonsai.sft.template import END_TOKEN, chat_prompt_ids, install_chat_template, resize_for_new_tokens
 
     tok = AutoTokenizer.from_pretrained(trained_model)
     model = AutoModelForCausalLM.from_pretrained(trained_model).eval()
     resize_for_new_tokens(model, tok, install_chat_template(tok))
     end = tok.convert_tokens_to_ids(END_TOKEN)
-    ids = chat_ids(tok, "ភ្នំពេញ")
+    ids = chat_prompt_ids(tok, "ភ្នំពេញ")
     assert ids == tok.apply_chat_template([{"role": "user", "content": "ភ្នំពេញ"}], add_generation_prompt=True,
                                           return_dict=True)["input_ids"]
     assert ids[-1] == tok.convert_tokens_to_ids("<|assistant|>") and tok.convert_tokens_to_ids("<|user|>") in ids

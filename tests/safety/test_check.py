@@ -132,3 +132,27 @@ def test_shipped_config_file_loads_and_flags_override_it():
                                           "--output-dir", "o", "--max-new-tokens", "32"])
     assert cfg.max_flagged_rate == 0.025 and cfg.chat is True and cfg.max_new_tokens == 32
     assert cfg.lexicon == ["eval_suites/safety"] and cfg.prompts == "eval_suites/safety/prompts.jsonl"
+
+
+def test_chat_answers_end_at_the_tuned_models_end_of_turn_token(trained_model):
+    """With a template installed by train_sft.py, the safety check's greedy decoding stops at <|end|> (the
+    model's real generate() is called; the test only records what it was asked to stop at)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tonsai.safety.generate import generate
+    from tonsai.safety.prompts import Prompt
+    from tonsai.sft.template import END_TOKEN, install_chat_template, resize_for_new_tokens
+
+    tok = AutoTokenizer.from_pretrained(trained_model)
+    model = AutoModelForCausalLM.from_pretrained(trained_model).eval()
+    resize_for_new_tokens(model, tok, install_chat_template(tok))
+    asked, real = [], model.generate
+
+    def recording_generate(**kwargs):
+        asked.append(kwargs["eos_token_id"])
+        return real(**kwargs)
+
+    model.generate = recording_generate
+    out = generate(model, tok, [Prompt("p1", "en", "violence", "Tell me about the weather.")], chat=True,
+                   tok_dir=trained_model, max_new_tokens=4, batch_size=1, device="cpu")
+    assert len(out) == 1 and asked == [[tok.convert_tokens_to_ids(END_TOKEN), tok.eos_token_id]]

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from tonsai.errors import StageError
+from tonsai.text.aligned import read_aligned
 
 SIB200_LABELS = ["science/technology", "travel", "politics", "sports", "health", "entertainment", "geography"]
 
@@ -111,15 +112,14 @@ def load_parallel(base: Path, path: str | None = None, hub: str | None = None, s
         folder = _resolve(base, path)
         if folder is None:
             raise StageError("the parallel/flores loader needs `path:` (a folder) or `hub:` (a dataset id)")
+        files = []
         for lang in (source, target):
             flat, release = folder / f"{lang}.txt", folder / split / f"{lang}.{split}"
-            if flat.is_file():
-                texts[lang] = _lines(flat)
-            elif release.is_file():
-                texts[lang] = _lines(release)
-            else:
+            if not flat.is_file() and not release.is_file():
                 raise StageError(f"{folder}: neither {flat.name} nor {split}/{release.name} found for language "
                                  f"{lang}; check `path:` and the language codes (e.g. khm_Khmr, eng_Latn)")
+            files.append(flat if flat.is_file() else release)
+        texts[source], texts[target] = read_aligned(*files, where, names=(source, target))
     if len(texts[source]) != len(texts[target]):
         raise StageError(f"{where}: {source} has {len(texts[source])} lines but {target} has "
                          f"{len(texts[target])}; the files must be line-aligned")

@@ -19,6 +19,7 @@ from tonsai.data.sources import ReadStats, Source, binary_reason, iter_documents
 from tonsai.errors import StageError
 from tonsai.manifest import file_sha256
 from tonsai.text import normalize
+from tonsai.text.aligned import read_aligned, read_lines
 
 LANGS = ("km", "en")  # the languages tonsai routes, prepares and reports
 
@@ -129,24 +130,13 @@ def check_parallel_files(paths: list[str | Path]) -> list[Path]:
     """The ``--parallel`` files, each an existing text file (checked before a model loads)."""
     out = [Path(p) for p in paths]
     for p in out:
-        if not p.is_file():
-            raise StageError(f"--parallel: {p} is not a file")
-        refuse_binary("--parallel", p)
+        read_lines(p, "--parallel")
     return out
 
 
 def parallel_pairs(km_file: str | Path, en_file: str | Path) -> tuple[list[str], list[str], int]:
     """Aligned (Khmer, English) sentences, normalized; pairs with an empty side are skipped and counted."""
-    sides = []
-    for p in check_parallel_files([km_file, en_file]):
-        try:
-            sides.append(p.read_text(encoding="utf-8").splitlines())
-        except UnicodeDecodeError as e:
-            raise StageError(f"--parallel: {p} is not UTF-8 ({e}); convert it first") from e
-    km, en = sides
-    if len(km) != len(en):
-        raise StageError(f"--parallel: {km_file} has {len(km)} lines but {en_file} has {len(en)}; "
-                         "the files must be line-aligned translations of each other")
+    km, en = read_aligned(km_file, en_file, "--parallel")
     out_km, out_en, skipped = [], [], 0
     for a, b in zip(km, en):
         a, b = normalize(a).strip(), normalize(b).strip()

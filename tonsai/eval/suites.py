@@ -309,23 +309,12 @@ def load_suite(path: str | Path) -> Suite:
 
 # ----------------------------------------------------------------------------------------------- running
 
-def chat_ids(tokenizer, prompt: str) -> list[int]:
-    """``prompt`` as one user turn in the tokenizer's chat template, as token ids ending where the
-    assistant's reply starts (a model tuned by train_sft.py answers there). Ids, not text: the
-    template's role markers are special tokens that plain text must not produce."""
-    if not getattr(tokenizer, "chat_template", None):
-        raise StageError("--chat: the model's tokenizer has no chat template; it is for models tuned with "
-                         "scripts/train_sft.py (or any tokenizer with `chat_template`)")
-    out = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=True,
-                                        add_generation_prompt=True, return_dict=True)
-    return list(out["input_ids"])
-
-
 def run_task(model, tokenizer, task: Task, device: str, batch_size: int = 8, limit: int | None = None,
              progress: bool = True, label: str = "", max_new_tokens: int | None = None, chat: bool = False
              ) -> tuple[dict[str, float | int], list[dict]]:
     """Scores and samples of one task on its first ``limit`` items; ``max_new_tokens`` caps the task's own.
-    With ``chat`` every prompt is put in the chat template (:func:`chat_ids`), a generation also ends at
+    With ``chat`` every prompt is put in the chat template (:func:`tonsai.sft.template.chat_prompt_ids`), a
+    generation also ends at
     the template's end-of-turn token, and a choice follows the assistant marker directly (no target
     delimiter)."""
     reqs = task.requests[:limit] if limit else task.requests
@@ -363,23 +352,22 @@ def _generate(model, tokenizer, prompts: list[str], budget: int, stop, batch_siz
 
     if not chat:
         return generate_greedy(model, tokenizer, prompts, budget, stop, batch_size, device, progress=desc)
-    from tonsai.sft.template import stop_token_ids
+    from tonsai.sft.template import chat_prompt_ids, stop_token_ids
 
-    vocab = tokenizer.get_vocab()  # a chat tokenizer not made by tonsai may lack <|end|>
-    ends = [i for i in stop_token_ids(tokenizer) if i is not None and i in vocab.values()]
-    return generate_greedy_ids(model, tokenizer, [chat_ids(tokenizer, p) for p in prompts], budget, stop,
-                               batch_size, device, progress=desc, stop_ids=ends)
+    return generate_greedy_ids(model, tokenizer, [chat_prompt_ids(tokenizer, p) for p in prompts], budget, stop,
+                               batch_size, device, progress=desc, stop_ids=stop_token_ids(tokenizer))
 
 
 def _loglikelihoods(model, tokenizer, reqs: list, delimiter: str, batch_size: int, device: str, desc, chat: bool):
     from tonsai.eval.generate import loglikelihood, loglikelihood_ids
+    from tonsai.sft.template import chat_prompt_ids
 
     if not chat:
         pairs = [(r.prompt, delimiter + c) for r in reqs for c in r.choices]
         return loglikelihood(model, tokenizer, pairs, batch_size, device, progress=desc)
     pairs_ids = []
     for r in reqs:
-        ctx = chat_ids(tokenizer, r.prompt)
+        ctx = chat_prompt_ids(tokenizer, r.prompt)
         for c in r.choices:
             pairs_ids.append((ctx, tokenizer(c, add_special_tokens=False, split_special_tokens=True)["input_ids"]))
     return loglikelihood_ids(model, tokenizer, pairs_ids, batch_size, device, progress=desc)

@@ -7,24 +7,17 @@ several lines.
 - plain (a base model): each prompt is read as the start of a document, as the prompt suites do;
 - ``--chat``: the prompt is the user turn of a one-message conversation rendered by the tokenizer's
   chat template (``apply_chat_template(..., add_generation_prompt=True)``), token ids as the
-  template gives them, so role markers stay single special tokens.
+  template gives them, so role markers stay single special tokens; the answer ends at the template's
+  end-of-turn token (``<|end|>`` for models tuned by train_sft.py), as a chat user would see it.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from tonsai.errors import StageError
 from tonsai.eval.generate import generate_greedy, generate_greedy_ids
 from tonsai.safety.prompts import Prompt
-
-
-def chat_ids(tokenizer, prompts: list[Prompt], tok_dir: Path) -> list[list[int]]:
-    if not getattr(tokenizer, "chat_template", None):
-        raise StageError(f"--chat: the tokenizer in {tok_dir} has no chat template (tokenizer_config.json "
-                         "'chat_template'); leave out --chat for a base model, or pass an instruction-tuned model")
-    return [list(tokenizer.apply_chat_template([{"role": "user", "content": p.prompt}], add_generation_prompt=True,
-                                               return_dict=True)["input_ids"]) for p in prompts]
+from tonsai.sft.template import chat_prompt_ids, stop_token_ids
 
 
 def generate(model, tokenizer, prompts: list[Prompt], *, chat: bool, tok_dir: Path, max_new_tokens: int,
@@ -33,5 +26,6 @@ def generate(model, tokenizer, prompts: list[Prompt], *, chat: bool, tok_dir: Pa
     kwargs = dict(max_new_tokens=max_new_tokens, stop=(), batch_size=batch_size, device=device,
                   progress="safety prompts")
     if chat:
-        return generate_greedy_ids(model, tokenizer, chat_ids(tokenizer, prompts, tok_dir), **kwargs)
+        ids = [chat_prompt_ids(tokenizer, p.prompt, where=f"the tokenizer in {tok_dir}") for p in prompts]
+        return generate_greedy_ids(model, tokenizer, ids, stop_ids=stop_token_ids(tokenizer), **kwargs)
     return generate_greedy(model, tokenizer, [p.prompt for p in prompts], **kwargs)

@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import logging
 
+from tonsai.errors import StageError
+
 log = logging.getLogger(__name__)
 
 ROLE_TOKENS = {"system": "<|system|>", "user": "<|user|>", "assistant": "<|assistant|>"}
@@ -72,11 +74,24 @@ def install_chat_template(tokenizer) -> list[str]:
 
 
 def stop_token_ids(tokenizer) -> list[int]:
-    """The ids that end an assistant turn in generation: ``<|end|>``, then the eos token."""
-    ids = [tokenizer.convert_tokens_to_ids(END_TOKEN)]
+    """The ids that end an assistant turn in generation: ``<|end|>`` (when the tokenizer has it), then eos."""
+    ids = [tokenizer.convert_tokens_to_ids(END_TOKEN)] if END_TOKEN in tokenizer.get_vocab() else []
     if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in ids:
         ids.append(tokenizer.eos_token_id)
     return ids
+
+
+def chat_prompt_ids(tokenizer, prompt: str, where: str = "the model's tokenizer") -> list[int]:
+    """``prompt`` as the user turn of a one-message conversation in the tokenizer's chat template, as the
+    token ids that end where the assistant's reply starts. Ids, not text: the role markers are special
+    tokens that plain text must not produce. ``where`` names the tokenizer in the error when it has no
+    template (a base model: leave out --chat)."""
+    if not getattr(tokenizer, "chat_template", None):
+        raise StageError(f"--chat: {where} has no chat template (tokenizer_config.json 'chat_template'); leave "
+                         f"out --chat for a base model, or give a model tuned with scripts/train_sft.py")
+    out = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=True,
+                                        add_generation_prompt=True, return_dict=True)
+    return list(out["input_ids"])
 
 
 def resize_for_new_tokens(model, tokenizer, added: list[str]) -> None:

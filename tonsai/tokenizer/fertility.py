@@ -28,6 +28,7 @@ from typing import Callable, Sequence
 
 from tonsai.atomic import write_json, write_text
 from tonsai.errors import StageError
+from tonsai.text.aligned import read_aligned
 from tonsai.text import NORMALIZER_VERSION, normalize, word_count
 
 TIKTOKEN_PATTERNS = {
@@ -204,11 +205,7 @@ def render_markdown(report: dict) -> str:
 
 
 def read_parallel(km_file: str | Path, en_file: str | Path) -> dict[str, TextSet]:
-    km = Path(km_file).read_text(encoding="utf-8").splitlines()
-    en = Path(en_file).read_text(encoding="utf-8").splitlines()
-    if len(km) != len(en):
-        raise StageError(f"--parity-file {km_file} {en_file}: {len(km)} and {len(en)} lines; aligned files "
-                         f"must have the same number of lines")
+    km, en = read_aligned(km_file, en_file, "--parity-file")
     return {"km": TextSet("km", km), "en": TextSet("en", en)}
 
 
