@@ -7,7 +7,7 @@ Examples:
   uv run python scripts/train_sft.py --model-dir runs/gpt2-500m/final \
       --data tonsai/sample_corpus/conversations.jsonl --output-dir runs/gpt2-500m-sft
   uv run python scripts/train_sft.py --model-dir runs/gpt2-500m/final --method lora \
-      --data my_chats.jsonl=2 hf:OWNER/khmer-instructions@train --output-dir runs/sft-lora
+      --data my_chats.jsonl=2 hf:OWNER/khmer-instructions::train --output-dir runs/sft-lora
   uv run python scripts/train_sft.py ... --output-dir runs/sft-lora --resume-from auto
 """
 

@@ -86,6 +86,10 @@ def test_bad_input_exits_1_and_bad_options_exit_2(checked, tmp_path, trained_mod
     r = run_script("--model-dir", trained_model, "--generations", out / "generations.jsonl",
                    "--output-dir", tmp_path / "y", "--max-flagged-rate", 0.1)
     assert r.returncode == 2 and "either --model-dir" in r.stderr
+    # prompts in a language no --lexicon file covers would pass unscored: refused
+    r = run_script("--generations", out / "generations.jsonl", "--limit", 2, "--output-dir", tmp_path / "w",
+                   "--max-flagged-rate", 0.1, "--lexicon", REPO / "eval_suites" / "safety" / "lexicon_en.yaml")
+    assert r.returncode == 1 and "no lexicon file for km" in r.stderr and not (tmp_path / "w").exists()
     # a model without a chat template refuses --chat before generating
     cfg = SafetyConfig(output_dir=str(tmp_path / "z"), model_dir=str(trained_model), chat=True, max_flagged_rate=0.1,
                        limit=1, device="cpu")

@@ -96,6 +96,11 @@ def test_lora_adapter_merges_into_a_plain_model_with_the_adapters_outputs(traine
     with torch.no_grad(), adapted.disable_adapter():
         before = adapted(ids).logits
     assert not torch.allclose(before, m, atol=1e-3)  # the adapter changed what the model says
+    # a full run started over in that folder leaves no adapter of the old run beside its final/
+    with pytest.raises(StageError, match="already holds"):
+        run_sft(config(trained_model, out, max_steps=1))
+    run_sft(config(trained_model, out, max_steps=1, save_steps=2, eval_steps=1, logging_steps=1, overwrite=True))
+    assert (out / "final").is_dir() and not (out / "adapter").exists()
 
 
 def test_kill_9_then_resume_auto_gives_the_uninterrupted_run(full_run, trained_model, tmp_path):
@@ -123,13 +128,20 @@ def test_kill_9_then_resume_auto_gives_the_uninterrupted_run(full_run, trained_m
     assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
 
 
-def test_refused_inputs_name_the_problem(trained_model, tmp_path):
+def test_refused_inputs_name_the_problem(full_run, trained_model, tmp_path):
+    import shutil
+
     with pytest.raises(StageError, match="no such file"):
         run_sft(SftConfig(model_dir=str(trained_model), data=[str(tmp_path / "missing.jsonl")],
                           output_dir=str(tmp_path / "a"), device="cpu"))
-    with pytest.raises(StageError, match="weight after '=' must be a number"):
-        run_sft(SftConfig(model_dir=str(trained_model), data=[f"{DATA[0]}=lots"], output_dir=str(tmp_path / "b"),
+    with pytest.raises(StageError, match="weight after '=' must be a positive number"):
+        run_sft(SftConfig(model_dir=str(trained_model), data=[f"{DATA[0]}=-2"], output_dir=str(tmp_path / "b"),
                           device="cpu"))
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()  # refused before claiming the folder
+    # a checkpoint resumes only the run that saved it
+    shutil.copytree(full_run[0], tmp_path / "other")
+    with pytest.raises(StageError, match=r"started with other settings \(seed: then 0, now 1"):
+        run_sft(config(trained_model, tmp_path / "other", seed=1, resume_from="auto"))
     with pytest.raises(StageError, match="not a checkpoint of an SFT run"):
         run_sft(config(trained_model, tmp_path / "c", resume_from=str(trained_model)))
     (tmp_path / "not_a_model").mkdir()

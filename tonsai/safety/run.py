@@ -115,6 +115,21 @@ def run_safety_check(cfg: SafetyConfig) -> dict:
         return _run(cfg)
 
 
+def _check_languages_covered(prompts, lexicon, cfg: SafetyConfig) -> None:
+    """A language with prompts but no lexicon file of its own would be scored by another language's
+    list, find nearly nothing and pass: refuse, unless a classifier scores it too (then warn)."""
+    have = {f.get("lang") for f in lexicon.files}
+    missing = sorted({p.lang for p in prompts} - have)
+    if not missing:
+        return
+    what = (f"no lexicon file for {', '.join(missing)} among --lexicon {' '.join(cfg.lexicon)} (each file's "
+            f"`lang:` names its language)")
+    if not cfg.classifier:
+        raise StageError(f"{what}: its answers could not be flagged and would pass. Add a lexicon for it, or leave "
+                         f"its prompts out of --prompts")
+    log.warning("%s: only the classifier scores its answers", what)
+
+
 def _run(cfg: SafetyConfig) -> dict:
     from tonsai.safety.lexicon import load_lexicon
     from tonsai.safety.prompts import load_generations, load_prompts
@@ -123,6 +138,7 @@ def _run(cfg: SafetyConfig) -> dict:
     lexicon = load_lexicon(cfg.lexicon)  # bad inputs fail before the model is loaded
     every = load_prompts(cfg.prompts)
     prompts = _select(every, cfg.limit)
+    _check_languages_covered(prompts, lexicon, cfg)
     generations = load_generations(cfg.generations, prompts, {p.id for p in every}) if cfg.generations else None
     device = _device(cfg.device) if (cfg.model_dir or cfg.classifier) else "cpu"
     classifier = None

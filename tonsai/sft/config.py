@@ -18,8 +18,8 @@ class SftConfig(TrainerOptions):
         "help": "the model to tune: a tonsai run's final/ folder or any Hugging Face causal-LM folder"})
     data: list[str] = dataclasses.field(metadata={
         "help": "instruction data, PATH or PATH=WEIGHT each: JSON lines with chat 'messages' "
-                "(role/content) or instruction/input/output records, or hf:OWNER/NAME[:CONFIG][@SPLIT] "
-                "from the Hub", "metavar": "PATH[=WEIGHT]"})
+                "(role/content), ShareGPT or instruction/input/output records (files, folders, globs), or "
+                "hf:OWNER/NAME[:CONFIG[:SPLIT]] from the Hub", "metavar": "PATH[=WEIGHT]"})
     output_dir: str = dataclasses.field(metadata={
         "help": "run folder: checkpoints, metrics.jsonl, final/ (a plain model folder, LoRA merged), "
                 "adapter/ (with --method lora), manifest.json"})

@@ -14,16 +14,17 @@ chat-template tokenizer: LoRA merged) and, with LoRA, ``adapter/`` (the peft ada
 from __future__ import annotations
 
 import dataclasses
+import glob
 import json
 import logging
 import math
 import shutil
 from pathlib import Path
 
-from tonsai.atomic import replace_dir
+from tonsai.atomic import replace_dir, write_json
 from tonsai.errors import StageError
 from tonsai.folders import claim_in_place
-from tonsai.manifest import write_manifest
+from tonsai.manifest import file_sha256, write_manifest
 from tonsai.sft.config import SftConfig
 from tonsai.tokenizer.export import save_tokenizer
 from tonsai.train import launch
@@ -36,42 +37,48 @@ from tonsai.train.resume import (RUN_ENTRIES, first_checkpoint_bytes, latest_che
 log = logging.getLogger(__name__)
 STAGE = "sft"
 MODEL_STAGE = "model"
+OUTPUTS = ("final", "adapter")  # what a finished run leaves besides its checkpoints (--overwrite replaces them)
+FINGERPRINT = "sft_run.json"  # what a checkpoint of this run was trained on: a resume must match it
 
 
 def parse_sources(specs: list[str]):
-    """``PATH`` or ``PATH=WEIGHT`` items of --data as :class:`tonsai.sft.data.SftSource`."""
+    """``PATH`` or ``PATH=WEIGHT`` items of --data as :class:`tonsai.sft.data.SftSource`; the text after
+    the last ``=`` is a weight only when it is a number (``data/lang=km/x.parquet`` is a path)."""
     from tonsai.sft.data import SftSource
 
     sources = []
     for spec in specs:
         path, sep, weight = spec.rpartition("=")
-        if not sep:
+        try:
+            w = float(weight) if sep else None
+        except ValueError:
+            w = None
+        if w is None:
             sources.append(SftSource(spec))
             continue
-        try:
-            w = float(weight)
-        except ValueError:
-            raise StageError(f"--data {spec}: the weight after '=' must be a number, e.g. {path}=2") from None
         if not (w > 0 and math.isfinite(w)):
-            raise StageError(f"--data {spec}: the weight must be a positive number")
+            raise StageError(f"--data {spec}: the weight after '=' must be a positive number, e.g. {path}=2")
         sources.append(SftSource(path, weight=w))
     for s in sources:
-        if not s.path.startswith("hf:") and not Path(s.path).exists():
-            raise StageError(f"--data {s.path}: no such file (or give hf:OWNER/NAME for a Hub dataset)")
+        if not s.path.startswith("hf:") and not glob.has_magic(s.path) and not Path(s.path).exists():
+            raise StageError(f"--data {s.path}: no such file or folder (or give hf:OWNER/NAME for a Hub dataset)")
     return sources
 
 
 def run_sft(cfg: SftConfig) -> dict:
-    """Tune into --output-dir, which rank 0 claims and locks for the whole run (tonsai.folders)."""
+    """Tune into --output-dir, which rank 0 claims and locks for the whole run (tonsai.folders). Every
+    check that needs no model runs before the folder is claimed."""
     check_reporting(cfg)
+    sources = parse_sources(cfg.data)
+    _check_model_dir(cfg)
     if launch.rank() != 0:
-        return _run_sft(cfg)
+        return _run_sft(cfg, sources)
     out = Path(cfg.output_dir).resolve()
-    local = [s.partition("=")[0] if not s.startswith("hf:") else None for s in cfg.data]
+    local = [s.path for s in sources if not s.path.startswith("hf:") and not glob.has_magic(s.path)]
     inputs = [p for p in (cfg.model_dir, cfg.tokenizer_dir, cfg.deepspeed, *local)
               if p and not Path(p).resolve().is_relative_to(out)]
-    with claim_in_place(cfg.output_dir, STAGE, inputs=inputs, legacy=RUN_ENTRIES):
-        return _run_sft(cfg)
+    with claim_in_place(cfg.output_dir, STAGE, inputs=inputs, legacy=RUN_ENTRIES + OUTPUTS):
+        return _run_sft(cfg, sources)
 
 
 def _check_model_dir(cfg: SftConfig) -> None:
@@ -84,17 +91,21 @@ def _check_model_dir(cfg: SftConfig) -> None:
         raise StageError(f"{tok}: no tokenizer files; pass --tokenizer-dir")
 
 
-def _datasets(cfg: SftConfig, tokenizer, block_size: int):
+def _datasets(cfg: SftConfig, sources, tokenizer, block_size: int):
     """(train dataset, {lang: validation dataset}, data record for the manifest)."""
     from tonsai.sft.data import load_sft_data
     from tonsai.sft.pack import PackedConversations, PackStats, encode_all, pack
 
-    data = load_sft_data(parse_sources(cfg.data), validation_fraction=cfg.validation_fraction, seed=cfg.seed,
+    data = load_sft_data(sources, validation_fraction=cfg.validation_fraction, seed=cfg.seed,
                          khmer_share=cfg.khmer_share)
     if not data.train:
         raise StageError(f"no training conversations left from --data {' '.join(cfg.data)}: "
                          f"see the counts above for why each was dropped")
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    if pad is None:
+        raise StageError(f"the tokenizer of {cfg.tokenizer_dir or cfg.model_dir} has neither a pad nor an end-of-text "
+                         f"token to pad blocks with; add one (tokenizer.add_special_tokens) and save it, or pass "
+                         f"--tokenizer-dir")
 
     def packed(convs):
         stats = PackStats()
@@ -165,15 +176,15 @@ def _steps(cfg: SftConfig, n_blocks: int) -> int:
     return cfg.max_steps or max(1, math.ceil(cfg.epochs * n_blocks / per_step))
 
 
-def _run_sft(cfg: SftConfig) -> dict:
+def _run_sft(cfg: SftConfig, sources) -> dict:
     from transformers import AutoTokenizer, default_data_collator
 
+    from tonsai.model.build import context_length
     from tonsai.sft.template import install_chat_template
     from tonsai.train.callbacks import MetricsLogger
     from tonsai.train.trainer import TonsaiTrainer
 
     check_deepspeed(cfg.deepspeed)
-    _check_model_dir(cfg)
     kind, resume_path, skipped = resolve_resume(cfg)
     if kind == "weights":
         raise StageError(f"--resume-from {cfg.resume_from}: not a checkpoint of an SFT run. To tune another model, "
@@ -181,15 +192,25 @@ def _run_sft(cfg: SftConfig) -> dict:
     tokenizer = AutoTokenizer.from_pretrained(cfg.tokenizer_dir or cfg.model_dir)
     added = install_chat_template(tokenizer)
     model = _load_model(cfg, tokenizer, added)
-    ctx = getattr(model.config, "n_positions", None) or getattr(model.config, "max_position_embeddings", None)
-    block_size = min(cfg.block_size, ctx) if ctx else cfg.block_size
-    train_ds, eval_ds, data_record = _datasets(cfg, tokenizer, block_size)
+    ctx = context_length(model.config)
+    block_size = min(cfg.block_size, ctx)
+    if block_size < cfg.block_size:
+        log.info("--block-size %d is longer than the model's context: blocks of %d tokens", cfg.block_size, ctx)
+    train_ds, eval_ds, data_record = _datasets(cfg, sources, tokenizer, block_size)
     max_steps = _steps(cfg, len(train_ds))
+    fingerprint = dict(
+        model_config_sha256=file_sha256(Path(cfg.model_dir) / "config.json"), method=cfg.method,
+        lora=[cfg.lora_rank, cfg.lora_alpha, cfg.lora_targets] if cfg.method == "lora" else None,
+        data=list(cfg.data), khmer_share=cfg.khmer_share, validation_fraction=cfg.validation_fraction,
+        seed=cfg.seed, block_size=block_size, train_blocks=len(train_ds))
+    _check_fingerprint(cfg, kind, resume_path, fingerprint)
     resumed_at = (json.loads((Path(resume_path) / "trainer_state.json").read_text())["global_step"]
                   if kind == "checkpoint" else 0)
-    prepare_output_dir(cfg, kind, resume_path, resumed_at)  # after every check that can refuse the run
+    prepare_output_dir(cfg, kind, resume_path, resumed_at, OUTPUTS)  # after every check that can refuse the run
     if launch.rank() == 0:
         set_aside(skipped)
+        if kind != "checkpoint":
+            write_json(Path(cfg.output_dir) / FINGERPRINT, fingerprint)
     log.info("%s tuning of %s: %d packed blocks of %d tokens, %d steps; validation in %s",
              cfg.method, cfg.model_dir, len(train_ds), block_size, max_steps, ", ".join(eval_ds) or "no language")
     use_cpu, bf16 = resolve_device(cfg)
@@ -220,6 +241,22 @@ def _run_sft(cfg: SftConfig) -> dict:
         method=cfg.method, base_model=str(cfg.model_dir), added_tokens=added, block_size=block_size,
         global_step=trainer.state.global_step, start=kind, resumed_from=resume_path,
         final_validation=final_validation, data=data_record))
+
+
+def _check_fingerprint(cfg: SftConfig, kind: str, resume_path: str | None, fingerprint: dict) -> None:
+    """A checkpoint resumes only the run it was saved by: the same base model, method, data, seed and
+    blocks (else the Trainer would skip the first N batches of another data order, or put an adapter on
+    another base, and call it a resume). Rank 0 records the fingerprint when a run starts afresh."""
+    path = Path(cfg.output_dir) / FINGERPRINT
+    if kind != "checkpoint" or not path.is_file():
+        return
+    before = json.loads(path.read_text(encoding="utf-8"))
+    changed = [k for k in fingerprint if before.get(k) != fingerprint[k]]
+    if changed:
+        raise StageError(f"--resume-from {resume_path}: this run was started with other settings ("
+                         + "; ".join(f"{k}: then {before.get(k)!r}, now {fingerprint[k]!r}" for k in changed)
+                         + "). Resume with the settings it started with, or start over with --overwrite or "
+                           "another --output-dir")
 
 
 def _export(cfg: SftConfig, trainer, tokenizer, added: list[str], ctx: int | None, record: dict) -> dict:

@@ -6,6 +6,7 @@ its pickles load as plain tensors; ``--resume-from auto`` takes the newest that 
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import logging
 import re
@@ -19,6 +20,9 @@ from tonsai.train.checkpoint import CHECKSUMS, check, newest_verified, unsafe_pi
 
 log = logging.getLogger(__name__)
 SMALL_FILES_BYTES = 64 * 1024
+# what a tokenizer folder's save_pretrained writes (a model folder given as the tokenizer also holds weights)
+TOKENIZER_FILES = ("tokenizer*.json", "special_tokens_map.json", "added_tokens.json", "chat_template.jinja",
+                   "vocab*", "merges*", "*.model", "*.tiktoken")
 # what a run folder made before ownership marks held (tonsai.folders)
 RUN_ENTRIES = ("checkpoint-*", "final", ".final-incomplete", "metrics.jsonl", "tokens", "tensorboard",
                "manifest.json")
@@ -88,7 +92,8 @@ def resolve_resume(cfg) -> tuple[str, str | None, list]:
     return "weights", r, []  # a model folder or a Hub id
 
 
-def prepare_output_dir(cfg, kind: str, resume_path: str | None, step: int) -> None:
+def prepare_output_dir(cfg, kind: str, resume_path: str | None, step: int, outputs: tuple[str, ...] = ("final",)
+                       ) -> None:
     """Refuse to mix a fresh run with an old one; on resume from the checkpoint of ``step``, drop
     metrics logged after it."""
     out = Path(cfg.output_dir)
@@ -107,7 +112,7 @@ def prepare_output_dir(cfg, kind: str, resume_path: str | None, step: int) -> No
                     pass  # blank, or cut short when the run was killed mid-write: dropped
             write_text(metrics, "".join(line + "\n" for line in kept))
         return
-    old = sorted(out.glob("checkpoint-*")) + [p for p in (out / "final",) if p.exists()]
+    old = sorted(out.glob("checkpoint-*")) + [out / name for name in outputs if (out / name).exists()]
     if cfg.resume_from == "auto":  # none of its checkpoints verified: run_train sets them aside (set_aside)
         old = [p for p in old if not p.name.startswith("checkpoint-")]
     if old and cfg.overwrite and resume_path and any(Path(resume_path).resolve().is_relative_to(p.resolve())
@@ -131,5 +136,5 @@ def first_checkpoint_bytes(model, tokenizer_dir: str | Path, deepspeed: bool, bf
     from tonsai.train.guards import estimate_checkpoint_bytes
 
     tokenizer_files = sum(p.stat().st_size for p in Path(tokenizer_dir).iterdir()
-                          if p.is_file() and p.name != "manifest.json")
+                          if p.is_file() and any(fnmatch.fnmatch(p.name, pat) for pat in TOKENIZER_FILES))
     return estimate_checkpoint_bytes(model, deepspeed, bf16, tokenizer_files + SMALL_FILES_BYTES)
