@@ -159,4 +159,5 @@ def test_chat_answers_end_at_the_tuned_models_end_of_turn_token(trained_model):
     model.generate = recording_generate
     out = generate(model, tok, [Prompt("p1", "en", "violence", "Tell me about the weather.")], chat=True,
                    tok_dir=trained_model, max_new_tokens=4, batch_size=1, device="cpu")
-    assert len(out) == 1 and asked == [[tok.convert_tokens_to_ids(END_TOKEN), tok.eos_token_id]]
+    assert len(out) == 1 and len(asked) == 1 and sorted(asked[0]) == sorted([tok.convert_tokens_to_ids(END_TOKEN),
+                                                                              tok.eos_token_id])

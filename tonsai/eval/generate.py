@@ -116,7 +116,7 @@ def generate_greedy_ids(model, tokenizer, encoded: Sequence[list[int]], max_new_
             inp, att, pos = inp.to(device), att.to(device), pos.to(device)
             gen = model.generate(
                 input_ids=inp, attention_mask=att, position_ids=pos, do_sample=False, num_beams=1,
-                max_new_tokens=max_new_tokens, eos_token_id=[eot, *stop_ids], pad_token_id=pad,
+                max_new_tokens=max_new_tokens, eos_token_id=list(dict.fromkeys([eot, *stop_ids])), pad_token_id=pad,
                 stopping_criteria=StoppingCriteriaList([StopOnStrings(tokenizer, stop, width)]),
                 temperature=None, top_p=None, top_k=None)
             for j, r in enumerate(rows):
