@@ -128,6 +128,9 @@ def _keep_valid_joiner(m: re.Match) -> str:
     return ""
 
 
+_MAX_ROUNDS = 4  # NFC and rule 9 after each other: one extra round settles every case found so far
+
+
 def normalize(text: str) -> str:
     """Return ``text`` in tonsai's canonical form, in one pass over the text (time linear in its length).
 
@@ -187,7 +190,16 @@ def _normalize(text: str) -> str:
         text = unicodedata.normalize("NFC", dropped)
         if text == dropped:
             break
-    return reorder(text)
+    out = reorder(text)
+    # Rule 9 moves U+17DD (combining class 230) behind a dependent vowel; a combining mark of another
+    # script after the syllable ("KA U+17DD AA U+0327") then meets U+17DD, and NFC would swap the two on
+    # a second call. NFC again, and rule 9 on what it moved, until NFC leaves the text alone (one more
+    # round where this happens; is_normalized is a cheap scan elsewhere).
+    for _ in range(_MAX_ROUNDS):
+        if unicodedata.is_normalized("NFC", out):
+            return out
+        out = reorder(unicodedata.normalize("NFC", out))
+    return out
 
 
 def _rules_1_to_7(text: str) -> str:
