@@ -104,7 +104,7 @@ def test_missing_suite_file_says_what_to_pass(tmp_path):
 
 def test_malformed_jsonl_line_is_named(tmp_path):
     folder = write_suite(tmp_path, QA_TASK, {"qa.jsonl": '{"q": "x", "a": "y"}\n{"q": "broken\n'})
-    with pytest.raises(StageError, match=r"qa\.jsonl:2: not valid JSON"):
+    with pytest.raises(StageError, match=r"qa\.jsonl:2: malformed JSON"):
         load_suite(folder)
 
 

@@ -29,13 +29,13 @@ with ``datasets.load_dataset``; offline this only works from the local datasets 
 from __future__ import annotations
 
 import csv
-import json
 import os
 import re
 from pathlib import Path
 from typing import Any, Callable
 
 from tonsai.errors import StageError
+from tonsai.jsonl import json_lines
 from tonsai.text.aligned import read_aligned
 
 SIB200_LABELS = ["science/technology", "travel", "politics", "sports", "health", "entertainment", "geography"]
@@ -46,20 +46,10 @@ def read_jsonl(path: Path) -> list[dict]:
     if not path.is_file():
         raise StageError(f"{path}: file not found")
     items = []
-    with path.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise StageError(f"{path}:{n}: not valid JSON ({e.msg} at column {e.colno}); "
-                                 f"each line must be one JSON object") from None
-            if not isinstance(obj, dict):
-                raise StageError(f"{path}:{n}: expected a JSON object, got {type(obj).__name__}")
-            obj["_line"] = n
-            obj["_file"] = str(path)
-            items.append(obj)
+    for n, obj in json_lines(path, "; each line must be one JSON object"):
+        obj["_line"] = n
+        obj["_file"] = str(path)
+        items.append(obj)
     return items
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from tonsai.atomic import staged_dir
 from tonsai.errors import StageError
+from tonsai.jsonl import json_lines
 from tonsai.eval.report import SCHEMA_VERSION, load_report, write_report
 from tonsai.folders import claim_output
 from tonsai.manifest import MANIFEST_NAME, read_manifest, write_manifest
@@ -120,17 +121,7 @@ def read_curves(path: Path) -> dict[str, list[list[float]]]:
     model's steps), else ``step`` plus the offset of the nearest earlier row that has both (the first
     such row for rows before it), else ``step``. A resumed run appends to the same file; a step logged
     twice keeps its last value."""
-    records = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise StageError(f"{path}:{lineno}: malformed JSON ({e.msg}); the metrics file is damaged") from e
-            if rec.get("step") is not None:
-                records.append(rec)
+    records = [rec for _, rec in json_lines(path, "; the metrics file is damaged") if rec.get("step") is not None]
     offset = next((r["step_total"] - r["step"] for r in records if r.get("step_total") is not None), 0)
     curves: dict[str, dict[int, float]] = {}
     for rec in records:

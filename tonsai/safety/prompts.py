@@ -12,10 +12,10 @@ scored again with another lexicon, classifier or threshold without the model.
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 
 from tonsai.errors import StageError
+from tonsai.jsonl import json_lines
 from tonsai.safety import CATEGORIES
 from tonsai.text import normalize
 
@@ -32,17 +32,7 @@ def _records(path: Path, flag: str):
     """(line number, object) for every non-empty line of a JSON-lines file."""
     if not path.is_file():
         raise StageError(f"{flag} {path}: no such file")
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise StageError(f"{path}:{lineno}: malformed JSON ({e.msg})") from e
-            if not isinstance(rec, dict):
-                raise StageError(f"{path}:{lineno}: expected a JSON object")
-            yield lineno, rec
+    yield from json_lines(path)
 
 
 def _text_field(path: Path, lineno: int, rec: dict, key: str, allow_empty: bool = False) -> str:
