@@ -19,7 +19,7 @@ from tonsai.data.sources import ReadStats, Source, binary_reason, iter_documents
 from tonsai.errors import StageError
 from tonsai.manifest import file_sha256
 from tonsai.text import normalize
-from tonsai.text.aligned import read_aligned, read_lines
+from tonsai.text.aligned import check_text_file, read_aligned
 
 LANGS = ("km", "en")  # the languages tonsai routes, prepares and reports
 
@@ -130,7 +130,7 @@ def check_parallel_files(paths: list[str | Path]) -> list[Path]:
     """The ``--parallel`` files, each an existing text file (checked before a model loads)."""
     out = [Path(p) for p in paths]
     for p in out:
-        read_lines(p, "--parallel")
+        check_text_file(p, "--parallel")
     return out
 
 

@@ -10,9 +10,9 @@ from pathlib import Path
 from tonsai.errors import StageError
 
 
-def read_lines(path: str | Path, flag: str) -> list[str]:
-    """The lines of a UTF-8 text file; a missing, binary-looking or non-UTF-8 file is a StageError
-    naming ``flag`` and the file."""
+def check_text_file(path: str | Path, flag: str) -> Path:
+    """``path``, refused (a StageError naming ``flag`` and the file) when it is missing or looks binary;
+    reads only a sample, so it suits checks made before a model loads."""
     from tonsai.data.sources import binary_reason
 
     p = Path(path)
@@ -21,6 +21,13 @@ def read_lines(path: str | Path, flag: str) -> list[str]:
     reason = binary_reason(p)
     if reason:
         raise StageError(f"{flag}: {p} does not look like text ({reason}); give a UTF-8 text file")
+    return p
+
+
+def read_lines(path: str | Path, flag: str) -> list[str]:
+    """The lines of a UTF-8 text file; a missing, binary-looking or non-UTF-8 file is a StageError
+    naming ``flag`` and the file."""
+    p = check_text_file(path, flag)
     try:
         return p.read_text(encoding="utf-8").splitlines()
     except UnicodeDecodeError as e:
