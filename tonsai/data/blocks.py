@@ -35,7 +35,9 @@ import os
 import time
 import resource
 from pathlib import Path
+from typing import Iterator
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 from datatrove.data import Document, DocumentsPipeline
@@ -48,7 +50,7 @@ from tqdm.auto import tqdm
 
 from tonsai.atomic import write_json
 from tonsai.errors import StageError
-from tonsai.data.dedup import band_keys, exact_key, id_hash
+from tonsai.data.dedup import band_key_matrix, exact_key, id_hash
 from tonsai.data.filters import FilterThresholds, quality_reason, script_mismatch, too_short
 from tonsai.data.sources import ReadOptions, ReadStats, Source, input_record, iter_documents
 from tonsai.text import RoutingThresholds, count_scripts, normalize
@@ -57,6 +59,7 @@ from tonsai.text.script import ScriptCounts
 ORDER_BITS = 40  # order = source index << 40 | position inside the source (up to 1.1e12 documents)
 BATCH_ROWS = 4096  # documents per Parquet row group, at most
 BATCH_CHARS = 1_000_000  # characters per row group, at most (writer and readers hold one row group)
+KEY_BATCH_ROWS, KEY_BATCH_CHARS = 1024, 250_000  # one rensa call: its arrays are about 50 bytes a character
 
 
 def count_key(key: str, source: str) -> str:
@@ -295,7 +298,10 @@ class ToxicLexiconFilter(_SourceFilter):
 
 
 class DedupKeys(PipelineStep):
-    """Exact key (xxh3-128 of the text) and MinHash band keys in the metadata (``h1``, ``h2``, ``bands``)."""
+    """Exact key (xxh3-128 of the text) and MinHash band keys in the metadata (``h1``, ``h2``,
+    ``bands``: a list of ``bands`` ints, or empty without near-duplicate keys). Documents pass in
+    batches of up to KEY_BATCH_ROWS documents and KEY_BATCH_CHARS characters, in their order: the
+    band keys of a batch are one rensa call (:func:`tonsai.data.dedup.band_key_matrix`)."""
 
     name = "dedup keys"
     type = "🫂 - DEDUP"
@@ -306,13 +312,31 @@ class DedupKeys(PipelineStep):
 
     def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
         with _Tally(self) as tally:
-            for doc in data:
+            for batch in _batches(data, KEY_BATCH_ROWS, KEY_BATCH_CHARS):
                 t0 = time.perf_counter()
-                doc.metadata["h1"], doc.metadata["h2"] = exact_key(doc.text)
-                doc.metadata["bands"] = band_keys(doc.text, self.num_perm, self.bands) if self.near_dedup else []
+                keys = (band_key_matrix([d.text for d in batch], self.num_perm, self.bands).tolist()
+                        if self.near_dedup else [[]] * len(batch))
+                for doc, bkeys in zip(batch, keys):
+                    doc.metadata["h1"], doc.metadata["h2"] = exact_key(doc.text)
+                    doc.metadata["bands"] = bkeys
                 tally.spent += time.perf_counter() - t0
-                tally.counts["total"] += 1
-                yield doc
+                tally.counts["total"] += len(batch)
+                yield from batch
+
+
+def _batches(data: DocumentsPipeline, rows: int = BATCH_ROWS, max_chars: int = BATCH_CHARS) -> Iterator[list[Document]]:
+    """The documents in lists of at most ``rows`` documents and ``max_chars`` characters (a longer
+    document is a batch of its own)."""
+    batch: list[Document] = []
+    chars = 0
+    for doc in data:
+        if batch and (len(batch) >= rows or chars + len(doc.text) > max_chars):
+            yield batch
+            batch, chars = [], 0
+        batch.append(doc)
+        chars += len(doc.text)
+    if batch:
+        yield batch
 
 
 class KeyedDocsWriter(PipelineStep):
@@ -331,30 +355,26 @@ class KeyedDocsWriter(PipelineStep):
         final = Path(self.folder) / f"{rank:05d}.parquet"
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = final.with_name(f".tmp-{final.name}")
-        cols: dict[str, list] = {name: [] for name in docs_schema(self.bands).names}
-        chars = 0
-        with pq.ParquetWriter(tmp, docs_schema(self.bands), compression="zstd") as writer, _Tally(self) as tally:
-            for doc in data:
-                m = doc.metadata
-                tally.counts[count_key("passed_filters", m["source"])] += 1
-                n = len(doc.text)
-                for name, value in (("text", doc.text), ("id", doc.id), ("src", m["src"]), ("order", m["order"]),
-                                    ("chars", n), ("h1", m["h1"]), ("h2", m["h2"]), ("idh", id_hash(doc.id))):
-                    cols[name].append(value)
-                bkeys = m["bands"]
-                for k in range(self.bands):
-                    cols[f"b{k}"].append(bkeys[k] if bkeys else 0)
-                chars += n
-                if len(cols["text"]) >= BATCH_ROWS or chars >= BATCH_CHARS:
-                    writer.write_table(pa.table(cols, schema=writer.schema))
-                    cols = {name: [] for name in cols}
-                    chars = 0
-            if cols["text"]:
-                writer.write_table(pa.table(cols, schema=writer.schema))
+        schema = docs_schema(self.bands)
+        with pq.ParquetWriter(tmp, schema, compression="zstd") as writer, _Tally(self) as tally:
+            for batch in _batches(data):
+                tally.counts.update(count_key("passed_filters", d.metadata["source"]) for d in batch)
+                writer.write_table(self._table(batch, schema))
         os.replace(tmp, final)
         self.stat_update("peak_rss_mb", value=round(peak_rss_mb()), unit="task")
         return
         yield  # a generator: the executor drains it
+
+    def _table(self, batch: list[Document], schema: pa.Schema) -> pa.Table:
+        meta = [d.metadata for d in batch]
+        cols = {"text": [d.text for d in batch], "id": [d.id for d in batch],
+                "src": [m["src"] for m in meta], "order": [m["order"] for m in meta],
+                "chars": [len(d.text) for d in batch], "h1": [m["h1"] for m in meta],
+                "h2": [m["h2"] for m in meta], "idh": [id_hash(d.id) for d in batch]}
+        bands = np.array([m["bands"] or [0] * self.bands for m in meta], dtype=np.uint64).reshape(len(batch), self.bands)
+        for k in range(self.bands):
+            cols[f"b{k}"] = bands[:, k]
+        return pa.table(cols, schema=schema)
 
 
 def rejected_writer(folder: str, block: str) -> JsonlWriter:

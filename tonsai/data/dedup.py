@@ -1,30 +1,34 @@
 """Exact and near-duplicate detection across all sources and both languages.
 
-Per document (computed in the shard workers, streamed):
+Per document (computed in the document tasks, a batch of documents at a time):
 
 - exact key: xxh3-128 of the normalized text, stored as two uint64 (16 bytes per document);
 - near-duplicate keys: a MinHash signature of the document's character 5-grams (lower-cased,
   whitespace runs collapsed to one space: character n-grams need no word segmentation, so they
   work for Khmer, which has no spaces between words, as for English), computed by rensa's
   R-MinHash (``num_perm`` 32-bit slots, fixed seed; Rust), cut into ``bands`` bands of
-  ``num_perm / bands`` rows; each band is hashed with xxh3-64 to one uint64 (8 bytes x bands per
-  document, 128 bytes with 16 bands). Two documents whose Jaccard similarity is s collide in at
-  least one band with probability ``1 - (1 - s**r)**b``: with 128 permutations in 16 bands of 8
-  rows that is 50% at s = 0.67, 95% at s = 0.8 and 99.99% at s = 0.9.
+  ``num_perm / bands`` rows; each band is hashed to one uint64 (8 bytes x bands per document,
+  128 bytes with 16 bands). Two documents whose Jaccard similarity is s collide in at least one
+  band with probability ``1 - (1 - s**r)**b``: with 128 permutations in 16 bands of 8 rows that
+  is 50% at s = 0.67, 95% at s = 0.8 and 99.99% at s = 0.9.
 
   Why rensa, and which of its sketches: tonsai used to apply datasketch's affine32 permutations
   (h -> a*h + b mod 2**32) in numpy. rensa's R-MinHash is a full-set MinHash (every shingle
   counts; shingle order and repeats do not change the signature) whose slot agreement estimates
-  the Jaccard similarity as closely as datasketch's on real pairs (tests/data/test_dedup.py), at
-  about twice the numpy code's speed and ten times datasketch's on Khmer news
-  (bench/bench_minhash.py); the affine mod 2**32 permutations also gave about twice the chance
-  band collisions that theory predicts for unrelated short documents (test_prepare_merge.py).
-  rensa's C-MinHash was slower here, and its "rho" sketch samples token positions, so it is not
-  a MinHash of the whole shingle set. The shingles go in as UTF-32 byte strings
-  (:func:`shingle_bytes`): faster than ``str`` shingles on Khmer, and than hashing them with numpy
-  for rensa's pre-hashed entry points, whose per-call setup dominates on single documents. The
-  keys depend on rensa's ``ALGORITHM_VERSION`` (2 in rensa 0.5): a rensa that changes it changes
-  every key, which the golden test in test_dedup.py catches.
+  the Jaccard similarity as closely as datasketch's on real pairs (tests/data/test_dedup.py);
+  the affine mod 2**32 permutations also gave about twice the chance band collisions that theory
+  predicts for unrelated short documents (test_prepare_merge.py). rensa's C-MinHash was slower
+  here, and its "rho" sketch samples token positions, so it is not a MinHash of the whole
+  shingle set.
+
+  Why tonsai hashes the shingles itself: rensa's batch entry point for pre-hashed tokens
+  (``digest_matrix_from_flat_token_hashes``) takes one flat array for a whole batch of
+  documents, and numpy hashes every 5-gram of the batch in a few vector passes (splitmix64's
+  finalizer after each code point: :func:`shingle_hashes`, checked against the plain
+  per-shingle :func:`shingle_hash`). Building one ``bytes`` object per shingle in Python for
+  rensa to hash cost more than the MinHash itself; the batch is about twice as fast
+  (bench/bench_minhash.py). The keys depend on rensa's ``ALGORITHM_VERSION`` (2 in rensa 0.5):
+  a rensa that changes it changes every key, which the golden test in test_dedup.py catches.
 
 Globally (in the merge step, on keys, never on texts): the exact duplicates of a key are all its
 documents but the survivor; then documents that share a band key with another are joined into
@@ -42,17 +46,25 @@ reference the tests check :func:`pair_non_survivors` against) are the same rules
 
 from __future__ import annotations
 
-import array
-
+import itertools
 import numpy as np
 import rensa
 import xxhash
 
 SHINGLE = 5
 SEED = 1  # rensa's permutation seed: changing it changes every band key
-# Changes whenever band_keys can change (shingles, sketch, seed, band hashing): keys made under two
-# versions must not meet in one merge, so a stage's shard fingerprint should record it.
-KEYS_VERSION = f"rensa-rminhash-{rensa.RMinHash.ALGORITHM_VERSION}-seed{SEED}-char{SHINGLE}-utf32-xxh3"
+# Changes whenever band_keys can change (shingles, shingle hash, sketch, seed, band hashing): keys
+# made under two versions must not meet in one merge, so a stage's shard fingerprint records it.
+KEYS_VERSION = f"rensa-rminhash-{rensa.RMinHash.ALGORITHM_VERSION}-seed{SEED}-char{SHINGLE}-splitmix"
+
+# A shingle's hash: start from _START, and for each code point c, h = splitmix64's finalizer of
+# (h xor c). The finalizer after every character matters: FNV-1a (xor, then one multiply per
+# character, one finalizer at the end) gave rensa signatures twice the chance band collisions of
+# rensa's own byte hashing on the same random sentences (6 x 400 documents: 337-341 against 145),
+# this hash 153.
+_START = 0x9E3779B97F4A7C15
+_MIX1, _MIX2 = 0xBF58476D1CE4E5B9, 0x94D049BB133111EB
+_MASK = (1 << 64) - 1
 
 
 def exact_key(text: str) -> tuple[int, int]:
@@ -66,45 +78,105 @@ def id_hash(doc_id: str, seed: int = 0) -> int:
     return xxhash.xxh3_64_intdigest(doc_id.encode("utf-8"), seed=seed) >> 1
 
 
+def canonical(text: str) -> str:
+    """What the shingles are cut from: the lower-cased text with runs of whitespace (``str.split``)
+    collapsed to one space."""
+    return " ".join(text.lower().split())
+
+
 def shingles(text: str, n: int = SHINGLE) -> list[str]:
-    """The character ``n``-grams of the lower-cased text with runs of whitespace (``str.split``)
-    collapsed to one space; a text shorter than ``n`` is its own single shingle."""
-    t = " ".join(text.lower().split())
+    """The character ``n``-grams of :func:`canonical` text; a text shorter than ``n`` is its own
+    single shingle."""
+    t = canonical(text)
     if len(t) <= n:
         return [t]
     return [t[i:i + n] for i in range(len(t) - n + 1)]
 
 
-def shingle_bytes(text: str, n: int = SHINGLE) -> list[bytes]:
-    """:func:`shingles` encoded as UTF-32-LE (4 bytes a character, so the same set): rensa reads byte
-    strings faster than non-ASCII ``str`` (15% faster on Khmer, the same on English)."""
-    b = " ".join(text.lower().split()).encode("utf-32-le")
-    w = 4 * n
-    if len(b) <= w:
-        return [b]
-    return [b[i:i + w] for i in range(0, len(b) - w + 4, 4)]
+def shingle_hash(shingle: str) -> int:
+    """The 64-bit hash of one shingle (the reference that :func:`shingle_hashes` computes in numpy)."""
+    h = _START
+    for c in shingle:
+        h = _finalize(h ^ ord(c))
+    return h
 
 
-def _digest(text: str, num_perm: int) -> list[int]:
-    m = rensa.RMinHash(num_perm, SEED)
-    m.update(shingle_bytes(text))
-    return m.digest()
+def _finalize(h: int) -> int:
+    h = ((h ^ (h >> 30)) * _MIX1) & _MASK
+    h = ((h ^ (h >> 27)) * _MIX2) & _MASK
+    return h ^ (h >> 31)
+
+
+def _finalize_np(h: np.ndarray) -> np.ndarray:
+    h ^= h >> np.uint64(30)
+    h *= np.uint64(_MIX1)
+    h ^= h >> np.uint64(27)
+    h *= np.uint64(_MIX2)
+    h ^= h >> np.uint64(31)
+    return h
+
+
+def shingle_hashes(texts: list[str], n: int = SHINGLE) -> tuple[np.ndarray, np.ndarray]:
+    """(hashes, offsets): the :func:`shingle_hash` of every shingle of every text, concatenated
+    (text ``i`` owns ``hashes[offsets[i]:offsets[i + 1]]``), computed for the whole batch at once:
+    the texts' code points in one array, each position's n-gram hashed in ``n`` vector steps, then
+    the positions whose n-gram crosses into the next text left out."""
+    canon = [canonical(t) for t in texts]
+    lens = np.fromiter(map(len, canon), dtype=np.int64, count=len(canon))
+    counts = np.maximum(lens - n + 1, 1)
+    offsets = np.zeros(len(canon) + 1, dtype=np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    cp = np.frombuffer("".join(canon).encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
+    m = len(cp) - n + 1  # positions where an n-gram starts
+    if m > 0:
+        window = np.full(m, _START, dtype=np.uint64)
+        for j in range(n):  # the hash of the n code points starting at each position
+            window ^= cp[j:j + m]
+            _finalize_np(window)
+        starts = np.zeros(len(canon), dtype=np.int64)
+        np.cumsum(lens[:-1], out=starts[1:])
+        doc = np.repeat(np.arange(len(canon)), counts)
+        pos = np.arange(offsets[-1], dtype=np.int64) - offsets[:-1][doc] + starts[doc]
+        hashes = window[np.minimum(pos, m - 1)]  # a short text's position may be past the end
+    else:
+        hashes = np.zeros(offsets[-1], dtype=np.uint64)
+    for i in np.flatnonzero(lens < n).tolist():  # a short text is its single shingle
+        hashes[offsets[i]] = shingle_hash(canon[i])
+    return hashes, offsets
+
+
+def signatures(texts: list[str], num_perm: int = 128) -> np.ndarray:
+    """rensa's R-MinHash of each text's shingle hashes: a (texts, ``num_perm``) uint32 matrix, the
+    same in every process and run (fixed seed, no per-process salt). The share of equal slots
+    between two rows estimates the Jaccard similarity of the texts' :func:`shingles`."""
+    if not texts:
+        return np.zeros((0, num_perm), dtype=np.uint32)
+    hashes, offsets = shingle_hashes(texts)
+    matrix = rensa.RMinHash.digest_matrix_from_flat_token_hashes(hashes, offsets.astype(np.uint64), num_perm, SEED)
+    rows = itertools.chain.from_iterable(matrix.to_rows())  # rensa's only way out: lists of ints
+    return np.fromiter(rows, dtype=np.uint32, count=len(texts) * num_perm).reshape(len(texts), num_perm)
 
 
 def signature(text: str, num_perm: int = 128) -> np.ndarray:
-    """rensa's R-MinHash of the text's :func:`shingles`: ``num_perm`` uint32 slots, the same in
-    every process and run (fixed seed; rensa hashes the shingles with the seedless FxHash).
-    The share of equal slots between two signatures estimates the Jaccard similarity."""
-    return np.array(_digest(text, num_perm), dtype=np.uint32)
+    """:func:`signatures` of one text: ``num_perm`` uint32 slots."""
+    return signatures([text], num_perm)[0]
+
+
+def band_key_matrix(texts: list[str], num_perm: int = 128, bands: int = 16) -> np.ndarray:
+    """(texts, ``bands``) uint64: each LSH band of a text's :func:`signatures` row hashed to one key
+    (the shingle hash's steps over the band's rows), so two texts have equal keys in band i
+    exactly when their signatures agree on its rows (up to a 64-bit hash collision)."""
+    sig = signatures(texts, num_perm).reshape(len(texts), bands, num_perm // bands).astype(np.uint64)
+    key = np.full((len(texts), bands), _START, dtype=np.uint64)
+    for j in range(sig.shape[2]):
+        key ^= sig[:, :, j]
+        _finalize_np(key)
+    return key
 
 
 def band_keys(text: str, num_perm: int = 128, bands: int = 16) -> list[int]:
-    """One uint64 per LSH band of the text's :func:`signature`: the xxh3-64 of the band's rows
-    (native-endian uint32), so two texts have equal keys in band i exactly when their signatures
-    agree on its rows (up to a 64-bit hash collision)."""
-    sig = array.array("I", _digest(text, num_perm)).tobytes()  # "I": uint32 on every platform tonsai runs on
-    w = len(sig) // bands  # bytes per band
-    return [xxhash.xxh3_64_intdigest(sig[i * w:(i + 1) * w]) for i in range(bands)]
+    """:func:`band_key_matrix` of one text, as Python ints."""
+    return band_key_matrix([text], num_perm, bands)[0].tolist()
 
 
 def exact_duplicates(h1: np.ndarray, h2: np.ndarray, order: np.ndarray) -> np.ndarray:
