@@ -134,9 +134,9 @@ def test_slurm_needs_a_partition(tmp_path):
 @pytest.mark.slow
 @pytest.mark.skipif(not SHARED.is_dir(), reason="needs ../shared/data beside the checkout (the shared mix)")
 def test_ray_executor_on_a_local_instance_prepares_the_shared_mix_like_local(tmp_path, monkeypatch):
+    monkeypatch.setenv("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")  # as tonsai does; Ray reads it when imported
     import ray
 
-    monkeypatch.setenv("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")  # as tonsai does for the local instances it starts
     mix = str(REPO / "configs" / "data" / "shared_km_en.yaml")
     local = run_prepare(cfg(tmp_path, mix=mix, output_dir=str(tmp_path / "local"), workers=2))
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)  # the test's own local Ray instance

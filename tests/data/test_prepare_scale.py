@@ -298,7 +298,7 @@ def test_per_source_weights_target_and_reproducibility(tmp_path):
     kw = dict(khmer=[k1, k2], english=[en], source_weights=["km:k1.txt=3", "km:k2.txt=1"],
               max_epochs=3.0, target_chars=20000)
     a = run_prepare(cfg(tmp_path, output_dir=str(tmp_path / "a"), **kw))
-    b = run_prepare(cfg(tmp_path, output_dir=str(tmp_path / "b"), **kw))
+    run_prepare(cfg(tmp_path, output_dir=str(tmp_path / "b"), **kw))
     ms = a["mixture_sources"]
     assert ms["km:k1.txt"]["requested_share"] == pytest.approx(0.375)
     assert abs(ms["km:k1.txt"]["realized_share"] - 0.375) < 0.02

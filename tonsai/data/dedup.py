@@ -206,12 +206,16 @@ def bucket_exact_duplicates(recs: np.ndarray) -> np.ndarray:
 
 
 def bucket_band_pairs(recs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(first, other): slot pairs to join, from the records of one band-key bucket (several bands):
-    every document sharing a (band, key) with a smaller slot is paired with the smallest."""
+    """(head, other): slot pairs to join, from the records of one band-key bucket (several bands):
+    every document sharing a (band, key) with others is paired with the first of them in sort order.
+    Which member is the head does not change the clusters, so neither the survivors (each cluster's
+    smallest slot, :func:`pair_non_survivors`); sorting by key, then stably by band, is 2x faster
+    than a three-key lexsort that also ordered the slots."""
     if len(recs) < 2:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-    recs = recs[np.lexsort((recs["slot"], recs["key"], recs["band"]))]
-    band, key, slot = recs["band"], recs["key"], recs["slot"]
+    order = np.argsort(recs["key"])
+    order = order[np.argsort(recs["band"][order], kind="stable")]
+    band, key, slot = recs["band"][order], recs["key"][order], recs["slot"][order]
     new = np.concatenate(([True], (band[1:] != band[:-1]) | (key[1:] != key[:-1])))
     starts = np.flatnonzero(new)
     same = np.flatnonzero(~new)

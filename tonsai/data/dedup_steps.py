@@ -29,12 +29,12 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
-from datatrove.executor import LocalPipelineExecutor
 from datatrove.pipeline.base import PipelineStep
 
 from tonsai.data.dedup import BAND_RECORD, EXACT_RECORD, bucket_band_pairs, bucket_exact_duplicates
 from tonsai.data.ondisk import DiskArray, Partition, trim_heap
 from tonsai.data.splitwrite import EXACT_DUP, POS_MASK, TRAIN
+from tonsai.executors import local_executor
 
 
 def _row_groups(files: list[str], columns: list[str]):
@@ -161,8 +161,8 @@ class BandBuckets(PartitionBands):
 def run_step(step: _MergeStep, tasks: int, workers: int, mdir: Path) -> None:
     """``tasks`` datatrove tasks of ``step``, ``workers`` at a time (in this process when 1)."""
     tasks = max(1, tasks)
-    LocalPipelineExecutor([step], tasks=tasks, workers=max(1, min(workers, tasks)), skip_completed=False,
-                          logging_dir=str(mdir / "logs" / step.name.replace(" ", "_")), start_method="spawn").run()
+    local_executor([step], tasks=tasks, workers=max(1, min(workers, tasks)), skip_completed=False,
+                   logging_dir=str(mdir / "logs" / step.name.replace(" ", "_"))).run()
 
 
 def saved(folder: Path) -> np.ndarray:

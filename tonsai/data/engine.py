@@ -33,7 +33,7 @@ from tonsai.data.blocks import (DedupKeys, KeyedDocsWriter, KhmerNormalizer, Len
                                 ReaderSkips, ScriptRouter, SourceReader, ToxicLexiconFilter, read_summary,
                                 rejected_writer, split_count_key)
 from tonsai.data.sources import HF_PREFIX, Source
-from tonsai.executors import FinalStep, forget_ranks, run_on_ray, slurm_executor, unfinished_ranks
+from tonsai.executors import FinalStep, forget_ranks, local_executor, run_on_ray, slurm_executor, unfinished_ranks
 from tonsai.safety.lexicon import load_lexicon
 
 log = logging.getLogger(__name__)
@@ -77,12 +77,11 @@ def docs_pipeline(cfg, sources: list[Source], work: Path) -> list[PipelineStep]:
     ]
 
 
-def local_executor(cfg, sources: list[Source], work: Path, ranks: range | None = None) -> LocalPipelineExecutor:
+def docs_executor(cfg, sources: list[Source], work: Path, ranks: range | None = None) -> LocalPipelineExecutor:
     ranks = ranks if ranks is not None else range(cfg.tasks())
-    return LocalPipelineExecutor(docs_pipeline(cfg, sources, work), tasks=cfg.tasks(),
-                                 workers=min(cfg.workers, len(ranks)) or 1,
-                                 logging_dir=str(logs_dir(work.resolve())),
-                                 local_tasks=len(ranks), local_rank_offset=ranks.start, start_method="spawn")
+    return local_executor(docs_pipeline(cfg, sources, work), tasks=cfg.tasks(),
+                          workers=min(cfg.workers, len(ranks)) or 1, logging_dir=str(logs_dir(work.resolve())),
+                          local_tasks=len(ranks), local_rank_offset=ranks.start)
 
 
 def _docs_files(work: Path, tasks: int) -> list[Path]:
@@ -102,7 +101,7 @@ def run_docs_local(cfg, sources: list[Source], work: Path) -> None:
     if not todo:
         return
     forget_ranks(logs_dir(work), _docs_files(work, cfg.tasks()), todo)
-    local_executor(cfg, sources, work, ranks).run()
+    docs_executor(cfg, sources, work, ranks).run()
 
 
 def _total(metric) -> float:

@@ -21,12 +21,12 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
-from datatrove.executor import LocalPipelineExecutor
 from datatrove.pipeline.base import PipelineStep
 
 from tonsai.data.blocks import ORDER_BITS
 from tonsai.data.ondisk import DiskArray, trim_heap
 from tonsai.data.writer import ShuffledSplitWriter, finish_split, write_bucket
+from tonsai.executors import local_executor
 
 # status of a document slot in the merge (1 byte per slot, on disk)
 ABSENT, TRAIN, EXACT_DUP, NEAR_DUP, VALIDATION = 0, 1, 2, 3, 4
@@ -120,11 +120,11 @@ def write_splits(files: list[Path], offs: np.ndarray, names: list[str], langs: l
     spread = SpreadSplits([str(f) for f in files], [int(x) for x in offs], names, langs, str(mdir), str(tmp), seed,
                           buckets, rejected)
     n_spread = len(files)
-    LocalPipelineExecutor([spread], tasks=n_spread, workers=min(workers, n_spread), skip_completed=False,
-                          logging_dir=str(mdir / "logs" / "spread"), start_method="spawn").run()
+    local_executor([spread], tasks=n_spread, workers=min(workers, n_spread), skip_completed=False,
+                   logging_dir=str(mdir / "logs" / "spread")).run()
     n_sort = max(buckets.values())
-    LocalPipelineExecutor([SortBuckets(str(tmp), buckets)], tasks=n_sort, workers=min(workers, n_sort),
-                          skip_completed=False, logging_dir=str(mdir / "logs" / "sort"), start_method="spawn").run()
+    local_executor([SortBuckets(str(tmp), buckets)], tasks=n_sort, workers=min(workers, n_sort),
+                   skip_completed=False, logging_dir=str(mdir / "logs" / "sort")).run()
     rows = {split: 0 for split in buckets}
     for f in sorted((tmp / "tmp-rows").glob("*.json")):
         for split, n in json.loads(f.read_text(encoding="utf-8")).items():

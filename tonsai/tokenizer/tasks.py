@@ -29,7 +29,7 @@ from datatrove.pipeline.base import PipelineStep
 
 from tonsai.atomic import staged_dir, write_json
 from tonsai.errors import StageError
-from tonsai.executors import forget_ranks, unfinished_ranks
+from tonsai.executors import forget_ranks, local_executor, unfinished_ranks
 from tonsai.tokenizer.pack import META, _folder_meta, _write_shard
 
 log = logging.getLogger(__name__)
@@ -169,17 +169,14 @@ def forget(work: Path, specs: list[dict], ranks: list[int]) -> None:
 
 def run_local(pipeline: list[PipelineStep], work: Path, specs: list[dict], workers: int) -> None:
     """Run the unfinished tasks here, ``workers`` processes at a time (1: in this process)."""
-    from datatrove.executor import LocalPipelineExecutor
-
     todo = unfinished(work, specs)
     if len(todo) < len(specs):
         log.info("%d of %d tokenize tasks are finished already; skipping them", len(specs) - len(todo), len(specs))
     if not todo:
         return
     forget(work, specs, todo)
-    # spawn, not fork: the parent may hold threads (tokenizers, torch) that fork would copy mid-flight
-    LocalPipelineExecutor(pipeline, tasks=len(specs), workers=max(1, min(workers, len(todo))),
-                          logging_dir=str(logs_dir(work.resolve())), start_method="spawn").run()
+    local_executor(pipeline, tasks=len(specs), workers=max(1, min(workers, len(todo))),
+                   logging_dir=str(logs_dir(work.resolve()))).run()
 
 
 def check_finished(work: Path, specs: list[dict], where: str) -> None:
