@@ -121,10 +121,16 @@ def run_stage(repo: Path, km: list[str], en: list[str], workers: int, args, tag:
     code = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, stderr=subprocess.DEVNULL); "
             "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
     t = time.perf_counter()
-    r = subprocess.run([sys.executable, "-c", code, *cmd], check=True, capture_output=True, text=True,
-                       env=env, cwd=repo)  # a fresh child per run: RUSAGE_CHILDREN is per process
+    proc = subprocess.Popen([sys.executable, "-c", code, *cmd], stdout=subprocess.PIPE, text=True, env=env,
+                            cwd=repo)  # a fresh child per run: RUSAGE_CHILDREN is per process
+    polled = _poll_tree_peak_mb(proc)
+    stdout = proc.communicate()[0]
     wall = time.perf_counter() - t
-    peak_mb = int(r.stdout.split()[-1]) / 1024
+    if proc.returncode:
+        raise SystemExit(f"prepare failed ({proc.returncode}): {' '.join(cmd)}")
+    # RUSAGE_CHILDREN misses the task processes of a fork server (nobody waits for the server);
+    # /proc's high-water marks of every process of the tree, polled, see them
+    peak_mb = max(int(stdout.split()[-1]) / 1024, polled)
     m = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
     read = sum(c.get("read", 0) for c in m["counts"].values())
     mb_in = sum(s["bytes_in"] for s in m["shard_timings"]) / 1e6
@@ -148,6 +154,33 @@ def run_stage(repo: Path, km: list[str], en: list[str], workers: int, args, tag:
     }
     shutil.rmtree(out, ignore_errors=True)
     return fig
+
+
+def _poll_tree_peak_mb(proc: subprocess.Popen, every_s: float = 0.1) -> float:
+    """The largest peak resident set (VmHWM) of ``proc`` and its descendants, polled until it exits."""
+    peaks: dict[int, int] = {}
+    while proc.poll() is None:
+        parent: dict[int, int] = {}
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            parent[int(stat.parent.name)] = int(fields[1])
+        tree, frontier = set(), {proc.pid}
+        while frontier:
+            tree |= frontier
+            frontier = {pid for pid, ppid in parent.items() if ppid in frontier} - tree
+        for pid in tree:
+            try:
+                status = Path(f"/proc/{pid}/status").read_text()
+            except OSError:
+                continue
+            for line in status.splitlines():
+                if line.startswith("VmHWM:"):
+                    peaks[pid] = max(peaks.get(pid, 0), int(line.split()[1]))
+        time.sleep(every_s)
+    return max(peaks.values(), default=0) / 1024
 
 
 def run_baseline(rev: str, km: list[str], en: list[str], args) -> dict:

@@ -18,6 +18,7 @@ import re
 import numpy as np
 import regex
 
+from tonsai.text.khmer import BASES, COENG, ZWJ, ZWNJ
 from tonsai.text.quality import first_flag
 from tonsai.text.script import RoutingThresholds, ScriptCounts, route
 
@@ -27,8 +28,8 @@ WHITESPACE = ("\t\n\x0b\x0c\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205
 # a Khmer syllable: base consonant or independent vowel, then subscripts (COENG + consonant), signs,
 # joiners; or a run of anything else up to whitespace. Python's re runs it about 1.7x faster than regex.
 _UNIT = re.compile(
-    "[\u1780-\u17b3](?:\u17d2[\u1780-\u17b3]|[\u17b4-\u17d1\u17d3\u17dd\u200c\u200d])*"
-    f"|[^{WHITESPACE}\u1780-\u17b3]+"
+    f"[{BASES}](?:{COENG}[{BASES}]|[\u17b4-\u17d1\u17d3\u17dd{ZWNJ}{ZWJ}])*"
+    f"|[^{WHITESPACE}{BASES}]+"
 )
 _URL = regex.compile(r"(?:https?://|www\.)\S+", flags=regex.IGNORECASE)
 

@@ -25,12 +25,12 @@ import collections
 import re
 from typing import Sequence
 
+from tonsai.text.khmer import KHMER_CHAR
 from tonsai.text.segment import words
 
 GENERATION_METRICS = ("chrf", "chrf_pp", "bleu", "rouge_l", "exact_match", "f1")
 CHOICE_METRICS = ("acc", "acc_norm")
 
-_KHMER = re.compile(r"[\u1780-\u17ff\u19e0-\u19ff]")
 _PUNCT = re.compile(r"[\u0021-\u002f\u003a-\u0040\u005b-\u0060\u007b-\u007e\u00a1-\u00bf\u2010-\u2027\u2030-\u205e"
                     r"\u3000-\u303f\u17d4-\u17da\u17dc\u19e0-\u19ff]")
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
@@ -84,7 +84,7 @@ def bleu(predictions: Sequence[str], references: Sequence[str | Sequence[str]], 
 
 def tokens_for(text: str, lang: str) -> list[str]:
     """Word tokens for ROUGE-L and F1: khmer-nltk words for Khmer text, lowercased \\w+ runs otherwise."""
-    if lang == "km" or _KHMER.search(text):
+    if lang == "km" or KHMER_CHAR.search(text):
         return [w.lower() for w in khmer_words(text) if not _PUNCT.fullmatch(w)]
     return _EN_WORD.findall(text.lower())
 
@@ -130,7 +130,7 @@ def normalize_answer(text: str) -> str:
 def exact_match_pair(prediction: str, reference: str) -> float:
     # Khmer may differ only in where spaces fall: compare without spaces when either side is Khmer
     p, r = normalize_answer(prediction), normalize_answer(reference)
-    if _KHMER.search(p) or _KHMER.search(r):
+    if KHMER_CHAR.search(p) or KHMER_CHAR.search(r):
         p, r = p.replace(" ", ""), r.replace(" ", "")
     return float(p == r)
 

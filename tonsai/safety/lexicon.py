@@ -40,11 +40,10 @@ import yaml
 from tonsai.errors import StageError
 from tonsai.safety import CATEGORIES
 from tonsai.text import normalize
+from tonsai.text.khmer import COENG, KHMER_CHAR
 
-_KHMER = re.compile("[\u1780-\u17ff\u19e0-\u19ff]")
 # characters that continue the syllable before them: dependent vowels and signs, COENG, joiners
 _SYLLABLE_CONTINUES = "[\u17b4-\u17d3\u17dd\u200c\u200d]"
-_COENG = "\u17d2"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,12 +60,12 @@ class Lexicon:
     files: list[dict]  # {"path", "lang", "terms", "sha256"} per file read
 
     def __post_init__(self) -> None:
-        khmer = [t for t in self.terms if _KHMER.search(t)]
-        other = [t for t in self.terms if not _KHMER.search(t)]
+        khmer = [t for t in self.terms if KHMER_CHAR.search(t)]
+        other = [t for t in self.terms if not KHMER_CHAR.search(t)]
         self._key = {_key(t): t for t in self.terms}
         self._patterns = []
         if khmer:
-            self._patterns.append(re.compile(f"(?<!{_COENG})(?:{_trie_regex(khmer)})(?!{_SYLLABLE_CONTINUES})"))
+            self._patterns.append(re.compile(f"(?<!{COENG})(?:{_trie_regex(khmer)})(?!{_SYLLABLE_CONTINUES})"))
         if other:
             self._patterns.append(re.compile(rf"(?<!\w)(?:{_trie_regex([_key(t) for t in other])})(?!\w)",
                                              re.IGNORECASE))
@@ -91,7 +90,7 @@ def summarize(hits: list[Hit]) -> list[dict]:
 
 def _key(text: str) -> str:
     """A term's lookup key: Khmer as it is; other text lower-cased with its spaces collapsed."""
-    return text if _KHMER.search(text) else " ".join(text.lower().split())
+    return text if KHMER_CHAR.search(text) else " ".join(text.lower().split())
 
 
 def _trie_regex(terms: list[str]) -> str:
@@ -180,5 +179,5 @@ def _read_file(path: Path) -> tuple[str, list[tuple[str, int, str]]]:
             term = normalize(item).strip() if isinstance(item, str) else None
             if not term:
                 raise StageError(f"{path}: categories.{category}[{i}] is {item!r}: a term must be non-empty text")
-            entries.append((category, i, " ".join(term.split()) if not _KHMER.search(term) else term))
+            entries.append((category, i, " ".join(term.split()) if not KHMER_CHAR.search(term) else term))
     return lang, entries

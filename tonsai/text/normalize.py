@@ -35,6 +35,7 @@ import unicodedata
 
 import ftfy
 
+from tonsai.text.khmer import BLOCK, ZWJ, ZWNJ
 from tonsai.text.syllable import reorder
 
 NORMALIZER_VERSION = "tonsai-norm-3"
@@ -116,7 +117,7 @@ _NEEDS_REPAIR = re.compile("[\u00c0-\u00ff\u0300-\u036f]")
 # lets NFC compose a letter of U+00C0..U+00FF ("A\\x85\\u0303" -> "Ã").
 _REPAIR_LINE = re.compile("[\u00c0-\u00ff]|[\u0080-\u009f\u00ad][\u0300-\u036f]")
 # 8. a run of joiners after a Khmer character, and the two characters that follow it
-_JOINERS_AFTER_KHMER = re.compile("(?<=[\u1780-\u17ff])[\u200c\u200d]+(?=(.?.?))", re.DOTALL)
+_JOINERS_AFTER_KHMER = re.compile(f"(?<=[{BLOCK}])[{ZWNJ}{ZWJ}]+(?=(.?.?))", re.DOTALL)
 
 
 def _keep_valid_joiner(m: re.Match) -> str:

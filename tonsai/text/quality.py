@@ -28,14 +28,15 @@ import re
 import regex
 
 from tonsai.text.segment import clusters
-from tonsai.text.syllable import _KHMER_SIGN_OR_LETTER, is_valid_syllable
+from tonsai.text.khmer import BLOCKS, SYLLABLE_CHAR
+from tonsai.text.syllable import is_valid_syllable
 
 REPLACEMENT_FLAG = 0.001
 INVALID_CLUSTER_FLAG = 0.02
 LEGACY_SCORE_FLAG = 0.3
 LEGACY_MIN_WORDS = 5
 
-_LATIN_WORD = regex.compile(r"[^\s\u1780-\u17ff\u19e0-\u19ff]{3,}")
+_LATIN_WORD = regex.compile(rf"[^\s{BLOCKS}]{{3,}}")
 _GARBLED = regex.compile(
     r"\p{L}[;:\[\]{}|\\`~^@<>=+\u00a1-\u00bf\u00d7\u00f7]+\p{L}"  # punctuation or Latin-1 symbol between letters
     r"|\p{Ll}\p{Lu}.*\p{Ll}\p{Lu}"                               # two lower-to-upper flips in a word
@@ -103,7 +104,7 @@ def _piece_counts(piece: str) -> tuple[int, int]:
             _is_invalid.clear()
             new = distinct
         for c in new:
-            k = _is_khmer[c] = 1 if _KHMER_SIGN_OR_LETTER.search(c) else 0
+            k = _is_khmer[c] = 1 if SYLLABLE_CHAR.search(c) else 0
             _is_invalid[c] = 1 if k and not is_valid_syllable(c) else 0
     return sum(map(_is_invalid.__getitem__, found)), sum(map(_is_khmer.__getitem__, found))
 

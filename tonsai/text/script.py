@@ -13,11 +13,13 @@ import re
 
 import regex
 
-_KHMER = regex.compile(r"[\u1780-\u17ff\u19e0-\u19ff]")
+from tonsai.text.khmer import BLOCKS, DIGITS, SYMBOLS
+
+_KHMER = regex.compile(f"[{BLOCKS}]")
 _LATIN = regex.compile(r"\p{Script=Latin}")
-_DIGIT = regex.compile(r"[0-9\p{Nd}--[\u17e0-\u17e9]]", flags=regex.V1)
-_PUNCT = regex.compile(r"[\p{P}\p{S}--[\u1780-\u17ff\u19e0-\u19ff]]", flags=regex.V1)
-_OTHER_LETTER = regex.compile(r"[\p{L}\p{M}--[\u1780-\u17ff\u19e0-\u19ff\p{Script=Latin}]]", flags=regex.V1)
+_DIGIT = regex.compile(rf"[0-9\p{{Nd}}--[{DIGITS}]]", flags=regex.V1)
+_PUNCT = regex.compile(rf"[\p{{P}}\p{{S}}--[{BLOCKS}]]", flags=regex.V1)
+_OTHER_LETTER = regex.compile(rf"[\p{{L}}\p{{M}}--[{BLOCKS}\p{{Script=Latin}}]]", flags=regex.V1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,8 +50,8 @@ _ASCII_DIGIT = b"0123456789"
 _ASCII_PUNCT = b"!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~"
 _ASCII = bytes(range(128))
 # characters that are neither ASCII nor Khmer: the only ones the patterns must look at one by one
-_REST = re.compile("[^\x00-\x7f\u1780-\u17ff\u19e0-\u19ff]")
-_KHMER_SYMBOLS = re.compile("[\u19e0-\u19ff]")
+_REST = re.compile(f"[^\x00-\x7f{BLOCKS}]")
+_KHMER_SYMBOLS = re.compile(f"[{SYMBOLS}]")
 
 
 def _removed(data: bytes, chars: bytes) -> int:

@@ -18,10 +18,11 @@ from typing import Callable
 
 import regex
 
+from tonsai.text.khmer import SYLLABLE_CHAR
+
 _GRAPHEME = regex.compile(r"\X")
 _SPACE_RUN = regex.compile(r"\s+")
 _SPACE_SPLIT = regex.compile(r"(\s+)")
-_KHMER_LETTER = regex.compile(r"[\u1780-\u17d3\u17dd]")
 
 
 def clusters(text: str) -> list[str]:
@@ -46,7 +47,7 @@ def _khmer_word_tokenizer() -> Callable[[str], list[str]]:
 
 def words(text: str) -> list[str]:
     """Words of ``text`` with whitespace runs as separate tokens; lossless (see the module docstring)."""
-    if not _KHMER_LETTER.search(text):
+    if not SYLLABLE_CHAR.search(text):
         return [t for t in _SPACE_SPLIT.split(text) if t]
     tokens = [t for t in _khmer_word_tokenizer()(text) if t.strip()]
     out: list[str] = []

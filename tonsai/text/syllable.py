@@ -17,7 +17,7 @@ consonant and change again on the next call), and subscript DA becomes subscript
 identically). After the sort: an adjacent exact duplicate of a non-spacing mark other than COENG
 is dropped (duplicated spacing vowels are visible and stay); vowel sign U written with an above
 vowel becomes the register shifter the onset takes (U+17C9 for the consonants listed in
-``_SHIFTER_17C9_ONSETS``, which include NYO U+1789, U+17CA for the rest); split vowels are
+``SHIFTER_17C9_ONSETS``, which include NYO U+1789, U+17CA for the rest); split vowels are
 composed (U+17C1+U+17B8 -> U+17BE, U+17C1+U+17B6 -> U+17C4, U+17BE+U+17B6 -> U+17C4+U+17B8, a
 below vowel may sit between). :func:`reorder_syllable` says why the result is a fixed point.
 
@@ -29,7 +29,9 @@ from __future__ import annotations
 import re
 import unicodedata
 
-COENG, ZWNJ, ZWJ, U, RO, DA, TA = "\u17d2", "\u200c", "\u200d", "\u17bb", "\u179a", "\u178a", "\u178f"
+from tonsai.text.khmer import BASES, COENG, CONSONANTS, SYLLABLE_CHAR, SYLLABLE_CHARS, ZWJ, ZWNJ
+
+U, RO, DA, TA = "\u17bb", "\u179a", "\u178a", "\u178f"
 
 
 def _class_of(c: str) -> int:
@@ -61,14 +63,15 @@ def _class_of(c: str) -> int:
     return 9  # anything else that reached a syllable (U+17B4/5 are deleted earlier)
 
 
-_CONSONANT = "[\u1780-\u17a2]"
+_CONSONANT = f"[{CONSONANTS}]"
 # one syllable: a base, then signs, subscripts (COENG or ZWJ + consonant) and joiners
 SYLLABLE = re.compile(
-    f"[\u1780-\u17b3](?:\u200d?{COENG}{_CONSONANT}|\u200d{_CONSONANT}|[\u17b6-\u17d3\u17dd\u200c\u200d])+"
+    f"[{BASES}](?:\u200d?{COENG}{_CONSONANT}|\u200d{_CONSONANT}|[\u17b6-\u17d3\u17dd\u200c\u200d])+"
 )
 _UNIT = re.compile(f"\u200d?{COENG}{_CONSONANT}|\u200d{_CONSONANT}|\u200c[\u17b6-\u17c5]|.", re.DOTALL)
 
-_SHIFTER_17C9_ONSETS = frozenset(
+# bases that take U+17C9 to shift register (the others take U+17CA)
+SHIFTER_17C9_ONSETS = frozenset(
     "\u1784\u1789\u178e\u1793\u1794" + "".join(map(chr, range(0x1798, 0x179E))) + "\u17a1"
     + "".join(map(chr, range(0x17A3, 0x17B4)))
 )
@@ -113,7 +116,7 @@ def _u_to_shifter(s: str) -> str:
     """Vowel sign U written with an above vowel is the register shifter the onset takes."""
     if U not in s or not _U_TRIGGERS.search(s):
         return s
-    shifter = "\u17c9" if s[0] in _SHIFTER_17C9_ONSETS else "\u17ca"
+    shifter = "\u17c9" if s[0] in SHIFTER_17C9_ONSETS else "\u17ca"
     return _sort(_U_WITH_ZWNJ.sub(shifter, s))
 
 
@@ -161,7 +164,7 @@ _CACHE_LIMIT = 200_000
 # SYLLABLE with a group, so that split() returns the text between syllables and the syllables
 _SPLIT = re.compile(f"({SYLLABLE.pattern})")
 _PIECE = 1 << 12
-_OUTSIDE_SYLLABLES = re.compile("[^\u1780-\u17d3\u17dd\u200c\u200d]")  # ends any syllable, starts none
+_OUTSIDE_SYLLABLES = re.compile(f"[^{SYLLABLE_CHARS}{ZWNJ}{ZWJ}]")  # ends any syllable, starts none
 
 
 def reorder(text: str) -> str:
@@ -214,7 +217,6 @@ _VALID = re.compile(
     "[\u1780-\u17a2\u17a5-\u17b3]\u17cc?(?:\u200d?\u17d2[\u1780-\u17a2]){0,2}[\u17c9\u17ca]?"
     "(?:\u200c?[\u17b6-\u17c5])?[\u17c6\u17cb\u17cd-\u17d1\u17d3\u17dd]{0,2}[\u17c7\u17c8]?"
 )
-_KHMER_SIGN_OR_LETTER = re.compile("[\u1780-\u17d3\u17dd]")
 
 
 def is_valid_syllable(cluster: str) -> bool:
@@ -224,6 +226,6 @@ def is_valid_syllable(cluster: str) -> bool:
     base (after a space, say), two dependent vowels, three subscripts or a COENG with nothing below
     it is invalid. Unnormalized text can fail only because of its order: normalize first.
     """
-    if not _KHMER_SIGN_OR_LETTER.search(cluster):
+    if not SYLLABLE_CHAR.search(cluster):
         return True
     return _VALID.fullmatch(cluster) is not None

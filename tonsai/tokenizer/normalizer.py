@@ -52,11 +52,11 @@ def khmer_normalizer():
     )]
     # vowel sign U written with an above vowel becomes the onset's register shifter (onset directly
     # before it; with a robat or subscript in between it stays, as the docstring says)
-    from tonsai.text.syllable import _SHIFTER_17C9_ONSETS
+    from tonsai.text.syllable import SHIFTER_17C9_ONSETS
 
     after_u = "(?=[\u17b7-\u17ba\u17be\u17bf\u17dd\u17d0]|\u17b6\u17c6)"
-    takes_17c9 = "".join(sorted(_SHIFTER_17C9_ONSETS))
-    takes_17ca = "".join(c for c in map(chr, range(0x1780, 0x17B4)) if c not in _SHIFTER_17C9_ONSETS)
+    takes_17c9 = "".join(sorted(SHIFTER_17C9_ONSETS))
+    takes_17ca = "".join(c for c in map(chr, range(0x1780, 0x17B4)) if c not in SHIFTER_17C9_ONSETS)
     steps += [normalizers.Replace(Regex(f"(?<=[{takes_17c9}])\u17bb{after_u}"), "\u17c9"),
               normalizers.Replace(Regex(f"(?<=[{takes_17ca}])\u17bb{after_u}"), "\u17ca")]
     ro = COENG + "\u179a"
