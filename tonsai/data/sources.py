@@ -125,13 +125,13 @@ class Source:
                 return [p]
             found = sorted(x for x in p.rglob("*") if x.is_file() or _is_saved_dataset(x))
         elif p.is_file():
-            if _kind(p) is None:
+            if file_kind(p) is None:
                 raise StageError(f"{self.lang} source {self.path}: unsupported file type "
                                  f"(use .txt, .jsonl, .json, .parquet, optionally .gz/.zst)")
             return [p]
         else:
             raise StageError(f"{self.lang} source {self.path}: no such file or folder")
-        found = [x for x in found if _kind(x) is not None]
+        found = [x for x in found if file_kind(x) is not None]
         # a saved dataset's own .arrow/.json files are not separate inputs
         saved = [x for x in found if x.is_dir()]
         found = [x for x in found if not any(s in x.parents for s in saved)]
@@ -145,7 +145,7 @@ def _is_saved_dataset(p: Path) -> bool:
     return p.is_dir() and ((p / "state.json").is_file() or (p / "dataset_dict.json").is_file())
 
 
-def _kind(p: Path) -> str | None:
+def file_kind(p: Path) -> str | None:
     if _is_saved_dataset(p):
         return "saved"
     if p.is_dir():
@@ -300,7 +300,7 @@ def iter_documents(source: Source, stats: ReadStats, doc_mode: str = "line",
         yield from _iter_hub(source, stats, opts)
         return
     for path in source.files():
-        kind = _kind(path)
+        kind = file_kind(path)
         rel = path.name
         try:
             if kind == "json":
@@ -386,7 +386,7 @@ def _bad_record(e: BadRecord, source: Source, rel: str, n: int, where: str, opts
     return d
 
 
-def _json_records(f: IO[bytes], path: Path, stats: ReadStats) -> Iterator[tuple[int, str, object, bool]]:
+def json_records(f: IO[bytes], path: Path, stats: ReadStats) -> Iterator[tuple[int, str, object, bool]]:
     """(record number, location, parsed value or a :class:`BadRecord`, invalid UTF-8) for each record
     of a JSON array file or a JSON-lines file."""
     head = f.peek(64)[:64] if hasattr(f, "peek") else b""
@@ -416,7 +416,7 @@ def _iter_json(path: Path, rel: str, source: Source, stats: ReadStats, opts: Rea
     with_text = 0
     no_field = None  # the first record without the text field
     with open_binary(path) as f:
-        for n, where, obj, invalid in _json_records(f, path, stats):
+        for n, where, obj, invalid in json_records(f, path, stats):
             try:
                 if isinstance(obj, BadRecord):
                     raise obj

@@ -10,7 +10,7 @@ import base64
 import html
 import io
 
-from tonsai.eval.report import LANG_NAMES, NOTES, _fmt, column_value, comparison_tables, eval_set_line, suite_rows
+from tonsai.eval.report import LANG_NAMES, NOTES, fmt_value, column_value, comparison_tables, eval_set_line, suite_rows
 
 CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI","Noto Sans Khmer",sans-serif;margin:2rem auto;max-width:68rem;
@@ -33,12 +33,12 @@ def _png(fig) -> str:
     return f'<img alt="plot" src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}">'
 
 
-def _table(header: list[str], rows: list[list], numeric_from: int = 1) -> str:
+def html_table(header: list[str], rows: list[list], numeric_from: int = 1) -> str:
     out = ["<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>"]
     for row in rows:
         cells = []
         for i, v in enumerate(row):
-            text = "–" if v is None else _fmt(v)
+            text = "–" if v is None else fmt_value(v)
             cls = ' class="num"' if i >= numeric_from else ""
             cells.append(f"<td{cls}>{html.escape(text)}</td>")
         out.append("<tr>" + "".join(cells) + "</tr>")
@@ -71,7 +71,7 @@ def _curves_plot(reports: list[dict]) -> str | None:
     return _png(fig)
 
 
-def _grouped_bars(title: str, groups: list[str], series: dict[str, list[float | None]], ylabel: str) -> str:
+def grouped_bars(title: str, groups: list[str], series: dict[str, list[float | None]], ylabel: str) -> str:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -155,19 +155,19 @@ def render_html(report: dict, compared: list[dict] = ()) -> str:
 
     if report.get("languages"):
         parts.append("<h2>Per language</h2>")
-        parts.append(_table(["language", "documents", "tokens", "loss (nats/token)", "perplexity", "bits/byte",
+        parts.append(html_table(["language", "documents", "tokens", "loss (nats/token)", "perplexity", "bits/byte",
                              "bits/char"],
                             [[f"{LANG_NAMES.get(lang, lang)} ({lang})", m["documents"], m["tokens"], m["loss"],
                               m["perplexity"], m["bits_per_byte"], m["bits_per_char"]]
                              for lang, m in report["languages"].items()]))
     if len(report.get("sources", {})) > 1:
         parts.append("<h2>Per source</h2>")
-        parts.append(_table(["source", "language", "documents", "loss", "bits/byte", "bits/char"],
+        parts.append(html_table(["source", "language", "documents", "loss", "bits/byte", "bits/char"],
                             [[name, m["lang"], m["documents"], m["loss"], m["bits_per_byte"], m["bits_per_char"]]
                              for name, m in report["sources"].items()], numeric_from=2))
     langs = sorted({lang for r in reports for lang in r.get("languages", {})})
     if langs:
-        parts.append(_grouped_bars("bits per byte (lower is better)", [LANG_NAMES.get(x, x) for x in langs],
+        parts.append(grouped_bars("bits per byte (lower is better)", [LANG_NAMES.get(x, x) for x in langs],
                                    {r["name"]: [r.get("languages", {}).get(x, {}).get("bits_per_byte") for x in langs]
                                     for r in reports}, "bits/byte"))
     if report.get("parallel"):
@@ -176,7 +176,7 @@ def render_html(report: dict, compared: list[dict] = ()) -> str:
         parts.append(f"<p>{p['pairs']:,} pairs from <code>{esc(p['km_file'])}</code> and "
                      f"<code>{esc(p['en_file'])}</code>. Khmer costs <b>{p['km_en_bits_ratio']:.3f}×</b> the bits "
                      f"of the same sentence in English (1.0 would be parity).</p>")
-        parts.append(_table(["", "Khmer", "English"],
+        parts.append(html_table(["", "Khmer", "English"],
                             [["bits per sentence", p["km_bits_per_sentence"], p["en_bits_per_sentence"]],
                              ["tokens per sentence", p["km_tokens_per_sentence"], p["en_tokens_per_sentence"]]]))
     curves = _curves_plot(reports)
@@ -191,7 +191,7 @@ def render_html(report: dict, compared: list[dict] = ()) -> str:
         if report.get("suite_chat"):
             parts.append("<p class=\"note\">Each prompt was given as a user turn in the model's chat template "
                          "(<code>--chat</code>).</p>")
-        parts.append(_table(["suite", "task", "metric", "value", "examples"],
+        parts.append(html_table(["suite", "task", "metric", "value", "examples"],
                             [[s, t, m, v, n] for s, t, m, v, n in rows], numeric_from=3))
         parts.append(_suite_panels(reports))
     if compared:
@@ -200,7 +200,7 @@ def render_html(report: dict, compared: list[dict] = ()) -> str:
                      f"({esc(eval_set_line(report))}).</p>")
         for title, cols in comparison_tables(reports):
             parts.append(f"<h3>{esc(title)}</h3>")
-            parts.append(_table(["model", *[c for c, _ in cols]],
+            parts.append(html_table(["model", *[c for c, _ in cols]],
                                 [[r["name"], *[column_value(r, k) for _, k in cols]] for r in reports]))
     parts.append("<p class=\"note\">" + esc(" ".join(NOTES)) + "</p></body></html>")
     return "\n".join(parts)

@@ -86,7 +86,7 @@ def load_report(path: str | Path) -> dict:
     return report
 
 
-def _fmt(v) -> str:
+def fmt_value(v) -> str:
     if isinstance(v, bool) or v is None:
         return str(v)
     if isinstance(v, int):
@@ -233,7 +233,7 @@ def render_markdown(report: dict, compared: list[dict] = ()) -> str:
         if report.get("suite_chat"):
             lines += ["Each prompt was given as a user turn in the model's chat template (`--chat`).", ""]
         lines += ["| suite | task | metric | value | examples |", "|---|---|---|---:|---:|"]
-        lines += [f"| {s} | {t} | {m} | {v:.4f} | {_fmt(n)} |" for s, t, m, v, n in rows]
+        lines += [f"| {s} | {t} | {m} | {v:.4f} | {fmt_value(n)} |" for s, t, m, v, n in rows]
         lines.append("")
     if compared:
         reports = [report, *compared]
@@ -244,7 +244,7 @@ def render_markdown(report: dict, compared: list[dict] = ()) -> str:
                       "|---|" + "---:|" * len(cols)]
             for r in reports:
                 vals = [column_value(r, k) for _, k in cols]
-                lines.append(f"| {r['name']} | " + " | ".join("–" if v is None else _fmt(v) for v in vals) + " |")
+                lines.append(f"| {r['name']} | " + " | ".join("–" if v is None else fmt_value(v) for v in vals) + " |")
             lines.append("")
     lines += NOTES + [""]
     return "\n".join(lines)

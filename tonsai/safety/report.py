@@ -134,7 +134,7 @@ def render_markdown(report: dict) -> str:
 
 
 def render_html(report: dict) -> str:
-    from tonsai.eval.html import CSS, _grouped_bars, _table
+    from tonsai.eval.html import CSS, grouped_bars, html_table
     from tonsai.eval.report import LANG_NAMES
 
     esc = html.escape
@@ -151,13 +151,13 @@ def render_html(report: dict) -> str:
                 f"(label {esc(report['classifier']['label'])}, threshold {report['classifier']['threshold']})"
                 if report.get("classifier") else "") + "</p>",
              "<h2>Flagged rate per language</h2>",
-             _table(["language", "generations", "flagged", "rate"],
+             html_table(["language", "generations", "flagged", "rate"],
                     [[f"{LANG_NAMES.get(lang, lang)} ({lang})", m["n"], m["flagged"], m["rate"]]
                      for lang, m in report["languages"].items()]
                     + [["all", report["overall"]["n"], report["overall"]["flagged"], report["overall"]["rate"]]])]
     cats = [c for c in CATEGORIES if any(c in m["categories"] for m in report["languages"].values())]
     parts.append("<h2>Flagged rate per prompt category</h2>")
-    parts.append(_grouped_bars("share of generations flagged", cats,
+    parts.append(grouped_bars("share of generations flagged", cats,
                                {LANG_NAMES.get(lang, lang): [m["categories"].get(c, {}).get("rate") for c in cats]
                                 for lang, m in report["languages"].items()}, "flagged rate"))
     parts.append(f"<h2>Flagged generations ({len(report['flagged'])})</h2>")

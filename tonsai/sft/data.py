@@ -85,8 +85,8 @@ from tonsai.data.sources import (
     BadRecord,
     ReadStats,
     Source,
-    _json_records,
-    _kind,
+    json_records,
+    file_kind,
     open_binary,
     open_hub,
     read_error,
@@ -155,7 +155,7 @@ def _records(src: SftSource) -> Iterator[tuple[str, int, str, list[dict[str, str
                                       for i, row in enumerate(open_hub(source))))
         return
     for path in source.files():
-        kind = _kind(path)
+        kind = file_kind(path)
         if kind not in ("json", "parquet"):
             raise StageError(f"instruction source {src.path}: {path} is not JSON lines, JSON or Parquet; instruction "
                              f"data needs records with messages, conversations or instruction/output fields")
@@ -183,7 +183,7 @@ def _parsed(name: str, records) -> Iterator[tuple[str, int, str, list[dict[str, 
 def _json_file(path: Path) -> Iterator[tuple[str, int, str, object]]:
     try:
         with open_binary(path) as f:
-            for n, where, obj, _invalid in _json_records(f, path, ReadStats()):
+            for n, where, obj, _invalid in json_records(f, path, ReadStats()):
                 yield path.name, n, where, obj
     except (OSError, EOFError) as e:
         raise read_error(path, e) from e

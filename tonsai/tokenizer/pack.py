@@ -53,7 +53,7 @@ def dataset_hash(dataset_dir: str | Path) -> str:
     return file_sha256(path)
 
 
-def _write_shard(texts: Iterable[str | tuple[str, str]], tokenizer_json: str, path: Path,
+def write_shard(texts: Iterable[str | tuple[str, str]], tokenizer_json: str, path: Path,
                  batch_size: int = 1000) -> dict:
     """Tokenize ``texts`` into the shard file ``path``; return its counts.
 
@@ -116,7 +116,7 @@ def _write_shard(texts: Iterable[str | tuple[str, str]], tokenizer_json: str, pa
     return counts
 
 
-def _folder_meta(tokenizer_dir: str | Path, shards: list[dict], extra: dict | None) -> dict:
+def folder_meta(tokenizer_dir: str | Path, shards: list[dict], extra: dict | None) -> dict:
     from tokenizers import Tokenizer
 
     tok = Tokenizer.from_file(str(Path(tokenizer_dir) / "tokenizer.json"))
@@ -137,8 +137,8 @@ def pack_texts(texts: Iterable[str], tokenizer_dir: str | Path, out_dir: str | P
                batch_size: int = 1000, extra_meta: dict | None = None) -> dict:
     """Tokenize ``texts`` in this process into one shard; write the folder ``out_dir`` atomically."""
     with staged_dir(out_dir) as tmp:
-        shard = _write_shard(texts, str(Path(tokenizer_dir) / "tokenizer.json"), tmp / "shard-00000.bin", batch_size)
-        meta = _folder_meta(tokenizer_dir, [shard], extra_meta)
+        shard = write_shard(texts, str(Path(tokenizer_dir) / "tokenizer.json"), tmp / "shard-00000.bin", batch_size)
+        meta = folder_meta(tokenizer_dir, [shard], extra_meta)
         write_json(tmp / META, meta)
     return meta
 

@@ -5,7 +5,7 @@ task ``i`` of a folder cut into ``N`` gets documents ``[i*n/N, (i+1)*n/N)`` and 
 ``shard-<i>.bin``, so shard order is task order and the token stream is the same for any ``N``.
 One datatrove pipeline runs every task of every folder (rank ``r`` is ``plan[r]``):
 :class:`DatasetRangeReader` yields the range's documents, :class:`TokenShardWriter` tokenizes them
-into tonsai's shard format (:func:`tonsai.tokenizer.pack._write_shard`; datatrove's own
+into tonsai's shard format (:func:`tonsai.tokenizer.pack.write_shard`; datatrove's own
 DocumentTokenizer writes another format, with no per-token language runs or hashes that tonsai's
 readers check).
 
@@ -30,7 +30,7 @@ from datatrove.pipeline.base import PipelineStep
 from tonsai.atomic import staged_dir, write_json
 from tonsai.errors import StageError
 from tonsai.executors import forget_ranks, local_executor, unfinished_ranks
-from tonsai.tokenizer.pack import META, _folder_meta, _write_shard
+from tonsai.tokenizer.pack import META, folder_meta, write_shard
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +128,7 @@ class TokenShardWriter(PipelineStep):
         mixed = spec["lang"] is None
         texts = ((d.text, d.metadata["lang"]) if mixed else d.text for d in data)
         with self.track_time():
-            counts = _write_shard(texts, self.tokenizer_json, tmp / f"{name}.bin", self.batch_size)
+            counts = write_shard(texts, self.tokenizer_json, tmp / f"{name}.bin", self.batch_size)
         for key in ("tokens", "documents", "bytes", "characters"):
             self.stat_update(key, value=counts[key])
         for f in sorted(tmp.iterdir()):
@@ -199,7 +199,7 @@ def collect(out_root: Path, work: Path, specs: list[dict], tokenizer_dir: str | 
                 for f in shard_dir(work, s).glob(counts["file"].removesuffix(".bin") + ".*"):
                     if f.suffix != ".json":  # a link: the work folder stays whole until the end
                         os.link(f, tmp / f.name)
-            meta = _folder_meta(tokenizer_dir, shards, {"split": split, "lang": lang,
+            meta = folder_meta(tokenizer_dir, shards, {"split": split, "lang": lang,
                                                          "dataset_manifest_sha256": dataset_sha})
             if meta["documents"] == 0:
                 raise StageError(f"split {split!r} of the dataset has no {lang} documents")
