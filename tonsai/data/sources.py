@@ -475,30 +475,46 @@ def _iter_parquet(path: Path, rel: str, source: Source, stats: ReadStats, opts: 
 
 
 def _iter_saved(path: Path, rel: str, source: Source, stats: ReadStats, opts: ReadOptions) -> Iterator[Document]:
-    """A save_to_disk folder: read its Arrow stream files batch by batch (no memory map)."""
+    """A save_to_disk folder (a Dataset, or a DatasetDict and the source's split): its Arrow files,
+    as ``datasets.load_from_disk`` lists them (``cache_files``), read batch by batch (no memory map)."""
+    import datasets
     import pyarrow as pa
 
-    if (path / "dataset_dict.json").is_file():
+    try:
+        saved = datasets.load_from_disk(str(path))
+    except (pa.ArrowException, OSError) as e:  # a file cut inside a record batch, or not Arrow at all
+        where = next((f for f in sorted(path.rglob("*.arrow")) if not _reads(f)), path)
+        raise StageError(f"{where}: cannot read ({e}); the file is damaged — save the dataset again") from e
+    if isinstance(saved, datasets.DatasetDict):
         split = source.split or "train"
-        splits = json.loads((path / "dataset_dict.json").read_text())["splits"]
-        if split not in splits:
-            raise StageError(f"{path}: no split {split!r} (found {splits}); set the source's split")
-        path = path / split
-        rel = f"{rel}/{split}"
-    state = json.loads((path / "state.json").read_text())
+        if split not in saved:
+            raise StageError(f"{path}: no split {split!r} (found {list(saved)}); set the source's split")
+        saved, path, rel = saved[split], path / split, f"{rel}/{split}"
+    _check_column(saved.column_names, str(path), opts, saved.features.arrow_schema)
+    files = [Path(f["filename"]) for f in saved.cache_files]
+    del saved
     i = 0
-    for entry in state["_data_files"]:
-        arrow = path / entry["filename"]
+    for arrow in files:
         _check_arrow_end(arrow)
         try:
             with pa.OSFile(str(arrow)) as fh:
-                reader = pa.ipc.open_stream(fh)
-                _check_column(reader.schema.names, str(path), opts, reader.schema)
-                for text in _iter_batches_text(reader, opts.text_column):
+                for text in _iter_batches_text(pa.ipc.open_stream(fh), opts.text_column):
                     yield _doc(source, rel, i, text or "", f"{path}#row{i}", False, opts, stats)
                     i += 1
         except pa.ArrowException as e:  # a message cut short, or damaged
             raise StageError(f"{arrow}: cannot read ({e}); the file is damaged — save the dataset again") from e
+
+
+def _reads(arrow: Path) -> bool:
+    """Whether an Arrow stream file reads to its end (to name the damaged one)."""
+    import pyarrow as pa
+
+    try:
+        with pa.OSFile(str(arrow)) as fh:
+            pa.ipc.open_stream(fh).read_all()
+        return True
+    except (pa.ArrowException, OSError):
+        return False
 
 
 ARROW_EOS = b"\xff\xff\xff\xff\x00\x00\x00\x00"  # the end-of-stream marker a closed Arrow stream writer leaves
