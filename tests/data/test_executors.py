@@ -117,6 +117,34 @@ def test_slurm_merge_does_not_run_when_a_document_task_fails(tmp_path):
     assert "bad.jsonl:2" in logs  # the failing file and line, in the task's Slurm log
 
 
+def test_a_slurm_task_lost_with_its_node_then_the_same_command_submits_only_that_task(tmp_path):
+    """Task 1 of 3 never runs (its node is lost: the stand-in scheduler reports exit 1 without running
+    it): the merge waits; the same command again submits an array of that one task and the merge, and
+    the dataset is the one local run's."""
+    args = corpus(tmp_path)
+    assert run(args + ["--output-dir", str(tmp_path / "local")]).returncode == 0
+    state = tmp_path / "slurm"
+    env = {"PATH": f"{STANDIN}{os.pathsep}{os.environ['PATH']}", "SLURM_STANDIN_DIR": str(state),
+           "SLURM_STANDIN_LOSE_TASKS": "1"}
+    cmd = args + ["--output-dir", str(tmp_path / "out"), "--executor", "slurm", "--slurm-partition", "cpu",
+                  "--num-shards", "3", "--workers", "3"]
+
+    def submitted(r):
+        assert r.returncode == 0, r.stderr[-3000:]
+        jobs = [json.loads(line) for line in (state / "jobs.jsonl").read_text().splitlines()]
+        jobs = [j for j in jobs if "launch_pickled_pipeline" in j["script"]]  # not datatrove's stats jobs
+        return [j for j in jobs if j["directives"].get("job-name") == "tonsai-prepare-docs"][-1], \
+            [j for j in jobs if j["directives"].get("job-name") == "tonsai-prepare-merge"][-1]
+
+    docs, merge = submitted(run(cmd, env=env, cwd=tmp_path))
+    assert docs["exit_codes"] == [0, 1, 0] and not merge["ran"] and not (tmp_path / "out").exists()
+    del env["SLURM_STANDIN_LOSE_TASKS"]
+    again, merge = submitted(run(cmd, env=env, cwd=tmp_path))
+    assert again["id"] != docs["id"] and again["directives"]["array"].startswith("0-0")  # one task: the lost one
+    assert again["exit_codes"] == [0] and merge["exit_codes"] == [0]
+    assert dataset_rows(tmp_path / "out")[0] == dataset_rows(tmp_path / "local")[0]
+
+
 def test_several_tasks_over_a_hub_stream_warn_that_each_streams_it_whole(tmp_path, monkeypatch, caplog):
     from tonsai.errors import StageError
 

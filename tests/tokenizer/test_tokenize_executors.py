@@ -149,6 +149,35 @@ def test_slurm_executor_submits_tasks_and_a_final_job_that_build_the_same_token_
     assert any((out / ".work" / "logs" / "slurm_logs").glob(f"{tasks['id']}_*.out"))
 
 
+def test_a_slurm_task_lost_with_its_node_then_the_same_command_submits_only_that_task(sample_pipeline, tmp_path):
+    """Task 2 of 3 never runs (the stand-in scheduler loses its node): the final job waits; the same
+    command again submits that one task and the final job, and the token folders are the expected ones."""
+    data, tok = str(sample_pipeline / "data"), str(sample_pipeline / "tok")
+    state = tmp_path / "slurm"
+    env = {"PATH": f"{STANDIN}{os.pathsep}{os.environ['PATH']}", "SLURM_STANDIN_DIR": str(state),
+           "SLURM_STANDIN_LOSE_TASKS": "2"}
+    cmd = ["--dataset-dir", data, "--tokenizer-dir", tok, "--output-dir", "tokens", "--executor", "slurm",
+           "--slurm-partition", "cpu", "--tasks", "3", "--workers", "3"]
+
+    def submitted(r):
+        assert r.returncode == 0, r.stderr[-3000:]
+        jobs = [json.loads(line) for line in (state / "jobs.jsonl").read_text().splitlines()]
+        jobs = [j for j in jobs if "launch_pickled_pipeline" in j["script"]]  # not datatrove's stats jobs
+        return [j for j in jobs if j["directives"].get("job-name") == "tonsai-tokenize"][-1], \
+            [j for j in jobs if j["directives"].get("job-name") == "tonsai-tokenize-finish"][-1]
+
+    tasks, final = submitted(script(cmd, env=env, cwd=tmp_path))
+    assert tasks["exit_codes"][2] == 1 and not final["ran"] and not (tmp_path / "tokens" / "manifest.json").exists()
+    del env["SLURM_STANDIN_LOSE_TASKS"]
+    again, final = submitted(script(cmd, env=env, cwd=tmp_path))
+    assert again["id"] != tasks["id"] and again["directives"]["array"].startswith("0-0")  # only the lost task
+    assert again["exit_codes"] == [0] and final["exit_codes"] == [0]
+    out = tmp_path / "tokens"
+    assert np.asarray(TokenFile(out / "train").tokens).tolist() == expected_stream(data, tok)
+    assert np.asarray(TokenFile(out / "validation_km").tokens).tolist() == expected_stream(
+        data, tok, "validation", "km")
+
+
 def test_slurm_needs_a_partition():
     with pytest.raises(SystemExit):
         parse_config(TokenizeConfig, "", ["--dataset-dir", "d", "--tokenizer-dir", "t", "--output-dir", "o",
