@@ -13,7 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tonsai.data.dedup import KEYS_VERSION, band_key_matrix, band_keys, shingle_hash, shingle_hashes, shingles, signature
+from tests.data.corpus import en_docs
+from tonsai.data.dedup import (KEYS_VERSION, NearDuplicateClusters, band_key_matrix, band_keys, exact_duplicates,
+                               exact_key, shingle_hash, shingle_hashes, shingles, signature)
 
 REPO = Path(__file__).resolve().parents[2]
 KM_NEWS = "khmer_news_kh_data_1000/khm_news_orig.txt"
@@ -131,3 +133,18 @@ GOLDEN = [  # band_keys(text)[:2] of the texts above with rensa 0.5 (ALGORITHM_V
     [5655563508768869709, 2651293890532831982],
     [10876135058662096253, 3101226757080875218],
 ]
+
+
+def test_exact_and_near_duplicates_keep_the_earliest():
+    h = np.array([exact_key(t) for t in ["a", "b", "a", "c", "b"]], dtype=np.uint64)
+    order = np.array([5, 1, 0, 3, 4])
+    dup = exact_duplicates(h[:, 0], h[:, 1], order)
+    assert dup.tolist() == [True, False, False, False, True]  # "a" survives at order 0, "b" at order 1
+    base = en_docs(1)[0] * 3
+    texts = [base.replace("river", "rivers", 1), base, en_docs(1, seed=9)[0]]
+    bands = np.array([band_keys(t) for t in texts], dtype=np.uint64)
+    clusters = NearDuplicateClusters(np.array([2, 1, 0]))
+    for k in range(bands.shape[1]):
+        clusters.add_band(bands[:, k], np.ones(3, dtype=bool))
+    near, survivor = clusters.duplicates(3)
+    assert near.tolist() == [True, False, False] and survivor == {0: 1}

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.data.test_prepare_scale import REPO, cfg, en_docs, km_docs, write_lines
+from tests.data.corpus import REPO, cfg, en_docs, km_docs, write_lines
 from tonsai.data.prepare import run_prepare
 from tonsai.data.prepared import load_prepared
 

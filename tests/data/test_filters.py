@@ -17,8 +17,9 @@ import re
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.data.corpus import en_docs, km_docs
 from tonsai.data.filters import (FilterThresholds, _repeat_starts, _repeat_starts_numpy, first_reason,
-                                 repeated_ngrams, units)
+                                 repeated_lines, repeated_ngrams, units)
 from tonsai.data.sources import ReadStats, Source, iter_documents
 from tonsai.text import RoutingThresholds, count_scripts, normalize
 
@@ -152,3 +153,26 @@ def test_repeated_ngrams_cover_what_the_plain_loop_covers(us, n):
         assert repeated_ngrams(us, limit, n) == expected
     if len(us) >= 4 * n:
         assert _repeat_starts(us, n) == _repeat_starts_numpy(us, n)
+
+
+def test_word_units_count_khmer_syllables():
+    assert units("ប្រទេសកម្ពុជា is here") == ["ប្រ", "ទេ", "ស", "ក", "ម្ពុ", "ជា", "is", "here"]
+
+
+def test_repetition_and_ratio_filters_give_reasons():
+    t = FilterThresholds()
+    routing = RoutingThresholds()
+
+    def reason(text, lang="en"):
+        return first_reason(text, count_scripts(text), lang, routing, t)
+
+    assert reason("\n".join(["same line here ok"] * 4 + ["another line"])) == "repeated_lines"
+    assert reason(" ".join(["buy cheap watches now today"] * 6)) == "repeated_ngrams"
+    assert reason("ទិញនាឡិកាថោកនៅថ្ងៃនេះ" * 10, "km") == "repeated_ngrams"
+    assert reason("Call 012 345 678 or 098 765 432 or 011 222 333 now") == "too_many_digits"
+    assert reason("Hello ::: ### *** !!! ??? ... --- +++ === world") == "too_many_symbols"
+    assert reason("see https://example.com/a/very/long/path/to/some/page/index.html ok") == "too_many_urls"
+    assert reason(en_docs(1)[0]) is None
+    assert reason(km_docs(1)[0], "km") is None
+    assert repeated_lines("a\nb\nc", 0.3) is None
+    assert repeated_ngrams(units(km_docs(1)[0]), 0.3) is None

@@ -1,7 +1,15 @@
+"""The prepare stage end to end: accounting, output and splits, options and errors, duplicates across
+sources, sharding and processes, resuming, failures that leave nothing behind, and the CLI."""
+
+import gzip
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 
+from tests.data.corpus import REPO, cfg, en_docs, km_docs, write_lines
 from tonsai.cli import parse_config
 from tonsai.data.prepare import PrepareConfig, run_prepare
 from tonsai.data.prepared import load_prepared
@@ -23,11 +31,6 @@ EN = [
     "Students go to school every day from Monday to Friday to study science.",
     "The weather in Cambodia is hot all year round, with a rainy and a dry season.",
 ]
-
-
-def write_lines(path, lines):
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return str(path)
 
 
 @pytest.fixture
@@ -156,3 +159,139 @@ def test_manifest_is_required_downstream(tmp_path):
 
     with pytest.raises(ManifestError, match="no manifest.json"):
         read_manifest(tmp_path / "half", "prepare")
+
+
+def test_duplicates_across_sources_and_languages_are_counted(tmp_path):
+    km = km_docs(20)
+    en = en_docs(20)
+    shared = en[0]
+    near_copy = en[1][:-1] + " today."  # nearly the same document
+    a = write_lines(tmp_path / "en_a.txt", en)
+    b = write_lines(tmp_path / "en_b.txt", [shared, near_copy] + en_docs(10, seed=5))
+    k = write_lines(tmp_path / "km.txt", km + [km[0]])
+    m = run_prepare(cfg(tmp_path, english=[a, b], khmer=[k]))
+    c = m["counts"]
+    assert c["en:en_b.txt"]["dropped:duplicate"] == 1  # the copy in the later source goes
+    assert c["en:en_a.txt"].get("dropped:duplicate", 0) == 0
+    assert c["km:km.txt"]["dropped:duplicate"] == 1
+    assert c["en:en_b.txt"]["dropped:near_duplicate"] == 1
+    for name, counts in c.items():
+        dropped = sum(v for key, v in counts.items() if key.startswith("dropped:"))
+        assert counts["read"] == counts["kept"] + dropped, name
+    off = run_prepare(cfg(tmp_path, output_dir=str(tmp_path / "o2"), english=[a, b], khmer=[k], near_dedup=False))
+    assert "dropped:near_duplicate" not in off["counts"]["en:en_b.txt"]
+
+
+def _split_ids(path):
+    dd, _ = load_prepared(path)
+    return sorted(dd["train"]["id"]), sorted(dd["validation"]["id"]), dd["train"]["id"]
+
+
+def test_shards_and_processes_give_the_same_dataset(tmp_path):
+    km = write_lines(tmp_path / "km.txt", km_docs(80) + km_docs(5))  # exact duplicates across shards
+    en = write_lines(tmp_path / "en.txt", en_docs(120))
+    base = dict(khmer=[km], english=[en], seed=3)
+    one = run_prepare(cfg(tmp_path, output_dir=str(tmp_path / "one"), **base))
+    work = tmp_path / "work"
+    for i in range(3):
+        info = run_prepare(cfg(tmp_path, output_dir=str(tmp_path / "three"), num_shards=3, shard_index=i,
+                               work_dir=str(work), **base))
+        assert info["task"] == i
+    assert not (tmp_path / "three").exists()
+    three = run_prepare(cfg(tmp_path, output_dir=str(tmp_path / "three"), num_shards=3, merge_only=True,
+                            work_dir=str(work), **base))
+    procs = run_prepare(cfg(tmp_path, output_dir=str(tmp_path / "procs"), workers=2, **base))
+    assert one["counts"] == three["counts"] == procs["counts"]
+    assert one["counts"]["km:km.txt"]["dropped:duplicate"] == 5
+    assert _split_ids(tmp_path / "one") == _split_ids(tmp_path / "three") == _split_ids(tmp_path / "procs")
+    assert not work.exists()  # removed after a successful merge
+
+
+def test_rerun_skips_finished_tasks_and_merge_needs_all(tmp_path, caplog):
+    km = write_lines(tmp_path / "km.txt", km_docs(40))
+    work = tmp_path / "work"
+    base = dict(khmer=[km], num_shards=2, work_dir=str(work))
+    run_prepare(cfg(tmp_path, shard_index=1, **base))
+    with pytest.raises(StageError, match=r"document tasks \[0\] of 2 are not finished"):
+        run_prepare(cfg(tmp_path, merge_only=True, **base))
+    assert not (tmp_path / "out").exists()
+    info = work / "docs" / "00001.parquet"  # task 1's documents, marked done in datatrove's completions
+    assert (work / "logs" / "docs" / "completions" / "00001").is_file()
+    before = info.stat().st_mtime_ns
+    with caplog.at_level("INFO"):
+        run_prepare(cfg(tmp_path, keep_work_dir=True, **base))
+    assert info.stat().st_mtime_ns == before
+    assert "1 of 2 document tasks are finished already" in caplog.text
+    # other settings: the finished shard is redone, not reused
+    run_prepare(cfg(tmp_path, min_chars=25, keep_work_dir=True, overwrite=True, **base))
+    assert info.stat().st_mtime_ns != before
+
+
+def test_failed_run_leaves_no_complete_looking_output(tmp_path):
+    good = write_lines(tmp_path / "km.txt", km_docs(20))
+    run_prepare(cfg(tmp_path, khmer=[good]))
+    manifest = (tmp_path / "out" / "manifest.json").read_text()
+    bad = write_lines(tmp_path / "km_bad.txt", ["ខ្លី", "short"])
+    with pytest.raises(StageError, match="no km documents are left"):
+        run_prepare(cfg(tmp_path, khmer=[bad], overwrite=True))
+    assert (tmp_path / "out" / "manifest.json").read_text() == manifest  # the old output is intact
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp-")]
+    # the work folder keeps only finished tasks' files (each marked complete), no half-written one
+    work = tmp_path / "out.work"
+    if work.exists():
+        docs = list((work / "docs").iterdir())
+        assert not [p for p in docs if p.name.startswith(".tmp-")]
+        assert all((work / "logs" / "docs" / "completions" / p.stem).is_file() for p in docs)
+
+
+def test_a_failure_while_writing_the_splits_leaves_nothing_behind(tmp_path, monkeypatch):
+    from tonsai.data import splitwrite
+
+    km = write_lines(tmp_path / "km.txt", km_docs(20))
+
+    def broken_bucket(*args):
+        raise OSError("disk full (injected)")
+
+    monkeypatch.setattr(splitwrite, "write_bucket", broken_bucket)  # the bucket sort step, in this process
+    with pytest.raises(OSError, match="injected"):
+        run_prepare(cfg(tmp_path, khmer=[km]))
+    assert not (tmp_path / "out").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp-")]
+
+
+def test_accounting_mismatch_is_an_error_not_an_assert():
+    from tonsai.data.prepare import _check_accounting
+
+    _check_accounting({"km:a.txt": {"read": 5, "kept": 3, "dropped:too_short": 2, "passed_filters": 4}})
+    with pytest.raises(StageError, match=r"km:a.txt: 5 documents read but 3 kept \+ 1 dropped"):
+        _check_accounting({"km:a.txt": {"read": 5, "kept": 3, "dropped:too_short": 1}})
+
+
+def test_rejected_documents_are_written_with_reasons(tmp_path):
+    km = write_lines(tmp_path / "km.txt", km_docs(10) + [km_docs(1)[0], "ខ្លី"])
+    m = run_prepare(cfg(tmp_path, khmer=[km], write_rejected=True))
+    rows = [json.loads(line) for f in sorted((tmp_path / "out" / "rejected").glob("*.jsonl.gz"))
+            for line in gzip.open(f, "rt", encoding="utf-8")]
+    assert sorted(r["reason"] for r in rows) == ["duplicate", "too_short"]
+    assert sum(v for k, v in m["counts"]["km:km.txt"].items() if k.startswith("dropped:")) == len(rows)
+
+
+def test_cli_exit_codes_and_messages(tmp_path):
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    script = str(REPO / "scripts" / "prepare_dataset.py")
+    r = subprocess.run([sys.executable, script, "--khmer", str(tmp_path / "missing.txt"), "--output-dir",
+                        str(tmp_path / "o")], capture_output=True, text=True, env=env)
+    assert r.returncode == 1 and "missing.txt: no such file or folder" in r.stderr
+    r = subprocess.run([sys.executable, script, "--khmer", "x", "--source-weights", "km:x=-1", "--output-dir",
+                        str(tmp_path / "o")], capture_output=True, text=True, env=env)
+    assert r.returncode == 2 and "weights must be >= 0" in r.stderr
+    r = subprocess.run([sys.executable, script, "--help"], capture_output=True, text=True, env=env)
+    assert "hf:NAME[:CONFIG[:SPLIT]]" in r.stdout and "--num-shards" in r.stdout
+
+
+def test_zero_source_weights_are_refused(tmp_path):
+    k1 = write_lines(tmp_path / "k1.txt", km_docs(10, seed=1))
+    k2 = write_lines(tmp_path / "k2.txt", km_docs(10, seed=2))
+    with pytest.raises(StageError, match="all weights are zero"):
+        run_prepare(cfg(tmp_path, khmer=[k1, k2], source_weights=["km:k1.txt=0", "km:k2.txt=0"]))
+    assert not (tmp_path / "out").exists()

@@ -1,0 +1,148 @@
+"""The readers of tonsai.data.sources: input formats, Hub specs and streams, paragraph mode, and bad
+input (missing column, malformed JSON lines, invalid UTF-8, unreadable files)."""
+
+import gzip
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from tests.data.corpus import cfg, en_docs, km_docs
+from tonsai.data.prepare import run_prepare
+from tonsai.data.prepared import load_prepared
+from tonsai.data.sources import ReadStats, Source, iter_documents
+from tonsai.errors import StageError
+
+
+def test_every_input_format_yields_the_same_documents(tmp_path):
+    import datasets
+
+    texts = en_docs(7)
+    records = [{"text": t, "url": f"u{i}"} for i, t in enumerate(texts)]
+    jsonl = "".join(json.dumps(r) + "\n" for r in records).encode()
+    (tmp_path / "a.jsonl.gz").write_bytes(gzip.compress(jsonl))
+    import zstandard
+
+    (tmp_path / "b.jsonl.zst").write_bytes(zstandard.ZstdCompressor().compress(jsonl))
+    (tmp_path / "c.json").write_text(json.dumps(records), encoding="utf-8")
+    (tmp_path / "d.txt.gz").write_bytes(gzip.compress(("\n".join(texts) + "\n").encode()))
+    pq.write_table(pa.table({"text": texts, "n": list(range(7))}), tmp_path / "e.parquet")
+    datasets.Dataset.from_dict({"text": texts}).save_to_disk(str(tmp_path / "f_saved"))
+    datasets.DatasetDict({"train": datasets.Dataset.from_dict({"text": texts})}).save_to_disk(str(tmp_path / "g_dict"))
+    hub = tmp_path / "hub_folder"
+    hub.mkdir()
+    pq.write_table(pa.table({"text": texts}), hub / "train-00000.parquet")
+    for path in ["a.jsonl.gz", "b.jsonl.zst", "c.json", "d.txt.gz", "e.parquet", "f_saved", "g_dict",
+                 f"hf:{hub}"]:
+        full = path if path.startswith("hf:") else str(tmp_path / path)
+        got = [d.text for d in iter_documents(Source(full, "en"), ReadStats())]
+        assert got == texts, path
+    # a folder holding all of them (the hub folder's parquet too): every input once, the saved
+    # datasets' own files and splits not again
+    folder_docs = list(iter_documents(Source(str(tmp_path), "en"), ReadStats()))
+    assert len(folder_docs) == 7 * 8
+    assert len({d.id for d in folder_docs}) == len(folder_docs)
+
+
+def test_hub_source_streams_through_load_dataset(tmp_path):
+    hub = tmp_path / "hub"
+    hub.mkdir()
+    pq.write_table(pa.table({"content": en_docs(30)}), hub / "train-00000.parquet")
+    m = run_prepare(cfg(tmp_path, english=[f"hf:{hub}"], text_column="content"))
+    assert m["counts"]["en:hub"]["read"] == 30
+    assert m["inputs"][0]["hub"] == str(hub) and m["inputs"][0]["split"] == "train"
+    assert m["inputs"][0]["files"][0]["sha256"]
+    with pytest.raises(StageError, match=r"no 'text' column \(found \['content'\]\)"):
+        run_prepare(cfg(tmp_path, english=[f"hf:{hub}"], overwrite=True))
+
+
+def test_paragraph_mode_makes_one_document_per_blank_line_separated_block(tmp_path):
+    paras = [km_docs(3, seed=i) for i in range(12)]  # 12 paragraphs of 3 lines each
+    path = tmp_path / "km.txt"
+    path.write_text("\n\n".join("\n".join(p) for p in paras) + "\n\n\n", encoding="utf-8")
+    m = run_prepare(cfg(tmp_path, khmer=[str(path)], doc_mode="paragraph"))
+    assert m["counts"]["km:km.txt"]["read"] == 12
+    dd, _ = load_prepared(tmp_path / "out")
+    texts = set(dd["train"]["text"]) | set(dd["validation"]["text"])
+    c = m["counts"]["km:km.txt"]
+    # lines of a paragraph stay together, newlines kept (a filter may drop one of these random paragraphs)
+    assert texts <= {"\n".join(p) for p in paras} and len(texts) == c["kept"] >= 10
+    line = run_prepare(cfg(tmp_path, output_dir=str(tmp_path / "lines"), khmer=[str(path)]))
+    assert line["counts"]["km:km.txt"]["read"] == 36
+
+
+@pytest.mark.parametrize("spec, want", [
+    ("hf:HuggingFaceFW/fineweb-2", ("HuggingFaceFW/fineweb-2", None, "train")),
+    ("hf:HuggingFaceFW/fineweb-2:khm_Khmr", ("HuggingFaceFW/fineweb-2", "khm_Khmr", "train")),
+    ("hf:HuggingFaceFW/fineweb-2:khm_Khmr:test", ("HuggingFaceFW/fineweb-2", "khm_Khmr", "test")),
+    ("hf:wikitext::validation", ("wikitext", None, "validation")),
+])
+def test_hub_spec_parsing(spec, want):
+    assert Source(spec, "km").hub_args() == want
+
+
+def test_hub_revision_pins_the_stream_and_is_recorded(tmp_path, monkeypatch):
+    import datasets
+
+    from tonsai.data.sources import load_mix_file, open_hub
+
+    mix = tmp_path / "mix.yaml"
+    mix.write_text("sources:\n  - {path: 'hf:HuggingFaceFW/fineweb-2:khm_Khmr', lang: km, revision: abc123}\n")
+    (src,) = load_mix_file(mix)
+    assert src.revision == "abc123" and src.hub_args() == ("HuggingFaceFW/fineweb-2", "khm_Khmr", "train")
+    seen = {}
+
+    def offline(*args, **kwargs):  # no network here: record what would be asked of the Hub
+        seen.update(kwargs, args=args)
+        raise ConnectionError("offline")
+
+    monkeypatch.setattr(datasets, "load_dataset", offline)
+    with pytest.raises(StageError, match="cannot stream this dataset"):
+        open_hub(src)
+    assert seen["revision"] == "abc123" and seen["streaming"] is True and seen["split"] == "train"
+    mix.write_text("sources:\n  - {path: km.txt, lang: km, revision: abc123}\n")
+    with pytest.raises(StageError, match="revision applies to hf: sources only"):
+        load_mix_file(mix)
+
+
+@pytest.mark.parametrize("spec", ["hf:", "hf:a:b:c:d"])
+def test_bad_hub_spec_says_the_form(spec):
+    with pytest.raises(StageError, match=r"expected hf:NAME\[:CONFIG\[:SPLIT\]\]"):
+        Source(spec, "km").hub_args()
+
+
+def test_missing_parquet_column_lists_columns(tmp_path):
+    pq.write_table(pa.table({"body": ["x"], "url": ["y"]}), tmp_path / "a.parquet")
+    with pytest.raises(StageError, match=r"a.parquet: no 'text' column \(found \['body', 'url'\]\)"):
+        run_prepare(cfg(tmp_path, english=[str(tmp_path / "a.parquet")]))
+    assert not (tmp_path / "out").exists()
+
+
+def test_malformed_json_lines_can_be_skipped_and_counted(tmp_path):
+    p = tmp_path / "en.jsonl"
+    lines = [json.dumps({"text": t}) for t in en_docs(10)]
+    lines.insert(3, "{broken")
+    p.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    m = run_prepare(cfg(tmp_path, english=[str(p)], bad_records="skip"))
+    c = m["counts"]["en:en.jsonl"]
+    assert c["read"] == 11 and c["dropped:malformed_json"] == 1 and c["malformed_records"] == 1
+    assert m["skipped_record_locations"]["en:en.jsonl"] == {"malformed_json": [f"{p}:4"]}
+
+
+def test_invalid_utf8_skip_drops_the_document(tmp_path):
+    p = tmp_path / "en.txt"
+    docs = en_docs(6)
+    p.write_bytes(b"\n".join(d.encode() for d in docs[:3]) + b"\n" + docs[3].encode() + b"\xff\n"
+                  + b"\n".join(d.encode() for d in docs[4:]) + b"\n")
+    m = run_prepare(cfg(tmp_path, english=[str(p)], invalid_utf8="skip"))
+    c = m["counts"]["en:en.txt"]
+    assert c["dropped:invalid_utf8"] == 1 and c["invalid_utf8_lines"] == 1 and c["kept"] == 5
+
+
+def test_unreadable_file_is_a_clear_error(tmp_path):
+    p = tmp_path / "en.txt.gz"
+    p.write_bytes(b"this is not gzip at all")
+    with pytest.raises(StageError, match=r"en.txt.gz: cannot read"):
+        run_prepare(cfg(tmp_path, english=[str(p)]))
+    assert not (tmp_path / "out").exists()
