@@ -26,6 +26,7 @@ import yaml
 
 from tonsai.configfile import check_fields
 from tonsai.errors import StageError
+from tonsai.manifest import ManifestError
 
 T = TypeVar("T")
 
@@ -134,8 +135,6 @@ def setup_logging(level: int = logging.INFO) -> None:
 
 def run_main(fn: Callable[[], Any]) -> int:
     """Run a stage's main function; a :class:`StageError` becomes one clear line and exit 1."""
-    from tonsai.manifest import ManifestError
-
     setup_logging()
     try:
         fn()

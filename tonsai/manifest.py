@@ -19,6 +19,7 @@ from typing import Any
 
 from tonsai import __version__
 from tonsai.atomic import write_json
+from tonsai.errors import StageError
 from tonsai.text.normalize import NORMALIZER_VERSION
 
 MANIFEST_NAME = "manifest.json"
@@ -34,6 +35,24 @@ def file_sha256(path: str | Path) -> str:
     several files at once)."""
     with open(path, "rb") as f:
         return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def tokenizer_hash(tokenizer_dir: str | Path) -> str:
+    """SHA-256 of a tokenizer folder's tokenizer.json: the token files, models and evaluations it made
+    record it, and readers refuse another tokenizer's."""
+    path = Path(tokenizer_dir) / "tokenizer.json"
+    if not path.is_file():
+        raise StageError(f"{tokenizer_dir} has no tokenizer.json; pass a folder written by train_tokenizer.py")
+    return file_sha256(path)
+
+
+def dataset_hash(dataset_dir: str | Path) -> str:
+    """SHA-256 of a prepared dataset's manifest.json: it changes whenever prepare is rerun, so token
+    folders made from an older preparation are not reused."""
+    path = Path(dataset_dir) / MANIFEST_NAME
+    if not path.is_file():
+        raise StageError(f"{dataset_dir} has no {MANIFEST_NAME}: not a folder written by prepare_dataset.py")
+    return file_sha256(path)
 
 
 def _jsonable(obj: Any) -> Any:

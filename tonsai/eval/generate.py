@@ -23,6 +23,12 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import torch
+from tqdm.auto import tqdm
+from transformers import StoppingCriteriaList
+
+from tonsai.model.build import context_length as config_context_length
+
 
 class StopOnStrings:
     """A transformers ``StoppingCriteria``: a row is done once its generated text contains a stop string.
@@ -35,8 +41,6 @@ class StopOnStrings:
         self.prompt_width = prompt_width
 
     def __call__(self, input_ids, scores, **kwargs):
-        import torch
-
         done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
         if not self.stop:
             return done
@@ -58,8 +62,6 @@ def cut_at_stop(text: str, stop: Sequence[str]) -> str:
 
 
 def context_length(model) -> int:
-    from tonsai.model.build import context_length as config_context_length
-
     return config_context_length(model.config)
 
 
@@ -85,10 +87,6 @@ def generate_greedy_ids(model, tokenizer, encoded: Sequence[list[int]], max_new_
     """:func:`generate_greedy` for prompts given as token ids, used as they are (e.g. a chat template's
     ``apply_chat_template`` output, whose special tokens plain text would not reproduce). A
     generation also ends at any of ``stop_ids`` (e.g. the chat template's end-of-turn token)."""
-    import torch
-    from tqdm.auto import tqdm
-    from transformers import StoppingCriteriaList
-
     if max_new_tokens < 1:
         raise ValueError("max_new_tokens must be at least 1")
     eot = tokenizer.eos_token_id
@@ -164,9 +162,6 @@ def loglikelihood_ids(model, tokenizer, pairs: Sequence[tuple[list[int], list[in
                       device: str = "cpu", progress: str | None = None) -> list[tuple[float, bool]]:
     """:func:`loglikelihood` for (context ids, continuation ids) pairs, used as they are (the context
     starts with whatever the caller put first: an end-of-text, or a chat template's own tokens)."""
-    import torch
-    from tqdm.auto import tqdm
-
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     limit = context_length(model)
     seqs: list[tuple[list[int], int]] = []  # (ids, number of continuation tokens at the end)

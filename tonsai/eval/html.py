@@ -12,6 +12,9 @@ import io
 
 from tonsai.eval.report import LANG_NAMES, NOTES, fmt_value, column_value, comparison_tables, eval_set_line, suite_rows
 
+# matplotlib is imported inside _pyplot() only (pyplot: 0.4 s to import on a 2-core machine): eval_model.py
+# and safety_check.py import this module for their reports, and their --help must not pay it.
+
 CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI","Noto Sans Khmer",sans-serif;margin:2rem auto;max-width:68rem;
 color:#1d2330;line-height:1.45;padding:0 1rem}
@@ -24,12 +27,20 @@ img{max-width:100%;border:1px solid #e4e7ee;margin:.4rem 0}
 """
 
 
+def _pyplot():
+    """matplotlib.pyplot on the Agg backend (no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
 def _png(fig) -> str:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
+    _pyplot().close(fig)
     return f'<img alt="plot" src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}">'
 
 
@@ -49,11 +60,7 @@ def _curves_plot(reports: list[dict]) -> str | None:
     with_curves = [r for r in reports if r.get("curves")]
     if not with_curves:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     panels = sorted({k for r in with_curves for k in r["curves"]}, key=lambda k: (k != "train", k))
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.2), squeeze=False)
     for ax, key in zip(axes[0], panels):
@@ -72,11 +79,7 @@ def _curves_plot(reports: list[dict]) -> str | None:
 
 
 def grouped_bars(title: str, groups: list[str], series: dict[str, list[float | None]], ylabel: str) -> str:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     width = 0.8 / max(1, len(series))
     fig, ax = plt.subplots(figsize=(max(4.5, 0.9 * len(groups) * max(1, len(series)) + 2), 3.2))
     for i, (name, values) in enumerate(series.items()):
@@ -100,11 +103,7 @@ def grouped_bars(title: str, groups: list[str], series: dict[str, list[float | N
 
 def _suite_panels(reports: list[dict]) -> str:
     """One small bar chart per suite task (its metrics have different scales), every run side by side."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     tasks: dict[tuple[str, str], list[str]] = {}
     for r in reports:
         for s, t, m, _, _ in suite_rows(r):

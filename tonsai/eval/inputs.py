@@ -15,9 +15,10 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from tonsai.data.prepared import load_prepared
 from tonsai.data.sources import ReadStats, Source, binary_reason, iter_documents
 from tonsai.errors import StageError
-from tonsai.manifest import file_sha256
+from tonsai.manifest import dataset_hash, file_sha256
 from tonsai.text import normalize
 from tonsai.text.aligned import check_text_file, read_aligned
 
@@ -104,9 +105,6 @@ def dataset_sets(dataset_dir: str | Path, split: str) -> tuple[list[EvalSet], di
     """The split's documents as runs of one language and source, in the split's order (so that
     :func:`language_streams` joins each language as training's validation does), and what identifies the
     split for the report (the dataset manifest's SHA-256 and the split's name)."""
-    from tonsai.data.prepared import load_prepared
-    from tonsai.tokenizer.pack import dataset_hash
-
     dd, _ = load_prepared(dataset_dir)
     if split not in dd:
         raise StageError(f"{dataset_dir} has no split {split!r}; it has {sorted(dd)}")

@@ -25,8 +25,13 @@ import collections
 import re
 from typing import Sequence
 
+import sacrebleu
+
 from tonsai.text.khmer import KHMER_CHAR
 from tonsai.text.segment import words
+
+# datasets (0.7 s to import on a 2-core machine) is imported inside evaluate_features only, which the
+# `evaluate` metric modules call: prompt suites (eval_model.py and its --help) score without it.
 
 GENERATION_METRICS = ("chrf", "chrf_pp", "bleu", "rouge_l", "exact_match", "f1")
 CHOICE_METRICS = ("acc", "acc_norm")
@@ -56,8 +61,6 @@ def _sacrebleu_refs(refs: list[list[str]]) -> list[list[str]]:
 
 def chrf(predictions: Sequence[str], references: Sequence[str | Sequence[str]], word_order: int = 0) -> float:
     """sacrebleu corpus chrF (``word_order=0``) or chrF++ (``word_order=2``), 0-100."""
-    import sacrebleu
-
     _check(predictions, references)
     return sacrebleu.corpus_chrf(list(predictions), _sacrebleu_refs(_refs(references)),
                                  word_order=word_order).score
@@ -70,8 +73,6 @@ def khmer_words(text: str) -> list[str]:
 
 def bleu(predictions: Sequence[str], references: Sequence[str | Sequence[str]], lang: str = "en") -> float:
     """sacrebleu corpus BLEU, 0-100; ``lang="km"`` scores over khmer-nltk words (see the module docstring)."""
-    import sacrebleu
-
     _check(predictions, references)
     refs = _refs(references)
     if lang == "km":

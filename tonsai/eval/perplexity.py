@@ -25,6 +25,11 @@ import math
 from typing import Sequence
 
 import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from tonsai.model.build import context_length
 
 
 @dataclasses.dataclass
@@ -73,8 +78,6 @@ def _window_batches(tokens, wins, batch_size: int, pad_id: int):
     """(input ids, targets, attention mask, target positions) per batch of ``wins``; a target at row
     position t is token t of the window, predicted from the logits at t-1; -100 (position -1) where nothing
     is scored."""
-    import torch
-
     for i in range(0, len(wins), batch_size):
         batch = wins[i:i + batch_size]
         width = max(e - b for b, e, _ in batch)
@@ -95,9 +98,6 @@ def _token_nll(model, tokens, wins, batch_size: int, pad_id: int, device: str, p
     """Per batch of ``wins``, flattened: the NLL of every target (float64, on ``device``; 0 where
     nothing is scored), which targets are scored (a CPU mask) and their positions in ``tokens``. The model runs in eval mode without gradients and is put back in the
     mode it was in: the one scoring loop behind :func:`score_tokens` and :func:`score_tokens_by_group`."""
-    import torch
-    from tqdm.auto import tqdm
-
     was_training = model.training
     model.eval()
     try:
@@ -122,8 +122,6 @@ def score_tokens(model, tokens: np.ndarray, block_size: int, stride: int, batch_
     ``tokens`` starts with an end-of-text (never predicted). ``part=(rank, world)`` scores every
     world-th window from the rank-th, so several processes split the work and sum their results:
     training runs its validation this way, eval_model.py with one part. The sum stays on the device."""
-    import torch
-
     rank, world = part
     wins = windows(len(tokens), block_size, stride)[rank::world]
     nll = torch.zeros((), dtype=torch.float64, device=device)
@@ -142,8 +140,6 @@ def score_tokens_by_group(model, tokens: np.ndarray, groups: np.ndarray, n_group
     """:func:`score_tokens` with the NLL and the predicted tokens split by ``groups[t]``, the group of
     each position (e.g. the source of the document a token belongs to): the same windows and context,
     so the groups' figures sum to the stream's."""
-    import torch
-
     wins = windows(len(tokens), block_size, stride)
     group_of = torch.from_numpy(np.asarray(groups, dtype=np.int64))
     nll = torch.zeros(n_groups, dtype=torch.float64)
@@ -223,12 +219,6 @@ def score_each(model, tokenizer, texts: Sequence[str], batch_size: int = 8, devi
     A text longer than ``max_tokens`` (default: the model's context) is scored over sliding windows
     of that length advancing by half of it, as :func:`score_texts` does.
     """
-    import torch
-    import torch.nn.functional as F
-    from tqdm.auto import tqdm
-
-    from tonsai.model.build import context_length
-
     limit = max_tokens or context_length(model.config)
     eot = tokenizer.eos_token_id
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eot

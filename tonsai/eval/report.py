@@ -50,7 +50,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tonsai.atomic import write_json, write_text
 from tonsai.errors import StageError
 
 SCHEMA_VERSION = 3
@@ -248,12 +247,3 @@ def render_markdown(report: dict, compared: list[dict] = ()) -> str:
             lines.append("")
     lines += NOTES + [""]
     return "\n".join(lines)
-
-
-def write_report(out_dir: str | Path, report: dict, compared: list[dict] = ()) -> None:
-    from tonsai.eval.html import render_html
-
-    out_dir = Path(out_dir)
-    write_json(out_dir / "report.json", report)
-    write_text(out_dir / "report.md", render_markdown(report, list(compared)))
-    write_text(out_dir / "report.html", render_html(report, list(compared)))

@@ -15,17 +15,28 @@ report.html, optionally side by side with earlier reports (``--compare``).
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import math
 from pathlib import Path
 
-from tonsai.atomic import staged_dir
+from tonsai.atomic import staged_dir, write_json, write_text
 from tonsai.errors import StageError
-from tonsai.jsonl import json_lines
-from tonsai.eval.report import SCHEMA_VERSION, load_report, write_report
+from tonsai.eval.compare import check_comparable
+from tonsai.eval.html import render_html
+from tonsai.eval.inputs import check_parallel_files, dataset_sets, language_streams, parallel_pairs, text_sets
+from tonsai.eval.report import SCHEMA_VERSION, load_report, render_markdown
+from tonsai.eval.suites import load_suite, run_suites
 from tonsai.folders import claim_output
-from tonsai.manifest import MANIFEST_NAME, read_manifest, write_manifest
+from tonsai.jsonl import json_lines
+from tonsai.manifest import MANIFEST_NAME, file_sha256, read_manifest, tokenizer_hash, write_manifest
+from tonsai.model.build import context_length
+
+# torch, transformers and tonsai.eval.perplexity (which imports torch) are imported inside the functions
+# that run a model: torch 1.7 s, AutoModelForCausalLM 2.4 s with it, on a 2-core machine. eval_model.py
+# --help, the input checks that run before the model loads, and safety_check.py (it imports default_name
+# and load_model from here) must not pay that.
 
 log = logging.getLogger(__name__)
 STAGE = "eval"
@@ -160,8 +171,6 @@ def load_model(model_dir: Path, tokenizer_dir: str | None, device: str):
         raise StageError(f"{tok_dir}: the tokenizer has no end-of-text (eos) token; evaluation needs one as the "
                          "document separator")
     if tokenizer_dir and (model_dir / MANIFEST_NAME).is_file():
-        from tonsai.tokenizer.pack import tokenizer_hash
-
         want = read_manifest(model_dir).get("tokenizer_sha256")
         if want and (tok_dir / "tokenizer.json").is_file() and tokenizer_hash(tok_dir) != want:
             raise StageError(f"{tok_dir} is not the tokenizer {model_dir} was trained with (its manifest records "
@@ -186,7 +195,6 @@ def _perplexity(model, tokenizer, sets, block: int, stride: int, batch_size: int
     """Per language: one stream of all its documents (see :func:`tonsai.eval.inputs.language_streams`),
     the definition training's validation uses. Per source: that source's tokens within its language's
     stream (same windows, same context), so the sources of a language sum to it."""
-    from tonsai.eval.inputs import language_streams
     from tonsai.eval.perplexity import LanguageScore, score_documents
 
     languages, by_source = {}, {}
@@ -209,7 +217,6 @@ def _perplexity(model, tokenizer, sets, block: int, stride: int, batch_size: int
 
 
 def _parallel(model, tokenizer, km_file: str, en_file: str, batch_size: int, device: str) -> dict:
-    from tonsai.eval.inputs import parallel_pairs
     from tonsai.eval.perplexity import score_each
 
     km, en, skipped = parallel_pairs(km_file, en_file)
@@ -236,8 +243,6 @@ def _parallel(model, tokenizer, km_file: str, en_file: str, batch_size: int, dev
 def suite_digest(suite) -> str:
     """SHA-256 of a suite's tasks as scored: names, types, metrics and every rendered request (prompt,
     references, choices, answer), so the same items read from another path give the same digest."""
-    import hashlib
-
     body = [[t.name, t.type, t.metrics, t.max_new_tokens, t.stop,
              [{k: v for k, v in dataclasses.asdict(r).items() if k != "where"} for r in t.requests]]
             for t in suite.tasks]
@@ -254,8 +259,6 @@ def _window(cfg: EvalConfig, model_dir: Path) -> tuple[int, int, str]:
         block, origin = run_block, f"training block ({where})"
     else:
         from transformers import AutoConfig
-
-        from tonsai.model.build import context_length
 
         if not (model_dir / "config.json").is_file():
             raise StageError(f"--model-dir {model_dir}: no config.json; pass a run's final/ or checkpoint-N/ "
@@ -274,8 +277,6 @@ def _inputs(cfg: EvalConfig) -> tuple[list, dict]:
     """The documents to score, and the evaluation set the report records (:mod:`tonsai.eval.compare`;
     the caller fills in the window and stride). Reads every input file, so a bad --text or --parallel
     file or a malformed line fails before the model folder is read."""
-    from tonsai.eval.inputs import check_parallel_files, dataset_sets, text_sets
-
     check_parallel_files(cfg.parallel)
     eval_set: dict = {"window": None, "stride": None, "max_tokens": cfg.max_tokens, "dataset": None}
     sets = []
@@ -284,14 +285,10 @@ def _inputs(cfg: EvalConfig) -> tuple[list, dict]:
     text, eval_set["text"] = text_sets(cfg.text)
     sets += text
     if cfg.parallel:
-        from tonsai.manifest import file_sha256
-
         km, en = cfg.parallel
         eval_set["parallel"] = {"km_file": km, "en_file": en, **{
             f"{side}_sha256": file_sha256(f) if Path(f).is_file() else None for side, f in (("km", km), ("en", en))}}
     if cfg.suite:
-        from tonsai.eval.suites import load_suite
-
         eval_set["suites"] = []
         for p in cfg.suite:
             if not Path(p).exists():
@@ -301,6 +298,14 @@ def _inputs(cfg: EvalConfig) -> tuple[list, dict]:
             eval_set["suites"].append({"name": suite.name, "path": str(p), "sha256": suite_digest(suite),
                                        "limit": cfg.limit})
     return sets, eval_set
+
+
+def write_report(out_dir: str | Path, report: dict, compared: list[dict] = ()) -> None:
+    """report.json, report.md and report.html (:mod:`tonsai.eval.report`, :mod:`tonsai.eval.html`)."""
+    out_dir = Path(out_dir)
+    write_json(out_dir / "report.json", report)
+    write_text(out_dir / "report.md", render_markdown(report, list(compared)))
+    write_text(out_dir / "report.html", render_html(report, list(compared)))
 
 
 def run_eval(cfg: EvalConfig) -> dict:
@@ -315,8 +320,6 @@ def run_eval(cfg: EvalConfig) -> dict:
 def _run_eval(cfg: EvalConfig) -> dict:
     import torch
 
-    from tonsai.eval.compare import check_comparable
-
     sets, eval_set = _inputs(cfg)
     model_dir = Path(cfg.model_dir)
     block, stride, window_from = _window(cfg, model_dir)
@@ -326,8 +329,6 @@ def _run_eval(cfg: EvalConfig) -> dict:
     device = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
     model, tokenizer, dtype = load_model(model_dir, cfg.tokenizer_dir, device)
     model_manifest = read_manifest(model_dir) if (model_dir / MANIFEST_NAME).is_file() else None
-    from tonsai.model.build import context_length
-
     if block > context_length(model.config):
         raise StageError(f"window {block} ({window_from}) is longer than the model's context "
                          f"{context_length(model.config)}; pass a smaller --window")
@@ -353,8 +354,6 @@ def _run_eval(cfg: EvalConfig) -> dict:
     if cfg.parallel:
         report["parallel"] = _parallel(model, tokenizer, *cfg.parallel, cfg.batch_size, device)
     if cfg.suite:
-        from tonsai.eval.suites import run_suites
-
         results = run_suites(model, tokenizer, cfg.suite, device=device, batch_size=cfg.batch_size, limit=cfg.limit,
                              chat=cfg.chat)
         report["suites"] = results.scores
@@ -374,8 +373,6 @@ def _run_eval(cfg: EvalConfig) -> dict:
     with staged_dir(cfg.output_dir) as tmp:
         write_report(tmp, report, compared)
         if samples:
-            from tonsai.atomic import write_json
-
             write_json(tmp / "samples.json", samples)
         write_manifest(tmp, STAGE, cfg, model_manifest_created=model_manifest and model_manifest.get("created_utc"),
                        languages=sorted(report["languages"]), suites=sorted(report.get("suites", {})))

@@ -34,7 +34,12 @@ from tonsai.errors import StageError
 from tonsai.eval.benchmarks import LOADERS, read_jsonl
 from tonsai.eval.khmer_checks import khmer_output_checks
 from tonsai.eval.metrics import CHOICE_METRICS, GENERATION_METRICS, choice_scores, generation_scores
+from tonsai.sft.template import chat_prompt_ids, stop_token_ids
 from tonsai.text.normalize import normalize
+
+# tonsai.eval.generate (torch and transformers: 2.4 s to import on a 2-core machine) is imported inside
+# _generate and _loglikelihoods, the functions that run a model: loading and checking a suite (eval_model.py
+# before its model loads, and its --help) must not pay it.
 
 log = logging.getLogger(__name__)
 
@@ -352,15 +357,12 @@ def _generate(model, tokenizer, prompts: list[str], budget: int, stop, batch_siz
 
     if not chat:
         return generate_greedy(model, tokenizer, prompts, budget, stop, batch_size, device, progress=desc)
-    from tonsai.sft.template import chat_prompt_ids, stop_token_ids
-
     return generate_greedy_ids(model, tokenizer, [chat_prompt_ids(tokenizer, p) for p in prompts], budget, stop,
                                batch_size, device, progress=desc, stop_ids=stop_token_ids(tokenizer))
 
 
 def _loglikelihoods(model, tokenizer, reqs: list, delimiter: str, batch_size: int, device: str, desc, chat: bool):
     from tonsai.eval.generate import loglikelihood, loglikelihood_ids
-    from tonsai.sft.template import chat_prompt_ids
 
     if not chat:
         pairs = [(r.prompt, delimiter + c) for r in reqs for c in r.choices]

@@ -23,6 +23,11 @@ from __future__ import annotations
 
 import dataclasses
 
+from tonsai.model.build import context_length, count_parameters
+
+# torch and transformers are imported inside ModelShape.from_config only (AutoModelForCausalLM: 2.4 s with
+# torch on a 2-core machine): plan_run.py --help imports this module and must not pay them.
+
 # peak dense bf16 tensor-core FLOPs per second, from the vendors' data sheets
 GPU_PEAK_BF16 = {
     "h100": 989e12,        # H100 SXM
@@ -59,8 +64,6 @@ class ModelShape:
         """Shape of a transformers config, parameters counted on the meta device (no memory)."""
         import torch
         from transformers import AutoModelForCausalLM
-
-        from tonsai.model.build import context_length, count_parameters
 
         with torch.device("meta"):
             model = AutoModelForCausalLM.from_config(config)

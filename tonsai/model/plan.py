@@ -15,8 +15,10 @@ from pathlib import Path
 
 import yaml
 
+from tonsai.model.build import context_length, load_model_config, padded_vocab_size
 from tonsai.model.cost import GPU_MEMORY_GB, GPU_PEAK_BF16, ModelShape, zero2_memory_gb
 from tonsai.train.budget import resolve_budget, steps_for_tokens
+from tonsai.train.config import TrainConfig
 
 log = logging.getLogger(__name__)
 REPO = Path(__file__).resolve().parents[2]
@@ -54,8 +56,6 @@ class PlanConfig:
 
 
 def plan(cfg: PlanConfig) -> dict:
-    from tonsai.model.build import load_model_config, padded_vocab_size
-
     config = load_model_config(cfg.model_config)
     if cfg.vocab_size:
         config.vocab_size = padded_vocab_size(cfg.vocab_size)
@@ -123,8 +123,6 @@ def _tokens_text(tokens: float) -> str:
 def _recipe(path: Path, cfg: "PlanConfig", p: dict) -> bool:
     """Whether the recipe at ``path`` trains the plan: same model config, block, micro batch and
     activation checkpointing, and, on the plan's number of GPUs, the same tokens per step and steps."""
-    from tonsai.model.build import context_length, load_model_config
-
     try:
         values = {k.replace("-", "_"): v for k, v in (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).items()}
         model_config = REPO / values["model_config"]
@@ -135,8 +133,6 @@ def _recipe(path: Path, cfg: "PlanConfig", p: dict) -> bool:
             return False
         if bool(values.get("gradient_checkpointing", False)) != cfg.activation_checkpointing:
             return False
-        from tonsai.train.config import TrainConfig
-
         train = TrainConfig(**{**values, "dataset_dir": "-", "tokenizer_dir": "-", "output_dir": "-"})
         budget = resolve_budget(micro_batch_size=train.micro_batch_size, block_size=block, world_size=cfg.num_gpus,
                                 gradient_accumulation=train.gradient_accumulation,

@@ -13,6 +13,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 
+import torch
+
 log = logging.getLogger(__name__)
 
 
@@ -29,8 +31,6 @@ def _token_text(tokenizer, token_id: int) -> str:
 
 def transfer_vocabulary(model, old_tokenizer, new_tokenizer, new_size: int) -> TransferReport:
     """Resize ``model``'s embeddings to ``new_size`` rows laid out for ``new_tokenizer``."""
-    import torch
-
     old_in = model.get_input_embeddings().weight.detach().clone()
     old_out_layer = model.get_output_embeddings()
     tied = old_out_layer is None or old_out_layer.weight.data_ptr() == model.get_input_embeddings().weight.data_ptr()

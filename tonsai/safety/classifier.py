@@ -17,6 +17,9 @@ import logging
 from pathlib import Path
 from typing import Sequence
 
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
 from tonsai.errors import StageError
 
 log = logging.getLogger(__name__)
@@ -25,8 +28,6 @@ log = logging.getLogger(__name__)
 class ToxicityClassifier:
     def __init__(self, name_or_path: str, label: str = "toxic", threshold: float = 0.5, device: str = "cpu",
                  max_length: int = 512):
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
         local = Path(name_or_path)
         if local.exists() and not (local / "config.json").is_file():
             raise StageError(f"--classifier {name_or_path}: no config.json there; pass a folder saved with "
@@ -64,8 +65,6 @@ class ToxicityClassifier:
 
     def scores(self, texts: Sequence[str], batch_size: int = 16) -> list[float]:
         """The toxic label's probability for each text."""
-        import torch
-
         out: list[float] = []
         with torch.no_grad():
             for i in range(0, len(texts), batch_size):

@@ -38,6 +38,7 @@ from pathlib import Path
 import yaml
 
 from tonsai.errors import StageError
+from tonsai.manifest import file_sha256
 from tonsai.safety import CATEGORIES
 from tonsai.text import normalize
 from tonsai.text.khmer import COENG, KHMER_CHAR
@@ -134,8 +135,6 @@ def lexicon_files(paths: list[str | Path]) -> list[Path]:
 
 def load_lexicon(paths: list[str | Path]) -> Lexicon:
     """Read and validate lexicon files (or folders of ``lexicon_*.yaml``) into one :class:`Lexicon`."""
-    from tonsai.manifest import file_sha256
-
     terms: dict[str, str] = {}
     where: dict[str, str] = {}
     files = []

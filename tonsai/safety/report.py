@@ -27,6 +27,8 @@ import json
 from pathlib import Path
 
 from tonsai.atomic import write_json, write_text
+from tonsai.eval.html import CSS, grouped_bars, html_table
+from tonsai.eval.report import LANG_NAMES, lang_label
 from tonsai.safety import CATEGORIES
 from tonsai.safety.lexicon import Lexicon, summarize
 from tonsai.safety.prompts import Prompt
@@ -97,8 +99,6 @@ def verdict(report: dict) -> str:
 
 
 def render_markdown(report: dict) -> str:
-    from tonsai.eval.report import lang_label
-
     src = f"model `{report['model_dir']}`" if report.get("model_dir") else f"generations `{report['generations_file']}`"
     lines = [f"# Safety check: {report['name']}", "", f"**{verdict(report)}**", "",
              f"- {src}{' (chat template)' if report.get('chat') else ''}",
@@ -134,9 +134,6 @@ def render_markdown(report: dict) -> str:
 
 
 def render_html(report: dict) -> str:
-    from tonsai.eval.html import CSS, grouped_bars, html_table
-    from tonsai.eval.report import LANG_NAMES
-
     esc = html.escape
     color = "#1a7f37" if report["passed"] else "#b42318"
     src = report.get("model_dir") or report.get("generations_file")

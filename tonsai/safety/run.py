@@ -20,8 +20,16 @@ from pathlib import Path
 from tonsai.atomic import staged_dir
 from tonsai.cli import run_main
 from tonsai.errors import StageError
+from tonsai.eval.run import default_name, load_model
 from tonsai.folders import claim_output
 from tonsai.manifest import MANIFEST_NAME, file_sha256, read_manifest, write_manifest
+from tonsai.safety.lexicon import load_lexicon
+from tonsai.safety.prompts import load_generations, load_prompts
+from tonsai.safety.report import SCHEMA, score, summarize_samples, verdict, write_report
+
+# torch, and the modules that import torch and transformers (tonsai.safety.classifier, tonsai.safety.generate),
+# are imported inside the functions that run a model: 2.4 s on a 2-core machine, which safety_check.py --help
+# and a check of a --generations file without --classifier must not pay.
 
 log = logging.getLogger(__name__)
 STAGE = "safety"
@@ -131,10 +139,6 @@ def _check_languages_covered(prompts, lexicon, cfg: SafetyConfig) -> None:
 
 
 def _run(cfg: SafetyConfig) -> dict:
-    from tonsai.safety.lexicon import load_lexicon
-    from tonsai.safety.prompts import load_generations, load_prompts
-    from tonsai.safety.report import SCHEMA, score, summarize_samples, verdict, write_report
-
     lexicon = load_lexicon(cfg.lexicon)  # bad inputs fail before the model is loaded
     every = load_prompts(cfg.prompts)
     prompts = _select(every, cfg.limit)
@@ -174,13 +178,10 @@ def _device(choice: str) -> str:
 
 
 def _default_name(cfg: SafetyConfig) -> str:
-    from tonsai.eval.run import default_name
-
     return default_name(Path(cfg.model_dir)) if cfg.model_dir else Path(cfg.generations).stem
 
 
 def _generate(cfg: SafetyConfig, prompts: list, device: str) -> tuple[list[str], dict | None]:
-    from tonsai.eval.run import load_model
     from tonsai.safety.generate import generate
 
     model_dir = Path(cfg.model_dir)

@@ -68,6 +68,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from tonsai.data.dedup import exact_key, id_hash
 from tonsai.data.filters import (
@@ -190,9 +192,6 @@ def _json_file(path: Path) -> Iterator[tuple[str, int, str, object]]:
 
 
 def _parquet_file(path: Path) -> Iterator[tuple[str, int, str, object]]:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     try:
         i = 0
         for batch in pq.ParquetFile(path).iter_batches(batch_size=256):

@@ -21,18 +21,31 @@ import math
 import shutil
 from pathlib import Path
 
+import torch
+from peft import LoraConfig, get_peft_model
+from transformers import AutoModelForCausalLM, AutoTokenizer, default_data_collator
+
 from tonsai.atomic import replace_dir, write_json
 from tonsai.errors import StageError
 from tonsai.folders import claim_in_place
 from tonsai.manifest import file_sha256, write_manifest
+from tonsai.model.build import context_length
 from tonsai.sft.config import SftConfig
+from tonsai.sft.data import SftSource, load_sft_data
+from tonsai.sft.pack import PackedConversations, PackStats, encode_all, pack, prepare_model_for_packing
+from tonsai.sft.template import install_chat_template, resize_for_new_tokens, stop_token_ids
 from tonsai.tokenizer.export import save_tokenizer
 from tonsai.train import launch
 from tonsai.train.arguments import check_deepspeed, check_reporting, report_callbacks, resolve_device, training_arguments
+from tonsai.train.callbacks import MetricsLogger
 from tonsai.train.checkpoint import set_aside
 from tonsai.train.guards import DiskSpaceGuard, NonFiniteLossGuard
 from tonsai.train.resume import (RUN_ENTRIES, first_checkpoint_bytes, latest_checkpoint, prepare_output_dir,
                                  resolve_resume)
+
+# tonsai.train.trainer is imported inside _run_sft only: its transformers.Trainer adds 0.27 s (on a
+# 2-core machine) to the torch and transformers this module already loads, and train_sft.py --help does
+# not need it.
 
 log = logging.getLogger(__name__)
 STAGE = "sft"
@@ -44,8 +57,6 @@ FINGERPRINT = "sft_run.json"  # what a checkpoint of this run was trained on: a 
 def parse_sources(specs: list[str]):
     """``PATH`` or ``PATH=WEIGHT`` items of --data as :class:`tonsai.sft.data.SftSource`; the text after
     the last ``=`` is a weight only when it is a number (``data/lang=km/x.parquet`` is a path)."""
-    from tonsai.sft.data import SftSource
-
     sources = []
     for spec in specs:
         path, sep, weight = spec.rpartition("=")
@@ -93,9 +104,6 @@ def _check_model_dir(cfg: SftConfig) -> None:
 
 def _datasets(cfg: SftConfig, sources, tokenizer, block_size: int):
     """(train dataset, {lang: validation dataset}, data record for the manifest)."""
-    from tonsai.sft.data import load_sft_data
-    from tonsai.sft.pack import PackedConversations, PackStats, encode_all, pack
-
     data = load_sft_data(sources, validation_fraction=cfg.validation_fraction, seed=cfg.seed,
                          khmer_share=cfg.khmer_share)
     if not data.train:
@@ -138,8 +146,6 @@ def _jsonable(stats) -> dict:
 def _with_lora(model, cfg: SftConfig, tokenizer, added: list[str]):
     """The model wrapped in peft LoRA adapters; the role markers' embedding rows train too (only those
     rows: peft's trainable_token_indices), so the adapter learns what its new tokens mean."""
-    from peft import LoraConfig, get_peft_model
-
     targets = "all-linear" if cfg.lora_targets == ["all-linear"] else cfg.lora_targets
     trainable_tokens = None
     if added:
@@ -156,12 +162,6 @@ def _with_lora(model, cfg: SftConfig, tokenizer, added: list[str]):
 
 
 def _load_model(cfg: SftConfig, tokenizer, added: list[str]):
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    from tonsai.sft.pack import prepare_model_for_packing
-    from tonsai.sft.template import resize_for_new_tokens
-
     torch.manual_seed(cfg.seed)  # LoRA's initial A matrices, dropout
     model = AutoModelForCausalLM.from_pretrained(cfg.model_dir, attn_implementation="sdpa", dtype=torch.float32)
     resize_for_new_tokens(model, tokenizer, added)
@@ -177,11 +177,6 @@ def _steps(cfg: SftConfig, n_blocks: int) -> int:
 
 
 def _run_sft(cfg: SftConfig, sources) -> dict:
-    from transformers import AutoTokenizer, default_data_collator
-
-    from tonsai.model.build import context_length
-    from tonsai.sft.template import install_chat_template
-    from tonsai.train.callbacks import MetricsLogger
     from tonsai.train.trainer import TonsaiTrainer
 
     check_deepspeed(cfg.deepspeed)
@@ -262,8 +257,6 @@ def _check_fingerprint(cfg: SftConfig, kind: str, resume_path: str | None, finge
 def _export(cfg: SftConfig, trainer, tokenizer, added: list[str], ctx: int | None, record: dict) -> dict:
     """final/ (a plain model folder: LoRA merged into the weights) and, with LoRA, adapter/; each is
     written under a temporary name and renamed, then the run's manifest."""
-    from tonsai.sft.template import stop_token_ids
-
     out = Path(cfg.output_dir)
     model = trainer.model
     if cfg.method == "lora":

@@ -25,6 +25,10 @@ from __future__ import annotations
 import logging
 
 from tonsai.errors import StageError
+from tonsai.model.build import VOCAB_MULTIPLE
+
+# torch (1.7 s to import on a 2-core machine) is imported inside resize_for_new_tokens only: eval_model.py
+# imports this module at start (through tonsai.eval.suites), and its --help must not pay it.
 
 log = logging.getLogger(__name__)
 
@@ -111,8 +115,6 @@ def resize_for_new_tokens(model, tokenizer, added: list[str]) -> None:
     sets the rows itself, from the tokenizer's own tokens only. Rows of the other tokens are not
     changed."""
     import torch
-
-    from tonsai.model.build import VOCAB_MULTIPLE
 
     if not added:
         return

@@ -61,6 +61,7 @@ left padding) and carries ``<|endoftext|>`` (document separator, bos and eos) an
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import re
@@ -68,14 +69,24 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 import numpy as np
+import pyarrow.compute as pc
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from tonsai.atomic import staged_dir
+from tonsai.data.mix import plan_sources
+from tonsai.data.prepared import load_prepared
 from tonsai.errors import StageError
 from tonsai.folders import claim_output
 from tonsai.manifest import file_sha256, write_manifest
 from tonsai.text import normalize
 from tonsai.tokenizer import fertility
 from tonsai.tokenizer.export import save_tokenizer
+from tonsai.tokenizer.normalizer import khmer_normalizer
+from tonsai.tokenizer.spm import to_tokenizers, train_sentencepiece
+
+# transformers (PreTrainedTokenizerFast: 0.7 s to import on a 2-core machine) is imported inside
+# _run_train_tokenizer only: train_tokenizer.py --help and tokenize_dataset.py --help (through
+# tonsai.tokenizer.shards, which takes EOT and token_dtype from here) must not pay it.
 
 log = logging.getLogger(__name__)
 STAGE = "tokenizer"
@@ -165,10 +176,6 @@ class TokenizerConfig:
 
 def build_tokenizer_model(algorithm: str = "byte-fallback"):
     """An untrained BPE with tonsai's pre-tokenizer and the decoder for ``algorithm``."""
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
-
-    from tonsai.tokenizer.normalizer import khmer_normalizer
-
     split = pre_tokenizers.Split(Regex(SPLIT_PATTERN), behavior="isolated")
     if algorithm == "byte-level":
         tok = Tokenizer(models.BPE())
@@ -189,12 +196,7 @@ def train_bpe(texts: Iterable[str], vocab_size: int, algorithm: str = "byte-fall
 
     ``min_frequency`` and ``max_token_chars`` apply to the tokenizers algorithms; SentencePiece
     uses its own defaults (pieces of at most 16 characters)."""
-
-    from tokenizers import Tokenizer, pre_tokenizers, trainers
-
     if algorithm == "sentencepiece":
-        from tonsai.tokenizer.spm import to_tokenizers, train_sentencepiece
-
         try:
             return to_tokenizers(train_sentencepiece(texts, vocab_size, SPECIAL_TOKENS))
         except RuntimeError as e:  # e.g. a vocabulary smaller than the corpus's character set
@@ -234,11 +236,6 @@ def _dataset_texts(cfg: TokenizerConfig) -> tuple[Iterable[str], dict]:
     read in batches in dataset order, each chosen document as many times as it was drawn. With
     ``--khmer-share`` the languages are sampled to that character balance (within ``--max-epochs``),
     and ``--max-chars`` caps the total either way (seeded; the whole split when it fits)."""
-    import pyarrow.compute as pc
-
-    from tonsai.data.mix import plan_sources
-    from tonsai.data.prepared import load_prepared
-
     dd, manifest = load_prepared(cfg.dataset_dir)
     if cfg.dataset_split not in dd:
         raise StageError(f"{cfg.dataset_dir} has no split {cfg.dataset_split!r}; it has {sorted(dd)}")
@@ -302,8 +299,6 @@ def _read_rows(ds, column: str, copies: np.ndarray, batch_size: int = 1000) -> I
 def file_texts(paths: Iterable[str | Path], dedup: bool = True, stats: dict | None = None) -> Iterator[str]:
     """The non-blank lines of ``paths``, normalized; with ``dedup`` each distinct line once (first
     occurrence kept, in file order). ``stats["duplicate_lines"]`` counts the lines skipped."""
-    import hashlib
-
     seen: set[bytes] = set()
     skipped = 0
     for p in paths:

@@ -20,13 +20,19 @@ Reference tokenizers (``--compare``) are given as ``PATH`` or ``NAME=PATH``, opt
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import lzma
 import math
 from pathlib import Path
 from typing import Callable, Sequence
 
+import sentencepiece as spm
+import tiktoken
+from tokenizers import Tokenizer
+
 from tonsai.atomic import write_json, write_text
+from tonsai.data.prepared import load_prepared
 from tonsai.errors import StageError
 from tonsai.text.aligned import read_aligned
 from tonsai.text import NORMALIZER_VERSION, normalize, word_count
@@ -57,8 +63,6 @@ class TokenCounter:
 
 
 def _hf_counter(name: str, json_text: str) -> TokenCounter:
-    from tokenizers import Tokenizer
-
     tok = Tokenizer.from_str(json_text)
     tok.encode_special_tokens = True  # count special-token strings in the text as text
     return TokenCounter(name, lambda texts: [len(e.ids) for e in tok.encode_batch(texts, add_special_tokens=False)],
@@ -73,10 +77,6 @@ def _is_tiktoken_file(path: Path) -> bool:
 
 
 def _tiktoken_counter(name: str, path: Path, pattern: str | None) -> TokenCounter:
-    import base64
-
-    import tiktoken
-
     if pattern is None:
         key = (name + " " + str(path)).lower()
         pattern = next((p for hint, p in _PATTERN_HINTS if hint in key), None)
@@ -128,8 +128,6 @@ def load_counter(spec: str) -> TokenCounter:
     if path.suffix == ".tiktoken" or _is_tiktoken_file(path):
         return _tiktoken_counter(name, path, pattern or None)
     if path.suffix == ".model":
-        import sentencepiece as spm
-
         sp = spm.SentencePieceProcessor(model_file=str(path))
         return TokenCounter(name, lambda texts: [len(ids) for ids in sp.encode(texts)], "sentencepiece")
     raise StageError(f"--compare {spec}: not a tokenizer folder, tokenizer.json[.xz], .model or .tiktoken file")
@@ -228,8 +226,6 @@ def fertility_docs_field():
 
 def validation_texts(dataset_dir: str | Path, max_docs: int) -> dict[str, list[str]] | None:
     """The first ``max_docs`` validation documents per language of a prepared dataset, if it has them."""
-    from tonsai.data.prepared import load_prepared
-
     dd, _ = load_prepared(dataset_dir)
     if "validation" not in dd:
         return None

@@ -19,14 +19,16 @@ about a third). For exact results, normalize with ``tonsai.text.normalize`` firs
 
 from __future__ import annotations
 
+from tokenizers import Regex, normalizers
+
+from tonsai.text.syllable import SHIFTER_17C9_ONSETS
+
 COENG = "\u17d2"
 _CONSONANTS = [chr(c) for c in range(0x1780, 0x17A3)]
 
 
 def khmer_normalizer():
     """The ``tokenizers`` normalizer described in the module docstring."""
-    from tokenizers import Regex, normalizers
-
     steps = [
         normalizers.Replace("\r\n", "\n"),
         normalizers.Replace(Regex("[\r\u2028\u2029]"), "\n"),
@@ -52,8 +54,6 @@ def khmer_normalizer():
     )]
     # vowel sign U written with an above vowel becomes the onset's register shifter (onset directly
     # before it; with a robat or subscript in between it stays, as the docstring says)
-    from tonsai.text.syllable import SHIFTER_17C9_ONSETS
-
     after_u = "(?=[\u17b7-\u17ba\u17be\u17bf\u17dd\u17d0]|\u17b6\u17c6)"
     takes_17c9 = "".join(sorted(SHIFTER_17C9_ONSETS))
     takes_17ca = "".join(c for c in map(chr, range(0x1780, 0x17B4)) if c not in SHIFTER_17C9_ONSETS)

@@ -23,114 +23,21 @@ from typing import Iterable
 import numpy as np
 
 from tonsai.atomic import staged_dir, write_json
+from tonsai.data.prepared import load_prepared
 from tonsai.errors import StageError
-from tonsai.executors import ExecutorOptions
-from tonsai.manifest import MANIFEST_NAME, file_sha256, write_manifest
-from tonsai.tokenizer.bpe import EOT, token_dtype
+from tonsai.executors import ExecutorOptions, FinalStep, run_on_ray, slurm_executor
+from tonsai.folders import claim_in_place
+from tonsai.manifest import MANIFEST_NAME, dataset_hash, tokenizer_hash, write_manifest
+from tonsai.tokenizer import tasks
+from tonsai.tokenizer.shards import LANG_SUFFIX, META, folder_meta, write_shard
+from tonsai.tokenizer.tasks import Folder
+
+# torch (1.7 s to import on a 2-core machine) is imported inside PackedBlocks.__getitem__ only: the
+# tokenize stage (tokenize_dataset.py, and its --help) imports this module and never needs torch.
 
 log = logging.getLogger(__name__)
-META = "meta.json"
 WORK = ".work"  # the tasks' files while they run, inside the output folder
 STAGE = "tokens"
-
-
-def tokenizer_hash(tokenizer_dir: str | Path) -> str:
-    path = Path(tokenizer_dir) / "tokenizer.json"
-    if not path.is_file():
-        raise StageError(f"{tokenizer_dir} has no tokenizer.json; pass a folder written by train_tokenizer.py")
-    return file_sha256(path)
-
-
-LANG_SUFFIX = ".langs.npy"
-
-
-def dataset_hash(dataset_dir: str | Path) -> str:
-    """SHA-256 of a prepared dataset's manifest.json: it changes whenever prepare is rerun, so token
-    folders made from an older preparation are not reused."""
-    path = Path(dataset_dir) / MANIFEST_NAME
-    if not path.is_file():
-        raise StageError(f"{dataset_dir} has no {MANIFEST_NAME}: not a folder written by prepare_dataset.py")
-    return file_sha256(path)
-
-
-def write_shard(texts: Iterable[str | tuple[str, str]], tokenizer_json: str, path: Path,
-                 batch_size: int = 1000) -> dict:
-    """Tokenize ``texts`` into the shard file ``path``; return its counts.
-
-    Items may be ``(text, lang)`` pairs: then ``<shard>.langs.npy`` records the language of every
-    token as runs (an int64 array of rows ``[end offset, language index]``, languages listed in the
-    counts under ``langs``), which training uses to count the tokens it has seen per language."""
-    from tokenizers import Tokenizer
-
-    tok = Tokenizer.from_file(tokenizer_json)
-    # Document text is text: a literal "<|endoftext|>" in it is spelled out, never the separator id.
-    tok.encode_special_tokens = True
-    eos = tok.token_to_id(EOT)
-    if eos is None:
-        raise StageError(f"{tokenizer_json}: tokenizer has no {EOT} token")
-    dtype = np.dtype(token_dtype(tok.get_vocab_size()))
-    counts = {"file": path.name, "tokens": 0, "documents": 0, "bytes": 0, "characters": 0}
-    langs: list[str] = []
-    runs: list[list[int]] = []  # [end offset, language index], one row per run of same-language documents
-    by_lang: dict[str, dict[str, int]] = {}
-    with open(path, "wb") as f:
-        batch: list[str] = []
-        batch_langs: list[str | None] = []
-
-        def flush() -> None:
-            for enc, lang, text in zip(tok.encode_batch(batch, add_special_tokens=False), batch_langs, batch):
-                ids = np.asarray(enc.ids + [eos], dtype=dtype)
-                f.write(ids.tobytes())
-                counts["tokens"] += len(ids)
-                if lang is not None:
-                    per = by_lang.setdefault(lang, {"documents": 0, "characters": 0, "tokens": 0})
-                    per["documents"] += 1
-                    per["characters"] += len(text)
-                    per["tokens"] += len(ids)  # with the document's end-of-text, as training sees them
-                    if lang not in langs:
-                        langs.append(lang)
-                    code = langs.index(lang)
-                    if runs and runs[-1][1] == code:
-                        runs[-1][0] = counts["tokens"]
-                    else:
-                        runs.append([counts["tokens"], code])
-            batch.clear()
-            batch_langs.clear()
-
-        for item in texts:
-            text, lang = item if isinstance(item, tuple) else (item, None)
-            batch.append(text)
-            batch_langs.append(lang)
-            counts["documents"] += 1
-            counts["characters"] += len(text)
-            counts["bytes"] += len(text.encode("utf-8"))
-            if len(batch) >= batch_size:
-                flush()
-        if batch:
-            flush()
-    if runs:
-        with open(path.with_name(path.name.removesuffix(".bin") + LANG_SUFFIX), "wb") as f:
-            np.save(f, np.asarray(runs, dtype=np.int64))
-        counts["langs"] = langs
-        counts["by_lang"] = by_lang
-    return counts
-
-
-def folder_meta(tokenizer_dir: str | Path, shards: list[dict], extra: dict | None) -> dict:
-    from tokenizers import Tokenizer
-
-    tok = Tokenizer.from_file(str(Path(tokenizer_dir) / "tokenizer.json"))
-    totals = {k: sum(s[k] for s in shards) for k in ("tokens", "documents", "bytes", "characters")}
-    by_lang: dict[str, dict[str, int]] = {}
-    for shard in shards:
-        for lang, per in shard.get("by_lang", {}).items():
-            acc = by_lang.setdefault(lang, dict.fromkeys(per, 0))
-            for k, v in per.items():
-                acc[k] += v
-    if by_lang:
-        totals["by_lang"] = by_lang
-    return {"tokenizer_sha256": tokenizer_hash(tokenizer_dir), "dtype": token_dtype(tok.get_vocab_size()),
-            "eos_id": tok.token_to_id(EOT), **totals, "shards": shards, **(extra or {})}
 
 
 def pack_texts(texts: Iterable[str], tokenizer_dir: str | Path, out_dir: str | Path,
@@ -147,10 +54,8 @@ def pack_dataset_split(dataset_dir: str | Path, split: str, lang: str | None, to
                        out_dir: str | Path, num_proc: int = 1) -> dict:
     """Tokenize one split (or one language of it) of a prepared dataset into ``out_dir`` with
     ``num_proc`` local tasks, each the shard of a contiguous range of documents."""
-    from tonsai.tokenizer import tasks
-
     out = Path(out_dir)
-    folder = tasks.Folder(out.name, split, lang, num_proc)
+    folder = Folder(out.name, split, lang, num_proc)
     metas = _run_folders(dataset_dir, tokenizer_dir, out.parent, out.parent / f".{out.name}.work", [folder],
                          num_proc)
     return metas[out.name]
@@ -160,8 +65,6 @@ def _run_folders(dataset_dir, tokenizer_dir, out_root: Path, work: Path, folders
                  executor=None, finish_only: bool = False, finish_config: dict | None = None) -> dict:
     """Tokenize ``folders`` (:class:`tonsai.tokenizer.tasks.Folder`) as datatrove tasks whose files
     go to ``work``; return each folder's meta (with Slurm, the submitted jobs instead)."""
-    from tonsai.tokenizer import tasks
-
     dataset_path, tokenizer_json = str(Path(dataset_dir) / "dataset"), str(Path(tokenizer_dir) / "tokenizer.json")
     data_sha, tok_sha = dataset_hash(dataset_dir), tokenizer_hash(tokenizer_dir)
     specs = tasks.plan(dataset_path, folders)
@@ -174,8 +77,6 @@ def _run_folders(dataset_dir, tokenizer_dir, out_root: Path, work: Path, folders
     elif kind == "slurm":
         return _submit_slurm(executor, pipeline, work, specs, workers, finish_config)
     elif kind == "ray":
-        from tonsai.executors import run_on_ray
-
         todo = tasks.unfinished(work, specs)
         if todo:
             tasks.forget(work, specs, todo)
@@ -194,9 +95,6 @@ def _run_folders(dataset_dir, tokenizer_dir, out_root: Path, work: Path, folders
 def _submit_slurm(opts, pipeline: list, work: Path, specs: list[dict], workers: int, finish_config: dict) -> dict:
     """Submit the tokenize tasks as an array job and the final step (meta files, manifest) as a
     one-task job that starts after it succeeded."""
-    from tonsai.executors import FinalStep, slurm_executor
-    from tonsai.tokenizer import tasks
-
     logs = tasks.logs_dir(work.resolve())
     todo = tasks.unfinished(work, specs)
     tasks.forget(work, specs, todo)
@@ -223,9 +121,6 @@ def pack_dataset(dataset_dir: str | Path, tokenizer_dir: str | Path, out_dir: st
     once. Folders that already exist for the same tokenizer and dataset are kept, and finished tasks
     of an interrupted run are skipped (a rerun resumes). ``executor`` (:class:`tonsai.executors.
     ExecutorOptions`) sends the tasks to Slurm or Ray; with Slurm this returns the submitted jobs."""
-    from tonsai.data.prepared import load_prepared
-    from tonsai.tokenizer.tasks import Folder
-
     dd, _ = load_prepared(dataset_dir)
     tok_sha = tokenizer_hash(tokenizer_dir)
     data_sha = dataset_hash(dataset_dir)
@@ -431,8 +326,6 @@ class TokenizeConfig(ExecutorOptions):
 def run_tokenize(cfg: TokenizeConfig, finish_only: bool = False) -> dict:
     """Tokenize into --output-dir, a folder this stage owns and resumes (tonsai.folders); return the
     token folders' paths (with --executor slurm, the submitted jobs)."""
-    from tonsai.folders import claim_in_place
-
     if cfg.executor == "slurm":  # the final job may run in another folder
         cfg = dataclasses.replace(cfg, **{k: os.path.abspath(getattr(cfg, k))
                                           for k in ("dataset_dir", "tokenizer_dir", "output_dir")})

@@ -14,13 +14,16 @@ import io
 import os
 from typing import Iterable
 
+import sentencepiece as spm
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
+
+from tonsai.tokenizer.normalizer import khmer_normalizer
+
 META = "\u2581"  # SentencePiece's visible space
 
 
 def train_sentencepiece(texts: Iterable[str], vocab_size: int, special_tokens: list[str]):
     """Train a SentencePiece BPE and return a ``SentencePieceProcessor``."""
-    import sentencepiece as spm
-
     model = io.BytesIO()
     spm.SentencePieceTrainer.train(
         sentence_iterator=iter(texts), model_writer=model, vocab_size=vocab_size, model_type="bpe",
@@ -48,10 +51,6 @@ def _merges(sp, vocab: dict[str, int]) -> list[tuple[str, str]]:
 
 def to_tokenizers(sp):
     """The ``tokenizers.Tokenizer`` equivalent of a byte-fallback SentencePiece BPE ``sp``."""
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
-
-    from tonsai.tokenizer.normalizer import khmer_normalizer
-
     vocab = {sp.id_to_piece(i): i for i in range(sp.get_piece_size())}
     tok = Tokenizer(models.BPE(vocab=vocab, merges=_merges(sp, vocab), unk_token=sp.id_to_piece(sp.unk_id()),
                                fuse_unk=True, byte_fallback=True))

@@ -22,6 +22,7 @@ from pathlib import Path
 from tonsai.atomic import write_json
 from tonsai.errors import StageError
 from tonsai.manifest import MANIFEST_NAME, read_manifest
+from tonsai.model.build import load_model_config
 
 log = logging.getLogger(__name__)
 BASE_FILE = "base_model.json"
@@ -78,8 +79,6 @@ def tokenizer_manifest(tokenizer_dir: str) -> dict:
 def model_config_overrides(model_config: str, folder_config, resume_path: str) -> dict:
     """Refuse a --model-config whose architecture differs from the model folder's; return the other
     fields it sets to a different value (applied to the continued run)."""
-    from tonsai.model.build import load_model_config
-
     given = load_model_config(model_config)
     json_name = {canonical: own for canonical, own in getattr(folder_config, "attribute_map", {}).items()}
     for name in ARCHITECTURE:

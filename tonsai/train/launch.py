@@ -14,6 +14,8 @@ import socket
 import sys
 from pathlib import Path
 
+import torch
+
 log = logging.getLogger(__name__)
 
 
@@ -65,8 +67,6 @@ def default_extensions_dir() -> str | None:
 def announce_cpu_op_build() -> bool:
     """On a machine without a GPU DeepSpeed compiles its shared-memory op the first time it starts,
     silently, for minutes: say so first. Returns True when the op is not built yet."""
-    import torch
-
     if torch.cuda.is_available():
         return False
     root = os.environ.get("TORCH_EXTENSIONS_DIR")

@@ -17,6 +17,7 @@ from tonsai.atomic import write_text
 from tonsai.errors import StageError
 from tonsai.train import launch
 from tonsai.train.checkpoint import CHECKSUMS, check, newest_verified, unsafe_pickles
+from tonsai.train.guards import estimate_checkpoint_bytes
 
 log = logging.getLogger(__name__)
 SMALL_FILES_BYTES = 64 * 1024
@@ -133,8 +134,6 @@ def first_checkpoint_bytes(model, tokenizer_dir: str | Path, deepspeed: bool, bf
     """The disk guard's estimate before the first checkpoint (tonsai.train.guards); every checkpoint also
     holds the tokenizer's files and a few small ones (trainer state, RNG, DeepSpeed's zero_to_fp32.py).
     An upper bound for LoRA, whose checkpoints hold the adapter only."""
-    from tonsai.train.guards import estimate_checkpoint_bytes
-
     tokenizer_files = sum(p.stat().st_size for p in Path(tokenizer_dir).iterdir()
                           if p.is_file() and any(fnmatch.fnmatch(p.name, pat) for pat in TOKENIZER_FILES))
     return estimate_checkpoint_bytes(model, deepspeed, bf16, tokenizer_files + SMALL_FILES_BYTES)

@@ -14,21 +14,35 @@ import logging
 import time
 from pathlib import Path
 
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, default_data_collator
+
 from tonsai.atomic import replace_dir
 from tonsai.errors import StageError
 from tonsai.folders import claim_in_place
-from tonsai.manifest import ManifestError, read_manifest, write_manifest
+from tonsai.manifest import ManifestError, dataset_hash, read_manifest, tokenizer_hash, write_manifest
+from tonsai.model.build import build_model, context_length, count_parameters, load_model_config, padded_vocab_size
+from tonsai.model.cost import GPU_PEAK_BF16, ModelShape, gpu_key
+from tonsai.model.vocab_transfer import transfer_vocabulary
 from tonsai.publish.push import push_folder
 from tonsai.tokenizer.export import save_tokenizer
-from tonsai.tokenizer.pack import PackedBlocks, TokenFile, dataset_hash, pack_dataset, tokenizer_hash
+from tonsai.tokenizer.pack import PackedBlocks, TokenFile, pack_dataset
 from tonsai.train import continual, launch
 from tonsai.train.arguments import (ADAM_BETAS, check_deepspeed, check_reporting, report_callbacks, resolve_device,
                                     training_arguments)
+from tonsai.train.budget import resolve_budget
+from tonsai.train.callbacks import MetricsLogger
 from tonsai.train.checkpoint import set_aside
 from tonsai.train.config import TrainConfig
 from tonsai.train.guards import DiskSpaceGuard, NonFiniteLossGuard
+from tonsai.train.optim import MuonAdamW, tag_muon_parameters
 from tonsai.train.resume import (RUN_ENTRIES, first_checkpoint_bytes, latest_checkpoint, prepare_output_dir,
                                  resolve_resume)
+
+# Imported inside the functions that need them, with what each adds (on a 2-core machine) to the torch and
+# transformers this module already loads: tonsai.train.trainer (transformers.Trainer, 0.27 s) in _datasets
+# and _trainer, and liger_kernel (0.26 s; an optional package, only with --liger-kernel) in check_liger.
+# train_gpt2.py --help needs neither.
 
 log = logging.getLogger(__name__)
 STAGE = "train"
@@ -70,11 +84,6 @@ def _token_folders(cfg: TrainConfig, tok_sha: str) -> dict[str, Path]:
 
 def _match_vocabulary(model, base: str, tokenizer, cfg: TrainConfig) -> None:
     """Continual pretraining: the base model's tokenizer must be --tokenizer-dir's, or be transferred."""
-    from transformers import AutoTokenizer
-
-    from tonsai.model.build import padded_vocab_size
-    from tonsai.model.vocab_transfer import transfer_vocabulary
-
     local = Path(base)
     has_files = not local.is_dir() or any((local / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json",
                                                                             "tokenizer.model", "vocab.json"))
@@ -179,9 +188,6 @@ class _Run:
     nan_guard: NonFiniteLossGuard = dataclasses.field(default_factory=NonFiniteLossGuard)
 
     def __post_init__(self) -> None:
-        from tonsai.model.build import context_length, count_parameters
-        from tonsai.train.budget import resolve_budget
-
         cfg = self.cfg
         self.n_params = count_parameters(self.model)
         self.ctx = context_length(self.model.config)
@@ -214,8 +220,6 @@ def _resolve_start(cfg: TrainConfig) -> tuple[TrainConfig, str, str | None, list
 
 def _tokenizer(cfg: TrainConfig):
     """(tokenizer, its folder's manifest, the SHA-256 of its tokenizer.json)."""
-    from transformers import AutoTokenizer
-
     tok_manifest = continual.tokenizer_manifest(cfg.tokenizer_dir)
     tok_sha = tokenizer_hash(cfg.tokenizer_dir)
     if tok_manifest.get("tokenizer_sha256") not in (None, tok_sha):
@@ -226,11 +230,6 @@ def _tokenizer(cfg: TrainConfig):
 def _model(cfg: TrainConfig, kind: str, resume_path: str | None, tokenizer):
     """A model folder's weights (continual pretraining), or a fresh model from --model-config (a checkpoint's
     weights are loaded by the Trainer over it)."""
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    from tonsai.model.build import build_model, load_model_config
-
     if kind != "weights":
         torch.manual_seed(cfg.seed)
         model = build_model(load_model_config(cfg.model_config, tokenizer))
@@ -240,8 +239,6 @@ def _model(cfg: TrainConfig, kind: str, resume_path: str | None, tokenizer):
     log.info("continual pretraining: loading weights from %s (fresh optimizer and LR schedule)", resume_path)
     overrides = {}
     if cfg.model_config is not None and Path(cfg.model_config).resolve() != (Path(resume_path) / "config.json").resolve():
-        from transformers import AutoConfig
-
         overrides = continual.model_config_overrides(cfg.model_config, AutoConfig.from_pretrained(resume_path),
                                                      resume_path)
     model = AutoModelForCausalLM.from_pretrained(resume_path, attn_implementation="sdpa", dtype=torch.float32,
@@ -278,19 +275,12 @@ def _optimizer(cfg: TrainConfig, model):
     """The Trainer's optimizer_cls_and_kwargs: None for its AdamW, or Muon on the block matrices."""
     if cfg.optimizer != "muon":
         return None
-    from tonsai.train.optim import MuonAdamW, tag_muon_parameters
-
     n_muon, n_adam = tag_muon_parameters(model)
     log.info("optimizer: Muon on %s matrix parameters, AdamW on %s others", f"{n_muon:,}", f"{n_adam:,}")
     return MuonAdamW, {"lr": cfg.learning_rate, "weight_decay": cfg.weight_decay, "betas": ADAM_BETAS, "eps": 1e-8}
 
 
 def _trainer(run: _Run):
-    import torch
-    from transformers import default_data_collator
-
-    from tonsai.model.cost import GPU_PEAK_BF16, ModelShape, gpu_key
-    from tonsai.train.callbacks import MetricsLogger
     from tonsai.train.trainer import TonsaiTrainer
 
     cfg, budget = run.cfg, run.budget
