@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.data.corpus import REPO, cfg, en_docs, km_docs, write_lines
+from tests.data.slurm_jobs import pipeline_jobs
 from tonsai.data.prepare import run_prepare
 from tonsai.data.prepared import load_prepared
 
@@ -131,10 +132,7 @@ def test_a_slurm_task_lost_with_its_node_then_the_same_command_submits_only_that
 
     def submitted(r):
         assert r.returncode == 0, r.stderr[-3000:]
-        jobs = [json.loads(line) for line in (state / "jobs.jsonl").read_text().splitlines()]
-        jobs = [j for j in jobs if "launch_pickled_pipeline" in j["script"]]  # not datatrove's stats jobs
-        return [j for j in jobs if j["directives"].get("job-name") == "tonsai-prepare-docs"][-1], \
-            [j for j in jobs if j["directives"].get("job-name") == "tonsai-prepare-merge"][-1]
+        return pipeline_jobs(state, "tonsai-prepare-docs", "tonsai-prepare-merge")
 
     docs, merge = submitted(run(cmd, env=env, cwd=tmp_path))
     assert docs["exit_codes"] == [0, 1, 0] and not merge["ran"] and not (tmp_path / "out").exists()

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.data.slurm_jobs import pipeline_jobs
 from tonsai.cli import parse_config
 from tonsai.tokenizer.pack import TokenFile, TokenizeConfig, run_tokenize
 
@@ -161,10 +162,7 @@ def test_a_slurm_task_lost_with_its_node_then_the_same_command_submits_only_that
 
     def submitted(r):
         assert r.returncode == 0, r.stderr[-3000:]
-        jobs = [json.loads(line) for line in (state / "jobs.jsonl").read_text().splitlines()]
-        jobs = [j for j in jobs if "launch_pickled_pipeline" in j["script"]]  # not datatrove's stats jobs
-        return [j for j in jobs if j["directives"].get("job-name") == "tonsai-tokenize"][-1], \
-            [j for j in jobs if j["directives"].get("job-name") == "tonsai-tokenize-finish"][-1]
+        return pipeline_jobs(state, "tonsai-tokenize", "tonsai-tokenize-finish")
 
     tasks, final = submitted(script(cmd, env=env, cwd=tmp_path))
     assert tasks["exit_codes"][2] == 1 and not final["ran"] and not (tmp_path / "tokens" / "manifest.json").exists()
