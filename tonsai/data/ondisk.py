@@ -11,11 +11,14 @@ The merge never holds an array with one entry per document of the corpus in memo
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import math
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
+import pyarrow as pa
 
 MAX_OPEN = 512  # bucket files open at once (more buckets: more passes)
 MAX_BUCKETS = 1 << 16
@@ -132,11 +135,6 @@ def release_memory_promptly() -> dict:
     here, with the trim threshold, through ``mallopt``; :func:`trim_heap` is called between
     batches too), and Arrow's mimalloc/jemalloc pool (Arrow buffers go to the system allocator
     instead). Linux/glibc only; elsewhere a no-op. Returns what was set."""
-    import ctypes
-    import ctypes.util
-
-    import pyarrow as pa
-
     done = {}
     # pyarrow-level allocations; Arrow's C++ code (Parquet and IPC readers) uses the pool chosen by
     # ARROW_DEFAULT_MEMORY_POOL when pyarrow was imported: scripts/prepare_dataset.py sets it before any
@@ -164,9 +162,6 @@ def trim_heap() -> None:
     """Give the free pages of glibc's heaps back to the system (``malloc_trim(0)``; no-op elsewhere)."""
     global _LIBC
     if _LIBC is None:
-        import ctypes
-        import ctypes.util
-
         try:
             _LIBC = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
             _LIBC.malloc_trim  # noqa: B018 - raises AttributeError when not glibc

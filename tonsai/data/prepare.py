@@ -48,7 +48,8 @@ from tonsai.data.writer import buckets_for, write_dataset_dict_index
 from tonsai.executors import ExecutorOptions
 from tonsai.folders import check_output_dir, claim_in_place, claim_output, static_prefix
 from tonsai.data.prepared import STAGE
-from tonsai.manifest import write_manifest
+from tonsai.manifest import file_sha256, write_manifest
+from tonsai.safety.lexicon import lexicon_files
 from tonsai.text import RoutingThresholds
 from tonsai.text.normalize import NORMALIZER_VERSION
 
@@ -296,9 +297,6 @@ def _task_settings(cfg: PrepareConfig, sources: list[Source]) -> dict:
                 "engine": ENGINE_VERSION, "dedup_keys": KEYS_VERSION,
                 "sources": [dict(source_identity(s), lang=s.lang) for s in sources]}
     if cfg.toxic_lexicon:  # only then: work made before the option existed stays valid without it
-        from tonsai.manifest import file_sha256
-        from tonsai.safety.lexicon import lexicon_files
-
         settings["toxic_lexicon"] = {"min_hits_per_1k": cfg.toxic_min_hits_per_1k,
                                      "files": [[str(f), file_sha256(f)] for f in lexicon_files(cfg.toxic_lexicon)]}
     return settings

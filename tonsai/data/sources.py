@@ -45,11 +45,18 @@ import zlib
 from pathlib import Path
 from typing import IO, Iterator
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import yaml
+import zstandard
 
 from tonsai.configfile import check_fields, did_you_mean, unknown_keys_message
 from tonsai.errors import StageError
+from tonsai.manifest import file_sha256
 
+# datasets (0.8 s to import) and huggingface_hub's HfApi (0.2 s) are imported inside the functions
+# that read a saved dataset or a Hub stream: most sources are files, and every document task imports
+# this module.
 TEXT_SUFFIXES = {".txt"}
 JSON_SUFFIXES = {".jsonl", ".json"}
 PARQUET_SUFFIXES = {".parquet"}
@@ -174,8 +181,6 @@ class _ZstdReader(io.RawIOBase):
     :class:`TruncatedInput` when the file ends inside a frame. Input is fed 64 KB at a time."""
 
     def __init__(self, path: Path):
-        import zstandard
-
         self._file = open(path, "rb")
         self._dctx = zstandard.ZstdDecompressor()
         self._frame = None  # decompressobj of the frame being read
@@ -200,8 +205,6 @@ class _ZstdReader(io.RawIOBase):
         return n
 
     def _feed(self, data: bytes) -> bytes:
-        import zstandard
-
         out = []
         while data:
             if self._frame is None or self._frame.eof:
@@ -439,7 +442,6 @@ def _check_column(names: list[str], where: str, opts: ReadOptions, schema=None) 
                          f"pass --text-column with one of these")
     if schema is None:
         return
-    import pyarrow as pa
 
     def is_text(t) -> bool:
         return pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t)
@@ -457,9 +459,6 @@ def _iter_batches_text(batches, col: str) -> Iterator[str | None]:
 
 
 def _iter_parquet(path: Path, rel: str, source: Source, stats: ReadStats, opts: ReadOptions) -> Iterator[Document]:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     try:
         pf = pq.ParquetFile(path)
     except (pa.ArrowInvalid, OSError) as e:  # a cut file has no footer: "magic bytes not found"
@@ -478,7 +477,6 @@ def _iter_saved(path: Path, rel: str, source: Source, stats: ReadStats, opts: Re
     """A save_to_disk folder (a Dataset, or a DatasetDict and the source's split): its Arrow files,
     as ``datasets.load_from_disk`` lists them (``cache_files``), read batch by batch (no memory map)."""
     import datasets
-    import pyarrow as pa
 
     try:
         saved = datasets.load_from_disk(str(path))
@@ -507,8 +505,6 @@ def _iter_saved(path: Path, rel: str, source: Source, stats: ReadStats, opts: Re
 
 def _reads(arrow: Path) -> bool:
     """Whether an Arrow stream file reads to its end (to name the damaged one)."""
-    import pyarrow as pa
-
     try:
         with pa.OSFile(str(arrow)) as fh:
             pa.ipc.open_stream(fh).read_all()
@@ -565,8 +561,6 @@ def hub_fingerprint(source: Source) -> dict:
     name, config, split = source.hub_args()
     out: dict = {"hub": name, "config": config, "split": split, "requested_revision": source.revision}
     if Path(name).is_dir():
-        from tonsai.manifest import file_sha256
-
         out["files"] = [{"path": str(f), "sha256": file_sha256(f)} for f in sorted(Path(name).rglob("*"))
                         if f.is_file()]
         return out
@@ -582,8 +576,6 @@ def hub_fingerprint(source: Source) -> dict:
 
 def input_record(source: Source) -> dict:
     """The manifest's entry for one source: files with content hashes, or the Hub revision."""
-    from tonsai.manifest import file_sha256
-
     rec = {"source": source.name, "lang": source.lang, "path": source.path, "weight": source.weight,
            "max_epochs": source.max_epochs}
     if source.is_hub:

@@ -7,14 +7,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from tonsai.data.sources import binary_reason
 from tonsai.errors import StageError
 
 
 def check_text_file(path: str | Path, flag: str) -> Path:
     """``path``, refused (a StageError naming ``flag`` and the file) when it is missing or looks binary;
     reads only a sample, so it suits checks made before a model loads."""
-    from tonsai.data.sources import binary_reason
-
     p = Path(path)
     if not p.is_file():
         raise StageError(f"{flag}: {p} is not a file")

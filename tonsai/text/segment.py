@@ -20,6 +20,9 @@ import regex
 
 from tonsai.text.khmer import SYLLABLE_CHAR
 
+# khmernltk is imported in _khmer_word_tokenizer, the first time Khmer words are asked for: importing
+# it installs a console handler on its logger, which that function removes right after.
+
 _GRAPHEME = regex.compile(r"\X")
 _SPACE_RUN = regex.compile(r"\s+")
 _SPACE_SPLIT = regex.compile(r"(\s+)")
