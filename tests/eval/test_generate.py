@@ -67,12 +67,24 @@ def test_stop_on_strings_marks_each_row_once_its_new_text_has_a_stop(lm):
 
 
 def test_long_prompt_is_left_truncated_to_fit(lm):
-    from tonsai.eval.generate import generate_greedy
+    """A prompt longer than the context keeps its last (context - max_new_tokens) tokens: the output is
+    a manual greedy loop's over exactly those, and the short prompt batched beside it is unchanged."""
+    from tonsai.eval.generate import context_length, generate_greedy
 
     model, tok = lm
     long = "ស្រូវ " * 400  # far longer than the 256-token context
+    ids = [tok.eos_token_id] + tok(long, add_special_tokens=False)["input_ids"]
+    room = context_length(model) - 4
+    assert len(ids) > room
+    x = torch.tensor([ids[-room:]])
+    with torch.no_grad():
+        for _ in range(4):
+            x = torch.cat([x, model(input_ids=x).logits[0, -1].argmax().view(1, 1)], dim=1)
+    new = x[0, room:].tolist()
+    manual = tok.decode(new[:new.index(tok.eos_token_id)] if tok.eos_token_id in new else new,
+                        skip_special_tokens=True)
     out = generate_greedy(model, tok, [long, "ស្រូវ"], max_new_tokens=4, stop=[], batch_size=2)
-    assert len(out) == 2
+    assert out == [manual, generate_greedy(model, tok, ["ស្រូវ"], max_new_tokens=4, stop=[])[0]]
 
 
 def test_loglikelihood_equals_a_full_forward_pass_and_batches(lm):

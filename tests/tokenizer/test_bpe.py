@@ -3,6 +3,7 @@ import json
 import pytest
 
 from tonsai.cli import parse_config
+from tonsai.data.mix import plan_sources
 from tonsai.errors import StageError
 from tonsai.manifest import file_sha256, read_manifest
 from tonsai.text import normalize
@@ -86,7 +87,18 @@ def test_max_chars_trains_on_a_seeded_sample_of_the_dataset(tmp_path, sample_pip
     assert a["tokenizer_sha256"] == b["tokenizer_sha256"]  # seeded: the same sample, the same vocabulary
     c = run_train_tokenizer(TokenizerConfig(output_dir=str(tmp_path / "c"), dataset_dir=str(data), vocab_size=400,
                                             max_chars=cap, seed=2))
-    assert c["trained_on"] != a["trained_on"] or c["tokenizer_sha256"] != a["tokenizer_sha256"]
+    # another seed: the plan the stage draws from (tonsai.data.mix) picks other documents, and the
+    # stage trains on exactly that draw
+    lengths = [len(t) for t in train["text"]]
+
+    def draw(seed):
+        counts, _, _, _ = plan_sources({"all": lengths}, {"all": "all"}, {"all": 1.0}, {"all": 1.0}, seed, cap)
+        return counts["all"]
+
+    assert draw(1).tolist() != draw(2).tolist()
+    for run, seed in ((a, 1), (c, 2)):
+        assert run["sampled"]["documents"] == int(draw(seed).sum())
+        assert run["sampled"]["characters"] == int((draw(seed) * lengths).sum())
 
     # with --khmer-share the cap holds and so does the balance
     d = run_train_tokenizer(TokenizerConfig(output_dir=str(tmp_path / "d"), dataset_dir=str(data), vocab_size=400,
