@@ -110,8 +110,8 @@ def merge_workers(files: list[Path], workers: int) -> int:
     starting processes costs more than the work. Measured on the shared data (18 MB of text in 6 MB
     of files), 2 workers: with spawned processes writing took 3.9 s against 0.95 s and near-dedup
     9.1 s against 0.56 s; with the fork server (tonsai.executors.local_executor) the whole merge
-    still takes 1.8-2.3 s in two processes against 1.0-1.2 s in one. On the 10x corpus (60 MB of
-    files) two processes win: 5.2 s against 6.5 s."""
+    still takes 1.8-2.3 s in two processes against 1.0-1.2 s in one. On the 10x corpus (over 64 MB
+    of files) two processes win: 5.2 s against 6.5 s."""
     big = sum(Path(f).stat().st_size for f in files) >= PARALLEL_MIN_BYTES
     return min(workers, os.cpu_count() or 1) if big else 1
 
