@@ -28,7 +28,7 @@ from tonsai.errors import StageError
 from tonsai.executors import ExecutorOptions, FinalStep, run_on_ray, slurm_executor
 from tonsai.folders import claim_in_place
 from tonsai.manifest import MANIFEST_NAME, dataset_hash, tokenizer_hash, write_manifest
-from tonsai.tokenizer import tasks
+from tonsai.tokenizer import tasks as token_tasks
 from tonsai.tokenizer.shards import LANG_SUFFIX, META, folder_meta, write_shard
 from tonsai.tokenizer.tasks import Folder
 
@@ -67,26 +67,26 @@ def _run_folders(dataset_dir, tokenizer_dir, out_root: Path, work: Path, folders
     go to ``work``; return each folder's meta (with Slurm, the submitted jobs instead)."""
     dataset_path, tokenizer_json = str(Path(dataset_dir) / "dataset"), str(Path(tokenizer_dir) / "tokenizer.json")
     data_sha, tok_sha = dataset_hash(dataset_dir), tokenizer_hash(tokenizer_dir)
-    specs = tasks.plan(dataset_path, folders)
-    tasks.start_work(work, {"plan": specs, "tokenizer_sha256": tok_sha, "dataset_manifest_sha256": data_sha})
+    specs = token_tasks.plan(dataset_path, folders)
+    token_tasks.start_work(work, {"plan": specs, "tokenizer_sha256": tok_sha, "dataset_manifest_sha256": data_sha})
     kind = executor.executor if executor is not None else "local"
     threads = {"local": workers == 1, "slurm": getattr(executor, "slurm_cpus_per_task", 1) > 1, "ray": False}[kind]
-    pipeline = tasks.tokenize_pipeline(dataset_path, tokenizer_json, work, specs, threads)
+    pipeline = token_tasks.tokenize_pipeline(dataset_path, tokenizer_json, work, specs, threads)
     if finish_only:
-        tasks.check_finished(work, specs, "before the final job")
+        token_tasks.check_finished(work, specs, "before the final job")
     elif kind == "slurm":
         return _submit_slurm(executor, pipeline, work, specs, workers, finish_config)
     elif kind == "ray":
-        todo = tasks.unfinished(work, specs)
+        todo = token_tasks.unfinished(work, specs)
         if todo:
-            tasks.forget(work, specs, todo)
+            token_tasks.forget(work, specs, todo)
             run_on_ray(executor, pipeline, tasks=len(specs), workers=workers,
-                       logging_dir=str(tasks.logs_dir(work.resolve())))
-        tasks.check_finished(work, specs, "on Ray")
+                       logging_dir=str(token_tasks.logs_dir(work.resolve())))
+        token_tasks.check_finished(work, specs, "on Ray")
     else:
-        tasks.run_local(pipeline, work, specs, workers)
-        tasks.check_finished(work, specs, "here")
-    metas = tasks.collect(out_root, work, specs, tokenizer_dir, data_sha)
+        token_tasks.run_local(pipeline, work, specs, workers)
+        token_tasks.check_finished(work, specs, "here")
+    metas = token_tasks.collect(out_root, work, specs, tokenizer_dir, data_sha)
     # a Slurm run keeps its job logs (datatrove writes the final job's own after this returns)
     shutil.rmtree(work / "shards" if finish_only else work, ignore_errors=True)
     return metas
@@ -95,9 +95,9 @@ def _run_folders(dataset_dir, tokenizer_dir, out_root: Path, work: Path, folders
 def _submit_slurm(opts, pipeline: list, work: Path, specs: list[dict], workers: int, finish_config: dict) -> dict:
     """Submit the tokenize tasks as an array job and the final step (meta files, manifest) as a
     one-task job that starts after it succeeded."""
-    logs = tasks.logs_dir(work.resolve())
-    todo = tasks.unfinished(work, specs)
-    tasks.forget(work, specs, todo)
+    logs = token_tasks.logs_dir(work.resolve())
+    todo = token_tasks.unfinished(work, specs)
+    token_tasks.forget(work, specs, todo)
     shutil.rmtree(logs.parent / "finish" / "completions", ignore_errors=True)  # the final job always runs
     job = slurm_executor(opts, pipeline, tasks=len(specs), workers=workers, job_name="tonsai-tokenize",
                          logging_dir=str(logs))
