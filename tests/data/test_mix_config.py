@@ -5,6 +5,7 @@ import yaml
 
 from tonsai.cli import parse_config
 from tonsai.data.prepare import PrepareConfig, run_prepare
+from tonsai.data.prepared import load_splits
 from tonsai.data.sources import load_mix_file
 from tonsai.errors import StageError
 
@@ -79,8 +80,6 @@ def test_a_source_that_keeps_nothing_is_warned_of_in_the_manifest(tmp_path, capl
 
 
 def test_a_language_left_empty_is_an_error_or_with_the_flag_a_recorded_warning(tmp_path):
-    import datasets
-
     out = tmp_path / "o"
     with pytest.raises(StageError) as e:
         run_prepare(PrepareConfig(output_dir=str(out), khmer=[KM], english=[KM]))
@@ -95,7 +94,7 @@ def test_a_language_left_empty_is_an_error_or_with_the_flag_a_recorded_warning(t
     assert m["warnings"][-1].endswith("km: 50.0% of the training characters requested, 100.0% realized (48 training "
                                       "document(s) of 5,114 characters left: 51 documents read); accepted "
                                       "(--allow-unmet-shares)")
-    ds = datasets.load_from_disk(str(out / "dataset"))
+    ds = load_splits(out / "dataset")
     assert set(ds["train"]["lang"]) == {"km"} and len(ds["train"]) == m["splits"]["train"] > 0
 
 

@@ -10,7 +10,7 @@ import pytest
 
 from tests.data.corpus import cfg, en_docs, km_docs
 from tonsai.data.prepare import run_prepare
-from tonsai.data.prepared import load_prepared
+from tonsai.data.prepared import load_prepared, load_splits
 from tonsai.data.sources import ReadStats, Source, iter_documents
 from tonsai.errors import StageError
 
@@ -30,10 +30,13 @@ def test_every_input_format_yields_the_same_documents(tmp_path):
     pq.write_table(pa.table({"text": texts, "n": list(range(7))}), tmp_path / "e.parquet")
     datasets.Dataset.from_dict({"text": texts}).save_to_disk(str(tmp_path / "f_saved"))
     datasets.DatasetDict({"train": datasets.Dataset.from_dict({"text": texts})}).save_to_disk(str(tmp_path / "g_dict"))
+    with pa.OSFile(str(tmp_path / "h.arrow"), "wb") as f, pa.ipc.new_stream(f, pa.schema([("text", pa.string())])) as w:
+        for i in range(0, 7, 3):  # an Arrow stream in several batches, as the prepare stage writes its splits
+            w.write_table(pa.table({"text": texts[i:i + 3]}))
     hub = tmp_path / "hub_folder"
     hub.mkdir()
     pq.write_table(pa.table({"text": texts}), hub / "train-00000.parquet")
-    for path in ["a.jsonl.gz", "b.jsonl.zst", "c.json", "d.txt.gz", "e.parquet", "f_saved", "g_dict",
+    for path in ["a.jsonl.gz", "b.jsonl.zst", "c.json", "d.txt.gz", "e.parquet", "f_saved", "g_dict", "h.arrow",
                  f"hf:{hub}"]:
         full = path if path.startswith("hf:") else str(tmp_path / path)
         got = [d.text for d in iter_documents(Source(full, "en"), ReadStats())]
@@ -41,8 +44,14 @@ def test_every_input_format_yields_the_same_documents(tmp_path):
     # a folder holding all of them (the hub folder's parquet too): every input once, the saved
     # datasets' own files and splits not again
     folder_docs = list(iter_documents(Source(str(tmp_path), "en"), ReadStats()))
-    assert len(folder_docs) == 7 * 8
+    assert len(folder_docs) == 7 * 9
     assert len({d.id for d in folder_docs}) == len(folder_docs)
+
+
+def test_a_prepared_split_folder_is_a_source_read_in_its_stored_order(sample_pipeline):
+    train = sample_pipeline / "data" / "dataset" / "train"
+    got = [d.text for d in iter_documents(Source(str(train), "km"), ReadStats())]
+    assert got == list(load_splits(sample_pipeline / "data" / "dataset")["train"]["text"]) and len(got) > 50
 
 
 def test_hub_source_streams_through_load_dataset(tmp_path):

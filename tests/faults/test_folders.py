@@ -179,11 +179,11 @@ def test_flock_is_exclusive_within_and_across_processes(tmp_path):
 KILL_AT = """
 import os, signal, sys
 import tonsai.data.prepare as p
-real = p.write_dataset_dict_index
+real = p.write_splits
 def die(*a, **k):
     real(*a, **k)
     os.kill(os.getpid(), signal.SIGKILL)  # killed inside the merge, after the splits are written
-p.write_dataset_dict_index = die
+p.write_splits = die
 from tonsai.data.prepare import PrepareConfig, run_prepare
 run_prepare(PrepareConfig(output_dir=sys.argv[1], khmer=[sys.argv[2]], english=[sys.argv[3]],
                           validation_fraction=0.1, min_validation_docs=3, overwrite=True))

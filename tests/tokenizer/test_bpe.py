@@ -4,6 +4,7 @@ import pytest
 
 from tonsai.cli import parse_config
 from tonsai.data.mix import plan_sources
+from tonsai.data.prepared import load_splits
 from tonsai.errors import StageError
 from tonsai.manifest import file_sha256, read_manifest
 from tonsai.text import normalize
@@ -66,10 +67,8 @@ def test_khmer_share_sets_the_tokenizers_language_balance(tmp_path, sample_pipel
 
 
 def test_max_chars_trains_on_a_seeded_sample_of_the_dataset(tmp_path, sample_pipeline):
-    import datasets
-
     data = sample_pipeline / "data"
-    train = datasets.load_from_disk(str(data / "dataset"))["train"]
+    train = load_splits(data / "dataset")["train"]
     all_chars = sum(len(t) for t in train["text"])
     whole = run_train_tokenizer(TokenizerConfig(output_dir=str(tmp_path / "all"), dataset_dir=str(data),
                                                 vocab_size=400))

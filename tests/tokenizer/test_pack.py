@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 
+from tonsai.data.prepared import load_splits
 from tonsai.errors import StageError
 from tonsai.tokenizer.pack import PackedBlocks, TokenFile, pack_dataset_split, pack_texts, tokenizer_hash
 
@@ -87,7 +88,6 @@ def test_several_processes_give_the_same_tokens_as_one(tmp_path, sample_pipeline
 
 @pytest.mark.parametrize("procs", [1, 2])
 def test_mixed_split_records_the_language_of_every_token(sample_pipeline, tmp_path, procs):
-    import datasets
     from transformers import AutoTokenizer
 
     out = tmp_path / "train"
@@ -97,7 +97,7 @@ def test_mixed_split_records_the_language_of_every_token(sample_pipeline, tmp_pa
     total = tf.lang_counts(0, len(tf))
     tok = AutoTokenizer.from_pretrained(sample_pipeline / "tok")
     want = {"km": 0, "en": 0}
-    ds = datasets.load_from_disk(str(sample_pipeline / "data" / "dataset"))["train"]
+    ds = load_splits(sample_pipeline / "data" / "dataset")["train"]
     for text, lang in zip(ds["text"], ds["lang"]):
         want[lang] += len(tok(text, add_special_tokens=False)["input_ids"]) + 1  # + its end-of-text
     assert {lang: int(n) for lang, n in zip(tf.langs, total)} == want
@@ -147,9 +147,7 @@ def test_pack_dataset_states_token_shares_and_reuses_only_matching_folders(sampl
 
 
 def _train_texts_by_lang(dataset_dir):
-    import datasets
-
-    ds = datasets.load_from_disk(str(dataset_dir / "dataset"))["train"]
+    ds = load_splits(dataset_dir / "dataset")["train"]
     out = {}
     for text, lang in zip(ds["text"], ds["lang"]):
         out.setdefault(lang, []).append(text)

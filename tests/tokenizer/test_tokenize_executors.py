@@ -16,6 +16,7 @@ import pytest
 
 from tests.data.slurm_jobs import pipeline_jobs
 from tonsai.cli import parse_config
+from tonsai.data.prepared import load_splits
 from tonsai.tokenizer.pack import TokenFile, TokenizeConfig, run_tokenize
 
 REPO = Path(__file__).resolve().parent.parent.parent
@@ -26,11 +27,10 @@ TOTALS = ("tokens", "documents", "bytes", "characters", "by_lang", "dtype", "eos
 
 def expected_stream(dataset_dir, tok_dir, split="train", lang=None) -> list[int]:
     """The split's documents (of ``lang``) through the tokenizer, each followed by end-of-text."""
-    import datasets
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(tok_dir)
-    ds = datasets.load_from_disk(str(Path(dataset_dir) / "dataset"))[split]
+    ds = load_splits(Path(dataset_dir) / "dataset")[split]
     out = []
     for text, doc_lang in zip(ds["text"], ds["lang"]):
         if lang is None or doc_lang == lang:
@@ -85,7 +85,7 @@ def big_data(sample_pipeline, tmp_path_factory):
     import datasets
 
     out = tmp_path_factory.mktemp("big") / "data"
-    dd = datasets.load_from_disk(str(sample_pipeline / "data" / "dataset"))
+    dd = load_splits(sample_pipeline / "data" / "dataset")
     big = datasets.DatasetDict({"train": datasets.concatenate_datasets([dd["train"]] * 150),
                                 "validation": dd["validation"]})
     big.save_to_disk(str(out / "dataset"))

@@ -44,7 +44,7 @@ from tonsai.data.engine import (docs_dir, run_docs_local, run_docs_ray, submit_s
                                 unfinished_tasks)
 from tonsai.data.sources import ReadOptions, Source, load_mix_file
 from tonsai.data.splitwrite import EXACT_DUP, NEAR_DUP, TRAIN, VALIDATION, merge_workers, write_splits
-from tonsai.data.writer import buckets_for, write_dataset_dict_index
+from tonsai.data.writer import buckets_for
 from tonsai.executors import ExecutorOptions
 from tonsai.folders import check_output_dir, claim_in_place, claim_output, static_prefix
 from tonsai.data.prepared import STAGE
@@ -64,7 +64,7 @@ class PrepareConfig(ExecutorOptions):
 
     output_dir: str = dataclasses.field(metadata={"help": "folder to write the DatasetDict and manifest.json into"})
     khmer: list[str] = dataclasses.field(default_factory=list, metadata={
-        "help": "Khmer sources: .txt/.jsonl/.json/.parquet files (.gz/.zst too), save_to_disk folders, "
+        "help": "Khmer sources: .txt/.jsonl/.json/.parquet files (.gz/.zst too), .arrow files, save_to_disk folders, "
                 "folders or globs of these, or hf:NAME[:CONFIG[:SPLIT]] (a Hub dataset, streamed)",
         "metavar": "PATH"})
     english: list[str] = dataclasses.field(default_factory=list, metadata={
@@ -659,7 +659,6 @@ def _write_output(m: _Merge, work: Path, infos: list[dict], skipped: dict, plan:
                    "validation": buckets_for(val_chars, cfg.shuffle_bucket_mb)}
         rows = write_splits(m.files, m.offs, m.names, [lang_of[n] for n in m.names], m.mdir, tmp, cfg.seed, shuffle,
                             cfg.write_rejected, m.workers)
-        write_dataset_dict_index(tmp / "dataset", ["train", "validation"])
         m.done("write", t0)
         manifest = write_manifest(
             tmp, STAGE, cfg, inputs=next((i["inputs"] for i in infos if i.get("inputs")), None),

@@ -9,6 +9,8 @@ own mixing weight. Supported inputs:
   file that starts with ``[`` is one JSON array of such objects (loaded whole: use JSON lines for
   big files). Both may be compressed: ``.gz`` or ``.zst`` after the suffix;
 - ``.parquet``: read in record batches of the text column only;
+- ``.arrow``: an Arrow stream file (a split folder of a prepared dataset holds these), read batch
+  by batch;
 - a folder written by ``datasets``' ``save_to_disk`` (a ``Dataset``, or a ``DatasetDict`` whose
   split is chosen with ``split``): its Arrow files are read batch by batch, never memory-mapped;
 - ``hf:NAME[:CONFIG[:SPLIT]]``: a dataset loaded with
@@ -28,8 +30,7 @@ Inputs are read completely or not at all: a truncated ``.gz``, ``.zst`` or Parqu
 naming the file, never a silent partial read (``--bad-records skip`` does not cover it). The
 ``zstandard`` package's stream readers return what they decoded and stop when a file ends inside a
 frame, so :class:`_ZstdReader` drives one ``decompressobj`` per frame and checks that the last one
-ended. An Arrow stream file of a ``save_to_disk`` folder cut between two record batches reads
-without error too: its missing end-of-stream marker gives it away.
+ended. An Arrow stream file cut between two record batches reads without error too: its missing end-of-stream marker gives it away.
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ from tonsai.manifest import file_sha256
 TEXT_SUFFIXES = {".txt"}
 JSON_SUFFIXES = {".jsonl", ".json"}
 PARQUET_SUFFIXES = {".parquet"}
+ARROW_SUFFIXES = {".arrow"}  # Arrow stream files, as the prepare stage and save_to_disk write them
 COMPRESSED = {".gz", ".zst"}
 HF_PREFIX = "hf:"
 MAX_LOCATIONS = 20  # locations of skipped records kept per source for the manifest
@@ -134,7 +136,7 @@ class Source:
         elif p.is_file():
             if file_kind(p) is None:
                 raise StageError(f"{self.lang} source {self.path}: unsupported file type "
-                                 f"(use .txt, .jsonl, .json, .parquet, optionally .gz/.zst)")
+                                 f"(use .txt, .jsonl, .json, .parquet, optionally .gz/.zst, or .arrow)")
             return [p]
         else:
             raise StageError(f"{self.lang} source {self.path}: no such file or folder")
@@ -143,7 +145,7 @@ class Source:
         saved = [x for x in found if x.is_dir()]
         found = [x for x in found if not any(s in x.parents for s in saved)]
         if not found:
-            raise StageError(f"{self.lang} source {self.path}: no .txt, .jsonl, .json, .parquet files "
+            raise StageError(f"{self.lang} source {self.path}: no .txt, .jsonl, .json, .parquet, .arrow files "
                              f"or save_to_disk folders found there")
         return found
 
@@ -169,6 +171,8 @@ def file_kind(p: Path) -> str | None:
         return "json"
     if last in PARQUET_SUFFIXES:
         return "parquet"
+    if last in ARROW_SUFFIXES and len(suffixes) and suffixes[-1] not in COMPRESSED:
+        return "arrow"
     return None
 
 
@@ -312,6 +316,8 @@ def iter_documents(source: Source, stats: ReadStats, doc_mode: str = "line",
                 yield from _iter_parquet(path, rel, source, stats, opts)
             elif kind == "saved":
                 yield from _iter_saved(path, rel, source, stats, opts)
+            elif kind == "arrow":
+                yield from _iter_arrow([path], path, rel, source, stats, opts)
             else:
                 yield from _iter_txt(path, rel, source, stats, opts)
         except (OSError, EOFError, zlib.error) as e:  # gzip.BadGzipFile is an OSError
@@ -491,16 +497,25 @@ def _iter_saved(path: Path, rel: str, source: Source, stats: ReadStats, opts: Re
     _check_column(saved.column_names, str(path), opts, saved.features.arrow_schema)
     files = [Path(f["filename"]) for f in saved.cache_files]
     del saved
+    yield from _iter_arrow(files, path, rel, source, stats, opts)
+
+
+def _iter_arrow(files: list[Path], path: Path, rel: str, source: Source, stats: ReadStats,
+                opts: ReadOptions) -> Iterator[Document]:
+    """The rows of Arrow stream ``files`` in order, as one input named ``path`` (row numbers run on
+    across files), read batch by batch; a file cut short is named."""
     i = 0
     for arrow in files:
         _check_arrow_end(arrow)
         try:
             with pa.OSFile(str(arrow)) as fh:
-                for text in _iter_batches_text(pa.ipc.open_stream(fh), opts.text_column):
+                stream = pa.ipc.open_stream(fh)
+                _check_column(stream.schema.names, str(arrow), opts, stream.schema)
+                for text in _iter_batches_text(stream, opts.text_column):
                     yield _doc(source, rel, i, text or "", f"{path}#row{i}", False, opts, stats)
                     i += 1
         except pa.ArrowException as e:  # a message cut short, or damaged
-            raise StageError(f"{arrow}: cannot read ({e}); the file is damaged — save the dataset again") from e
+            raise StageError(f"{arrow}: cannot read ({e}); the file is damaged — save or copy it again") from e
 
 
 def _reads(arrow: Path) -> bool:

@@ -132,7 +132,7 @@ def write_splits(files: list[Path], offs: np.ndarray, names: list[str], langs: l
     for f in sorted((tmp / "tmp-rows").glob("*.json")):
         for split, n in json.loads(f.read_text(encoding="utf-8")).items():
             rows[split] += n
-    for split, k in buckets.items():
-        finish_split(tmp / f"tmp-{split}", tmp / "dataset" / split, k)
+    for split in buckets:
+        finish_split(tmp / f"tmp-{split}")
     shutil.rmtree(tmp / "tmp-rows")
     return rows

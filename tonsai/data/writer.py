@@ -1,33 +1,30 @@
-"""Writing a split of the prepared dataset in ``save_to_disk`` layout, shuffled, in bounded memory.
+"""Writing a split of the prepared dataset as Arrow files, shuffled, in bounded memory.
 
 Documents are spread over ``num_buckets`` temporary Arrow files by a hash of (seed, id, copy);
 each bucket is then read alone, sorted by that hash and written as one
-``data-0000k-of-0000K.arrow`` file. The order depends only on the seed and the documents, not on
-how many tasks or processes made them: several writers (``part``) may spread into the same
-temporary folder at once, each into its own file per bucket (``bucket-k/<part>.arrow``), and each
-bucket is then sorted by one task (:func:`write_bucket`). Memory: while spreading, at most ``FLUSH_BYTES`` characters
-of text (``FLUSH_ROWS`` rows) wait in Python lists, spread over the buckets (4 KB per bucket at
-least); while sorting, one bucket is in memory (plus 1,000 rows being
-copied out). :func:`buckets_for` picks buckets of about ``bucket_mb`` MB, at most ``MAX_BUCKETS`` of
-them (open files), so memory stays flat up to ``MAX_BUCKETS x bucket_mb`` of selected text (128 GB
-with the default 256 MB) and grows beyond that (1 GB buckets for 512 GB). ``datasets.load_from_disk`` reads the result like any saved dataset.
+``data-0000k-of-0000K.arrow`` file (an Arrow stream, the format ``datasets`` itself keeps). The
+order depends only on the seed and the documents, not on how many tasks or processes made them:
+several writers (``part``) may spread into the same temporary folder at once, each into its own
+file per bucket (``bucket-k/<part>.arrow``), and each bucket is then sorted by one task
+(:func:`write_bucket`). Memory: while spreading, at most ``FLUSH_BYTES`` characters of text
+(``FLUSH_ROWS`` rows) wait in Python lists, spread over the buckets (4 KB per bucket at least);
+while sorting, one bucket is in memory (plus 1,000 rows being copied out). :func:`buckets_for`
+picks buckets of about ``bucket_mb`` MB, at most ``MAX_BUCKETS`` of them (open files), so memory
+stays flat up to ``MAX_BUCKETS x bucket_mb`` of selected text (128 GB with the default 256 MB) and
+grows beyond that (1 GB buckets for 512 GB).
 
-Why tonsai writes the ``save_to_disk`` layout (Arrow stream files, ``state.json``,
-``dataset_info.json``) itself instead of calling ``Dataset.save_to_disk``: the split's files are
-written in parallel, one sorted bucket per task, and no public ``datasets`` API joins such files
-into one saved dataset without copying them through a memory map, which touches every page:
-measured on the 10x corpus's train split (168 MB), ``concatenate_datasets`` of
-``Dataset.from_file`` per bucket, then ``save_to_disk``, raised the peak resident set from 164 to
-327 MB (it grows with the corpus, where this writer's stays flat). ``state.json`` holds only what
-``load_from_disk`` reads (the file list, a fingerprint of names and sizes, no format); the
-``datasets`` pin stops below the next major version, and every test that reads a prepared dataset
-reads it with ``datasets.load_from_disk``. Readers of tonsai's own inputs use public APIs only
-(:func:`tonsai.data.sources.iter_documents` lists a saved dataset's files through ``cache_files``).
+The split folder holds these files and nothing else: no ``datasets`` metadata (``state.json``,
+``dataset_info.json``) is written, because its fields are private to ``datasets``. Readers join
+the files through public APIs: :func:`tonsai.data.prepared.load_splits` memory-maps each with
+``datasets.Dataset.from_file`` and joins them with ``concatenate_datasets`` (no copy), and a user
+can call ``datasets.load_dataset("arrow", data_dir="runs/data/dataset")`` (which copies them into
+its cache). ``Dataset.save_to_disk`` is not used: it copies every file through a memory map, which
+raised peak RSS from 164 to 327 MB on the 10x corpus's train split (168 MB), growing with the
+corpus where this writer's stays flat.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import shutil
 from pathlib import Path
@@ -100,7 +97,7 @@ class ShuffledSplitWriter:
         self.close_part()
         for b in range(self.k):
             write_bucket(self.tmp_dir, self.out_dir, b, self.k)
-        finish_split(self.tmp_dir, self.out_dir, self.k)
+        finish_split(self.tmp_dir)
         return self.rows
 
 
@@ -132,22 +129,6 @@ def write_bucket(tmp_dir: Path, out_dir: Path, b: int, k: int) -> int:
     return rows
 
 
-def finish_split(tmp_dir: Path, out_dir: Path, k: int) -> None:
+def finish_split(tmp_dir: Path) -> None:
+    """Remove a split's emptied bucket folders once every bucket is written."""
     shutil.rmtree(tmp_dir, ignore_errors=True)
-    _write_split_metadata(Path(out_dir), [bucket_name(b, k) for b in range(k)])
-
-
-def _write_split_metadata(split_dir: Path, data_files: list[str]) -> None:
-    state = {"_data_files": [{"filename": n} for n in data_files],
-             "_fingerprint": xxhash.xxh64("\n".join(
-                 f"{n}:{(split_dir / n).stat().st_size}" for n in data_files).encode()).hexdigest(),
-             "_format_columns": None, "_format_kwargs": {}, "_format_type": None,
-             "_output_all_columns": False, "_split": None}
-    info = {"citation": "", "description": "", "homepage": "", "license": "",
-            "features": {c: {"dtype": "string", "_type": "Value"} for c in COLUMNS}}
-    (split_dir / "state.json").write_text(json.dumps(state, indent=2), encoding="utf-8")
-    (split_dir / "dataset_info.json").write_text(json.dumps(info, indent=2), encoding="utf-8")
-
-
-def write_dataset_dict_index(dataset_dir: Path, splits: list[str]) -> None:
-    (dataset_dir / "dataset_dict.json").write_text(json.dumps({"splits": splits}), encoding="utf-8")

@@ -28,11 +28,12 @@ from datatrove.data import Document, DocumentsPipeline
 from datatrove.pipeline.base import PipelineStep
 
 from tonsai.atomic import staged_dir, write_json
+from tonsai.data.prepared import load_splits
 from tonsai.errors import StageError
 from tonsai.executors import forget_ranks, local_executor, unfinished_ranks
 from tonsai.tokenizer.shards import META, folder_meta, write_shard
 
-# datasets (0.7 s to import on a 2-core machine) is imported inside plan() and DatasetRangeReader.run():
+# datasets (0.7 s to import on a 2-core machine) is imported inside tonsai.data.prepared.load_splits:
 # tonsai.tokenizer.pack imports this module at the top, and tokenize_dataset.py --help must not pay it.
 
 log = logging.getLogger(__name__)
@@ -50,9 +51,7 @@ class Folder:
 
 def plan(dataset_path: str, folders: list[Folder]) -> list[dict]:
     """One entry per task: its folder, split, language filter, document range and shard index."""
-    import datasets
-
-    dd = datasets.load_from_disk(dataset_path)
+    dd = load_splits(dataset_path)
     specs = []
     for f in folders:
         n = len(dd[f.split])
@@ -88,12 +87,10 @@ class DatasetRangeReader(PipelineStep):
         self.dataset_path, self.specs = dataset_path, specs
 
     def run(self, data: DocumentsPipeline = None, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
-        import datasets
-
         if world_size != len(self.specs):
             raise ValueError(f"the tokenize pipeline has {len(self.specs)} tasks, not {world_size}")
         spec = self.specs[rank]
-        ds = datasets.load_from_disk(self.dataset_path)[spec["split"]].select(range(spec["start"], spec["end"]))
+        ds = load_splits(self.dataset_path)[spec["split"]].select(range(spec["start"], spec["end"]))
         pos = spec["start"]
         for batch in ds.iter(batch_size=1000):
             for text, lang in zip(batch["text"], batch["lang"]):
