@@ -16,12 +16,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import REPO
+from tests.train.runs import LAUNCH_VARS, TINY, ZERO2, common_args, config, losses, run_script
 from tonsai.errors import StageError
 from tonsai.train.checkpoint import CHECKSUMS, check, listed_bytes, unsafe_pickles, write_checksums
 from tonsai.train.run import run_train
-
-from ..conftest import REPO
-from .test_train import LAUNCH_VARS, TINY, ZERO2, common_args, config, losses, plain_run, run_script  # noqa: F401
 
 
 def hashes(folder: Path) -> dict[str, str]:

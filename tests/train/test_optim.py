@@ -1,4 +1,4 @@
-"""Training options beyond the defaults: --optimizer muon (Muon on hidden matrices, AdamW on the rest) and --liger-kernel."""
+"""--optimizer muon (tonsai.train.optim): Muon on the hidden matrices, AdamW on the rest."""
 
 import copy
 import json
@@ -7,9 +7,8 @@ import shutil
 import pytest
 import torch
 
+from tests.train.runs import ZERO2, config, losses
 from tonsai.train.optim import MUON_FLAG, MuonAdamW, tag_muon_parameters
-
-from .test_train import ZERO2, config, losses
 
 
 def tiny_gpt2():
@@ -119,11 +118,3 @@ def test_training_with_muon_learns_and_resumes_exactly(sample_pipeline, tmp_path
 def test_muon_under_deepspeed_is_refused_with_the_reason(sample_pipeline, tmp_path):
     with pytest.raises(ValueError, match="flattened partitions"):
         config(sample_pipeline, tmp_path, optimizer="muon", deepspeed=ZERO2)
-
-
-def test_liger_kernel_is_refused_where_it_cannot_run():
-    from tonsai.train.run import check_liger
-
-    assert "CUDA GPU" in check_liger("llama", use_cpu=True)
-    assert "no kernels for 'gpt2'" in check_liger("gpt2", use_cpu=False)
-    assert check_liger("llama", use_cpu=False) is None
