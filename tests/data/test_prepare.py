@@ -9,29 +9,12 @@ import sys
 
 import pytest
 
-from tests.data.corpus import REPO, cfg, en_docs, km_docs, write_lines
+from tests.data.corpus import EN, KM, REPO, cfg, en_docs, km_docs, write_lines
 from tonsai.cli import parse_config
 from tonsai.data.prepare import PrepareConfig, run_prepare
 from tonsai.data.prepared import load_prepared
 from tonsai.errors import StageError
 from tonsai.manifest import read_manifest
-
-KM = [
-    "ប្រទេសកម្ពុជាស្ថិតនៅក្នុងតំបន់អាស៊ីអាគ្នេយ៍។ រាជធានីរបស់ប្រទេសកម្ពុជាគឺភ្នំពេញ។",
-    "ទន្លេមេគង្គហូរកាត់ប្រទេសកម្ពុជាពីខាងជើងទៅខាងត្បូង។ អ្នកនេសាទជាច្រើនរស់នៅតាមមាត់ទន្លេ។",
-    "ប្រាសាទអង្គរវត្តជាប្រាសាទដ៏ធំបំផុតនៅលើពិភពលោក។ ប្រាសាទនេះស្ថិតនៅខេត្តសៀមរាប។",
-    "កសិករខ្មែរដាំស្រូវនៅរដូវវស្សា។ ពួកគេភ្ជួររាស់ដីមុនពេលភ្លៀងធ្លាក់។",
-    "សិស្សទៅសាលារៀនរៀងរាល់ថ្ងៃចន្ទដល់ថ្ងៃសុក្រ។ ពួកគេរៀនភាសាខ្មែរ គណិតវិទ្យា និងវិទ្យាសាស្ត្រ។",
-]
-EN = [
-    "Cambodia is located in Southeast Asia. The capital of Cambodia is Phnom Penh.",
-    "The Mekong River flows through Cambodia from north to south.",
-    "Angkor Wat is the largest temple in the world and lies in Siem Reap province.",
-    "Khmer farmers plant rice in the rainy season before the rain falls.",
-    "Students go to school every day from Monday to Friday to study science.",
-    "The weather in Cambodia is hot all year round, with a rainy and a dry season.",
-]
-
 
 @pytest.fixture
 def corpus(tmp_path):

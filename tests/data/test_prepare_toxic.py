@@ -4,11 +4,9 @@ counted like every other reason, and part of the document tasks' settings."""
 import gzip
 import json
 
+from tests.data.corpus import EN, KM, REPO, write_lines
 from tonsai.data.prepare import PrepareConfig, run_prepare
 from tonsai.data.prepared import load_prepared
-
-from ..conftest import REPO
-from .test_prepare import EN, KM, write_lines
 
 LEXICON = str(REPO / "eval_suites" / "safety")
 TOXIC_KM = "អាឆ្កែ ឯងល្ងង់ណាស់ ចេញពីភូមិនេះទៅ បើមិនចេញ ខ្ញុំនឹងសម្លាប់ឯង។"  # 3 hits in 60 characters

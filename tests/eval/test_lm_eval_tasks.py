@@ -1,8 +1,10 @@
 """The khmer_core suite as lm-eval tasks (eval_suites/lm_eval) gives what tonsai's own runner gives:
 the same items, prompts and settings (every item, no model), and the same scores on a model the
-project trained (lm-eval's simple_evaluate against run_suites, the function eval_model.py calls)."""
+project trained (lm-eval's simple_evaluate against run_suites, the function eval_model.py calls); and
+lm-eval's `hf` model loads a model the project exported and scores what the model itself gives."""
 
 import pytest
+import torch
 
 from tonsai.eval.suites import load_suite, run_suites
 from tonsai.text import normalize
@@ -98,3 +100,25 @@ def test_lm_eval_scores_equal_the_suite_runner_on_a_trained_model(trained_model)
         assert out["n-samples"][f"{GROUP}_{name}"]["effective"] == scores["n"] == limit
     # the comparison is not between two empty outputs: the tiny model writes text that chrF can score
     assert ours["khmer_core"]["translate_km_en"]["chrf"] > 0
+
+
+def test_lm_evaluation_harness_loads_the_exported_model(trained_model, model_and_tok):
+    """lm-eval's `hf` model (HFLM) loads the folder and scores exactly what the model itself gives."""
+    pytest.importorskip("lm_eval", reason="lm-eval is a dev dependency (uv sync installs it)")
+    from lm_eval.api.instance import Instance
+    from lm_eval.models.huggingface import HFLM
+
+    lm = HFLM(pretrained=str(trained_model), device="cpu", batch_size=2)
+    model, tok = model_and_tok
+    assert lm.eot_token_id == tok.eos_token_id and lm.max_length == model.config.n_positions
+    pairs = [(normalize("ប្រទេសកម្ពុជា"), normalize("ស្ថិតនៅអាស៊ី")), ("Cambodia is", " in Asia")]
+    got = lm.loglikelihood([Instance(request_type="loglikelihood", doc={}, arguments=a, idx=i)
+                            for i, a in enumerate(pairs)], disable_tqdm=True)
+    for (ctx, cont), (logprob, _) in zip(pairs, got):
+        ctx_ids = tok(ctx, add_special_tokens=False)["input_ids"]
+        whole = tok(ctx + cont, add_special_tokens=False)["input_ids"]
+        cont_ids = whole[len(ctx_ids):]
+        with torch.no_grad():
+            logits = model(input_ids=torch.tensor([whole])).logits[0].log_softmax(-1)
+        ref = sum(logits[len(ctx_ids) - 1 + j, t].item() for j, t in enumerate(cont_ids))
+        assert logprob == pytest.approx(ref, abs=1e-3)

@@ -3,7 +3,9 @@ import math
 import pytest
 import torch
 
-from tonsai.eval.perplexity import score_texts, windows
+from tonsai.eval.perplexity import score_each, score_texts, windows
+
+from ..conftest import SAMPLE
 
 
 @pytest.mark.parametrize("n, block, stride", [(10, 4, 2), (10, 4, 4), (100, 16, 5), (3, 8, 4), (17, 4, 1)])
@@ -54,3 +56,20 @@ def test_scores_the_tokens_training_saw_even_with_a_literal_end_of_text(sample_p
     packed = np.asarray(TokenFile(tmp_path / "t").tokens).tolist()
     assert score_texts(model, tok, texts, block_size=64, stride=64).tokens == len(packed)
     assert packed.count(tok.eos_token_id) == 1
+
+
+def test_score_each_is_the_full_sequence_loss_and_long_texts_use_windows(model_and_tok):
+    model, tok = model_and_tok
+    texts = ["ទន្លេមេគង្គហូរកាត់ប្រទេសកម្ពុជា។", "The Mekong flows through Cambodia.", "ក"]
+    nll, n = score_each(model, tok, texts, batch_size=2)
+    for text, got, count in zip(texts, nll, n):
+        ids = torch.tensor([[tok.eos_token_id, *tok(text, add_special_tokens=False)["input_ids"], tok.eos_token_id]])
+        with torch.no_grad():
+            ref = model(input_ids=ids, labels=ids).loss.item() * (ids.shape[1] - 1)
+        assert count == ids.shape[1] - 1
+        assert got == pytest.approx(ref, rel=1e-4)
+    # a text longer than the limit is scored over sliding windows, exactly like score_texts
+    long_text = " ".join((SAMPLE / "en.txt").read_text(encoding="utf-8").split()[:150])
+    (got,), (count,) = score_each(model, tok, [long_text], max_tokens=64)
+    ref = score_texts(model, tok, [long_text], block_size=64, stride=32)
+    assert count > 64 and got == pytest.approx(ref.nll_nats, rel=1e-5)

@@ -7,39 +7,13 @@ import subprocess
 import sys
 
 import pytest
-import torch
 
 from tonsai.errors import StageError
-from tonsai.eval.perplexity import score_each, score_texts
+from tonsai.eval.perplexity import score_texts
 from tonsai.eval.report import load_report
 from tonsai.eval.run import EvalConfig, read_curves, run_eval
-from tonsai.text import normalize
 
 from ..conftest import REPO, SAMPLE
-
-
-@pytest.fixture(scope="module")
-def model_and_tok(trained_model):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    return AutoModelForCausalLM.from_pretrained(trained_model).eval(), AutoTokenizer.from_pretrained(trained_model)
-
-
-def test_score_each_is_the_full_sequence_loss_and_long_texts_use_windows(model_and_tok):
-    model, tok = model_and_tok
-    texts = ["ទន្លេមេគង្គហូរកាត់ប្រទេសកម្ពុជា។", "The Mekong flows through Cambodia.", "ក"]
-    nll, n = score_each(model, tok, texts, batch_size=2)
-    for text, got, count in zip(texts, nll, n):
-        ids = torch.tensor([[tok.eos_token_id, *tok(text, add_special_tokens=False)["input_ids"], tok.eos_token_id]])
-        with torch.no_grad():
-            ref = model(input_ids=ids, labels=ids).loss.item() * (ids.shape[1] - 1)
-        assert count == ids.shape[1] - 1
-        assert got == pytest.approx(ref, rel=1e-4)
-    # a text longer than the limit is scored over sliding windows, exactly like score_texts
-    long_text = " ".join((SAMPLE / "en.txt").read_text(encoding="utf-8").split()[:150])
-    (got,), (count,) = score_each(model, tok, [long_text], max_tokens=64)
-    ref = score_texts(model, tok, [long_text], block_size=64, stride=32)
-    assert count > 64 and got == pytest.approx(ref.nll_nats, rel=1e-5)
 
 
 def test_report_per_language_per_source_parallel_and_curves(trained_model, sample_pipeline, tmp_path):
@@ -149,28 +123,6 @@ def test_bad_input_gets_a_clear_message_and_nonzero_exit(trained_model, tmp_path
     with pytest.raises(StageError, match="schema_version"):
         (tmp_path / "bad.json").write_text('{"x": 1}')
         load_report(tmp_path / "bad.json")
-
-
-def test_lm_evaluation_harness_loads_the_exported_model(trained_model, model_and_tok):
-    """lm-eval's `hf` model (HFLM) loads the folder and scores exactly what the model itself gives."""
-    pytest.importorskip("lm_eval", reason="lm-eval is a dev dependency (uv sync installs it)")
-    from lm_eval.api.instance import Instance
-    from lm_eval.models.huggingface import HFLM
-
-    lm = HFLM(pretrained=str(trained_model), device="cpu", batch_size=2)
-    model, tok = model_and_tok
-    assert lm.eot_token_id == tok.eos_token_id and lm.max_length == model.config.n_positions
-    pairs = [(normalize("ប្រទេសកម្ពុជា"), normalize("ស្ថិតនៅអាស៊ី")), ("Cambodia is", " in Asia")]
-    got = lm.loglikelihood([Instance(request_type="loglikelihood", doc={}, arguments=a, idx=i)
-                            for i, a in enumerate(pairs)], disable_tqdm=True)
-    for (ctx, cont), (logprob, _) in zip(pairs, got):
-        ctx_ids = tok(ctx, add_special_tokens=False)["input_ids"]
-        whole = tok(ctx + cont, add_special_tokens=False)["input_ids"]
-        cont_ids = whole[len(ctx_ids):]
-        with torch.no_grad():
-            logits = model(input_ids=torch.tensor([whole])).logits[0].log_softmax(-1)
-        ref = sum(logits[len(ctx_ids) - 1 + j, t].item() for j, t in enumerate(cont_ids))
-        assert logprob == pytest.approx(ref, abs=1e-3)
 
 
 def _split_corpus(folder, n_parts=2):
