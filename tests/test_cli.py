@@ -1,10 +1,12 @@
 """tonsai.cli: command lines built from a stage's config dataclass, ``--config FILE`` (YAML or JSON)
-with flags overriding it, strict reading of the file, and every stage YAML shipped under configs/
-parsed into its stage's config."""
+with flags overriding it, strict reading of the file, every stage YAML shipped under configs/
+parsed into its stage's config, and every script's --help."""
 
 import dataclasses
 import json
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -132,3 +134,12 @@ def test_the_slurm_prepare_yaml_gives_what_the_documented_command_line_gives(mon
         "--slurm-sbatch", "account=khmer-nlp", "constraint=cpu", "--num-shards", "512", "--workers", "128",
         "--output-dir", "/shared/runs/data"])
     assert from_file == from_flags
+
+
+@pytest.mark.parametrize("script", sorted(p.stem for p in (REPO / "scripts").glob("*.py")))
+def test_every_script_has_help(script):
+    """Every script under scripts/ answers --help with an example, --config and the defaults."""
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / f"{script}.py"), "--help"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0
+    assert "Example" in proc.stdout and "--config CONFIG" in proc.stdout and "(default:" in proc.stdout

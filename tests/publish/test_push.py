@@ -19,7 +19,7 @@ from tonsai.errors import StageError
 from tonsai.train.run import run_train
 
 from ..conftest import REPO
-from ..train.test_train import common_args, config
+from ..train.runs import common_args, config
 from .hub_standin import HubStandIn
 
 TOKEN = "hf_standin_write_token"

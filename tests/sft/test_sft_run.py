@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from tests.conftest import REPO, SAMPLE
-from tests.train.test_train import LAUNCH_VARS, _wait_and_kill
+from tests.train.runs import LAUNCH_VARS, wait_and_kill
 from tonsai.errors import StageError
 from tonsai.sft.config import SftConfig
 from tonsai.sft.run import run_sft
@@ -114,8 +114,8 @@ def test_kill_9_then_resume_auto_gives_the_uninterrupted_run(full_run, trained_m
         return lambda: (out / "metrics.jsonl").is_file() and any(r.get("step") == step and "loss" in r
                                                                  for r in metrics(out))
 
-    _wait_and_kill(subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
-                   lambda: (out / "checkpoint-4" / "checksums.json").is_file() and logged(6)())
+    wait_and_kill(subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
+                  lambda: (out / "checkpoint-4" / "checksums.json").is_file() and logged(6)())
     assert not (out / "final").exists()
     proc = subprocess.run(cmd + ["--resume-from", "auto"], cwd=REPO, env=env, capture_output=True, text=True,
                           timeout=900)
