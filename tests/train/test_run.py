@@ -1,6 +1,6 @@
 """The training stage end to end (tonsai.train.run): a plain run's model, metrics and manifest, training
-from a --tokens-dir, a Llama-style model (--save-total-limit, --gradient-checkpointing), and where
---liger-kernel cannot run."""
+from a --tokens-dir, a Llama-style model (--save-total-limit, --gradient-checkpointing), --torch-compile
+against eager, and --liger-kernel (refused where it cannot run; Liger's modules in the trained model)."""
 
 import json
 
@@ -95,3 +95,56 @@ def test_liger_kernel_is_refused_where_it_cannot_run():
     assert "CUDA GPU" in check_liger("llama", use_cpu=True)
     assert "no kernels for 'gpt2'" in check_liger("gpt2", use_cpu=False)
     assert check_liger("llama", use_cpu=False) is None
+
+
+LLAMA_TINY = str(REPO / "configs/model/llama_tiny.json")  # no dropout: compiled and eager runs draw no random masks
+
+
+def test_torch_compile_trains_the_compiled_model_with_the_eager_losses(sample_pipeline, tmp_path):
+    """--torch-compile: Dynamo captures the model's graphs during the run (its counters are empty after
+    the eager run and not after the compiled one), and the training and validation losses equal the
+    eager run's within 1e-4 relative (inductor's CPU kernels sum float32 in another order)."""
+    from torch._dynamo.utils import counters
+
+    def run(name, **kw):
+        run_train(config(sample_pipeline, tmp_path / name, steps=3, eval_steps=3, save_steps=100, logging_steps=1,
+                         model_config=LLAMA_TINY, **kw))
+        return {key: losses(tmp_path / name, key) for key in ("loss", "eval_km_loss", "eval_en_loss")}
+
+    counters.clear()
+    eager = run("eager")
+    assert not counters["stats"]["unique_graphs"]
+    compiled = run("compiled", torch_compile=True)
+    assert counters["stats"]["unique_graphs"] >= 1 and counters["stats"]["calls_captured"] > 0
+    for key in eager:
+        assert [s for s, _ in compiled[key]] == [s for s, _ in eager[key]] and eager[key]
+        assert [v for _, v in compiled[key]] == pytest.approx([v for _, v in eager[key]], rel=1e-4), key
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_liger_kernel_puts_ligers_modules_into_the_model_the_trainer_trains(sample_pipeline, tmp_path, monkeypatch):
+    """Liger's kernels are Triton, CUDA only, so a CPU run is refused (test above) and cannot show the
+    kernels running. Past that refusal, --liger-kernel reaches the Trainer, which swaps the Llama model's
+    RMSNorm, SwiGLU MLP and loss for Liger's before its first step: checked on the model the training
+    loop receives (stopped there)."""
+    pytest.importorskip("liger_kernel")
+    import tonsai.train.run as train_run
+    from tonsai.train.trainer import TonsaiTrainer
+
+    monkeypatch.setattr(train_run, "check_liger", lambda model_type, use_cpu: None)
+    seen = {}
+
+    def stop(self, *args, **kwargs):
+        seen["model"] = self.model
+        raise _Stop
+
+    monkeypatch.setattr(TonsaiTrainer, "_inner_training_loop", stop)
+    with pytest.raises(_Stop):
+        run_train(config(sample_pipeline, tmp_path / "run", steps=2, model_config=LLAMA_TINY, liger_kernel=True))
+    model = seen["model"]
+    assert model.model.norm.forward.__module__ == "liger_kernel.transformers.rms_norm"
+    assert all(layer.mlp.forward.__module__ == "liger_kernel.transformers.swiglu" for layer in model.model.layers)
+    assert model.forward.__module__.startswith("liger_kernel.transformers.model.llama")
