@@ -9,11 +9,16 @@ Examples:
   # a Hugging Face dataset, streamed (hf:NAME[:CONFIG[:SPLIT]], --text-column for its text field):
   uv run python scripts/prepare_dataset.py --khmer hf:HuggingFaceFW/fineweb-2:khm_Khmr:train \
       --english corpus/en --output-dir runs/data
-  # on a cluster: one job per shard (any order, any machines sharing --work-dir), then the merge:
-  uv run python scripts/prepare_dataset.py --mix MIX --num-shards 64 --shard-index $I --work-dir W --output-dir O
-  uv run python scripts/prepare_dataset.py --mix MIX --num-shards 64 --merge-only --work-dir W --output-dir O
+  # on a Slurm cluster (submits the document tasks and the merge, then returns; --executor ray likewise):
+  uv run python scripts/prepare_dataset.py --mix configs/data/fineweb2_km_en_local.yaml --executor slurm \
+      --slurm-partition cpu --num-shards 512 --workers 128 --output-dir /shared/runs/data
+  # or by hand: one job per task (any order, any machines sharing --work-dir), then the merge:
+  uv run python scripts/prepare_dataset.py --mix configs/data/shared_km_en.yaml --num-shards 64 \
+      --shard-index $TASK --work-dir /shared/work --output-dir /shared/runs/data
+  uv run python scripts/prepare_dataset.py --mix configs/data/shared_km_en.yaml --num-shards 64 \
+      --merge-only --work-dir /shared/work --output-dir /shared/runs/data
 
-Rerunning the same command skips finished shards. The output folder appears only when complete.
+Rerunning the same command skips finished tasks. The output folder appears only when complete.
 """
 
 import os
