@@ -251,8 +251,8 @@ def _table(rows, keys, models, fpt, device, on_gpu, precision, block, steps, ski
         elif key == "muon":
             note = "plain path: Muon is refused under --deepspeed"
         print(f"{key:<14} {model:<11} {label:<27} {rate:>10,.0f} {mfu:>6} {mem:>9} {ratio:>7}  {note}")
-    print(f"ratio: tokens/s over the bare loop of the same model in this run; Liger rows use the Llama preset "
-          f"because Liger has no GPT-2 kernels; FLOPs per token (tonsai/model/cost.py): "
+    print("ratio: tokens/s over the bare loop of the same model in this run; Liger rows use the Llama preset "
+          "because Liger has no GPT-2 kernels; FLOPs per token (tonsai/model/cost.py): "
           + ", ".join(f"{names[a]} {v / 1e9:.3f} G" for a, v in fpt.items()))
 
 
