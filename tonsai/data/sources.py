@@ -30,7 +30,8 @@ Inputs are read completely or not at all: a truncated ``.gz``, ``.zst`` or Parqu
 naming the file, never a silent partial read (``--bad-records skip`` does not cover it). The
 ``zstandard`` package's stream readers return what they decoded and stop when a file ends inside a
 frame, so :class:`_ZstdReader` drives one ``decompressobj`` per frame and checks that the last one
-ended. An Arrow stream file cut between two record batches reads without error too: its missing end-of-stream marker gives it away.
+ended. An Arrow stream file cut between two record batches reads without error too: its missing
+end-of-stream marker gives it away.
 """
 
 from __future__ import annotations
@@ -163,7 +164,7 @@ def file_kind(p: Path) -> str | None:
     last = suffixes[-1] if suffixes else ""
     if last in COMPRESSED:
         last = suffixes[0] if len(suffixes) == 2 else ""
-        if last in PARQUET_SUFFIXES:
+        if last in PARQUET_SUFFIXES or last in ARROW_SUFFIXES:  # columnar files are not compressed whole
             return None
     if last in TEXT_SUFFIXES:
         return "txt"
@@ -171,7 +172,7 @@ def file_kind(p: Path) -> str | None:
         return "json"
     if last in PARQUET_SUFFIXES:
         return "parquet"
-    if last in ARROW_SUFFIXES and len(suffixes) and suffixes[-1] not in COMPRESSED:
+    if last in ARROW_SUFFIXES:
         return "arrow"
     return None
 
