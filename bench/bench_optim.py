@@ -3,12 +3,14 @@
 validation loss, per language, and what a step costs.
 
 Data: the shared Khmer and English text (../shared/data, the files bench_prepare.py reads) through
-tonsai's own stages, once, cached under ``--work``: prepare, a 1,024-token tokenizer (the tiny
-presets' vocabulary), token files for train and for each language's validation split.
+tonsai's own stages, once, cached under ``--work`` (train_variants.make_inputs): prepare, a
+1,024-token tokenizer (the tiny presets' vocabulary), token folders for train and for each
+language's validation split.
 
 Each run trains one tiny preset (configs/model/gpt2_tiny.json or llama_tiny.json, dropout as the
 preset has it) from a seed for ``--steps`` optimizer steps of 8 x 128 tokens, with the training
-stage's settings: warmup 5% then cosine decay to 0, weight decay 0.1 on matrices (none on biases
+stage's settings: warmup 5% then cosine decay to 0 (transformers' ``get_cosine_schedule_with_warmup``,
+the Trainer's), weight decay 0.1 on matrices (none on biases
 and norm gains), gradient clipping at 1.0, AdamW betas (0.9, 0.95) (tonsai.train.arguments), and
 the optimizer as ``--optimizer adamw`` or ``--optimizer muon`` builds it (tonsai.train.optim:
 Muon on the block matrices, AdamW on the rest, one learning rate by RMS matching). It is a plain
@@ -42,11 +44,11 @@ REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared" / "data"
 sys.path.insert(0, str(REPO / "bench"))
 from bench_prepare import EN_FILES, KM_FILES  # noqa: E402  (the same input files as the prepare bench)
+from train_variants import make_inputs  # noqa: E402
+from transformers import get_cosine_schedule_with_warmup  # noqa: E402
 
-from tonsai.data.prepare import PrepareConfig, run_prepare  # noqa: E402
 from tonsai.model.build import build_model, load_model_config  # noqa: E402
-from tonsai.tokenizer.bpe import TokenizerConfig, run_train_tokenizer  # noqa: E402
-from tonsai.tokenizer.pack import TokenFile, pack_dataset_split  # noqa: E402
+from tonsai.tokenizer.pack import TokenFile  # noqa: E402
 from tonsai.train.arguments import ADAM_BETAS  # noqa: E402
 from tonsai.train.optim import MuonAdamW, tag_muon_parameters  # noqa: E402
 
@@ -56,21 +58,11 @@ BLOCK, BATCH = 128, 8
 
 
 def prepare_data(work: Path) -> dict[str, Path]:
-    """Prepared dataset, tokenizer and token files under ``work`` (made once, then reused)."""
-    data, tok, tokens = work / "data", work / "tokenizer", work / "tokens"
-    if not (data / "manifest.json").is_file():
-        run_prepare(PrepareConfig(output_dir=str(data), khmer=[str(SHARED / f) for f in KM_FILES],
-                                  english=[str(SHARED / f) for f in EN_FILES], overwrite=True))
-    if not (tok / "manifest.json").is_file():
-        run_train_tokenizer(TokenizerConfig(output_dir=str(tok), dataset_dir=str(data), vocab_size=1024,
-                                            overwrite=True))
-    out = {"tokenizer": tok}
-    for name, split, lang in (("train", "train", None), ("val_km", "validation", "km"),
-                              ("val_en", "validation", "en")):
-        if not (tokens / name / "meta.json").is_file():
-            pack_dataset_split(data, split, lang, tok, tokens / name)
-        out[name] = tokens / name
-    return out
+    """Prepared dataset, tokenizer and token folders under ``work`` (made once, then reused)."""
+    _, tok, tokens = make_inputs(work, [str(SHARED / f) for f in KM_FILES], [str(SHARED / f) for f in EN_FILES],
+                                 vocab_size=1024, max_epochs=1.0)
+    return {"tokenizer": tok, "train": tokens / "train", "val_km": tokens / "validation_km",
+            "val_en": tokens / "validation_en"}
 
 
 def make_optimizer(model, name: str, lr: float, momentum: float):
@@ -81,12 +73,6 @@ def make_optimizer(model, name: str, lr: float, momentum: float):
         tag_muon_parameters(model)
         return MuonAdamW(groups, lr=lr, betas=ADAM_BETAS, momentum=momentum)
     return torch.optim.AdamW(groups, lr=lr, betas=ADAM_BETAS)
-
-
-def lr_at(step: int, steps: int, peak: float, warmup: int) -> float:
-    if step < warmup:
-        return peak * (step + 1) / warmup
-    return peak * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
 
 
 @torch.no_grad()
@@ -105,20 +91,20 @@ def train_once(preset: str, opt: str, lr: float, seed: int, args, train_tokens, 
     model = build_model(load_model_config(PRESETS[preset], tok))
     model.train()
     optimizer = make_optimizer(model, opt, lr, args.muon_momentum)
+    # the Trainer's schedule for --lr-schedule cosine: warmup from 0, then cosine decay to 0
+    schedule = get_cosine_schedule_with_warmup(optimizer, math.ceil(0.05 * args.steps), args.steps)
     n_blocks = len(train_tokens) // BLOCK
     order = np.random.default_rng(seed).permutation(n_blocks)
-    warmup = max(1, round(0.05 * args.steps))
     curve, step_times = [], []
     for step in range(args.steps):
         idx = order[(np.arange(BATCH) + step * BATCH) % n_blocks]
         x = torch.from_numpy(np.stack([train_tokens[i * BLOCK:(i + 1) * BLOCK] for i in idx]).astype(np.int64))
         t0 = time.perf_counter()
-        for g in optimizer.param_groups:
-            g["lr"] = lr_at(step, args.steps, lr, warmup)
         loss = model(input_ids=x, labels=x).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
+        schedule.step()
         optimizer.zero_grad(set_to_none=True)
         step_times.append(time.perf_counter() - t0)
         if not math.isfinite(loss.item()):
@@ -129,6 +115,11 @@ def train_once(preset: str, opt: str, lr: float, seed: int, args, train_tokens, 
 
 
 def mean_curve(runs: list[dict]) -> list[dict]:
+    """The seeds' mean validation curve; a seed that diverged has no place in it (an error)."""
+    diverged = [r["diverged_at"] for r in runs if "diverged_at" in r]
+    if diverged:
+        raise SystemExit(f"a seed diverged (at step {diverged[0]}) at the sweep's best learning rate: "
+                         "rerun with a lower --lrs grid")
     return [{"step": pts[0]["step"], **{lang: float(np.mean([p[lang] for p in pts])) for lang in LANGS}}
             for pts in zip(*(r["curve"] for r in runs))]
 
@@ -157,9 +148,11 @@ def bench_preset(preset: str, args, train_tokens, val) -> dict:
         while todo:
             lr = todo.pop(0)
             sweep[lr] = train_once(preset, opt, lr, args.seeds[0], args, train_tokens, val)
-            print(f"  {preset} {opt} lr {lr:g} seed {args.seeds[0]}: final val "
-                  + ", ".join(f"{lang} {sweep[lr]['curve'][-1][lang]:.4f}" for lang in LANGS)
-                  + f" ({sweep[lr]['step_s'] * 1000:.1f} ms/step)", flush=True)
+            run = sweep[lr]
+            print(f"  {preset} {opt} lr {lr:g} seed {args.seeds[0]}: "
+                  + (f"diverged at step {run['diverged_at']}" if "diverged_at" in run else "final val "
+                     + ", ".join(f"{lang} {run['curve'][-1][lang]:.4f}" for lang in LANGS))
+                  + f" ({run['step_s'] * 1000:.1f} ms/step)", flush=True)
             if not todo:  # the best rate at an end of the grid: go one factor of 2 further, at most twice
                 best = min(sweep, key=lambda r: final_mean(sweep[r]))
                 extra = len(sweep) - len(args.lrs)

@@ -16,14 +16,16 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from tonsai.train.launch import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 TRAIN_SCRIPT = REPO / "scripts/train_gpt2.py"
@@ -33,7 +35,8 @@ LAUNCH_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_A
 def make_inputs(root: Path, khmer: list[str], english: list[str], vocab_size: int, target_chars: int = 0,
                 max_epochs: float = 20, workers: int = 1) -> tuple[Path, Path, Path]:
     """(dataset, tokenizer, tokens) folders under ``root``: prepare, train_tokenizer and
-    tokenize_dataset once, so that every variant trains on the same token folders (--tokens-dir)."""
+    tokenize_dataset once, so that every variant trains on the same token folders (--tokens-dir); a
+    stage whose folder is already complete (its manifest.json) is not run again."""
     from tonsai.data.prepare import PrepareConfig, run_prepare
     from tonsai.tokenizer.bpe import TokenizerConfig, run_train_tokenizer
     from tonsai.tokenizer.pack import TokenizeConfig, run_tokenize
@@ -46,11 +49,15 @@ def make_inputs(root: Path, khmer: list[str], english: list[str], vocab_size: in
         saved = os.dup(2)
         os.dup2(chatter.fileno(), 2)
         try:
-            run_prepare(PrepareConfig(output_dir=str(data), khmer=khmer, english=english, max_epochs=max_epochs,
-                                      target_chars=target_chars))
-            run_train_tokenizer(TokenizerConfig(output_dir=str(tok), dataset_dir=str(data), vocab_size=vocab_size))
-            run_tokenize(TokenizeConfig(dataset_dir=str(data), tokenizer_dir=str(tok), output_dir=str(tokens),
-                                        workers=workers))
+            if not (data / "manifest.json").is_file():
+                run_prepare(PrepareConfig(output_dir=str(data), khmer=khmer, english=english, max_epochs=max_epochs,
+                                          target_chars=target_chars))
+            if not (tok / "manifest.json").is_file():
+                run_train_tokenizer(TokenizerConfig(output_dir=str(tok), dataset_dir=str(data),
+                                                    vocab_size=vocab_size))
+            if not (tokens / "manifest.json").is_file():
+                run_tokenize(TokenizeConfig(dataset_dir=str(data), tokenizer_dir=str(tok), output_dir=str(tokens),
+                                            workers=workers))
         finally:
             sys.stderr.flush()
             os.dup2(saved, 2)
@@ -59,12 +66,6 @@ def make_inputs(root: Path, khmer: list[str], english: list[str], vocab_size: in
                 chatter.seek(0)
                 sys.stderr.write(chatter.read()[-20000:])
     return data, tok, tokens
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclasses.dataclass
@@ -115,12 +116,22 @@ def run_process(cmd: list[str], timeout: float, env: dict | None = None) -> tupl
         os.killpg(proc.pid, signal.SIGKILL)
         out, err = proc.communicate()
         return None, out, err, time.perf_counter() - t
+    except BaseException:  # Ctrl-C reaches this process only (the child has its own session): end the child too
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait()
+        raise
 
 
 def failure_reason(stderr: str, rc: int) -> str:
-    """The line that says why a run failed: tonsai's ``error:`` line, else the last line."""
+    """The line that says why a run failed: tonsai's ``error:`` line, else a Python exception's line
+    (``torch.OutOfMemoryError: ...``), else the last line that is not a warning."""
     lines = [x.strip() for x in stderr.splitlines() if x.strip()]
     reason = next((x for x in reversed(lines) if x.startswith("error:") or ": error:" in x), None)
+    reason = reason or next((x for x in reversed(lines) if re.match(r"[\w.]+(Error|Exception): ", x)), None)
+    lines = [x for x in lines if "Warning" not in x] or lines
     return (reason or (lines[-1] if lines else f"exit status {rc}"))[:300]
 
 
@@ -134,7 +145,7 @@ def run_variant(name: str, train_args: list[str], out_dir: Path, skip: int, proc
                *train_args, "--output-dir", str(out_dir)]
     if processes > 1:
         cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes),
-               "--master_port", str(_free_port()), *wrapper]
+               "--master_port", str(free_port()), *wrapper]
     else:
         cmd = [sys.executable, *wrapper]
     rc, _, stderr, res.wall_s = run_process(cmd, timeout, env)

@@ -19,7 +19,8 @@ import torch
 log = logging.getLogger(__name__)
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port free on this machine now (for MASTER_PORT)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -33,7 +34,7 @@ def ensure_single_process_env() -> bool:
                 "MASTER_ADDR": "127.0.0.1"}
     for k, v in defaults.items():
         os.environ.setdefault(k, v)
-    os.environ.setdefault("MASTER_PORT", str(_free_port()))
+    os.environ.setdefault("MASTER_PORT", str(free_port()))
     log.info("no launcher detected: running as a single process (MASTER_PORT=%s)", os.environ["MASTER_PORT"])
     return True
 
