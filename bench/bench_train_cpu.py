@@ -29,9 +29,11 @@ ZERO2 = REPO / "configs/deepspeed/zero2_h100.json"
 
 
 def bare_loop(tok_dir: Path, token_dir: Path, model_config: Path, block: int, batch: int, steps: int,
-              skip: int, device: str = "cpu", bf16: bool = False, stats: dict | None = None) -> float:
-    """Tokens/s of a plain PyTorch training loop (bf16 autocast on a GPU when ``bf16``); also the
-    baseline of bench_train_gpu.py. On a GPU ``stats`` (when given) gets ``peak_gpu_gb``, the
+              skip: int, device: str = "cpu", bf16: bool = False, stats: dict | None = None,
+              gradient_checkpointing: bool = False) -> float:
+    """Tokens/s of a plain PyTorch training loop (bf16 autocast on a GPU when ``bf16``, activation
+    recomputation when ``gradient_checkpointing``, as the stage's flag); also the baseline of
+    bench_train_gpu.py. On a GPU ``stats`` (when given) gets ``peak_gpu_gb``, the
     process's peak allocated memory (as the training stage's metrics.jsonl reports it)."""
     import contextlib
 
@@ -43,6 +45,8 @@ def bare_loop(tok_dir: Path, token_dir: Path, model_config: Path, block: int, ba
 
     torch.manual_seed(0)
     model = build_model(load_model_config(model_config, AutoTokenizer.from_pretrained(tok_dir))).to(device)
+    if gradient_checkpointing:
+        model.gradient_checkpointing_enable()
     model.train()
     autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)

@@ -68,7 +68,8 @@ def bare_main(spec: str) -> int:
     a = json.loads(spec)
     stats: dict = {}
     rate = bare_loop(Path(a["tok"]), Path(a["tokens"]), Path(a["model"]), a["block"], a["batch"], a["steps"],
-                     a["skip"], a["device"], bf16=a["bf16"], stats=stats)
+                     a["skip"], a["device"], bf16=a["bf16"], stats=stats,
+                     gradient_checkpointing=a.get("gradient_checkpointing", False))
     stats.update(tokens_per_s=rate, max_rss_gb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9,
                  device=torch.cuda.get_device_name() if a["device"] == "cuda" else "cpu")
     print("BARE " + json.dumps(stats))
@@ -167,7 +168,8 @@ def main() -> int:
             timeout = left if left is not None else 3600
             if flags is None:
                 rows[key] = _bare(tok, tokens / "train", models[arch], block, args.micro_batch_size, steps, skip,
-                                  "cuda" if on_gpu else "cpu", precision == "bf16", timeout, env)
+                                  "cuda" if on_gpu else "cpu", precision == "bf16", timeout, env,
+                                  args.gradient_checkpointing)
             else:
                 flags = [f.format(deepspeed=args.deepspeed) for f in flags]
                 res = run_variant(key, common + ["--model-config", models[arch], *flags], root / key, skip,
@@ -201,9 +203,9 @@ def _flops_per_token(models: dict[str, str], tok: Path, block: int) -> dict[str,
 
 
 def _bare(tok: Path, tokens: Path, model: str, block: int, batch: int, steps: int, skip: int, device: str,
-          bf16: bool, timeout: float, env: dict | None) -> dict:
+          bf16: bool, timeout: float, env: dict | None, gradient_checkpointing: bool = False) -> dict:
     spec = json.dumps(dict(tok=str(tok), tokens=str(tokens), model=model, block=block, batch=batch, steps=steps,
-                           skip=skip, device=device, bf16=bf16))
+                           skip=skip, device=device, bf16=bf16, gradient_checkpointing=gradient_checkpointing))
     rc, out, err, wall = run_process([sys.executable, str(Path(__file__).resolve()), "--bare", spec], timeout, env)
     if rc is None:
         return {"error": f"stopped after {timeout:.0f} s (time limit)", "wall_s": wall}
@@ -218,7 +220,7 @@ def _bare(tok: Path, tokens: Path, model: str, block: int, batch: int, steps: in
 
 
 def _table(rows, keys, models, fpt, device, on_gpu, precision, block, steps, skip, batch, elapsed) -> None:
-    from tonsai.model.cost import GPU_PEAK_BF16, gpu_key
+    from tonsai.model.cost import GPU_PEAK_BF16, gpu_key, mfu
 
     peak = GPU_PEAK_BF16.get(gpu_key(device) or "") if on_gpu else None
     names = {arch: Path(path).stem for arch, path in models.items()}
@@ -238,7 +240,7 @@ def _table(rows, keys, models, fpt, device, on_gpu, precision, block, steps, ski
                   f"{r.get('error', 'not run')}")
             continue
         rate = r["tokens_per_s"]
-        mfu = f"{rate * fpt[arch] / peak:.1%}" if peak else "-"
+        util = f"{mfu(rate, fpt[arch], peak):.1%}" if peak else "-"
         mem = f"{r['peak_gb']:.1f} GB" if r.get("peak_gb") else "-"
         base = rows.get("bare" if arch == "gpt2" else "llama-bare", {}).get("tokens_per_s")
         ratio = "1.000" if key.endswith("bare") else (f"{rate / base:.3f}" if base else "-")
@@ -250,7 +252,7 @@ def _table(rows, keys, models, fpt, device, on_gpu, precision, block, steps, ski
             note = f"{rate / rows['llama']['tokens_per_s']:.3f}x the Llama row without Liger"
         elif key == "muon":
             note = "plain path: Muon is refused under --deepspeed"
-        print(f"{key:<14} {model:<11} {label:<27} {rate:>10,.0f} {mfu:>6} {mem:>9} {ratio:>7}  {note}")
+        print(f"{key:<14} {model:<11} {label:<27} {rate:>10,.0f} {util:>6} {mem:>9} {ratio:>7}  {note}")
     print("ratio: tokens/s over the bare loop of the same model in this run; Liger rows use the Llama preset "
           "because Liger has no GPT-2 kernels; FLOPs per token (tonsai/model/cost.py): "
           + ", ".join(f"{names[a]} {v / 1e9:.3f} G" for a, v in fpt.items()))

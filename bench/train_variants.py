@@ -74,7 +74,7 @@ class Result:
     processes: int
     rates: list[float] = dataclasses.field(default_factory=list)  # tokens/s of each steady step, all processes
     peak_rss_gb: list[float] = dataclasses.field(default_factory=list)  # one per process
-    peak_gpu_gb: float | None = None  # the training steps' peak allocated GPU memory (rank 0)
+    peak_gpu_gb: float | None = None  # the processes' largest peak allocated GPU memory (whole run)
     wall_s: float = 0.0  # the whole process: start, setup, training, validation, export
     error: str | None = None
 
@@ -157,6 +157,8 @@ def run_variant(name: str, train_args: list[str], out_dir: Path, skip: int, proc
     for f in sorted(peak_file.parent.glob(peak_file.name + ".rank*.json")):
         peak = json.loads(f.read_text())
         res.peak_rss_gb.append(peak["max_rss_gb"])
+        if "max_gpu_allocated_gb" in peak:  # the whole process's, as the bare loop's row measures it
+            res.peak_gpu_gb = max(res.peak_gpu_gb or 0.0, peak["max_gpu_allocated_gb"])
         f.unlink()
     if rc != 0:
         res.error = failure_reason(stderr, rc)
@@ -166,8 +168,6 @@ def run_variant(name: str, train_args: list[str], out_dir: Path, skip: int, proc
         res.error = f"no training log after the {skip} warm-up steps: raise the steps"
         return res
     res.rates = [r["tokens_per_s"] for r in rows]
-    if "gpu_memory_gb" in rows[-1]:
-        res.peak_gpu_gb = max(r["gpu_memory_gb"] for r in rows)
     return res
 
 
