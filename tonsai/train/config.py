@@ -95,8 +95,8 @@ class TrainConfig(TrainerOptions):
     optimizer: str = dataclasses.field(default="adamw", metadata={
         "help": "adamw (fused on GPU), or muon: torch.optim.Muon on the 2-D matrices inside the blocks, AdamW on "
                 "embeddings, head, biases and norms, one learning rate for both (tonsai/train/optim.py); "
-                "muon runs without --deepspeed and wants a higher --learning-rate than adamw (2-8x on the tiny "
-                "GPT-2: docs/train.md)", "choices": ["adamw", "muon"]})
+                "muon runs without --deepspeed and wants a higher --learning-rate than adamw (2-16x on the tiny "
+                "presets: docs/train.md)", "choices": ["adamw", "muon"]})
     eval_max_tokens: int = dataclasses.field(default=1_000_000, metadata={
         "help": "validate on at most this many tokens of each language (the start of its validation "
                 "split, which prepare shuffled); 0 for all. eval_model.py scores the whole split"})
