@@ -18,7 +18,6 @@ one-process run, and each process's peak RSS (about 3 minutes on 2 cores):
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -104,6 +103,9 @@ def main() -> int:
     from tonsai.train.config import TrainConfig
     from tonsai.train.run import run_train
 
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from train_variants import harmonic, steady
+
     logging.disable(logging.INFO)
     sample = REPO / "tonsai/sample_corpus"
     skip = max(2, args.steps // 6)
@@ -120,10 +122,9 @@ def main() -> int:
             max_steps=args.steps, eval_steps=10 * args.steps, save_steps=args.steps, logging_steps=1,
             learning_rate=6e-4, warmup=0, dataloader_workers=0, device="cpu"))
         wall = time.perf_counter() - t
-        rows = [json.loads(x) for x in (tmp / "run/metrics.jsonl").read_text().splitlines()]
-        # tokens/s between consecutive train logs after the warm-up steps (evaluation excluded)
-        steady = [r["tokens_per_s"] for r in rows if "tokens_per_s" in r and r["step"] > skip]
-        tonsai_rate = len(steady) / sum(1 / r for r in steady)  # harmonic mean = total tokens / total time
+        # tokens/s between consecutive train logs after the warm-up steps (evaluation excluded), as total
+        # tokens over total time
+        tonsai_rate = harmonic([r["tokens_per_s"] for r in steady(tmp / "run/metrics.jsonl", skip)])
         bare_rate = bare_loop(tmp / "tok", tmp / "run/tokens/train", args.model_config, args.block_size,
                               args.micro_batch_size, args.steps, skip)
     print(f"model {args.model_config.name}, block {args.block_size}, micro-batch {args.micro_batch_size}, "
