@@ -11,13 +11,19 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import logging
 import os
 import sys
+import threading
+import time
 from pathlib import Path
 
 import multiprocess
 from datatrove.executor import LocalPipelineExecutor, RayPipelineExecutor, SlurmPipelineExecutor
 from datatrove.pipeline.base import PipelineStep
+from loguru import logger
+
+log = logging.getLogger(__name__)
 
 EXECUTORS = ("local", "slurm", "ray")
 # imported once by the fork server that starts local task processes (see local_executor)
@@ -35,8 +41,53 @@ def local_executor(pipeline: list, *, tasks: int, workers: int, logging_dir: str
     if workers > 1:
         modules = {type(step).__module__ for step in pipeline} | set(PRELOAD)
         multiprocess.get_context("forkserver").set_forkserver_preload(sorted(m for m in modules if m != "__main__"))
-    return LocalPipelineExecutor(pipeline, tasks=tasks, workers=workers, logging_dir=logging_dir,
-                                 start_method="forkserver", **kwargs)
+    return QuietLocalExecutor(pipeline, tasks=tasks, workers=workers, logging_dir=logging_dir,
+                              start_method="forkserver", **kwargs)
+
+
+PROGRESS_EVERY_S = 30.0
+
+
+class QuietLocalExecutor(LocalPipelineExecutor):
+    """datatrove's LocalPipelineExecutor with a console for people, not for datatrove's developers.
+
+    datatrove prints, for every task, its pipeline, its full stats and a "k/N tasks completed" line
+    (a 6-task prepare: about 450 lines). Here each task's log, stats included, goes only to its file
+    (``<logging_dir>/logs/task_NNNNN.log``; the stats also to ``stats/``), through datatrove's own
+    switch: a task whose ``local_rank`` is not 0 logs only errors to the console. Errors and their
+    tracebacks still reach the console; a run longer than :data:`PROGRESS_EVERY_S` logs one line
+    with the finished tasks that often; the stage logs its own summary."""
+
+    def _run_for_rank(self, rank: int, local_rank: int = 0, node_rank: int = -1):
+        logger.disable("datatrove.executor.local")  # "k/N tasks completed", logged in a pool worker
+        return super()._run_for_rank(rank, 1, node_rank)
+
+    def run(self):
+        logger.disable("datatrove.executor.local")  # the merged stats of all tasks (in stats.json)
+        done = threading.Event()
+        watcher = threading.Thread(target=self._report_progress, args=(done,), daemon=True)
+        watcher.start()
+        try:
+            return super().run()
+        finally:
+            done.set()
+            watcher.join()
+            logger.enable("datatrove.executor.local")
+
+    def _report_progress(self, done: threading.Event) -> None:
+        marks = Path(self.logging_dir.path) / "completions"
+        ranks = range(self.local_rank_offset, self.local_rank_offset + self.local_tasks)
+        start, last = time.monotonic(), -1
+        while not done.wait(PROGRESS_EVERY_S):
+            n = sum((marks / f"{r:05d}").is_file() for r in ranks)
+            if n != last:
+                log.info("%s: %d of %d tasks done after %.0f s (logs: %s)", self._label(), n, len(ranks),
+                         time.monotonic() - start, Path(self.logging_dir.path) / "logs")
+                last = n
+
+    def _label(self) -> str:
+        names = [getattr(step, "name", type(step).__name__) for step in self.pipeline]
+        return names[0] if len(names) == 1 else f"{names[0]} ... {names[-1]}"
 
 
 def unfinished_ranks(logging_dir: Path, outputs: list[Path]) -> list[int]:

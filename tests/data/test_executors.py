@@ -50,6 +50,10 @@ def test_local_executor_with_one_and_three_tasks_give_the_same_dataset(tmp_path)
     assert run(args + ["--output-dir", str(tmp_path / "one")]).returncode == 0
     r = run(args + ["--output-dir", str(tmp_path / "three"), "--num-shards", "3", "--workers", "3"])
     assert r.returncode == 0, r.stderr[-3000:]
+    # the console: one accounting line per source (read = kept + each drop reason), no per-task stats
+    c = json.loads((tmp_path / "three" / "manifest.json").read_text())["counts"]["km:km.txt"]
+    assert f"km:km.txt: read {c['read']:,}, kept {c['kept']:,}, dropped {c['read'] - c['kept']:,} (" in r.stderr
+    assert "Stats: Task" not in r.stderr and "PIPELINE" not in r.stderr
     one, m1 = dataset_rows(tmp_path / "one")
     three, m3 = dataset_rows(tmp_path / "three")
     assert one == three and m1["counts"] == m3["counts"] and m3["document_tasks"] == 3
