@@ -65,6 +65,7 @@ import hashlib
 import json
 import logging
 import re
+import sys
 from pathlib import Path
 from typing import Iterable, Iterator
 
@@ -352,8 +353,9 @@ def _run_train_tokenizer(cfg: TokenizerConfig) -> dict:
             n_chars += len(t)
             yield t
 
+    # the tokenizers library's progress bars print empty lines when stderr is a file or a pipe
     tok = train_bpe(counted(texts), cfg.vocab_size, cfg.algorithm, cfg.min_frequency,
-                    max_token_chars=cfg.max_token_chars)
+                    show_progress=sys.stderr.isatty(), max_token_chars=cfg.max_token_chars)
     if n_docs == 0:
         raise StageError("no text to train the tokenizer on: the input is empty")
     vocab = tok.get_vocab_size()
