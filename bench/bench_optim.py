@@ -23,6 +23,9 @@ lowest final validation loss (mean of the languages), going a factor of 2 beyond
 most twice) when the best rate sits there; that rate then runs on every seed. AdamW's
 target per language is its final loss averaged over seeds; Muon's steps-to-target is the first
 evaluation where its seed-averaged loss is at or below that target (linear between evaluations).
+What a step costs is timed apart, after the sweeps: both optimizers at their best rates, 10 steps
+at a time in 6 alternating rounds (AdamW first, then Muon first, ...), the median step of each
+(the sweeps ran every AdamW run before any Muon run, so a drifting machine would favour one).
 
   uv run python bench/bench_optim.py                          # both presets, 3 seeds, 300 steps
   uv run python bench/bench_optim.py --presets gpt2 --seeds 0 --steps 100 --lrs 2e-3   # a smoke run
@@ -83,7 +86,19 @@ def val_losses(model, val: dict[str, torch.Tensor]) -> dict[str, float]:
     return out
 
 
-def train_once(preset: str, opt: str, lr: float, seed: int, args, train_tokens, val) -> dict:
+def train_step(model, optimizer, schedule, x: torch.Tensor) -> torch.Tensor:
+    loss = model(input_ids=x, labels=x).loss
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimizer.step()
+    schedule.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss
+
+
+def new_run(preset: str, opt: str, lr: float, seed: int, args):
+    """Model, optimizer and the Trainer's schedule for --lr-schedule cosine (warmup from 0, then
+    cosine decay to 0), as ``--optimizer opt`` builds them."""
     torch.manual_seed(seed)
     from transformers import AutoTokenizer
 
@@ -91,8 +106,26 @@ def train_once(preset: str, opt: str, lr: float, seed: int, args, train_tokens, 
     model = build_model(load_model_config(PRESETS[preset], tok))
     model.train()
     optimizer = make_optimizer(model, opt, lr, args.muon_momentum)
-    # the Trainer's schedule for --lr-schedule cosine: warmup from 0, then cosine decay to 0
-    schedule = get_cosine_schedule_with_warmup(optimizer, math.ceil(0.05 * args.steps), args.steps)
+    return model, optimizer, get_cosine_schedule_with_warmup(optimizer, math.ceil(0.05 * args.steps), args.steps)
+
+
+def step_cost(preset: str, lrs: dict[str, float], args, train_tokens, rounds: int = 6, steps: int = 10) -> dict:
+    """Seconds a step of each optimizer, timed in alternating rounds (AdamW first in even rounds,
+    Muon first in odd ones) so that a machine whose speed drifts favours neither: the medians."""
+    runs = {opt: new_run(preset, opt, lr, args.seeds[0], args) for opt, lr in lrs.items()}
+    times: dict[str, list[float]] = {opt: [] for opt in runs}
+    x = torch.from_numpy(train_tokens[:BATCH * BLOCK].reshape(BATCH, BLOCK).astype(np.int64))
+    for r in range(rounds):
+        for opt in (list(runs) if r % 2 == 0 else list(runs)[::-1]):
+            for _ in range(steps):
+                t0 = time.perf_counter()
+                train_step(*runs[opt], x)
+                times[opt].append(time.perf_counter() - t0)
+    return {opt: float(np.median(t[steps:])) for opt, t in times.items()}  # the first round warms up
+
+
+def train_once(preset: str, opt: str, lr: float, seed: int, args, train_tokens, val) -> dict:
+    model, optimizer, schedule = new_run(preset, opt, lr, seed, args)
     n_blocks = len(train_tokens) // BLOCK
     order = np.random.default_rng(seed).permutation(n_blocks)
     curve, step_times = [], []
@@ -100,12 +133,7 @@ def train_once(preset: str, opt: str, lr: float, seed: int, args, train_tokens, 
         idx = order[(np.arange(BATCH) + step * BATCH) % n_blocks]
         x = torch.from_numpy(np.stack([train_tokens[i * BLOCK:(i + 1) * BLOCK] for i in idx]).astype(np.int64))
         t0 = time.perf_counter()
-        loss = model(input_ids=x, labels=x).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        schedule.step()
-        optimizer.zero_grad(set_to_none=True)
+        loss = train_step(model, optimizer, schedule, x)
         step_times.append(time.perf_counter() - t0)
         if not math.isfinite(loss.item()):
             return {"diverged_at": step + 1, "curve": curve, "step_s": float(np.median(step_times))}
@@ -165,6 +193,9 @@ def bench_preset(preset: str, args, train_tokens, val) -> dict:
         result[opt] = {"lr": best, "sweep": {str(k): final_mean(v) for k, v in sweep.items()},
                        "curve": mean_curve(runs), "step_s": float(np.median([r["step_s"] for r in runs])),
                        "finals": [{lang: r["curve"][-1][lang] for lang in LANGS} for r in runs]}
+    for opt, sec in step_cost(preset, {opt: result[opt]["lr"] for opt in ("adamw", "muon")}, args,
+                              train_tokens).items():
+        result[opt]["step_s"] = sec  # alternating rounds; the runs above had AdamW's all before Muon's
     targets = {lang: result["adamw"]["curve"][-1][lang] for lang in LANGS}
     result["targets"] = targets
     result["steps_to_target"] = {opt: {lang: steps_to(result[opt]["curve"], lang, targets[lang]) for lang in LANGS}
@@ -187,6 +218,7 @@ def print_table(results: dict, steps: int, seeds: list[int]) -> None:
                 cells.append("not reached" if s is None else f"{s:.0f} ({s / steps:.2f})")
             print(f"| {preset} | {opt} | {r[opt]['lr']:g} | {last['km']:.4f} | {last['en']:.4f} | "
                   f"{cells[0]} | {cells[1]} | {r[opt]['step_s'] * 1000:.1f} |")
+        print(f"| {preset} | Muon's step against AdamW's | | | | | | {r['muon']['step_s'] / r['adamw']['step_s']:.2f}x |")
 
 
 def main() -> int:
