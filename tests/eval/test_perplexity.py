@@ -73,3 +73,17 @@ def test_score_each_is_the_full_sequence_loss_and_long_texts_use_windows(model_a
     (got,), (count,) = score_each(model, tok, [long_text], max_tokens=64)
     ref = score_texts(model, tok, [long_text], block_size=64, stride=32)
     assert count > 64 and got == pytest.approx(ref.nll_nats, rel=1e-5)
+
+
+def test_a_text_longer_than_the_context_is_scored_without_the_indexing_errors_warning(trained_model, caplog):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model, tok = AutoModelForCausalLM.from_pretrained(trained_model).eval(), AutoTokenizer.from_pretrained(trained_model)
+    long_text = " ".join((SAMPLE / "en.txt").read_text(encoding="utf-8").split()[:1500])
+    assert len(tok(long_text, add_special_tokens=False, verbose=False)["input_ids"]) > tok.model_max_length
+    caplog.clear()
+    score_texts(model, tok, [long_text], block_size=64, stride=32)
+    score_each(model, tok, [long_text], max_tokens=64)
+    assert not [r for r in caplog.records if "longer than the specified maximum" in r.getMessage()]
+    tok(long_text)  # transformers' warning itself, so that the check above can fail
+    assert [r for r in caplog.records if "longer than the specified maximum" in r.getMessage()]

@@ -153,12 +153,19 @@ def score_tokens_by_group(model, tokens: np.ndarray, groups: np.ndarray, n_group
     return nll.tolist(), count.tolist()
 
 
+def encode(tokenizer, texts: Sequence[str]) -> list[list[int]]:
+    """Token ids of each text, no special tokens. A text longer than the model's context is expected
+    here (it is scored over windows): ``verbose=False`` keeps transformers from warning that it
+    "will result in indexing errors"."""
+    return tokenizer(list(texts), add_special_tokens=False, split_special_tokens=True, verbose=False)["input_ids"]
+
+
 def score_texts(model, tokenizer, texts: Sequence[str], block_size: int, stride: int,
                 batch_size: int = 8, device: str = "cpu", progress: str | None = None) -> LanguageScore:
     """Score ``texts`` (already normalized) with ``model``; see the module docstring."""
     eot = tokenizer.eos_token_id
     ids: list[int] = [eot]
-    for enc in tokenizer(list(texts), add_special_tokens=False, split_special_tokens=True)["input_ids"]:
+    for enc in encode(tokenizer, texts):
         ids.extend(enc)
         ids.append(eot)
     tokens = np.asarray(ids, dtype=np.int64)
@@ -184,7 +191,7 @@ def score_documents(model, tokenizer, texts: Sequence[str], groups: Sequence[int
     training's ``--eval-max-tokens`` does; a document cut short counts its bytes and characters in
     proportion to its tokens scored, and counts as a document."""
     eot = tokenizer.eos_token_id
-    encoded = tokenizer(list(texts), add_special_tokens=False, split_special_tokens=True)["input_ids"]
+    encoded = encode(tokenizer, texts)
     lengths = np.asarray([len(e) + 1 for e in encoded], dtype=np.int64)  # each with its end-of-text
     tokens = np.fromiter((t for e in encoded for t in (*e, eot)), dtype=np.int64, count=int(lengths.sum()))
     tokens = np.concatenate([np.asarray([eot], dtype=np.int64), tokens])
@@ -222,7 +229,7 @@ def score_each(model, tokenizer, texts: Sequence[str], batch_size: int = 8, devi
     limit = max_tokens or context_length(model.config)
     eot = tokenizer.eos_token_id
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eot
-    encoded = tokenizer(list(texts), add_special_tokens=False, split_special_tokens=True)["input_ids"]
+    encoded = encode(tokenizer, texts)
     seqs = [[eot, *enc, eot] for enc in encoded]
     nll = [0.0] * len(seqs)
     for i, s in enumerate(seqs):
