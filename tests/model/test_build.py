@@ -1,4 +1,5 @@
 import json
+import logging
 
 import pytest
 import torch
@@ -113,3 +114,26 @@ def test_impossible_values_are_refused_before_any_model_is_built(tmp_path, base,
     with pytest.raises(StageError) as e:
         load_model_config(path)
     assert str(path) in str(e.value) and message in str(e.value)
+
+
+@pytest.mark.parametrize("name", ["gpt2_tiny.json", "llama_tiny.json"])
+def test_every_preset_trains_with_the_causal_lm_loss_without_transformers_warning(name):
+    from transformers.loss.loss_utils import ForCausalLMLoss
+
+    warnings = []
+    handler = logging.Handler()
+    handler.emit = lambda record: warnings.append(record.getMessage())
+    logging.getLogger("transformers").addHandler(handler)
+    try:
+        for loss_type in ("as built", None):  # None: transformers' own lookup, so that the check can fail
+            logging.Logger.warning_once.cache_clear()  # transformers warns once per process
+            model = build_model(load_model_config(REPO / "configs/model" / name))
+            if loss_type is None:
+                model.loss_type = None
+            x = torch.randint(0, model.config.vocab_size, (2, 16))
+            warnings.clear()
+            assert torch.isfinite(model(input_ids=x, labels=x).loss)
+            assert model.loss_function is ForCausalLMLoss
+            assert bool([w for w in warnings if "loss_type" in w]) == (loss_type is None)
+    finally:
+        logging.getLogger("transformers").removeHandler(handler)

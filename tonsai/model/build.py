@@ -169,7 +169,17 @@ def build_model(config):
     """A freshly initialized causal LM with SDPA attention."""
     from transformers import AutoModelForCausalLM
 
-    return AutoModelForCausalLM.from_config(config, attn_implementation="sdpa")
+    return name_causal_lm_loss(AutoModelForCausalLM.from_config(config, attn_implementation="sdpa"))
+
+
+def name_causal_lm_loss(model):
+    """Give the model the loss it would fall back to anyway, ``ForCausalLM`` (next-token cross
+    entropy), where transformers finds none: it picks the loss from the class name, and GPT-2's
+    (``GPT2LMHeadModel``) names none, so every run warned that ``loss_type=None`` is unrecognized.
+    Returns the model."""
+    if getattr(model, "loss_type", "ForCausalLM") is None:
+        model.loss_type = "ForCausalLM"
+    return model
 
 
 def count_parameters(model) -> int:

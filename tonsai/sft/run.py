@@ -29,7 +29,7 @@ from tonsai.atomic import replace_dir, write_json
 from tonsai.errors import StageError
 from tonsai.folders import claim_in_place
 from tonsai.manifest import file_sha256, write_manifest
-from tonsai.model.build import context_length
+from tonsai.model.build import context_length, name_causal_lm_loss
 from tonsai.sft.config import SftConfig
 from tonsai.sft.data import SftSource, load_sft_data
 from tonsai.sft.pack import PackedConversations, PackStats, encode_all, pack, prepare_model_for_packing
@@ -164,6 +164,7 @@ def _with_lora(model, cfg: SftConfig, tokenizer, added: list[str]):
 def _load_model(cfg: SftConfig, tokenizer, added: list[str]):
     torch.manual_seed(cfg.seed)  # LoRA's initial A matrices, dropout
     model = AutoModelForCausalLM.from_pretrained(cfg.model_dir, attn_implementation="sdpa", dtype=torch.float32)
+    name_causal_lm_loss(model)
     resize_for_new_tokens(model, tokenizer, added)
     prepare_model_for_packing(model)  # no key/value cache: packed conversations must not see each other
     if cfg.method == "lora":

@@ -21,7 +21,8 @@ from tonsai.atomic import replace_dir
 from tonsai.errors import StageError
 from tonsai.folders import claim_in_place
 from tonsai.manifest import ManifestError, dataset_hash, read_manifest, tokenizer_hash, write_manifest
-from tonsai.model.build import build_model, context_length, count_parameters, load_model_config, padded_vocab_size
+from tonsai.model.build import (build_model, context_length, count_parameters, load_model_config, name_causal_lm_loss,
+                                padded_vocab_size)
 from tonsai.model.cost import GPU_PEAK_BF16, ModelShape, gpu_key
 from tonsai.model.vocab_transfer import transfer_vocabulary
 from tonsai.publish.push import push_folder
@@ -244,7 +245,7 @@ def _model(cfg: TrainConfig, kind: str, resume_path: str | None, tokenizer):
     model = AutoModelForCausalLM.from_pretrained(resume_path, attn_implementation="sdpa", dtype=torch.float32,
                                                  **overrides)
     _match_vocabulary(model, resume_path, tokenizer, cfg)
-    return model
+    return name_causal_lm_loss(model)
 
 
 def _datasets(run: _Run, dtype) -> None:
