@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
+import math
 import os
 import sys
 import threading
@@ -54,9 +55,10 @@ class QuietLocalExecutor(LocalPipelineExecutor):
     datatrove prints, for every task, its pipeline, its full stats and a "k/N tasks completed" line
     (a 6-task prepare: about 450 lines). Here each task's log, stats included, goes only to its file
     (``<logging_dir>/logs/task_NNNNN.log``; the stats also to ``stats/``), through datatrove's own
-    switch: a task whose ``local_rank`` is not 0 logs only errors to the console. Errors and their
-    tracebacks still reach the console; a run longer than :data:`PROGRESS_EVERY_S` logs one line
-    with the finished tasks that often; the stage logs its own summary."""
+    switch: a task whose ``local_rank`` is not 0 logs only errors to the console (so a task's
+    loguru warnings are in its file only). Errors and their tracebacks still reach the console; a
+    run longer than :data:`PROGRESS_EVERY_S` logs a line with the finished tasks; the stage logs its
+    own summary."""
 
     def _run_for_rank(self, rank: int, local_rank: int = 0, node_rank: int = -1):
         logger.disable("datatrove.executor.local")  # "k/N tasks completed", logged in a pool worker
@@ -75,19 +77,32 @@ class QuietLocalExecutor(LocalPipelineExecutor):
             logger.enable("datatrove.executor.local")
 
     def _report_progress(self, done: threading.Event) -> None:
+        """Log the tasks done every PROGRESS_EVERY_S while the count changes, and at least every 10
+        times that. Tasks skipped as complete count as done; with ``skip_completed=False`` a task
+        counts when its completion mark is newer than this run's start (a step run again finds the
+        marks of its earlier run). Local folders only."""
         marks = Path(self.logging_dir.path) / "completions"
         ranks = range(self.local_rank_offset, self.local_rank_offset + self.local_tasks)
-        start, last = time.monotonic(), -1
+        start, since = time.monotonic(), -math.inf if self.skip_completed else time.time()
+        last, last_log = -1, start
         while not done.wait(PROGRESS_EVERY_S):
-            n = sum((marks / f"{r:05d}").is_file() for r in ranks)
-            if n != last:
+            n = sum(1 for r in ranks if _marked_since(marks / f"{r:05d}", since))
+            now = time.monotonic()
+            if n != last or now - last_log >= 10 * PROGRESS_EVERY_S:
                 log.info("%s: %d of %d tasks done after %.0f s (logs: %s)", self._label(), n, len(ranks),
-                         time.monotonic() - start, Path(self.logging_dir.path) / "logs")
-                last = n
+                         now - start, Path(self.logging_dir.path) / "logs")
+                last, last_log = n, now
 
     def _label(self) -> str:
         names = [getattr(step, "name", type(step).__name__) for step in self.pipeline]
         return names[0] if len(names) == 1 else f"{names[0]} ... {names[-1]}"
+
+
+def _marked_since(path: Path, since: float) -> bool:
+    try:
+        return path.stat().st_mtime >= since
+    except FileNotFoundError:
+        return False
 
 
 def unfinished_ranks(logging_dir: Path, outputs: list[Path]) -> list[int]:

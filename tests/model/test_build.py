@@ -137,3 +137,21 @@ def test_every_preset_trains_with_the_causal_lm_loss_without_transformers_warnin
             assert bool([w for w in warnings if "loss_type" in w]) == (loss_type is None)
     finally:
         logging.getLogger("transformers").removeHandler(handler)
+
+
+@pytest.mark.parametrize("name", ["gpt2_tiny.json", "llama_tiny.json"])
+def test_the_trainer_averages_the_loss_over_the_tokens_the_model_predicts(name, tmp_path):
+    """With its loss named, GPT-2's training loss is the mean over predicted tokens (T - 1 a row), as
+    Llama's and the evaluation's are; unnamed, the Trainer divided by T labels (0.1% low at T = 1024)."""
+    from transformers import Trainer, TrainingArguments
+
+    model = build_model(load_model_config(REPO / "configs/model" / name))
+    trainer = Trainer(model=model, args=TrainingArguments(output_dir=str(tmp_path), report_to=[], use_cpu=True))
+    x = torch.randint(0, model.config.vocab_size, (2, 16))
+    batch = {"input_ids": x, "labels": x}
+    n = trainer._get_num_items_in_batch([batch], torch.device("cpu"))  # what the training step divides by
+    assert int(n) == 2 * 15
+    model.eval()  # no dropout: the two forward passes below must see the same network
+    with torch.no_grad():
+        assert float(trainer.compute_loss(model, dict(batch), num_items_in_batch=n)) == pytest.approx(
+            float(model(**batch).loss), rel=1e-6)
