@@ -5,6 +5,8 @@ from tonsai.data.prepared import load_splits
 from tonsai.errors import StageError
 from tonsai.tokenizer.pack import PackedBlocks, TokenFile, pack_dataset_split, pack_texts, tokenizer_hash
 
+from ..conftest import SAMPLE
+
 
 def test_pack_writes_eos_separated_tokens_and_checks_tokenizer(tmp_path, sample_pipeline):
     from transformers import AutoTokenizer
@@ -152,3 +154,25 @@ def _train_texts_by_lang(dataset_dir):
     for text, lang in zip(ds["text"], ds["lang"]):
         out.setdefault(lang, []).append(text)
     return out
+
+
+def test_normalized_text_skips_the_tokenizers_chain_with_the_same_ids(tmp_path, sample_pipeline):
+    """The tokenize stage encodes a prepared dataset's (normalized) text without tokenizer.json's
+    normalizer chain: the ids are those AutoTokenizer gives, on normalized text as on the raw text."""
+    from transformers import AutoTokenizer
+
+    from tonsai.text import normalize
+    from tonsai.tokenizer.shards import write_shard
+
+    tok_json = str(sample_pipeline / "tok" / "tokenizer.json")
+    raw = (SAMPLE / "km.txt").read_text(encoding="utf-8").splitlines()[:20]  # subscript DA, which normalize changes
+    texts = [normalize(t) for t in raw]
+    assert raw != texts
+    write_shard(texts, tok_json, tmp_path / "fast.bin", normalized=True)
+    write_shard(texts, tok_json, tmp_path / "chain.bin")
+    assert (tmp_path / "fast.bin").read_bytes() == (tmp_path / "chain.bin").read_bytes()
+    tok = AutoTokenizer.from_pretrained(sample_pipeline / "tok")
+    expected = [i for t in raw for i in tok(t, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]]
+    assert np.fromfile(tmp_path / "fast.bin", dtype=np.uint16).tolist() == expected
+    write_shard(raw, tok_json, tmp_path / "raw.bin", normalized=True)  # the chain really is skipped
+    assert (tmp_path / "raw.bin").read_bytes() != (tmp_path / "chain.bin").read_bytes()

@@ -28,6 +28,7 @@ from tonsai.errors import StageError
 from tonsai.executors import ExecutorOptions, FinalStep, run_on_ray, slurm_executor
 from tonsai.folders import claim_in_place
 from tonsai.manifest import MANIFEST_NAME, dataset_hash, tokenizer_hash, write_manifest
+from tonsai.text.normalize import NORMALIZER_VERSION
 from tonsai.tokenizer import tasks as token_tasks
 from tonsai.tokenizer.shards import LANG_SUFFIX, META, folder_meta, write_shard
 from tonsai.tokenizer.tasks import Folder
@@ -71,7 +72,10 @@ def _run_folders(dataset_dir, tokenizer_dir, out_root: Path, work: Path, folders
     token_tasks.start_work(work, {"plan": specs, "tokenizer_sha256": tok_sha, "dataset_manifest_sha256": data_sha})
     kind = executor.executor if executor is not None else "local"
     threads = {"local": workers == 1, "slurm": getattr(executor, "slurm_cpus_per_task", 1) > 1, "ray": False}[kind]
-    pipeline = token_tasks.tokenize_pipeline(dataset_path, tokenizer_json, work, specs, threads)
+    # text prepared with this tonsai's normalizer skips the tokenizer's own chain (the same ids, faster)
+    manifest = json.loads((Path(dataset_dir) / MANIFEST_NAME).read_text(encoding="utf-8"))  # checked by the caller
+    normalized = manifest.get("normalizer_version") == NORMALIZER_VERSION
+    pipeline = token_tasks.tokenize_pipeline(dataset_path, tokenizer_json, work, specs, threads, normalized)
     if finish_only:
         token_tasks.check_finished(work, specs, "before the final job")
     elif kind == "slurm":

@@ -111,10 +111,10 @@ class TokenShardWriter(PipelineStep):
     type = "🔢 - TOKENIZER"
 
     def __init__(self, tokenizer_json: str, work: str, specs: list[dict], batch_size: int = 1000,
-                 threads: bool = True):
+                 threads: bool = True, normalized: bool = False):
         super().__init__()
         self.tokenizer_json, self.work, self.specs, self.batch_size = tokenizer_json, Path(work), specs, batch_size
-        self.threads = threads
+        self.threads, self.normalized = threads, normalized
 
     def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
         if not self.threads:  # one CPU per task: the tokenizer's thread pool would only contend with the others
@@ -128,7 +128,7 @@ class TokenShardWriter(PipelineStep):
         mixed = spec["lang"] is None
         texts = ((d.text, d.metadata["lang"]) if mixed else d.text for d in data)
         with self.track_time():
-            counts = write_shard(texts, self.tokenizer_json, tmp / f"{name}.bin", self.batch_size)
+            counts = write_shard(texts, self.tokenizer_json, tmp / f"{name}.bin", self.batch_size, self.normalized)
         for key in ("tokens", "documents", "bytes", "characters"):
             self.stat_update(key, value=counts[key])
         for f in sorted(tmp.iterdir()):
@@ -140,11 +140,13 @@ class TokenShardWriter(PipelineStep):
 
 
 def tokenize_pipeline(dataset_path: str, tokenizer_json: str, work: Path, specs: list[dict],
-                      threads: bool = True) -> list[PipelineStep]:
+                      threads: bool = True, normalized: bool = False) -> list[PipelineStep]:
     """The tokenize tasks' pipeline; ``threads``: a task may use every CPU it sees (the tokenizer
-    encodes each batch on a thread pool), false where tasks run side by side on one CPU each."""
+    encodes each batch on a thread pool), false where tasks run side by side on one CPU each;
+    ``normalized``: the dataset's text is in this tonsai's normalized form (see write_shard)."""
     return [DatasetRangeReader(os.path.abspath(dataset_path), specs),
-            TokenShardWriter(os.path.abspath(tokenizer_json), str(work.resolve()), specs, threads=threads)]
+            TokenShardWriter(os.path.abspath(tokenizer_json), str(work.resolve()), specs, threads=threads,
+                             normalized=normalized)]
 
 
 def start_work(work: Path, settings: dict) -> None:
