@@ -30,6 +30,17 @@ class ManifestError(RuntimeError):
     """An input folder is missing its manifest, or was made by another stage or version."""
 
 
+def accounting_line(name: str, counts: dict[str, int]) -> str:
+    """The line a stage logs per input from the counts its manifest records for it: read, kept,
+    and every ``dropped:<reason>``, the largest first (``read == kept + dropped`` by the stages'
+    own checks)."""
+    drops = sorted(((k.removeprefix("dropped:"), n) for k, n in counts.items() if k.startswith("dropped:") and n),
+                   key=lambda kn: (-kn[1], kn[0]))
+    reasons = ", ".join(f"{k} {n:,}" for k, n in drops)
+    return (f"{name}: read {counts.get('read', 0):,}, kept {counts.get('kept', 0):,}, "
+            f"dropped {sum(n for _, n in drops):,}" + (f" ({reasons})" if reasons else ""))
+
+
 def file_sha256(path: str | Path) -> str:
     """Content hash of a file, streamed (hashlib releases the GIL while it reads, so threads can hash
     several files at once)."""

@@ -48,7 +48,7 @@ from tonsai.data.writer import buckets_for
 from tonsai.executors import ExecutorOptions
 from tonsai.folders import check_output_dir, claim_in_place, claim_output, static_prefix
 from tonsai.data.prepared import STAGE
-from tonsai.manifest import file_sha256, write_manifest
+from tonsai.manifest import accounting_line, file_sha256, write_manifest
 from tonsai.safety.lexicon import lexicon_files
 from tonsai.text import RoutingThresholds
 from tonsai.text.normalize import NORMALIZER_VERSION
@@ -645,7 +645,7 @@ def _write_output(m: _Merge, work: Path, infos: list[dict], skipped: dict, plan:
     for s, n in enumerate(m.names):
         val_docs_per_lang[lang_of[n]] += int(val_per[s])
     for name in m.names:
-        log.info("%s", _accounting_line(name, m.counts[name]))
+        log.info("%s", accounting_line(name, m.counts[name]))
     for lang, mx in mixture.items():
         log.info("%s: %.2f%% of training characters (requested %.2f%%), %d docs, %.2f epochs; %d validation docs",
                  lang, 100 * mx["realized_share"], 100 * mx["requested_share"], mx["selected_docs"], mx["epochs"],
@@ -695,16 +695,6 @@ def _write_output(m: _Merge, work: Path, infos: list[dict], skipped: dict, plan:
         )
     log.info("wrote %s (train %d docs, validation %d docs)", cfg.output_dir, rows["train"], rows["validation"])
     return manifest
-
-
-def _accounting_line(name: str, counts: collections.Counter) -> str:
-    """One log line per source: read, kept, and every drop reason, the largest first."""
-    drops = sorted(((k.removeprefix("dropped:"), n) for k, n in counts.items() if k.startswith("dropped:") and n),
-                   key=lambda kn: (-kn[1], kn[0]))
-    dropped = sum(n for _, n in drops)
-    reasons = ", ".join(f"{k} {n:,}" for k, n in drops)
-    return (f"{name}: read {counts.get('read', 0):,}, kept {counts.get('kept', 0):,}, dropped {dropped:,}"
-            + (f" ({reasons})" if reasons else ""))
 
 
 def _counts_by_lang(counts: dict[str, collections.Counter], lang_of: dict[str, str]) -> dict:

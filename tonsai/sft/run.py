@@ -28,7 +28,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, default_data_colla
 from tonsai.atomic import replace_dir, write_json
 from tonsai.errors import StageError
 from tonsai.folders import claim_in_place
-from tonsai.manifest import file_sha256, write_manifest
+from tonsai.manifest import accounting_line, file_sha256, write_manifest
 from tonsai.model.build import context_length, name_causal_lm_loss
 from tonsai.sft.config import SftConfig
 from tonsai.sft.data import SftSource, load_sft_data
@@ -127,6 +127,8 @@ def _datasets(cfg: SftConfig, sources, tokenizer, block_size: int):
         log.warning("%d of %d training conversations are longer than the block of %d tokens and were left out "
                     "(the manifest counts them under data.train_packing.too_long)", train_stats.too_long,
                     len(data.train), block_size)
+    for source, counts in data.counts.items():
+        log.info("%s", accounting_line(source, counts))
     log.info("training conversations: %d (%s)", len(data.train),
              ", ".join(f"{lang} {share:.1%}" for lang, share in data.shares.items()))
     validation, record = {}, {"counts": data.counts, "train_conversations": len(data.train), "shares": data.shares,
