@@ -102,11 +102,10 @@ EXPECTED = {
         "km:km.txt": {
             "dropped:duplicate": 15,
             "dropped:near_duplicate": 10,
-            "dropped:repeated_ngrams": 1,
-            "kept": 199,
-            "passed_filters": 224,
+            "kept": 200,
+            "passed_filters": 225,
             "read": 225,
-            "train_pool": 179,
+            "train_pool": 180,
             "train_selected": 336,
             "validation": 20
         }
@@ -115,7 +114,7 @@ EXPECTED = {
         "train": 979,
         "validation": 49
     },
-    "train": "4dd4c2bbb20ec2dd",
+    "train": "4813f02fa468e435",
     "validation": "db96137f508d29b6"
 }
 

@@ -47,10 +47,13 @@ def units(text: str) -> list[str]:
 @dataclasses.dataclass(frozen=True)
 class FilterThresholds:
     """Defaults follow Gopher (Rae et al., 2021) where it has one. What they drop on the shared data
-    (documents = lines): Khmer news 36 repeated_ngrams and 2 too_many_urls of 9,815; OSCAR sample 28
-    repeated_ngrams, 2 too_many_urls, 1 too_many_digits of 5,000; WikiText-2 144 too_many_symbols
-    (mostly ``= = Heading = =`` lines), 5 too_many_digits, 4 repeated_ngrams of 5,352; Tiny
-    Shakespeare 1 too_few_words of 32,777 (after too_short)."""
+    besides too_short and script routing (documents = lines, articles for the .jsonl): Khmer news
+    11 repeated_ngrams, 2 too_many_urls, 1 invalid_khmer_clusters of 9,815 lines; Khmer news
+    articles 35 repeated_lines, 20 repeated_ngrams, 1 too_many_urls of 1,000; OSCAR sample 7
+    repeated_ngrams, 4 invalid_khmer_clusters, 2 too_many_urls, 2 replacement_chars, 1
+    too_many_digits of 5,000; WikiText-2 test 92 too_many_symbols (mostly ``= = Heading = =``
+    lines), 3 too_many_digits, 2 repeated_ngrams of 2,891; Tiny Shakespeare 1 too_few_words of
+    32,777."""
 
     min_chars: int = 20
     min_units: int = 3
@@ -83,14 +86,29 @@ def repeated_lines(text: str, max_frac: float) -> str | None:
 
 
 _NUMPY_MIN_UNITS = 300  # below this, numpy's per-call cost exceeds what it saves
+# Repeated n-grams are counted over about five words (Gopher's 5-grams). A Khmer unit is a
+# syllable, and a Khmer word is 2.4 syllables on average (the CRF-segmented OSCAR sample of
+# ../shared/data), so Khmer text is checked for repeated 12-grams of syllables. With 5-grams of
+# syllables (about two words: a name, a ministry's title) 245 of the 1,000 clean news articles of
+# ../shared/data went over the 0.30 share and were dropped; with 12-grams 55, 39 of them articles
+# whose body appears twice (a share of about 0.5). WikiText-2's test articles (5-grams of words):
+# 3 of 2,891.
+NGRAM_WORDS = 5
+NGRAM_KHMER_SYLLABLES = 12
 
 
-def repeated_ngrams(us: list[str], max_frac: float, n: int = 5) -> str | None:
+def ngram_units(counts: ScriptCounts) -> int:
+    """The n of :func:`repeated_ngrams` for a text: 12 syllables where most letters are Khmer,
+    5 words otherwise."""
+    return NGRAM_KHMER_SYLLABLES if 2 * counts.khmer > counts.letters else NGRAM_WORDS
+
+
+def repeated_ngrams(us: list[str], max_frac: float, n: int = NGRAM_WORDS) -> str | None:
     """Drop documents where more than ``max_frac`` of the units sit in a unit ``n``-gram seen
-    earlier in the same document (spam, boilerplate, a looping scraper)."""
+    earlier in the same document (spam, boilerplate, a looping scraper); ``n``: :func:`ngram_units`."""
     if len(us) < 4 * n:
         return None
-    if len(us) >= _NUMPY_MIN_UNITS and len(us) ** n < 2 ** 63:
+    if len(us) >= _NUMPY_MIN_UNITS:
         starts = _repeat_starts_numpy(us, n)
     else:
         starts = _repeat_starts(us, n)
@@ -112,21 +130,43 @@ def _repeat_starts(us: list[str], n: int) -> list[int]:
 
 def _repeat_starts_numpy(us: list[str], n: int) -> list[int]:
     """Same as :func:`_repeat_starts`, each n-gram coded as one integer: every unit gets the
-    position of its first occurrence (< m), an n-gram the base-m number of its n codes (exact while
-    m**n < 2**63)."""
+    position of its first occurrence (< m), an n-gram the base-m number of its n codes while
+    m**n < 2**63, else an id built by :func:`_gram_ids` (exact either way)."""
     m = len(us)
     seen: dict[str, int] = {}
     codes = np.fromiter(map(seen.setdefault, us, itertools.count()), dtype=np.int64, count=m)
-    keys = codes[:m - n + 1].copy()
-    for j in range(1, n):
-        keys *= m
-        keys += codes[j:m - n + 1 + j]
+    if m ** n < 2 ** 63:
+        keys = codes[:m - n + 1].copy()
+        for j in range(1, n):
+            keys *= m
+            keys += codes[j:m - n + 1 + j]
+    else:
+        keys = _gram_ids(codes, n)
     uniq, first = np.unique(keys, return_index=True)  # first: where each distinct n-gram first occurs
     if len(uniq) == len(keys):
         return []
     repeat = np.ones(len(keys), dtype=bool)
     repeat[first] = False
     return np.flatnonzero(repeat).tolist()
+
+
+def _gram_ids(codes: np.ndarray, n: int) -> np.ndarray:
+    """Ids of the n-grams starting at each position (equal ids exactly for equal n-grams), by
+    doubling: the ids of 2k-grams are the ranks of the pairs (k-gram here, k-gram k further on),
+    each pair one int64 below m**2; n is put together from its binary digits."""
+    def join(a: np.ndarray, la: int, b: np.ndarray) -> np.ndarray:
+        size = min(len(a), len(b) - la)
+        key = a[:size] * (int(b.max()) + 1) + b[la:la + size]
+        return np.unique(key, return_inverse=True)[1].astype(np.int64)
+
+    power, plen = codes, 1
+    out, olen = None, 0
+    while True:
+        if n & plen:
+            out, olen = (power, plen) if out is None else (join(out, olen, power), olen + plen)
+        if 2 * plen > n:
+            return out
+        power, plen = join(power, plen, power), 2 * plen
 
 
 def symbol_ratios(text: str, counts: ScriptCounts, t: FilterThresholds) -> str | None:
@@ -164,8 +204,8 @@ def quality_reason(text: str, counts: ScriptCounts, t: FilterThresholds) -> str 
     """The quality filters after length and script routing, in order; the first reason or None."""
     us = units(text)
     return (too_few_units(us, t.min_units) or symbol_ratios(text, counts, t)
-            or repeated_lines(text, t.max_dup_line_frac) or repeated_ngrams(us, t.max_dup_ngram_frac)
-            or bad_quality(text, counts))
+            or repeated_lines(text, t.max_dup_line_frac)
+            or repeated_ngrams(us, t.max_dup_ngram_frac, ngram_units(counts)) or bad_quality(text, counts))
 
 
 def first_reason(text: str, counts: ScriptCounts, declared: str, routing: RoutingThresholds,

@@ -127,7 +127,8 @@ class PrepareConfig(ExecutorOptions):
     max_dup_line_frac: float = dataclasses.field(default=FilterThresholds.max_dup_line_frac, metadata={
         "help": "drop documents where more than this share of lines repeat an earlier line"})
     max_dup_ngram_frac: float = dataclasses.field(default=FilterThresholds.max_dup_ngram_frac, metadata={
-        "help": "drop documents where more than this share of word-like units sit in a repeated 5-gram"})
+        "help": "drop documents where more than this share of word-like units sit in a repeated n-gram (5 words; "
+                "12 syllables, about 5 words, in Khmer text)"})
     max_digit_frac: float = dataclasses.field(default=FilterThresholds.max_digit_frac, metadata={
         "help": "drop documents with more digits than this share of non-space characters"})
     max_symbol_frac: float = dataclasses.field(default=FilterThresholds.max_symbol_frac, metadata={

@@ -34,11 +34,11 @@ chat turns. On the conversation's texts joined by newlines: at least 2 word-like
 letter (no minimum length: ``"Hi"`` / ``"Hello!"`` is a real exchange), digits and symbols each up
 to half of the characters (:data:`CHAT_FILTERS`: arithmetic and unit questions), prepare's URL
 share, and the U+FFFD, invalid Khmer cluster and legacy-font checks. Repeated lines and repeated
-word 5-grams are checked turn by turn with prepare's thresholds, never across turns: an answer
-that repeats the question's words ("What is the capital of Cambodia?" / "The capital of Cambodia
-is ...") is normal, and in Khmer, whose word-like units are syllables, it alone exceeds the 30%
-repeated 5-gram share of a short exchange; a turn that loops on itself is the defect those checks
-are for. Prepare's length and script-mismatch filters do not run: a declared language wins.
+n-grams of about five words (5 words, 12 Khmer syllables: :func:`tonsai.data.filters.ngram_units`)
+are checked turn by turn with prepare's thresholds, never across turns: an answer that repeats the
+question's words ("What is the capital of Cambodia?" / "The capital of Cambodia is ...") is
+normal, and alone it can exceed the 30% repeated share of a short exchange; a turn that loops on
+itself is the defect those checks are for. Prepare's length and script-mismatch filters do not run: a declared language wins.
 
 Language: a source's ``lang`` when given, otherwise the script routing of
 :func:`tonsai.text.script.route` on the whole conversation, with ``khmer_min_chars=1`` (a short
@@ -75,6 +75,7 @@ from tonsai.data.dedup import exact_key, id_hash
 from tonsai.data.filters import (
     FilterThresholds,
     bad_quality,
+    ngram_units,
     repeated_lines,
     repeated_ngrams,
     symbol_ratios,
@@ -280,7 +281,7 @@ def _language(messages: list[dict[str, str]], declared: str | None) -> tuple[str
     reason = too_few_units(units(text), t.min_units) or symbol_ratios(text, counts, t) or bad_quality(text, counts)
     for m in messages:
         reason = reason or repeated_lines(m["content"], t.max_dup_line_frac) or repeated_ngrams(
-            units(m["content"]), t.max_dup_ngram_frac)
+            units(m["content"]), t.max_dup_ngram_frac, ngram_units(count_scripts(m["content"])))
     return lang, reason
 
 
