@@ -43,7 +43,8 @@ for f in folders:
               "padding_side": tok.padding_side, "pad_token": tok.pad_token, "eos_token": tok.eos_token,
               "ids": [tok(t)["input_ids"] for t in texts],
               "decoded": [tok.decode(tok(t)["input_ids"]) for t in texts],
-              "batch": tok(texts[:2], padding=True)["input_ids"]}
+              "batch": tok(texts[:2], padding=True)["input_ids"],
+              "inputs": sorted(tok(texts[:2], padding=True))}
 print(json.dumps(out))
 """
 
@@ -104,6 +105,8 @@ def test_tokenizer_and_model_folders_load_in_transformers_4_with_the_same_ids(sa
         pad = ours.pad_token_id
         assert len(short) == len(long) and short[0] == pad and short[-1] != pad  # padded on the left
         assert tf4["batch"] == ours(TEXTS[:2], padding=True)["input_ids"]
+        # no token_type_ids, which 4.x's generate() on a Llama model refuses
+        assert tf4["inputs"] == sorted(ours(TEXTS[:2], padding=True)) == ["attention_mask", "input_ids"]
     config = json.loads((model_dir / "tokenizer_config.json").read_text())
     assert not {"is_local", "local_files_only"} & set(config)  # load arguments are not settings
 

@@ -10,7 +10,10 @@ tokenizer folder belongs to no model: it carries no ``model_max_length``, and tr
 uses its "no limit" value (``int(1e30)``) in both versions; the model folder made from it states
 the real one. Padding is on the left, as decoder-only generation needs: batched ``generate()`` then
 continues every prompt from its last real token (and transformers warns about nothing). tonsai's own
-training and evaluation build their batches themselves and do not depend on this setting.
+training and evaluation build their batches themselves and do not depend on this setting. The
+model's inputs are ``input_ids`` and ``attention_mask``: 4.x's ``PreTrainedTokenizerFast`` also
+returns ``token_type_ids`` unless told, which ``generate()`` on a Llama model refuses ("model_kwargs
+are not used by the model: ['token_type_ids']").
 
 Added special tokens (the chat markers of :mod:`tonsai.sft.template`) are saved by 5.x as an
 ``extra_special_tokens`` list, which 4.x reads as a dict of named tokens and fails on
@@ -28,6 +31,7 @@ from tonsai.atomic import write_json
 
 TOKENIZER_CLASS = "PreTrainedTokenizerFast"
 PADDING_SIDE = "left"
+MODEL_INPUT_NAMES = ["input_ids", "attention_mask"]
 # arguments of from_pretrained that transformers 5.x writes back as if they were settings
 LOAD_ARGUMENTS = ("is_local", "local_files_only")
 CHAT_TEMPLATE_FILE = "chat_template.jinja"
@@ -45,7 +49,7 @@ def make_portable(folder: str | Path, model_max_length: int | None = None) -> bo
     path = Path(folder) / "tokenizer_config.json"
     config = json.loads(path.read_text(encoding="utf-8"))
     new = {k: v for k, v in config.items() if k not in LOAD_ARGUMENTS and k != "model_max_length"}
-    new.update(tokenizer_class=TOKENIZER_CLASS, padding_side=PADDING_SIDE)
+    new.update(tokenizer_class=TOKENIZER_CLASS, padding_side=PADDING_SIDE, model_input_names=MODEL_INPUT_NAMES)
     if model_max_length is not None:
         new["model_max_length"] = int(model_max_length)
     if isinstance(new.get("extra_special_tokens"), list):
