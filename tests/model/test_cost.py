@@ -49,3 +49,14 @@ def test_planner_for_the_500m_model_on_one_h100():
     assert "tokens/s at 45% MFU" in render(cfg, p)
     big = plan(PlanConfig(model_config=str(REPO / "configs/model/gpt2_500m.json"), gpu="t4", micro_batch_size=64))
     assert not big["fits"]
+
+
+def test_the_planner_refuses_a_sequence_longer_than_the_context():
+    """Its command passes --seq-len as --block-size, which train_gpt2.py refuses past the context."""
+    from tonsai.errors import StageError
+
+    tiny = str(REPO / "configs/model/gpt2_tiny.json")
+    with pytest.raises(StageError, match="--seq-len 4096 must be between 1 and the model's context length 256"):
+        plan(PlanConfig(model_config=tiny, seq_len=4096, tokens=1e6))
+    cfg = PlanConfig(model_config=tiny, seq_len=128, tokens=1e6)
+    assert "--block-size 128" in render(cfg, plan(cfg))

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import yaml
 
+from tonsai.errors import StageError
 from tonsai.model.build import context_length, load_model_config, padded_vocab_size
 from tonsai.model.cost import GPU_MEMORY_GB, GPU_PEAK_BF16, ModelShape, zero2_memory_gb
 from tonsai.train.budget import resolve_budget, steps_for_tokens
@@ -59,6 +60,11 @@ def plan(cfg: PlanConfig) -> dict:
     config = load_model_config(cfg.model_config)
     if cfg.vocab_size:
         config.vocab_size = padded_vocab_size(cfg.vocab_size)
+    if cfg.seq_len is not None and not 0 < cfg.seq_len <= context_length(config):
+        # the command printed below passes it as --block-size, which train_gpt2.py refuses past the context
+        raise StageError(f"--seq-len {cfg.seq_len} must be between 1 and the model's context length "
+                         f"{context_length(config)} ({cfg.model_config}); a longer context needs a model config "
+                         f"with larger n_positions / max_position_embeddings")
     shape = ModelShape.from_config(config, cfg.seq_len)
     fpt = shape.flops_per_token()
     compute_fpt = fpt * (4 / 3 if cfg.activation_checkpointing else 1)  # one more forward pass
