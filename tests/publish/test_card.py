@@ -47,6 +47,9 @@ def test_model_card_reports_data_tokenizer_training_and_evaluation(trained_model
     assert f"| optimizer steps | {run['global_step']:,} |" in body
     assert f"| tokens seen | {run['global_step'] * run['tokens_per_step']:,} |" in body
     assert f"| final validation loss, Khmer (`km`) | {run['final_validation']['eval_km_loss']:.4f} |" in body
+    # the resolved accumulation (the flag may be unset: --global-batch-tokens decides it)
+    assert f"| gradient accumulation | {run['budget']['gradient_accumulation']} |" in body
+    assert f"| mean training loss (whole run) | {run['train_loss']:.4f} |" in body
     # evaluation, from report.json
     report = json.loads((eval_dir / "report.json").read_text())
     en = report["languages"]["en"]

@@ -31,6 +31,8 @@ def test_resume_auto_continues_from_the_latest_checkpoint(plain_run, sample_pipe
     assert set(resumed) == set(uninterrupted)  # metrics.jsonl has no duplicate steps after resume
     for step in (8, 10, 12):
         assert resumed[step] == pytest.approx(uninterrupted[step], rel=1e-5)
+    # the manifest's mean training loss covers the whole run, the 6 steps before the resume too
+    assert manifest["train_loss"] == pytest.approx(plain_run[1]["train_loss"], rel=1e-5)
 
 
 def test_fresh_run_into_used_folder_is_refused(plain_run, sample_pipeline):

@@ -171,6 +171,8 @@ def training_section(model_config: dict, model_manifest: dict | None, run_manife
     if cfg:
         rows += [["training block (tokens)", (model_manifest or {}).get("block_size", cfg.get("block_size"))],
                  ["start", (model_manifest or {}).get("start", "-")]]
+        budget = (run_manifest or {}).get("budget") or {}
+        cfg = {**cfg, "gradient_accumulation": cfg.get("gradient_accumulation") or budget.get("gradient_accumulation", "-")}
         rows += [[label, _plain(cfg.get(key, "-"))] for key, label in (
             ("learning_rate", "peak learning rate"), ("lr_schedule", "schedule"), ("warmup", "warmup"),
             ("weight_decay", "weight decay"), ("optimizer", "optimizer"), ("max_grad_norm", "gradient clipping"),
@@ -182,7 +184,7 @@ def training_section(model_config: dict, model_manifest: dict | None, run_manife
         rows += [["optimizer steps", steps], ["tokens per step", per_step],
                  ["tokens seen", steps * per_step if isinstance(steps, int) and isinstance(per_step, int) else "-"],
                  ["processes", run_manifest.get("world_size", "-")], ["precision", run_manifest.get("precision", "-")],
-                 ["final training loss", run_manifest.get("train_loss", "-")]]
+                 ["mean training loss (whole run)", run_manifest.get("train_loss", "-")]]
         for key, value in sorted(run_manifest.get("final_validation", {}).items()):
             m = re.fullmatch(r"eval_(\w+)_loss", key)
             if m:

@@ -160,8 +160,7 @@ def _run_train(cfg: TrainConfig) -> dict:
     _datasets(run, tok_manifest.get("token_dtype"))
     trainer = _trainer(run)
     result = trainer.train(resume_from_checkpoint=resume_path if kind == "checkpoint" else None)
-    # mean training loss of the steps this process trained; none when it resumed from the last step's checkpoint
-    train_loss = result.training_loss if trainer.state.global_step > resumed_at else None
+    train_loss = run_mean_loss(trainer.state.log_history, resumed_at, trainer.state.global_step, result.training_loss)
     if run.nan_guard.bad_step is not None:
         last = latest_checkpoint(cfg.output_dir)
         raise StageError(
@@ -313,6 +312,25 @@ def _trainer(run: _Run):
         optimizer_cls_and_kwargs=_optimizer(cfg, run.model), model=run.model, args=args,
         train_dataset=run.train_ds, eval_dataset=run.eval_ds, data_collator=default_data_collator,
         processing_class=run.tokenizer, callbacks=[metrics, run.nan_guard, disk, *extra_callbacks])
+
+
+def run_mean_loss(history: list[dict], resumed_at: int, step: int, session_loss: float) -> float | None:
+    """The mean training loss of the whole run, steps before a resume included: the Trainer's
+    ``training_loss`` covers only the steps this process trained (``resumed_at`` to ``step``), so the
+    earlier steps' share comes from the logged losses up to ``resumed_at``, each logged value weighted by
+    the steps since the previous log. None when nothing was trained here (resumed from the last step)."""
+    if step <= resumed_at:
+        return None
+    if resumed_at == 0:
+        return session_loss
+    total, prev = 0.0, 0
+    for entry in history:
+        if "loss" in entry and prev < entry.get("step", 0) <= resumed_at:
+            total += entry["loss"] * (entry["step"] - prev)
+            prev = entry["step"]
+    if prev != resumed_at:  # the steps before the resume are not all in the log: the session's mean only
+        return session_loss
+    return (total + session_loss * (step - resumed_at)) / step
 
 
 def _export(run: _Run, trainer, train_loss: float | None, final_metrics: dict) -> dict:
