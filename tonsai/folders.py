@@ -128,7 +128,8 @@ def check_output_dir(out: str | Path, stage: str, *, inputs: Iterable[str | Path
         owner = stage  # made by this stage before ownership marks existed
     if owner != stage:
         made = f"the output of tonsai's {owner} stage" if owner else "files tonsai did not make"
-        raise StageError(f"{flag} {out} already holds {_listing(entries)} ({made}). A {stage} stage writes only "
+        article = "An" if stage[:1] in "aeiou" else "A"
+        raise StageError(f"{flag} {out} already holds {_listing(entries)} ({made}). {article} {stage} stage writes only "
                          f"into a new or empty folder, or over its own earlier output: choose another {flag}.")
     if resumable or overwrite:
         return
@@ -235,12 +236,22 @@ def claim_in_place(folder: str | Path, stage: str, *, inputs: Iterable[str | Pat
     folder = Path(folder)
     check_output_dir(folder, stage, inputs=inputs, resumable=True, flag=flag, legacy=legacy)
     held = FolderLock(folder, stage).acquire() if lock else None
+    created, marked = not folder.exists(), False
     try:
         folder.mkdir(parents=True, exist_ok=True)
         if folder_stage(folder) is None:
             write_json(folder / OWNER_FILE, {"stage": stage, "created_utc": _dt.datetime.now(
                 _dt.timezone.utc).isoformat(timespec="seconds")})
+            marked = True
         yield folder
+    except BaseException:
+        # refused before it wrote anything (a bad budget, a wrong tokenizer): leave no mark that
+        # would make the folder this stage's for every other stage
+        if marked and [p.name for p in folder.iterdir()] == [OWNER_FILE]:
+            (folder / OWNER_FILE).unlink()
+            if created:
+                folder.rmdir()
+        raise
     finally:
         if held:
             held.release()

@@ -275,3 +275,20 @@ def test_a_full_disk_while_writing_keeps_the_earlier_output(sample_pipeline, tmp
 
     assert run_main(lambda: full_disk()) == 1
     assert "the disk is full" in capsys.readouterr().err
+
+
+def test_a_run_refused_before_any_work_leaves_no_mark_on_its_folder(sample_pipeline, tmp_path):
+    """A training refused after claiming its folder (here: a budget that cannot be planned) leaves
+    the folder as it found it, so that another stage may use that path afterwards."""
+    from tonsai.train.config import TrainConfig
+    from tonsai.train.run import run_train
+
+    for out in (tmp_path / "new", tmp_path / "empty"):
+        if out.name == "empty":
+            out.mkdir()
+        with pytest.raises(StageError, match="global"):
+            run_train(TrainConfig(dataset_dir=str(sample_pipeline / "data"), tokenizer_dir=str(sample_pipeline / "tok"),
+                                  model_config=str(REPO / "configs/model/gpt2_tiny.json"), output_dir=str(out),
+                                  block_size=64, micro_batch_size=4, max_tokens=1e4, global_batch_tokens=1000,
+                                  device="cpu"))
+        assert (out.exists(), list(out.iterdir()) if out.exists() else []) == (out.name == "empty", [])
