@@ -1,6 +1,7 @@
 """End to end on the shipped sample corpus: the same code path as `uv run python scripts/quickstart.py`."""
 
 import json
+import logging
 import math
 
 import pytest
@@ -12,8 +13,9 @@ from tonsai.text import normalize
 from .conftest import SAMPLE
 
 
-def test_quickstart_pipeline_learns_and_reports_both_languages(tmp_path, capsys):
-    result = run_quickstart(QuickstartConfig(output_dir=str(tmp_path / "qs")))
+def test_quickstart_pipeline_learns_and_reports_both_languages(tmp_path, capsys, caplog):
+    with caplog.at_level(logging.WARNING, logger="tonsai.train.run"):
+        result = run_quickstart(QuickstartConfig(output_dir=str(tmp_path / "qs")))
     paths = result["paths"]
 
     # every stage left a complete folder with a manifest
@@ -57,6 +59,9 @@ def test_quickstart_pipeline_learns_and_reports_both_languages(tmp_path, capsys)
     last = [r for r in rows if "loss" in r][-1]
     assert last["tokens_seen_km"] + last["tokens_seen_en"] == last["tokens_seen"] <= last["step"] * 8 * 128
     assert "report.md" in capsys.readouterr().out
+    # 100 steps over a sample of a few thousand tokens: the run says how often its data repeats
+    passes = [r.getMessage() for r in caplog.records if "passes over the" in r.getMessage()]
+    assert len(passes) == 1 and passes[0].startswith("the budget trains ") and "the data repeats" in passes[0]
 
     # the tokenizer round-trips the sample text
     from transformers import AutoTokenizer

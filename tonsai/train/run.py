@@ -292,6 +292,12 @@ def _trainer(run: _Run):
             raise StageError(liger_problem)
     log.info("%d training blocks of %d tokens; %s; %s; %s", len(run.train_ds), run.block_size, budget.describe(),
              "bf16" if bf16 else "fp32", f"DeepSpeed {cfg.deepspeed}" if cfg.deepspeed else "no DeepSpeed")
+    passes = budget.tokens_planned / max(1, len(run.train_ds) * run.block_size)
+    if passes > 1.05:
+        log.warning("the budget trains %.1f passes over the %s training tokens (%d blocks): the data repeats; "
+                    "that is fine for a few epochs, but past about 4 repeated text adds little (prepare more data, "
+                    "or lower --max-tokens / --max-steps)", passes, f"{len(run.train_ds) * run.block_size:,}",
+                    len(run.train_ds))
     report_to, extra_callbacks, writer = report_callbacks(cfg)
     args = training_arguments(cfg, max_steps=budget.max_steps, gradient_accumulation=budget.gradient_accumulation,
                               learning_rate=cfg.learning_rate, use_cpu=use_cpu, bf16=bf16,
