@@ -155,3 +155,18 @@ def test_unreadable_file_is_a_clear_error(tmp_path):
     with pytest.raises(StageError, match=r"en.txt.gz: cannot read"):
         run_prepare(cfg(tmp_path, english=[str(p)]))
     assert not (tmp_path / "out").exists()
+
+
+def test_json_files_written_with_a_byte_order_mark_are_read(tmp_path):
+    """Windows tools start UTF-8 files with a BOM, which json.loads refuses: JSON lines and JSON arrays,
+    plain and compressed, read as without it (a .txt file's BOM is removed by normalization)."""
+    texts = km_docs(3)
+    records = [{"text": t} for t in texts]
+    bom = b"\xef\xbb\xbf"
+    (tmp_path / "a.jsonl").write_bytes(bom + "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode())
+    (tmp_path / "b.json").write_bytes(bom + json.dumps(records, ensure_ascii=False).encode())
+    (tmp_path / "c.jsonl.gz").write_bytes(gzip.compress((tmp_path / "a.jsonl").read_bytes()))
+    for name in ("a.jsonl", "b.json", "c.jsonl.gz"):
+        stats = ReadStats()
+        assert [d.text for d in iter_documents(Source(str(tmp_path / name), "km"), stats)] == texts, name
+        assert stats.invalid_utf8_lines == 0

@@ -396,10 +396,16 @@ def _bad_record(e: BadRecord, source: Source, rel: str, n: int, where: str, opts
     return d
 
 
+UTF8_BOM = b"\xef\xbb\xbf"
+
+
 def json_records(f: IO[bytes], path: Path, stats: ReadStats) -> Iterator[tuple[int, str, object, bool]]:
     """(record number, location, parsed value or a :class:`BadRecord`, invalid UTF-8) for each record
     of a JSON array file or a JSON-lines file."""
     head = f.peek(64)[:64] if hasattr(f, "peek") else b""
+    if head.startswith(UTF8_BOM):  # Windows tools write one; json.loads refuses it
+        f.read(len(UTF8_BOM))
+        head = head[len(UTF8_BOM):]
     if head.lstrip()[:1] == b"[":
         text, invalid = _decode(f.read(), stats)
         try:
@@ -411,6 +417,8 @@ def json_records(f: IO[bytes], path: Path, stats: ReadStats) -> Iterator[tuple[i
         return
     for lineno, raw in enumerate(f, 1):
         line, invalid = _decode(raw, stats)
+        if lineno == 1:
+            line = line.removeprefix("\ufeff")  # a reader that cannot peek
         if not line.strip():
             continue
         where = f"{path}:{lineno}"
