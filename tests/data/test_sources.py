@@ -170,3 +170,22 @@ def test_json_files_written_with_a_byte_order_mark_are_read(tmp_path):
         stats = ReadStats()
         assert [d.text for d in iter_documents(Source(str(tmp_path / name), "km"), stats)] == texts, name
         assert stats.invalid_utf8_lines == 0
+
+
+def test_files_of_other_types_in_a_folder_are_named_and_compressed_parquet_is_explained(tmp_path, caplog):
+    import logging
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "a.txt").write_text("\n".join(en_docs(2)) + "\n", encoding="utf-8")
+    (folder / "notes.md").write_text("# about this data\n", encoding="utf-8")
+    (folder / "table.csv").write_text("text\nhello\n", encoding="utf-8")
+    pq.write_table(pa.table({"text": en_docs(2)}), tmp_path / "b.parquet")
+    (folder / "b.parquet.gz").write_bytes(gzip.compress((tmp_path / "b.parquet").read_bytes()))
+    with caplog.at_level(logging.WARNING, logger="tonsai.data.sources"):
+        assert [p.name for p in Source(str(folder), "en").files()] == ["a.txt"]
+    assert "3 file(s) of a type prepare does not read are left out: b.parquet.gz, notes.md, table.csv" in caplog.text
+    with pytest.raises(StageError, match="compressed inside, not as a whole file: decompress it first"):
+        Source(str(folder / "b.parquet.gz"), "en").files()
+    with pytest.raises(StageError, match=r"unsupported file type \(use .txt, .jsonl or .json"):
+        Source(str(folder / "table.csv"), "en").files()

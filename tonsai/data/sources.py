@@ -42,6 +42,7 @@ import glob
 import gzip
 import io
 import json
+import logging
 import math
 import zlib
 from pathlib import Path
@@ -59,6 +60,7 @@ from tonsai.manifest import file_sha256
 # datasets (0.8 s to import) and huggingface_hub's HfApi (0.2 s) are imported inside the functions
 # that read a saved dataset or a Hub stream: most sources are files, and every document task imports
 # this module.
+log = logging.getLogger(__name__)
 TEXT_SUFFIXES = {".txt"}
 JSON_SUFFIXES = {".jsonl", ".json"}
 PARQUET_SUFFIXES = {".parquet"}
@@ -136,11 +138,20 @@ class Source:
             found = sorted(x for x in p.rglob("*") if x.is_file() or _is_saved_dataset(x))
         elif p.is_file():
             if file_kind(p) is None:
-                raise StageError(f"{self.lang} source {self.path}: unsupported file type "
-                                 f"(use .txt, .jsonl, .json, .parquet, optionally .gz/.zst, or .arrow)")
+                columnar = p.suffixes[-2:-1] in ([".parquet"], [".arrow"]) and p.suffix in COMPRESSED
+                raise StageError(f"{self.lang} source {self.path}: " + (
+                    "Parquet and Arrow files are compressed inside, not as a whole file: decompress it first"
+                    if columnar else "unsupported file type (use .txt, .jsonl or .json, each optionally .gz or "
+                                     ".zst; .parquet; .arrow)"))
             return [p]
         else:
             raise StageError(f"{self.lang} source {self.path}: no such file or folder")
+        skipped = [x for x in found if x.is_file() and file_kind(x) is None and not x.name.startswith(".")]
+        if skipped and self.path not in _WARNED_SKIPS:
+            _WARNED_SKIPS.add(self.path)
+            log.warning("%s source %s: %d file(s) of a type prepare does not read are left out: %s%s", self.lang,
+                        self.path, len(skipped), ", ".join(x.name for x in skipped[:5]),
+                        ", ..." if len(skipped) > 5 else "")
         found = [x for x in found if file_kind(x) is not None]
         # a saved dataset's own .arrow/.json files are not separate inputs
         saved = [x for x in found if x.is_dir()]
@@ -149,6 +160,9 @@ class Source:
             raise StageError(f"{self.lang} source {self.path}: no .txt, .jsonl, .json, .parquet, .arrow files "
                              f"or save_to_disk folders found there")
         return found
+
+
+_WARNED_SKIPS: set[str] = set()  # sources whose left-out files were named once already
 
 
 def _is_saved_dataset(p: Path) -> bool:
