@@ -101,9 +101,18 @@ def test_temperature_says_it_ignores_source_weights(tmp_path, caplog):
     k1 = write_lines(tmp_path / "k1.txt", km_docs(30, seed=1))
     k2 = write_lines(tmp_path / "k2.txt", km_docs(30, seed=2))
     with caplog.at_level("WARNING"):
-        run_prepare(cfg(tmp_path, khmer=[k1, k2], mix_strategy="temperature",
-                        source_weights=["km:k1.txt=3", "km:k2.txt=1"]))
+        m = run_prepare(cfg(tmp_path, khmer=[k1, k2], mix_strategy="temperature",
+                            source_weights=["km:k1.txt=3", "km:k2.txt=1"]))
     assert "weights of km:k1.txt, km:k2.txt" in caplog.text and "ignored" in caplog.text
+    assert any("weights of km:k1.txt, km:k2.txt" in w for w in m["warnings"])  # in the manifest too
+
+
+def test_an_unreachable_target_is_a_warning_in_the_manifest_too(tmp_path):
+    km = write_lines(tmp_path / "km.txt", km_docs(20))
+    en = write_lines(tmp_path / "en.txt", en_docs(20))
+    m = run_prepare(cfg(tmp_path, khmer=[km], english=[en], target_chars=10_000_000))
+    assert m["target_reached"] is False
+    assert any(w.startswith("--target-chars 10000000 cannot be reached") for w in m["warnings"])
 
 
 @pytest.mark.slow

@@ -46,6 +46,14 @@ def test_every_document_is_accounted_for(tmp_path, corpus):
     assert c["en:en.txt"]["dropped:replacement_chars"] == 1
 
 
+def test_an_empty_source_is_counted_as_read_zero(tmp_path, corpus):
+    km, en = corpus
+    (tmp_path / "empty.txt").write_text("", encoding="utf-8")
+    m = run_prepare(PrepareConfig(output_dir=str(tmp_path / "out"), khmer=[km], english=[en, str(tmp_path / "empty.txt")],
+                                  min_validation_docs=1))
+    assert m["counts"]["en:empty.txt"]["read"] == m["counts"]["en:empty.txt"]["kept"] == 0
+
+
 def test_output_loads_with_columns_and_disjoint_splits(tmp_path, corpus):
     km, en = corpus
     run_prepare(PrepareConfig(output_dir=str(tmp_path / "out"), khmer=[km], english=[en], min_validation_docs=1))

@@ -485,7 +485,7 @@ def _merge(cfg: PrepareConfig, sources: list[Source], infos: list[dict], work: P
 
 def _task_counts(infos: list[dict], names: list[str]) -> tuple[dict[str, collections.Counter], dict]:
     """The document tasks' counts per source, and the first locations of skipped records by kind."""
-    counts: dict[str, collections.Counter] = {n: collections.Counter() for n in names}
+    counts: dict[str, collections.Counter] = {n: collections.Counter(read=0) for n in names}  # an empty source too
     skipped: dict[str, dict[str, list]] = {}
     for info in infos:
         for n, c in info["counts"].items():
@@ -592,9 +592,10 @@ def _plan_mixture(m: _Merge, available: dict[str, tuple[int, int]], pool_len_of)
     max_epochs = {s.name: s.max_epochs or cfg.max_epochs for s in sources}
     weighted = [s.name for s in sources if s.weight is not None]
     if cfg.mix_strategy == "temperature" and weighted:
-        log.warning("--mix-strategy temperature shares sources inside a language by characters**alpha too: "
-                    "the weights of %s (--source-weights or the mix file) are ignored; use --mix-strategy "
-                    "weights or unimax to apply them", ", ".join(weighted))
+        warnings.append(f"--mix-strategy temperature shares sources inside a language by characters**alpha too: "
+                        f"the weights of {', '.join(weighted)} (--source-weights or the mix file) are ignored; use "
+                        f"--mix-strategy weights or unimax to apply them")
+        log.warning("%s", warnings[-1])
     try:
         shares = source_shares(
             [{"name": s.name, "lang": s.lang, "weight": s.weight, "chars": available[s.name][1],
@@ -606,9 +607,10 @@ def _plan_mixture(m: _Merge, available: dict[str, tuple[int, int]], pool_len_of)
         raise StageError(str(e)) from e
     unmet = _unmet_shares(requested if cfg.mix_strategy == "weights" else None, plans)
     _check_shares(unmet, available, m.counts, m.lang_of, cfg.allow_unmet_shares, empty, warnings)
-    if not reached:
-        log.warning("--target-chars %d cannot be reached within the sources' max epochs: the mixture has %d "
-                    "characters; raise --max-epochs or add data", cfg.target_chars, total)
+    if not reached:  # in the manifest's warnings too, as every warning of the plan
+        warnings.append(f"--target-chars {cfg.target_chars} cannot be reached within the sources' max epochs: the "
+                        f"mixture has {total} characters; raise --max-epochs or add data")
+        log.warning("%s", warnings[-1])
     return {"selection": selection, "plans": plans, "total": total, "reached": reached, "unmet": unmet,
             "warnings": warnings, "max_epochs": max_epochs}
 
