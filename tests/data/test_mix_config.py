@@ -1,5 +1,7 @@
 """Mix files and mixing options are strict, and a mixture that cannot follow the request says so."""
 
+from pathlib import Path
+
 import pytest
 import yaml
 
@@ -134,3 +136,17 @@ def test_a_share_that_whole_documents_cannot_follow_is_a_recorded_warning(tmp_pa
     assert set(m["unmet_shares"]) == {"km", "en"} and m["unmet_shares"]["km"]["realized_share"] < 0.45
     (w,) = m["warnings"]
     assert w.startswith("the requested language shares cannot be met") and "raise its max_epochs" in w
+
+
+def test_a_language_starved_by_a_short_one_names_the_short_one(tmp_path):
+    """English keeps one short document (the rest of its file is Khmer): the mixture, sized by English,
+    has room for no whole Khmer document. The error says English is the short language."""
+    en = tmp_path / "en.txt"
+    en.write_text(Path(KM).read_text(encoding="utf-8") + "A single English sentence, long enough to keep.\n",
+                  encoding="utf-8")
+    with pytest.raises(StageError) as e:
+        run_prepare(PrepareConfig(output_dir=str(tmp_path / "o"), khmer=[KM], english=[str(en)]))
+    msg = str(e.value)
+    assert "The mixture is sized by en, the short language: 47 characters left for its share, so km rounds to " \
+           "no whole document" in msg and "add data to the short language (en)" in msg
+    assert "script_km_in_en_source 51" in msg

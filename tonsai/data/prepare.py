@@ -783,10 +783,17 @@ def _check_shares(unmet: dict[str, dict], available: dict[str, tuple[int, int]],
                      f"{100 * u['realized_share']:.1f}% realized ({docs:,} training document(s) of {chars:,} "
                      f"characters left: {_dropped_summary([n for n in counts if lang_of[n] == lang], counts)})")
     what = "the requested language shares cannot be met: " + "; ".join(lines)
-    advice = ("sources contribute whole documents, at most --max-epochs passes: add data to the short language, "
-              "or raise its max_epochs or --max-epochs")
+    # the planner sizes the mixture by the language with the fewest characters for its share
+    chars_of = {lang: sum(c for n, (_, c) in available.items() if lang_of[n] == lang) for lang in unmet}
+    short = min((lang for lang, u in unmet.items() if u["requested_share"] > 0),
+                key=lambda lang: chars_of[lang] / unmet[lang]["requested_share"], default=None)
     starved = [lang for lang, u in unmet.items() if lang not in empty and u["requested_share"] > 0
                and u["realized_share"] == 0]
+    if short is not None and starved and short not in starved:
+        what += (f". The mixture is sized by {short}, the short language: {chars_of[short]:,} characters left for "
+                 f"its share, so {' and '.join(starved)} rounds to no whole document")
+    advice = (f"sources contribute whole documents, at most --max-epochs passes: add data to the short language"
+              f"{f' ({short})' if short else ''}, or raise its max_epochs or --max-epochs")
     if starved and not allowed:
         raise StageError(f"{what}. {advice[0].upper()}{advice[1:]}, or pass --allow-unmet-shares to write the "
                          f"mixture without {' and '.join(starved)}")
