@@ -67,6 +67,11 @@ def test_per_source_weights_target_and_reproducibility(tmp_path):
     assert da["train"]["id"] == db["train"]["id"]  # same seed, same order
     with pytest.raises(StageError, match=r"match no source"):
         run_prepare(cfg(tmp_path, khmer=[k1], source_weights=["km:nope.txt=1"]))
+    # a weight for some sources of a language only: refused before the document step, not after it
+    with pytest.raises(StageError, match=r"sources \['km:k2.txt'\] have no weight while others of their language do"):
+        run_prepare(cfg(tmp_path, output_dir=str(tmp_path / "c"), khmer=[k1, k2], english=[en],
+                        source_weights=["km:k1.txt=3"]))
+    assert not (tmp_path / "c").exists() and not (tmp_path / "c.work").exists()
 
 
 @pytest.mark.parametrize("strategy", ["temperature", "unimax"])

@@ -78,7 +78,9 @@ def test_a_source_that_keeps_nothing_is_warned_of_in_the_manifest(tmp_path, capl
     assert "top drop reason script_km_in_en_source (51)" in routed and "meant for --khmer" in routed
     assert dup.startswith("source en:en.txt#2") and "top drop reason duplicate (51)" in dup
     assert m["counts"]["en:km.txt"]["kept"] == 0 and m["unmet_shares"] == {}
-    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"][:2] == [routed, dup]
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert f"two sources are named en:en.txt: the one from {EN} is en:en.txt#2 in the counts" in warned[0]
+    assert warned[1:3] == [routed, dup]
 
 
 def test_a_language_left_empty_is_an_error_or_with_the_flag_a_recorded_warning(tmp_path):

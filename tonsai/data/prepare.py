@@ -272,6 +272,8 @@ class PrepareConfig(ExecutorOptions):
         for s in out:
             seen[s.name] += 1
             if seen[s.name] > 1:
+                log.warning("two sources are named %s: the one from %s is %s#%d in the counts, weights and manifest",
+                            s.name, s.path, s.name, seen[s.name])
                 s.name = f"{s.name}#{seen[s.name]}"
         weights = self.parsed_source_weights()
         unknown = sorted(set(weights) - {s.name for s in out})
@@ -281,6 +283,14 @@ class PrepareConfig(ExecutorOptions):
         for s in out:
             if s.name in weights:
                 s.weight = weights[s.name]
+        if self.mix_strategy != "temperature":  # checked before any work (the mixing plan needs it at the end)
+            for lang in sorted({s.lang for s in out}):
+                mine = [s for s in out if s.lang == lang]
+                missing = [s.name for s in mine if s.weight is None]
+                if missing and len(missing) < len(mine):
+                    raise StageError(f"sources {missing} have no weight while others of their language do; give "
+                                     f"every {lang} source a weight (--source-weights NAME=W or the mix file's "
+                                     f"weight:), or none")
         return out
 
     def work_path(self) -> Path:
