@@ -8,9 +8,9 @@ import shutil
 import pytest
 
 from tonsai.errors import StageError
-from tonsai.eval.report import MAX_COLUMNS, comparison_columns
+from tonsai.eval.report import MAX_COLUMNS, comparison_columns, render_markdown
 from tonsai.eval.run import EvalConfig, run_eval
-from tonsai.manifest import file_sha256
+from tonsai.manifest import file_sha256, tokenizer_hash
 
 from ..conftest import REPO, SAMPLE
 
@@ -37,6 +37,7 @@ def test_reports_record_their_set_and_compare_refuses_another(trained_model, tmp
     assert es["suites"][0]["name"] == "khmer_core" and es["suites"][0]["limit"] == 1
     assert len(es["suites"][0]["sha256"]) == 64
     assert "evaluation set: en=" in (tmp_path / "a" / "report.md").read_text()
+    assert a["tokenizer_sha256"] == tokenizer_hash(trained_model)
 
     # the same file at another path is the same set: shown side by side, in tables that fit a page
     copy = tmp_path / "copy" / "en_a.txt"
@@ -77,3 +78,20 @@ def test_reports_record_their_set_and_compare_refuses_another(trained_model, tmp
         run_eval(EvalConfig(model_dir=str(trained_model), output_dir=str(tmp_path / "c"), text=[f"en={en_a}"],
                             suite=[CORE], limit=1, compare=[str(old)], device="cpu"))
     assert not (tmp_path / "c").exists()
+
+
+def test_loss_goes_side_by_side_only_between_models_that_share_a_tokenizer():
+    """Loss is per token of each model's own vocabulary: with two tokenizers only bits per byte is shown."""
+    def report(name, tok, loss, bpb):
+        return {"name": name, "model_dir": name, "block_size": 128, "stride": 64, "tokenizer_sha256": tok,
+                "eval_set": {"window": 128, "stride": 64}, "languages": {"km": {
+                    "loss": loss, "perplexity": 1.0, "bits_per_byte": bpb, "bits_per_char": 1.0, "documents": 1,
+                    "tokens": 1, "bytes": 1, "characters": 1}}}
+
+    small_vocab, big_vocab = report("small", "a" * 64, 5.08, 2.15), report("big", "b" * 64, 3.64, 1.10)
+    assert comparison_columns([small_vocab, big_vocab]) == [("km bits/byte", "lang:km:bits_per_byte")]
+    md = render_markdown(small_vocab, [big_vocab])
+    assert "different tokenizers" in md and "| km loss |" not in md.split("## Side by side")[1]
+    same = report("small-2", "a" * 64, 5.00, 2.10)
+    assert ("km loss", "lang:km:loss") in comparison_columns([small_vocab, same])
+    assert "different tokenizers" not in render_markdown(small_vocab, [same])

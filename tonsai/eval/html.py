@@ -10,7 +10,8 @@ import base64
 import html
 import io
 
-from tonsai.eval.report import LANG_NAMES, NOTES, fmt_value, column_value, comparison_tables, eval_set_line, suite_rows
+from tonsai.eval.report import (LANG_NAMES, NOTES, column_value, comparison_tables, different_tokenizers,
+                                eval_set_line, fmt_value, suite_rows)
 
 # matplotlib is imported inside _pyplot() only (pyplot: 0.4 s to import on a 2-core machine): eval_model.py
 # and safety_check.py import this module for their reports, and their --help must not pay it.
@@ -197,6 +198,9 @@ def render_html(report: dict, compared: list[dict] = ()) -> str:
         parts.append("<h2>Side by side</h2>")
         parts.append(f"<p class=\"note\">Every model below was scored on the same evaluation set "
                      f"({esc(eval_set_line(report))}).</p>")
+        if different_tokenizers(reports):
+            parts.append("<p class=\"note\">The models have different tokenizers: loss is per token of each one's "
+                         "own, so only bits per byte is shown (it does not depend on the tokenizer).</p>")
         for title, cols in comparison_tables(reports):
             parts.append(f"<h3>{esc(title)}</h3>")
             parts.append(html_table(["model", *[c for c, _ in cols]],

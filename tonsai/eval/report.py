@@ -15,6 +15,7 @@ report.json schema (version 3; keys marked * appear only when that input was giv
         "parallel"*: {"km_file", "en_file", "km_sha256", "en_sha256"},
         "suites"*: [{"name", "path", "sha256", "limit"}]   # sha256: digest of the items as scored
       },
+      "tokenizer_sha256": str | null,     # of the model's tokenizer.json (loss is per token of it)
       "device": str, "dtype": str,
       "languages": {                      # one stream per language: its documents in order (a dataset
                                           # split's order, then --text files) joined by end-of-text,
@@ -131,8 +132,9 @@ def comparison_tables(reports: list[dict]) -> list[tuple[str, list[tuple[str, st
     """Side-by-side tables, models as rows: one for the per-language figures, then one per suite (split
     by task when wide), each at most MAX_COLUMNS value columns of (label, key)."""
     langs = sorted({lang for r in reports for lang in r.get("languages", {})})
-    text = [[(f"{lang} bits/byte", f"lang:{lang}:bits_per_byte"), (f"{lang} loss", f"lang:{lang}:loss")]
-            for lang in langs]
+    same_tokens = not different_tokenizers(reports)
+    text = [[(f"{lang} bits/byte", f"lang:{lang}:bits_per_byte")]
+            + ([(f"{lang} loss", f"lang:{lang}:loss")] if same_tokens else []) for lang in langs]
     if any("parallel" in r for r in reports):
         text.append([("km/en bits per sentence", "parallel:km_en_bits_ratio")])
     tables = _chunks("Per language", text) if text else []
@@ -148,6 +150,12 @@ def comparison_tables(reports: list[dict]) -> list[tuple[str, list[tuple[str, st
             names = dict.fromkeys(key.split(":")[2] for _, key in cols)
             tables.append((f"{suite}: {', '.join(names)}", cols))
     return tables
+
+
+def different_tokenizers(reports: list[dict]) -> bool:
+    """Whether two of ``reports`` name different tokenizers (then their losses, per token of each
+    one's own vocabulary, are not comparable; a report that names none is taken as comparable)."""
+    return len({r["tokenizer_sha256"] for r in reports if r.get("tokenizer_sha256")}) > 1
 
 
 def comparison_columns(reports: list[dict]) -> list[tuple[str, str]]:
@@ -238,6 +246,9 @@ def render_markdown(report: dict, compared: list[dict] = ()) -> str:
         reports = [report, *compared]
         lines += ["## Side by side", "", "Every model below was scored on the same evaluation set "
                   f"({eval_set_line(report)}).", ""]
+        if different_tokenizers(reports):
+            lines += ["The models have different tokenizers: loss is per token of each one's own, so only bits per "
+                      "byte is shown (it does not depend on the tokenizer).", ""]
         for title, cols in comparison_tables(reports):
             lines += [f"### {title}", "", "| model | " + " | ".join(c for c, _ in cols) + " |",
                       "|---|" + "---:|" * len(cols)]

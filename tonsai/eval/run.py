@@ -178,6 +178,10 @@ def load_model(model_dir: Path, tokenizer_dir: str | None, device: str):
     return model, tokenizer, dtype
 
 
+def _tokenizer_sha(tok_dir: Path) -> str | None:
+    return tokenizer_hash(tok_dir) if (tok_dir / "tokenizer.json").is_file() else None
+
+
 def run_window(model_dir: Path) -> tuple[int | None, int | None, str | None]:
     """The training block and validation stride of the run that made ``model_dir``, from the model's
     manifest (a run's final/) or the run folder's (a checkpoint-N/), and where they were read."""
@@ -343,6 +347,8 @@ def _run_eval(cfg: EvalConfig) -> dict:
         "stride": stride,
         "window_from": window_from,
         "eval_set": eval_set,
+        # loss and perplexity are per token of this tokenizer: --compare shows them only between equal ones
+        "tokenizer_sha256": _tokenizer_sha(Path(cfg.tokenizer_dir) if cfg.tokenizer_dir else model_dir),
         "device": device,
         "dtype": str(dtype).removeprefix("torch."),
         "languages": {},
