@@ -143,3 +143,14 @@ def test_every_script_has_help(script):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0
     assert "Example" in proc.stdout and "--config CONFIG" in proc.stdout and "(default:" in proc.stdout
+
+
+def test_ctrl_c_is_one_line_that_says_how_to_continue_and_exit_130(capsys):
+    from tonsai.cli import run_main
+
+    def interrupted():
+        raise KeyboardInterrupt
+
+    assert run_main(interrupted) == 130
+    err = capsys.readouterr().err
+    assert err.lstrip("\n").startswith("interrupted (Ctrl-C).") and "--resume-from auto" in err and "Traceback" not in err
