@@ -121,6 +121,8 @@ def test_invalid_utf8_is_counted(tmp_path):
     p.write_bytes(KM[1].encode() + b"\n" + KM[2].encode() + b"\xff\xfe\n" + KM[3].encode() + b"\n")
     m = run_prepare(PrepareConfig(output_dir=str(tmp_path / "o"), khmer=[str(p)], min_validation_docs=1))
     assert m["counts"]["km:km.txt"]["invalid_utf8_lines"] == 1
+    # one line in three: worth asking whether the file is UTF-8 text at all
+    assert any("1 of its lines are not valid UTF-8" in w and "iconv" in w for w in m["warnings"])
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -756,7 +756,16 @@ def _empty_source_warnings(sources: list[Source], counts: dict) -> list[str]:
                 ": --write-rejected writes the dropped documents for inspection" if top else "")
         out.append(f"source {s.name} ({s.path}) kept 0 of its {c.get('read', 0)} documents"
                    + (f"; top drop reason {top} ({drops[top]}){hint}" if top else ""))
+    for s in sources:  # bytes that are not UTF-8: a file in another encoding, or not text at all
+        bad, read = counts[s.name].get("invalid_utf8_lines", 0), counts[s.name].get("read", 0)
+        if bad and bad >= INVALID_UTF8_WARN * max(1, read):
+            out.append(f"source {s.name} ({s.path}): {bad} of its lines are not valid UTF-8 (against {read} "
+                       f"documents read): is it a text file in UTF-8? Convert it (iconv -f ENCODING -t UTF-8), "
+                       f"or --invalid-utf8 skip drops such lines")
     return out
+
+
+INVALID_UTF8_WARN = 0.01  # share of a source's documents with invalid UTF-8 that is worth a warning
 
 
 def _unmet_shares(requested: dict[str, float] | None, plans: dict) -> dict[str, dict]:
