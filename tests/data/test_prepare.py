@@ -204,7 +204,9 @@ def test_rerun_skips_finished_tasks_and_merge_needs_all(tmp_path, caplog):
     km = write_lines(tmp_path / "km.txt", km_docs(40))
     work = tmp_path / "work"
     base = dict(khmer=[km], num_shards=2, work_dir=str(work))
-    run_prepare(cfg(tmp_path, shard_index=1, **base))
+    with caplog.at_level("INFO"):
+        run_prepare(cfg(tmp_path, shard_index=1, **base))
+    assert "document task 1 of 2 is done" in caplog.text and "1 task(s) left before --merge-only: [0]" in caplog.text
     with pytest.raises(StageError, match=r"document tasks \[0\] of 2 are not finished"):
         run_prepare(cfg(tmp_path, merge_only=True, **base))
     assert not (tmp_path / "out").exists()

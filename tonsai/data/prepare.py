@@ -874,6 +874,10 @@ def run_prepare(cfg: PrepareConfig) -> dict:
         with claim_work:
             start_work(cfg, sources)
             run_docs_local(cfg, sources, work)
+            left = unfinished_tasks(work, cfg.tasks())
+            log.info("document task %d of %d is done in %s; %s", cfg.shard_index, cfg.tasks(), work,
+                     f"{len(left)} task(s) left before --merge-only: {left[:10]}{' ...' if len(left) > 10 else ''}"
+                     if left else "every task is done: run the same command with --merge-only instead of --shard-index")
             return {"task": cfg.shard_index, "tasks": cfg.tasks(), "work_dir": str(work)}
     if cfg.executor == "slurm":
         check_output_dir(out, STAGE, inputs=inputs, overwrite=cfg.overwrite)
