@@ -83,13 +83,16 @@ def test_khmer_output_checks():
     invalid = "ក\u17b6\u17b6"                  # a vowel sign twice on one consonant
     latin = "hello"
     checks = khmer_output_checks([good, not_normalized, invalid, latin, " "])
-    assert checks["km_normalized_share"] == pytest.approx(4 / 5)
+    assert checks["km_normalized_share"] == pytest.approx(3 / 4)  # of the four non-empty outputs
     assert checks["km_empty_share"] == pytest.approx(1 / 5)
     assert 0 < checks["km_invalid_cluster_rate"] < 0.2
     assert khmer_output_checks([good])["km_invalid_cluster_rate"] == 0.0
     assert khmer_output_checks([good])["km_script_share"] == 1.0
     assert khmer_output_checks([latin])["km_script_share"] == 0.0
+    assert "km_invalid_cluster_rate" not in khmer_output_checks([latin])  # no Khmer cluster to judge
     assert 0.5 < checks["km_script_share"] < 1.0
+    # a model that wrote nothing: only the empty share, nothing that reads as perfect
+    assert khmer_output_checks(["", " ", "\n"]) == {"km_empty_share": 1.0}
 
 
 MODULES = Path(metrics.__file__).parent / "metric_modules"

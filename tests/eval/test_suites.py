@@ -64,8 +64,9 @@ def test_run_core_suite_end_to_end(trained_model):
     res = run_suites(model, tok, [CORE], device="cpu", batch_size=4, limit=3, progress=False, max_new_tokens=12)
     core = res["khmer_core"]
     assert res.scores is res and json.loads(json.dumps(res)) == res
-    assert set(core["qa_km"]) == {"exact_match", "f1", "km_normalized_share", "km_invalid_cluster_rate",
-                                  "km_script_share", "km_empty_share", "n"}
+    # the Khmer checks that had something to look at (an empty or Latin answer has no clusters to judge)
+    assert {"exact_match", "f1", "km_empty_share", "n"} <= set(core["qa_km"]) <= {
+        "exact_match", "f1", "km_normalized_share", "km_invalid_cluster_rate", "km_script_share", "km_empty_share", "n"}
     assert set(core["translate_km_en"]) == {"chrf", "chrf_pp", "bleu", "n"}  # English output: no Khmer checks
     assert set(core["topic_km"]) == {"acc", "acc_norm", "n"}
     for task, scores in core.items():
