@@ -95,3 +95,12 @@ def test_bad_license_and_wrong_folder_are_refused(trained_model, sample_pipeline
         model_card(trained_model, "someone/x", license="Apache 2")
     with pytest.raises(StageError, match="neither a model folder"):
         write_card(sample_pipeline / "data", "someone/x")
+
+
+def test_a_suite_run_with_a_limit_keeps_its_caveat_in_the_card():
+    from tonsai.publish.card import eval_section
+
+    report = {"block_size": 128, "stride": 64, "suites": {"khmer_core": {"qa_km": {"f1": 0.1, "n": 3}}}}
+    assert not any("--limit" in line for line in eval_section(report))
+    text = "\n".join(eval_section({**report, "suite_limit": 3}))
+    assert "At most 3 examples per task (`--limit`): a quick look, not a benchmark figure." in text

@@ -216,6 +216,9 @@ def eval_section(report: dict | None) -> list[str]:
             for suite, tasks in report.get("suites", {}).items() for task, scores in tasks.items()
             for metric, value in scores.items() if metric != "n"]
     if rows:
+        if report.get("suite_limit"):
+            lines += [f"At most {report['suite_limit']} examples per task (`--limit`): a quick look, not a "
+                      f"benchmark figure.", ""]
         lines += _table(["suite", "task", "metric", "score", "examples"], rows)
     return lines
 
