@@ -73,6 +73,13 @@ def load_model_config(path: str | Path, tokenizer=None):
     if tokenizer is not None:
         data.update(vocab_size=padded_vocab_size(len(tokenizer)), bos_token_id=tokenizer.bos_token_id,
                     eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    else:  # the tokenizer sets them when the model is built; a class default past the vocabulary (GPT-2's
+        # 50256 in a 1,024-token preset) would only make transformers warn that it is out of range
+        vocab = data.get("vocab_size", _defaults(cls).get("vocab_size"))
+        for key in ("bos_token_id", "eos_token_id"):
+            default = _defaults(cls).get(key)
+            if key not in data and isinstance(default, int) and isinstance(vocab, int) and default >= vocab:
+                data[key] = None
     from huggingface_hub.errors import StrictDataclassError
 
     try:  # transformers checks the types of the fields (an int field refuses "2" and 2.0)
