@@ -217,7 +217,11 @@ def test_rerun_skips_finished_tasks_and_merge_needs_all(tmp_path, caplog):
         run_prepare(cfg(tmp_path, keep_work_dir=True, **base))
     assert info.stat().st_mtime_ns == before
     assert "1 of 2 document tasks are finished already" in caplog.text
-    # other settings: the finished shard is redone, not reused
+    # a --shard-index job with other settings would wipe the other jobs' finished tasks: refused
+    with pytest.raises(StageError, match=r"holds document tasks made with other settings or inputs \(min_chars differ"):
+        run_prepare(cfg(tmp_path, min_chars=25, shard_index=0, **base))
+    assert info.stat().st_mtime_ns == before
+    # a whole run with other settings: the finished shard is redone, not reused
     run_prepare(cfg(tmp_path, min_chars=25, keep_work_dir=True, overwrite=True, **base))
     assert info.stat().st_mtime_ns != before
 

@@ -348,6 +348,14 @@ def start_work(cfg: PrepareConfig, sources: list[Source]) -> None:
     if old == json.loads(json.dumps(settings, default=str)):
         return
     stale = [p for p in work.iterdir() if p.name in TASK_OUTPUTS or p.name.startswith("shard-")] if work.is_dir() else []
+    if stale and cfg.shard_index is not None and old is not None:
+        # one job of several sharing this folder: removing the others' finished tasks would lose their work
+        changed = sorted(k for k in set(old.get("config", {})) | set(settings["config"])
+                         if old.get("config", {}).get(k) != json.loads(json.dumps(settings["config"], default=str)).get(k))
+        raise StageError(f"--work-dir {work} holds document tasks made with other settings or inputs "
+                         f"({', '.join(changed) or 'inputs, tasks or normalizer'} differ); every --shard-index job "
+                         f"of one preparation needs the same options. Run this job with the others' options, or "
+                         f"give it another --work-dir")
     if stale:
         log.warning("%s holds document tasks of other settings or inputs; redoing them", work)
     for p in stale:
