@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import errno
 import fcntl
 import fnmatch
 import json
@@ -148,7 +149,14 @@ class FolderLock:
         self.fd: int | None = None
 
     def acquire(self) -> FolderLock:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666 & ~umask()))
+        except OSError as e:
+            if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            raise StageError(f"cannot write beside {self.folder} ({e.strerror}: {self.path}); choose a folder in a "
+                             f"place you can write") from e
         while True:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666 & ~umask())
             try:

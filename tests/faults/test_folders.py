@@ -292,3 +292,22 @@ def test_a_run_refused_before_any_work_leaves_no_mark_on_its_folder(sample_pipel
                                   block_size=64, micro_batch_size=4, max_tokens=1e4, global_batch_tokens=1000,
                                   device="cpu"))
         assert (out.exists(), list(out.iterdir()) if out.exists() else []) == (out.name == "empty", [])
+
+
+def test_a_folder_that_cannot_be_written_is_named_in_one_line(tmp_path):
+    """A --work-dir where no file can be made: a StageError naming the folder and its lock, not an OSError."""
+    with pytest.raises(StageError, match=r"cannot write beside /proc/nope \(No such file or directory: /proc/\.nope\.lock\)"):
+        FolderLock(Path("/proc/nope"), "prepare-work").acquire()  # /proc takes no new files, root or not
+
+
+def test_a_read_only_folder_is_named_in_one_line(tmp_path):
+    readonly = tmp_path / "ro"
+    readonly.mkdir()
+    readonly.chmod(0o555)
+    try:
+        if os.access(readonly, os.W_OK):  # root ignores the mode bits
+            pytest.skip("this user can write anywhere (root): the read-only folder case needs another user")
+        with pytest.raises(StageError, match=r"cannot write beside .*ro/work \(Permission denied"):
+            FolderLock(readonly / "work", "prepare-work").acquire()
+    finally:
+        readonly.chmod(0o755)
