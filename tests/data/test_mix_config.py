@@ -152,3 +152,14 @@ def test_a_language_starved_by_a_short_one_names_the_short_one(tmp_path):
     assert "The mixture is sized by en, the short language: 47 characters left for its share, so km rounds to " \
            "no whole document" in msg and "add data to the short language (en)" in msg
     assert "script_km_in_en_source 51" in msg
+
+
+def test_a_missing_path_of_a_mix_file_names_the_mix_file_and_where_relative_paths_start(tmp_path, monkeypatch):
+    mix = tmp_path / "mixes" / "mine.yaml"
+    mix.parent.mkdir()
+    mix.write_text("sources:\n  - {path: data/km.txt, lang: km}\n", encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(StageError) as e:
+        run_prepare(PrepareConfig(output_dir=str(tmp_path / "o"), mix=str(mix)))
+    assert (f"km source data/km.txt: no such file or folder (from --mix {mix}; its relative paths are relative to "
+            f"the folder the command runs in, here {tmp_path}, not to the mix file)") in str(e.value)

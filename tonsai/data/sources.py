@@ -145,7 +145,10 @@ class Source:
                                      ".zst; .parquet; .arrow)"))
             return [p]
         else:
-            raise StageError(f"{self.lang} source {self.path}: no such file or folder")
+            origin = getattr(self, "origin", None)
+            raise StageError(f"{self.lang} source {self.path}: no such file or folder" + (
+                f" (from {origin}; its relative paths are relative to the folder the command runs in, here "
+                f"{Path.cwd()}, not to the mix file)" if origin else ""))
         skipped = [x for x in found if x.is_file() and file_kind(x) is None and not x.name.startswith(".")]
         if skipped and self.path not in _WARNED_SKIPS:
             _WARNED_SKIPS.add(self.path)
@@ -673,6 +676,8 @@ def _mix_source(path: str | Path, i: int, s) -> Source:
         raise StageError(f"{where}: lang {values['lang']!r} must be one of {list(LANGS)}"
                          f"{did_you_mean(values['lang'], LANGS)}")
     try:
-        return Source(**values)
+        source = Source(**values)
     except ValueError as e:  # the message names the source
         raise StageError(f"--mix {path}: {e} (source #{i + 1})") from e
+    source.origin = f"--mix {path}"  # for the errors of files(): not a field, so not a mix-file key
+    return source
