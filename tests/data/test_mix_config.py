@@ -96,7 +96,8 @@ def test_a_language_left_empty_is_an_error_or_with_the_flag_a_recorded_warning(t
     assert m["mixture"]["en"]["requested_share"] == 0.5 and m["mixture"]["en"]["selected_chars"] == 0
     assert m["warnings"][-2].startswith("no en documents are left") and m["warnings"][-2].endswith("has no en")
     assert m["warnings"][-1].endswith("km: 50.0% of the training characters requested, 100.0% realized (48 training "
-                                      "document(s) of 5,114 characters left: 51 documents read); accepted "
+                                      "document(s) of 5,114 characters left: 51 documents read, 3 held out for "
+                                      "validation by --validation-fraction and --min-validation-docs); accepted "
                                       "(--allow-unmet-shares)")
     ds = load_splits(out / "dataset")
     assert set(ds["train"]["lang"]) == {"km"} and len(ds["train"]) == m["splits"]["train"] > 0

@@ -744,8 +744,10 @@ def _dropped_summary(names: list[str], counts: dict) -> str:
     for n in names:
         drops.update({k.removeprefix("dropped:"): v for k, v in counts[n].items() if k.startswith("dropped:") and v})
     read = sum(counts[n].get("read", 0) for n in names)
-    return f"{read} documents read" + (f"; dropped: {', '.join(f'{r} {c}' for r, c in drops.most_common(3))}"
-                                       if drops else "")
+    held = sum(counts[n].get("validation", 0) for n in names)
+    return (f"{read} documents read" + (f", {held} held out for validation by --validation-fraction and "
+                                        f"--min-validation-docs" if held else "")
+            + (f"; dropped: {', '.join(f'{r} {c}' for r, c in drops.most_common(3))}" if drops else ""))
 
 
 def _empty_source_warnings(sources: list[Source], counts: dict) -> list[str]:
