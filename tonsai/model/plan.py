@@ -56,6 +56,16 @@ class PlanConfig:
             raise ValueError("--tokens must be positive")
 
 
+def _small(x: float) -> str:
+    """One decimal, as the figures of a real run read; two significant digits where that would print
+    0.0 (the tiny presets: 0.0071 GB, not 0.0)."""
+    return f"{x:.1f}" if x >= 0.05 or x == 0 else f"{x:.2g}"
+
+
+def _duration(hours: float) -> str:
+    return f"{hours:.1f} h" if hours >= 0.05 else f"{hours * 3600:.2g} s"
+
+
 def plan(cfg: PlanConfig) -> dict:
     config = load_model_config(cfg.model_config)
     if cfg.vocab_size:
@@ -105,15 +115,15 @@ def render(cfg: PlanConfig, p: dict) -> str:
         f"tokens per step  {p['tokens_per_step']:,} ({cfg.micro_batch_size} seq x {cfg.gradient_accumulation} accum x "
         f"{cfg.num_gpus} GPU x {p['seq_len']}); {p['optimizer_steps']:,} steps for {cfg.tokens:.3g} tokens "
         f"(trains {p['tokens_trained']:,}: steps are rounded up)",
-        f"memory / GPU     {m['total']:.1f} GB estimated under ZeRO-2 of {p['gpu_memory_gb']} GB "
+        f"memory / GPU     {_small(m['total'])} GB estimated under ZeRO-2 of {p['gpu_memory_gb']} GB "
         f"({'fits' if p['fits'] else 'does NOT fit: lower --micro-batch-size or use --activation-checkpointing'}): "
-        f"weights {m['weights_bf16']:.1f}, grads {m['gradients_bf16']:.1f}, fp32 master {m['master_fp32']:.1f}, "
-        f"Adam {m['adam_moments_fp32']:.1f}, activations {m['activations']:.1f}, logits {m['logits']:.1f}",
+        f"weights {_small(m['weights_bf16'])}, grads {_small(m['gradients_bf16'])}, fp32 master {_small(m['master_fp32'])}, "
+        f"Adam {_small(m['adam_moments_fp32'])}, activations {_small(m['activations'])}, logits {_small(m['logits'])}",
         f"throughput       {p['tokens_per_s']:,.0f} tokens/s at {cfg.mfu:.0%} MFU on {cfg.num_gpus} x {cfg.gpu} "
         f"({GPU_PEAK_BF16[cfg.gpu] / 1e12:.0f} TFLOP/s bf16 peak each)",
-        f"time and cost    {p['hours']:.1f} h ({p['hours'] / 24:.2f} days), {p['gpu_hours']:.0f} GPU-hours, "
+        f"time and cost    {_duration(p['hours'])} ({p['hours'] / 24:.2f} days), {p['gpu_hours']:.0f} GPU-hours, "
         f"${p['cost_usd']:,.0f} at ${cfg.price_per_gpu_hour:.2f}/GPU-hour",
-        f"for scale        Chinchilla-optimal data for this size is about {p['chinchilla_tokens'] / 1e9:.1f}B tokens",
+        f"for scale        Chinchilla-optimal data for this size is about {_small(p['chinchilla_tokens'] / 1e9)}B tokens",
         "command          " + p["command"].replace("\n", "\n                 "),
     ])
 
