@@ -121,7 +121,10 @@ def test_shipped_benchmark_suite_runs_on_shared_data(shared_data, trained_model,
     res = res["khmer_benchmarks"]
     assert set(res) == set(sizes)
     assert all(r["n"] == 2 for r in res.values())
-    assert set(res["flores_en_km"]) >= {"chrf", "chrf_pp", "bleu", "km_script_share", "km_invalid_cluster_rate"}
+    # the Khmer checks that had something to judge in two 8-token answers of the tiny model
+    assert {"chrf", "chrf_pp", "bleu", "km_empty_share"} <= set(res["flores_en_km"]) <= {
+        "chrf", "chrf_pp", "bleu", "km_empty_share", "km_normalized_share", "km_script_share",
+        "km_invalid_cluster_rate", "n"}
     assert all(math.isfinite(v) for r in res.values() for v in r.values())
 
 
