@@ -164,3 +164,12 @@ def test_a_missing_path_of_a_mix_file_names_the_mix_file_and_where_relative_path
         run_prepare(PrepareConfig(output_dir=str(tmp_path / "o"), mix=str(mix)))
     assert (f"km source data/km.txt: no such file or folder (from --mix {mix}; its relative paths are relative to "
             f"the folder the command runs in, here {tmp_path}, not to the mix file)") in str(e.value)
+
+
+def test_a_target_smaller_than_a_document_says_to_raise_it(tmp_path):
+    with pytest.raises(StageError) as e:
+        run_prepare(PrepareConfig(output_dir=str(tmp_path / "o"), khmer=[KM], english=[EN], target_chars=100))
+    msg = str(e.value)
+    assert msg.endswith("--target-chars 100 is smaller than a whole document of each language's share: raise it "
+                        "(sources contribute whole documents)")
+    assert "--allow-unmet-shares" not in msg and "add data" not in msg

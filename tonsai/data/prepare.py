@@ -624,7 +624,8 @@ def _plan_mixture(m: _Merge, available: dict[str, tuple[int, int]], pool_len_of)
     except ValueError as e:
         raise StageError(str(e)) from e
     unmet = _unmet_shares(requested if cfg.mix_strategy == "weights" else None, plans)
-    _check_shares(unmet, available, m.counts, m.lang_of, cfg.allow_unmet_shares, empty, warnings)
+    _check_shares(unmet, available, m.counts, m.lang_of, cfg.allow_unmet_shares, empty, warnings,
+                  cfg.target_chars)
     if not reached:  # in the manifest's warnings too, as every warning of the plan
         warnings.append(f"--target-chars {cfg.target_chars} cannot be reached within the sources' max epochs: the "
                         f"mixture has {total} characters; raise --max-epochs or add data")
@@ -797,7 +798,8 @@ def _unmet_shares(requested: dict[str, float] | None, plans: dict) -> dict[str, 
 
 
 def _check_shares(unmet: dict[str, dict], available: dict[str, tuple[int, int]], counts: dict,
-                  lang_of: dict[str, str], allowed: bool, empty: list[str], warnings: list[str]) -> None:
+                  lang_of: dict[str, str], allowed: bool, empty: list[str], warnings: list[str],
+                  target_chars: int = 0) -> None:
     """A language that gets nothing of its request is an error (with ``allowed`` a warning); a share
     that is only off is a warning. The planner sizes the mixture by the scarcest source, so a share
     can only be off when whole documents are coarse against a small mixture (few documents left after
@@ -823,9 +825,14 @@ def _check_shares(unmet: dict[str, dict], available: dict[str, tuple[int, int]],
                  f"its share, so {' and '.join(starved)} rounds to no whole document")
     advice = (f"sources contribute whole documents, at most --max-epochs passes: add data to the short language"
               f"{f' ({short})' if short else ''}, or raise its max_epochs or --max-epochs")
+    wanted = [lang for lang, u in unmet.items() if u["requested_share"] > 0]
+    if target_chars and starved and set(starved) == set(wanted):  # no language got a whole document
+        advice = (f"--target-chars {target_chars} is smaller than a whole document of each language's share: "
+                  f"raise it (sources contribute whole documents)")
     if starved and not allowed:
-        raise StageError(f"{what}. {advice[0].upper()}{advice[1:]}, or pass --allow-unmet-shares to write the "
-                         f"mixture without {' and '.join(starved)}")
+        rest = "" if set(starved) == set(wanted) else (f", or pass --allow-unmet-shares to write the mixture "
+                                                       f"without {' and '.join(starved)}")
+        raise StageError(f"{what}. {advice[0].upper()}{advice[1:]}{rest}")
     warnings.append(f"{what}; " + ("accepted (--allow-unmet-shares)" if starved or empty else advice))
     log.warning("%s", warnings[-1])
 
