@@ -105,7 +105,7 @@ def test_missing_path_is_a_clear_error(tmp_path):
 def test_malformed_jsonl_names_file_and_line(tmp_path):
     p = tmp_path / "km.jsonl"
     p.write_text(json.dumps({"text": KM[0]}) + "\n{not json\n", encoding="utf-8")
-    with pytest.raises(StageError, match=r"km.jsonl:2: malformed JSON"):
+    with pytest.raises(StageError, match=r"km.jsonl:2: malformed JSON \(Expecting property name enclosed in double quotes at column 2\)"):
         run_prepare(PrepareConfig(output_dir=str(tmp_path / "o"), khmer=[str(p)]))
 
 

@@ -428,7 +428,7 @@ def json_records(f: IO[bytes], path: Path, stats: ReadStats) -> Iterator[tuple[i
         try:
             records = json.loads(text)
         except json.JSONDecodeError as e:  # the whole file is one value: nothing to skip
-            raise StageError(f"{path}:{e.lineno}: malformed JSON ({e.msg}); fix the file") from e
+            raise StageError(f"{path}:{e.lineno}: malformed JSON ({e.msg} at column {e.colno}); fix the file") from e
         for i, obj in enumerate(records):
             yield i, f"{path}[{i}]", obj, invalid
         return
@@ -442,8 +442,8 @@ def json_records(f: IO[bytes], path: Path, stats: ReadStats) -> Iterator[tuple[i
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as e:
-            obj = BadRecord("malformed_json", f"{where}: malformed JSON ({e.msg}); fix or remove that line, "
-                                              f"{SKIP_HINT}")
+            obj = BadRecord("malformed_json", f"{where}: malformed JSON ({e.msg} at column {e.colno}); fix or "
+                                              f"remove that line, {SKIP_HINT}")
         yield lineno, where, obj, invalid
 
 
