@@ -50,13 +50,21 @@ class SourcePlan:
     epochs: float = 0.0
 
 
+def unweighted(weights: dict[str, float | None]) -> list[str]:
+    """The sources (of one language: name -> weight) without a weight while others have one: a
+    language's sources all have weights or none do (prepare checks it before any work, the plan
+    again here)."""
+    missing = [name for name, w in weights.items() if w is None]
+    return missing if len(missing) < len(weights) else []
+
+
 def _within_language(sources: list[dict], alpha: float | None) -> dict[str, float]:
     """Shares of a language's sources: their weights, or natural (by characters) when none is
     given, or characters**alpha with temperature sampling."""
     if alpha is not None:
         raw = {s["name"]: float(s["chars"]) ** alpha if s["chars"] else 0.0 for s in sources}
     elif any(s["weight"] is not None for s in sources):
-        missing = [s["name"] for s in sources if s["weight"] is None]
+        missing = unweighted({s["name"]: s["weight"] for s in sources})
         if missing:
             raise ValueError(f"sources {missing} have no weight while others of their language do; "
                              f"give every source of a language a weight, or none")

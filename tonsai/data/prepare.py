@@ -37,7 +37,7 @@ from tonsai.errors import StageError
 from tonsai.data.dedup import BAND_RECORD, EXACT_RECORD, KEYS_VERSION, pair_non_survivors
 from tonsai.data.dedup_steps import BandBuckets, ExactBuckets, PartitionBands, PartitionKeys, run_step, saved
 from tonsai.data.filters import FilterThresholds
-from tonsai.data.mix import STRATEGIES, normalize_weights, plan_sources_lazy, source_shares
+from tonsai.data.mix import STRATEGIES, normalize_weights, plan_sources_lazy, source_shares, unweighted
 from tonsai.data.ondisk import ARROW_POOL_VARIABLE, MAX_OPEN, DiskArray, num_buckets, release_memory_promptly, trim_heap
 from tonsai.data.blocks import peak_rss_mb
 from tonsai.data.engine import (docs_dir, run_docs_local, run_docs_ray, submit_slurm, task_infos,
@@ -285,9 +285,8 @@ class PrepareConfig(ExecutorOptions):
                 s.weight = weights[s.name]
         if self.mix_strategy != "temperature":  # checked before any work (the mixing plan needs it at the end)
             for lang in sorted({s.lang for s in out}):
-                mine = [s for s in out if s.lang == lang]
-                missing = [s.name for s in mine if s.weight is None]
-                if missing and len(missing) < len(mine):
+                missing = unweighted({s.name: s.weight for s in out if s.lang == lang})
+                if missing:
                     raise StageError(f"sources {missing} have no weight while others of their language do; give "
                                      f"every {lang} source a weight (--source-weights NAME=W or the mix file's "
                                      f"weight:), or none")
@@ -345,13 +344,14 @@ def start_work(cfg: PrepareConfig, sources: list[Source]) -> None:
     settings = _task_settings(cfg, sources)
     path = _settings_file(work)
     old = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
-    if old == json.loads(json.dumps(settings, default=str)):
+    stored = json.loads(json.dumps(settings, default=str))  # as settings.json holds it
+    if old == stored:
         return
     stale = [p for p in work.iterdir() if p.name in TASK_OUTPUTS or p.name.startswith("shard-")] if work.is_dir() else []
     if stale and cfg.shard_index is not None and old is not None:
         # one job of several sharing this folder: removing the others' finished tasks would lose their work
-        changed = sorted(k for k in set(old.get("config", {})) | set(settings["config"])
-                         if old.get("config", {}).get(k) != json.loads(json.dumps(settings["config"], default=str)).get(k))
+        before, now = old.get("config", {}), stored["config"]
+        changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
         raise StageError(f"--work-dir {work} holds document tasks made with other settings or inputs "
                          f"({', '.join(changed) or 'inputs, tasks or normalizer'} differ); every --shard-index job "
                          f"of one preparation needs the same options. Run this job with the others' options, or "
@@ -590,7 +590,7 @@ def _validation_and_pools(m: _Merge):
 def _plan_mixture(m: _Merge, available: dict[str, tuple[int, int]], pool_len_of) -> dict:
     """The mixing plan (tonsai.data.mix) after the checks of empty languages and unmet shares."""
     cfg, sources = m.cfg, m.sources
-    warnings = _empty_source_warnings(sources, m.counts)
+    warnings = _empty_source_warnings(sources, m.counts) + _invalid_utf8_warnings(sources, m.counts)
     lang_weights = {"km": cfg.khmer_weight, "en": cfg.english_weight}
     langs = sorted({s.lang for s in sources})
     requested = normalize_weights({lang: lang_weights[lang] for lang in langs})
@@ -767,16 +767,23 @@ def _empty_source_warnings(sources: list[Source], counts: dict) -> list[str]:
                 ": --write-rejected writes the dropped documents for inspection" if top else "")
         out.append(f"source {s.name} ({s.path}) kept 0 of its {c.get('read', 0)} documents"
                    + (f"; top drop reason {top} ({drops[top]}){hint}" if top else ""))
-    for s in sources:  # bytes that are not UTF-8: a file in another encoding, or not text at all
+    return out
+
+
+INVALID_UTF8_WARN = 0.01  # share of a source's documents with invalid UTF-8 that is worth a warning
+
+
+def _invalid_utf8_warnings(sources: list[Source], counts: dict) -> list[str]:
+    """A line for every source with many lines that are not UTF-8: a file in another encoding, or
+    not text at all."""
+    out = []
+    for s in sources:
         bad, read = counts[s.name].get("invalid_utf8_lines", 0), counts[s.name].get("read", 0)
         if bad and bad >= INVALID_UTF8_WARN * max(1, read):
             out.append(f"source {s.name} ({s.path}): {bad} of its lines are not valid UTF-8 (against {read} "
                        f"documents read): is it a text file in UTF-8? Convert it (iconv -f ENCODING -t UTF-8), "
                        f"or --invalid-utf8 skip drops such lines")
     return out
-
-
-INVALID_UTF8_WARN = 0.01  # share of a source's documents with invalid UTF-8 that is worth a warning
 
 
 def _unmet_shares(requested: dict[str, float] | None, plans: dict) -> dict[str, dict]:
