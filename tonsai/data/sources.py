@@ -138,7 +138,8 @@ class Source:
             found = sorted(x for x in p.rglob("*") if x.is_file() or _is_saved_dataset(x))
         elif p.is_file():
             if file_kind(p) is None:
-                columnar = p.suffixes[-2:-1] in ([".parquet"], [".arrow"]) and p.suffix in COMPRESSED
+                columnar = (p.suffix in COMPRESSED and len(p.suffixes) > 1
+                            and p.suffixes[-2] in PARQUET_SUFFIXES | ARROW_SUFFIXES)
                 raise StageError(f"{self.lang} source {self.path}: " + (
                     "Parquet and Arrow files are compressed inside, not as a whole file: decompress it first"
                     if columnar else "unsupported file type (use .txt, .jsonl or .json, each optionally .gz or "
@@ -434,8 +435,6 @@ def json_records(f: IO[bytes], path: Path, stats: ReadStats) -> Iterator[tuple[i
         return
     for lineno, raw in enumerate(f, 1):
         line, invalid = _decode(raw, stats)
-        if lineno == 1:
-            line = line.removeprefix("\ufeff")  # a reader that cannot peek
         if not line.strip():
             continue
         where = f"{path}:{lineno}"
