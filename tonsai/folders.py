@@ -149,16 +149,15 @@ class FolderLock:
         self.fd: int | None = None
 
     def acquire(self) -> FolderLock:
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666 & ~umask()))
-        except OSError as e:
-            if e.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise
-            raise StageError(f"cannot write beside {self.folder} ({e.strerror}: {self.path}); choose a folder in a "
-                             f"place you can write") from e
         while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666 & ~umask())
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666 & ~umask())
+            except OSError as e:
+                if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                    raise
+                raise StageError(f"cannot write beside {self.folder} ({e.strerror}: {self.path}); choose a folder "
+                                 f"in a place you can write") from e
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
