@@ -67,7 +67,8 @@ def load_model_config(path: str | Path, tokenizer=None):
                          f"{did_you_mean(str(model_type), CONFIG_MAPPING.keys())}")
     cls = CONFIG_MAPPING[model_type]
     data = _canonical_keys(path, cls, data)
-    problems = impossible_values({**_defaults(cls), **data})
+    defaults = _defaults(cls)
+    problems = impossible_values({**defaults, **data})
     if problems:
         raise StageError(f"--model-config {path}: " + "; ".join(problems))
     if tokenizer is not None:
@@ -75,9 +76,9 @@ def load_model_config(path: str | Path, tokenizer=None):
                     eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
     else:  # the tokenizer sets them when the model is built; a class default past the vocabulary (GPT-2's
         # 50256 in a 1,024-token preset) would only make transformers warn that it is out of range
-        vocab = data.get("vocab_size", _defaults(cls).get("vocab_size"))
+        vocab = data.get("vocab_size", defaults.get("vocab_size"))
         for key in ("bos_token_id", "eos_token_id"):
-            default = _defaults(cls).get(key)
+            default = defaults.get(key)
             if key not in data and isinstance(default, int) and isinstance(vocab, int) and default >= vocab:
                 data[key] = None
     from huggingface_hub.errors import StrictDataclassError

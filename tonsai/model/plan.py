@@ -117,13 +117,15 @@ def render(cfg: PlanConfig, p: dict) -> str:
         f"(trains {p['tokens_trained']:,}: steps are rounded up)",
         f"memory / GPU     {_small(m['total'])} GB estimated under ZeRO-2 of {p['gpu_memory_gb']} GB "
         f"({'fits' if p['fits'] else 'does NOT fit: lower --micro-batch-size or use --activation-checkpointing'}): "
-        f"weights {_small(m['weights_bf16'])}, grads {_small(m['gradients_bf16'])}, fp32 master {_small(m['master_fp32'])}, "
-        f"Adam {_small(m['adam_moments_fp32'])}, activations {_small(m['activations'])}, logits {_small(m['logits'])}",
+        f"weights {_small(m['weights_bf16'])}, grads {_small(m['gradients_bf16'])}, "
+        f"fp32 master {_small(m['master_fp32'])}, Adam {_small(m['adam_moments_fp32'])}, "
+        f"activations {_small(m['activations'])}, logits {_small(m['logits'])}",
         f"throughput       {p['tokens_per_s']:,.0f} tokens/s at {cfg.mfu:.0%} MFU on {cfg.num_gpus} x {cfg.gpu} "
         f"({GPU_PEAK_BF16[cfg.gpu] / 1e12:.0f} TFLOP/s bf16 peak each)",
         f"time and cost    {_duration(p['hours'])} ({p['hours'] / 24:.2f} days), {p['gpu_hours']:.0f} GPU-hours, "
         f"${p['cost_usd']:,.0f} at ${cfg.price_per_gpu_hour:.2f}/GPU-hour",
-        f"for scale        Chinchilla-optimal data for this size is about {_small(p['chinchilla_tokens'] / 1e9)}B tokens",
+        f"for scale        Chinchilla-optimal data for this size is about "
+        f"{_small(p['chinchilla_tokens'] / 1e9)}B tokens",
         "command          " + p["command"].replace("\n", "\n                 "),
     ])
 

@@ -38,7 +38,8 @@ n-grams of about five words (5 words, 12 Khmer syllables: :func:`tonsai.data.fil
 are checked turn by turn with prepare's thresholds, never across turns: an answer that repeats the
 question's words ("What is the capital of Cambodia?" / "The capital of Cambodia is ...") is
 normal, and alone it can exceed the 30% repeated share of a short exchange; a turn that loops on
-itself is the defect those checks are for. Prepare's length and script-mismatch filters do not run: a declared language wins.
+itself is the defect those checks are for. Prepare's length and script-mismatch filters do not run:
+a declared language wins.
 
 Language: a source's ``lang`` when given, otherwise the script routing of
 :func:`tonsai.text.script.route` on the whole conversation, with ``khmer_min_chars=1`` (a short
