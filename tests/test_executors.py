@@ -2,6 +2,8 @@
 stats) in its file only; errors and a progress line still reach the console."""
 
 import logging
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -28,6 +30,22 @@ class Note(PipelineStep):
         time.sleep(self.sleep_s)
         if rank == self.fail_rank:
             raise ValueError(f"task {rank} broke on purpose")
+        return
+        yield
+
+
+class Hold(PipelineStep):
+    """Writes its process id to ``<folder>/pid-<rank>``, then waits (a task that is still running)."""
+
+    name = "hold"
+
+    def __init__(self, folder: str):
+        super().__init__()
+        self.folder = folder
+
+    def run(self, data=None, rank: int = 0, world_size: int = 1):
+        Path(self.folder, f"pid-{rank}").write_text(str(os.getpid()))
+        time.sleep(120)
         return
         yield
 
@@ -97,3 +115,88 @@ def test_loguru_handlers_reuse_the_library_folders_per_sys_path(monkeypatch):
     extra = str(Path(sys.prefix, "lib").resolve())
     monkeypatch.setattr(sys, "path", [*sys.path, extra])
     assert formatter._get_lib_dirs() == formatter._get_lib_dirs.uncached()
+
+
+def _identity(pid: int) -> tuple[int, str] | None:
+    """(pid, start time) of a live process (not a zombie), else None."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return None if fields[0] in "ZX" else (pid, fields[19])
+
+
+def _holders(folder: Path) -> list[str]:
+    """The processes with the folder's lock file open."""
+    lock = str(folder.parent / f".{folder.name}.lock")
+    found = []
+    for fd_dir in Path("/proc").glob("[0-9]*/fd"):
+        try:
+            if any(os.readlink(fd) == lock for fd in fd_dir.iterdir()):
+                found.append((fd_dir.parent / "cmdline").read_text().replace("\0", " ")[:200])
+        except OSError:
+            continue
+    return found
+
+
+def _descendants(pid: int) -> set[tuple[int, str]]:
+    """(pid, start time) of every live process below ``pid``."""
+    parent = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError):
+            continue
+    tree, frontier = set(), {pid}
+    while frontier:
+        frontier = {p for p, pp in parent.items() if pp in frontier} - tree
+        tree |= frontier
+    return {ident for ident in map(_identity, tree) if ident}
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux's /proc")
+@pytest.mark.parametrize("workers", [1, 2])
+def test_nothing_a_killed_stage_started_outlives_it_or_keeps_its_folder_locked(tmp_path, workers):
+    """kill -9 of a stage while its tasks run: datatrove's Manager process and the task processes
+    end too (within seconds), and the output folder's lock is free for the next run."""
+    from tonsai.errors import StageError
+    from tonsai.folders import FolderLock
+
+    out, held = tmp_path / "out", tmp_path / "held"
+    held.mkdir()
+    code = ("from tonsai.folders import FolderLock; from tonsai.executors import local_executor; "
+            "from tests.test_executors import Hold; "
+            f"lock = FolderLock({str(out)!r}, 'test').acquire(); "
+            f"local_executor([Hold({str(held)!r})], tasks=2, workers={workers}, "
+            f"logging_dir={str(tmp_path / 'logs')!r}).run()")
+    stage = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stderr=subprocess.DEVNULL)
+    helpers: set[tuple[int, str]] = set()
+    try:
+        deadline = time.monotonic() + 60
+        while not (held / "pid-0").exists() or (workers == 2 and not (held / "pid-1").exists()):
+            assert stage.poll() is None and time.monotonic() < deadline, "the tasks did not start"
+            time.sleep(0.1)
+        helpers = _descendants(stage.pid)
+        assert len(helpers) >= workers  # the Manager, and with 2 workers the fork server and its workers
+        stage.send_signal(signal.SIGKILL)
+        stage.wait()
+        deadline = time.monotonic() + 10
+        while True:
+            alive = {h for h in helpers if _identity(h[0]) == h}
+            try:
+                FolderLock(out, "test").acquire().release()
+            except StageError:
+                locked = True
+            else:
+                locked = False
+            if (not alive and not locked) or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        assert not alive, f"still running 10 s after the stage was killed: {alive}"
+        assert not locked, f"{out} is still locked 10 s after the stage was killed: {_holders(out)}"
+    finally:  # whatever the outcome, leave no process behind
+        helpers |= _descendants(stage.pid)
+        stage.kill()
+        stage.wait()
+        for pid, _ in {h for h in helpers if _identity(h[0]) == h}:
+            os.kill(pid, signal.SIGKILL)

@@ -14,6 +14,7 @@ import functools
 import logging
 import math
 import os
+import signal
 import sys
 import threading
 import time
@@ -83,18 +84,25 @@ class QuietLocalExecutor(LocalPipelineExecutor):
     run longer than :data:`PROGRESS_EVERY_S` logs a line with the finished tasks; the stage logs its
     own summary."""
 
+    stage_process: tuple[int, str] | None = None  # (pid, start time) of the process that runs the executor
+
     def _run_for_rank(self, rank: int, local_rank: int = 0, node_rank: int = -1):
         logger.disable("datatrove.executor.local")  # "k/N tasks completed", logged in a pool worker
+        if self.stage_process and self.stage_process[0] != os.getpid():
+            _end_with(self.stage_process)
         return super()._run_for_rank(rank, 1, node_rank)
 
     def run(self):
         logger.disable("datatrove.executor.local")  # the merged stats of all tasks (in stats.json)
+        self.stage_process = _identity(os.getpid())
         done = threading.Event()
         watcher = threading.Thread(target=self._report_progress, args=(done,), daemon=True)
         watcher.start()
+        _helpers_end_with_stage.add(threading.get_ident())
         try:
             return super().run()
         finally:
+            _helpers_end_with_stage.discard(threading.get_ident())
             done.set()
             watcher.join()
             logger.enable("datatrove.executor.local")
@@ -119,6 +127,63 @@ class QuietLocalExecutor(LocalPipelineExecutor):
     def _label(self) -> str:
         names = [getattr(step, "name", type(step).__name__) for step in self.pipeline]
         return names[0] if len(names) == 1 else f"{names[0]} ... {names[-1]}"
+
+
+# Nothing a stage starts outlives it. Killed (kill -9, an out-of-memory kill, a Colab runtime
+# restart), a stage cannot stop its helper processes itself, and before this they went on: datatrove's
+# Manager server, forked from the stage's process, ran idle for ever, holding a copy of the output
+# folder's lock (so every later run into that folder was refused, naming a process that was gone),
+# and the task processes finished their tasks unseen. Now, on Linux:
+# - a process forked by a thread that is running a local executor (datatrove's Manager) is killed by
+#   the kernel when that thread's process dies (prctl PR_SET_PDEATHSIG, set in the child at fork);
+# - a task process (its parent is the fork server, which may outlive the stage) checks twice a second
+#   that the stage's process still exists, and stops itself when it does not.
+_helpers_end_with_stage: set[int] = set()  # threads inside QuietLocalExecutor.run
+_PR_SET_PDEATHSIG = 1
+_forking_stage: int | None = None  # set in the parent just before a fork, read in the child
+
+
+def _before_fork() -> None:
+    global _forking_stage
+    _forking_stage = os.getpid() if threading.get_ident() in _helpers_end_with_stage else None
+
+
+def _after_fork_in_child() -> None:
+    global _forking_stage
+    parent, _forking_stage = _forking_stage, None
+    _helpers_end_with_stage.clear()
+    if parent is None or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:  # the stage died before prctl took effect
+        os._exit(1)
+
+
+os.register_at_fork(before=_before_fork, after_in_child=_after_fork_in_child)
+
+STAGE_CHECK_EVERY_S = 0.5
+
+
+def _identity(pid: int) -> tuple[int, str] | None:
+    """(pid, start time in clock ticks since boot) of a live process, None when it is gone or a
+    zombie; the start time tells a reused pid apart. Linux only (None elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return None if fields[0] in "ZX" else (pid, fields[19])
+
+
+def _end_with(stage: tuple[int, str]) -> None:
+    """In a task process: a daemon thread that kills this process once the stage's process is gone."""
+    def watch() -> None:
+        while _identity(stage[0]) == stage:
+            time.sleep(STAGE_CHECK_EVERY_S)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    threading.Thread(target=watch, name="tonsai-stage-watch", daemon=True).start()
 
 
 def _marked_since(path: Path, since: float) -> bool:
