@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -200,3 +201,16 @@ def test_nothing_a_killed_stage_started_outlives_it_or_keeps_its_folder_locked(t
         stage.wait()
         for pid, _ in {h for h in helpers if _identity(h[0]) == h}:
             os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux's /proc")
+def test_a_task_process_watches_the_stage_with_one_thread_however_many_tasks_it_runs():
+    me = _identity(os.getpid())
+
+    def watchers():
+        return sum(t.name == "tonsai-stage-watch" for t in threading.enumerate())
+
+    before = watchers()
+    executors._end_with(me)  # as each task of a pool worker does
+    executors._end_with(me)
+    assert watchers() == before + 1

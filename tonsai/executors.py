@@ -141,6 +141,7 @@ class QuietLocalExecutor(LocalPipelineExecutor):
 _helpers_end_with_stage: set[int] = set()  # threads inside QuietLocalExecutor.run
 _PR_SET_PDEATHSIG = 1
 _forking_stage: int | None = None  # set in the parent just before a fork, read in the child
+_watched: set[tuple[int, str]] = set()  # stages a thread of this process watches (task processes)
 
 
 def _before_fork() -> None:
@@ -152,6 +153,7 @@ def _after_fork_in_child() -> None:
     global _forking_stage
     parent, _forking_stage = _forking_stage, None
     _helpers_end_with_stage.clear()
+    _watched.clear()  # the watching thread is not in the child
     if parent is None or not sys.platform.startswith("linux"):
         return
     import ctypes
@@ -177,7 +179,12 @@ def _identity(pid: int) -> tuple[int, str] | None:
 
 
 def _end_with(stage: tuple[int, str]) -> None:
-    """In a task process: a daemon thread that kills this process once the stage's process is gone."""
+    """In a task process: a daemon thread (one per process, however many tasks it runs) that kills
+    this process once the stage's process is gone."""
+    if stage in _watched:
+        return
+    _watched.add(stage)
+
     def watch() -> None:
         while _identity(stage[0]) == stage:
             time.sleep(STAGE_CHECK_EVERY_S)
