@@ -5,10 +5,10 @@ translation, multiple choice); loss curves. Writes report.json, report.md and re
 
 Examples:
   uv run python scripts/eval_model.py --model-dir runs/gpt2-500m/final --dataset-dir runs/data \
-      --output-dir runs/gpt2-500m/eval
+      --output-dir runs/eval/gpt2-500m
   uv run python scripts/eval_model.py --model-dir runs/gpt2-500m/checkpoint-4000 \
       --text km=news_km.txt en=news_en.txt --parallel flores/khm_Khmr.txt flores/eng_Latn.txt \
-      --suite eval_suites/khmer_core --output-dir runs/gpt2-500m/eval-4000 --compare runs/baseline/eval
+      --suite eval_suites/khmer_core --output-dir runs/eval/gpt2-500m-4000 --compare runs/eval/baseline
 """
 
 import sys

@@ -10,12 +10,12 @@ the report is written first, so a release script can gate on the status and show
 1 bad input; 2 bad options.
 
 Examples:
-  uv run python scripts/safety_check.py --model-dir runs/gpt2-500m/final --output-dir runs/gpt2-500m/safety \
+  uv run python scripts/safety_check.py --model-dir runs/gpt2-500m/final --output-dir runs/safety/gpt2-500m \
       --max-flagged-rate 0.05
-  uv run python scripts/safety_check.py --model-dir runs/sft/final --chat --output-dir runs/sft/safety \
+  uv run python scripts/safety_check.py --model-dir runs/sft/final --chat --output-dir runs/safety/sft \
       --max-flagged-rate 0.02 --classifier path/or/hub-id-of-a-toxicity-classifier --classifier-label toxic
-  uv run python scripts/safety_check.py --generations runs/sft/safety/generations.jsonl \
-      --lexicon my_lexicons/ --output-dir runs/sft/safety-rescored --max-flagged-rate 0.02
+  uv run python scripts/safety_check.py --generations runs/safety/sft/generations.jsonl \
+      --lexicon my_lexicons/ --output-dir runs/safety/sft-rescored --max-flagged-rate 0.02
 """
 
 import sys

@@ -106,3 +106,24 @@ def test_a_documented_command_parses_as_written(where, script, args, monkeypatch
     except _Parsed:
         pass
     assert parsed, f"{where}: {script} did not parse a config"
+
+
+def _run_folder(model_dir: str) -> str:
+    """The stage output a model folder belongs to: R for R/final or R/checkpoint-N, else the folder."""
+    parts = model_dir.rstrip("/").split("/")
+    return "/".join(parts[:-1]) if re.fullmatch(r"final|checkpoint-\d+", parts[-1]) else "/".join(parts)
+
+
+@pytest.mark.parametrize("where,script,args", COMMANDS, ids=[w for w, _, _ in COMMANDS])
+def test_a_documented_command_writes_beside_the_model_not_into_its_run(where, script, args):
+    """Stages refuse an --output-dir inside another stage's output (a train or SFT run folder): a
+    command the docs show must not be one they refuse."""
+    argv = shlex.split(args, comments=True)
+    opts = {a: b for a, b in zip(argv, argv[1:]) if a in ("--model-dir", "--output-dir")}
+    if len(opts) < 2 or any("..." in v for v in opts.values()):
+        return
+    run = _run_folder(opts["--model-dir"])
+    out = opts["--output-dir"].rstrip("/")
+    assert out != run and not out.startswith(run + "/"), (
+        f"{where}: --output-dir {out} lies inside {run}, the run of --model-dir {opts['--model-dir']}: "
+        f"the stage refuses it; write beside it (runs/eval/NAME, runs/safety/NAME)")
