@@ -148,3 +148,32 @@ def test_batched_generation_is_left_padded_and_matches_one_prompt_at_a_time(trai
         assert row[n_pad:width].tolist() == single[:width - n_pad].tolist()  # the prompt, unpadded
         ours, theirs = row[width:].tolist(), single[width - n_pad:].tolist()  # theirs may stop early at eos
         assert ours[:len(theirs)] == theirs and set(ours[len(theirs):]) <= {tok.pad_token_id}
+
+
+def test_load_tokenizer_refuses_a_folder_that_loads_as_another_tokenizer(trained_model, tmp_path):
+    """A model folder without tokenizer_config.json: transformers 5 goes by config.json's model type
+    and builds GPT-2's byte-level BPE from nothing, which encodes Khmer to no tokens, so every score
+    made with it would be meaningless."""
+    from tonsai.errors import StageError
+    from tonsai.tokenizer.export import PROBE, load_tokenizer
+
+    tok = load_tokenizer(trained_model)
+    assert len(tok(PROBE, add_special_tokens=False)["input_ids"]) > 10
+    bare = tmp_path / "bare"
+    shutil.copytree(trained_model, bare)
+    (bare / "tokenizer_config.json").unlink()
+    with pytest.raises(StageError, match="no tokenizer_config.json: copy that file"):
+        load_tokenizer(bare)
+
+
+def test_load_tokenizer_refuses_a_tokenizer_the_model_was_not_trained_with(trained_model, tmp_path):
+    from tonsai.errors import StageError
+    from tonsai.tokenizer.bpe import TokenizerConfig, run_train_tokenizer
+    from tonsai.tokenizer.export import load_tokenizer
+
+    assert load_tokenizer(trained_model, trained_model) is not None
+    other = tmp_path / "other_tok"
+    run_train_tokenizer(TokenizerConfig(output_dir=str(other), dataset_dir=str(trained_model.parents[1] / "data"),
+                                        vocab_size=300))
+    with pytest.raises(StageError, match="is not the tokenizer .* was trained with"):
+        load_tokenizer(other, trained_model)

@@ -150,7 +150,9 @@ def read_curves(path: Path) -> dict[str, list[list[float]]]:
 def load_model(model_dir: Path, tokenizer_dir: str | None, device: str):
     """Model and tokenizer, with the checks that they belong together."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
+
+    from tonsai.tokenizer.export import load_tokenizer
 
     if not (model_dir / "config.json").is_file():
         raise StageError(f"--model-dir {model_dir}: no config.json; pass a run's final/ or checkpoint-N/ folder "
@@ -160,7 +162,7 @@ def load_model(model_dir: Path, tokenizer_dir: str | None, device: str):
         raise StageError(f"{tok_dir} has no tokenizer files; pass --tokenizer-dir with the tokenizer the model "
                          "was trained with")
     dtype = torch.bfloat16 if device == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
-    tokenizer = AutoTokenizer.from_pretrained(str(tok_dir))
+    tokenizer = load_tokenizer(tok_dir, model_dir)
     model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=dtype).to(device).eval()
     n_emb = model.get_input_embeddings().num_embeddings
     if n_emb < len(tokenizer):
@@ -170,11 +172,6 @@ def load_model(model_dir: Path, tokenizer_dir: str | None, device: str):
     if tokenizer.eos_token_id is None:
         raise StageError(f"{tok_dir}: the tokenizer has no end-of-text (eos) token; evaluation needs one as the "
                          "document separator")
-    if tokenizer_dir and (model_dir / MANIFEST_NAME).is_file():
-        want = read_manifest(model_dir).get("tokenizer_sha256")
-        if want and (tok_dir / "tokenizer.json").is_file() and tokenizer_hash(tok_dir) != want:
-            raise StageError(f"{tok_dir} is not the tokenizer {model_dir} was trained with (its manifest records "
-                             f"tokenizer hash {want[:12]}…); pass that tokenizer or leave out --tokenizer-dir")
     return model, tokenizer, dtype
 
 

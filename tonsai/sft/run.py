@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 from peft import LoraConfig, get_peft_model
-from transformers import AutoModelForCausalLM, AutoTokenizer, default_data_collator
+from transformers import AutoModelForCausalLM, default_data_collator
 
 from tonsai.atomic import replace_dir, write_json
 from tonsai.errors import StageError
@@ -34,7 +34,7 @@ from tonsai.sft.config import SftConfig
 from tonsai.sft.data import SftSource, load_sft_data
 from tonsai.sft.pack import PackedConversations, PackStats, encode_all, pack, prepare_model_for_packing
 from tonsai.sft.template import install_chat_template, resize_for_new_tokens, stop_token_ids
-from tonsai.tokenizer.export import save_tokenizer
+from tonsai.tokenizer.export import load_tokenizer, save_tokenizer
 from tonsai.train import launch
 from tonsai.train.arguments import check_deepspeed, check_reporting, report_callbacks, resolve_device, training_arguments
 from tonsai.train.callbacks import MetricsLogger
@@ -187,7 +187,7 @@ def _run_sft(cfg: SftConfig, sources) -> dict:
     if kind == "weights":
         raise StageError(f"--resume-from {cfg.resume_from}: not a checkpoint of an SFT run. To tune another model, "
                          f"give it as --model-dir; --resume-from takes 'auto' or a checkpoint-N folder")
-    tokenizer = AutoTokenizer.from_pretrained(cfg.tokenizer_dir or cfg.model_dir)
+    tokenizer = load_tokenizer(cfg.tokenizer_dir or cfg.model_dir, cfg.model_dir)
     added = install_chat_template(tokenizer)
     model = _load_model(cfg, tokenizer, added)
     ctx = context_length(model.config)

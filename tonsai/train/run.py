@@ -26,7 +26,7 @@ from tonsai.model.build import (build_model, context_length, count_parameters, l
 from tonsai.model.cost import GPU_PEAK_BF16, ModelShape, gpu_key
 from tonsai.model.vocab_transfer import transfer_vocabulary
 from tonsai.publish.push import push_folder
-from tonsai.tokenizer.export import save_tokenizer
+from tonsai.tokenizer.export import load_tokenizer, save_tokenizer
 from tonsai.tokenizer.pack import PackedBlocks, TokenFile, pack_dataset
 from tonsai.train import continual, launch
 from tonsai.train.arguments import (ADAM_BETAS, check_deepspeed, check_reporting, report_callbacks, resolve_device,
@@ -224,7 +224,7 @@ def _tokenizer(cfg: TrainConfig):
     tok_sha = tokenizer_hash(cfg.tokenizer_dir)
     if tok_manifest.get("tokenizer_sha256") not in (None, tok_sha):
         raise StageError(f"{cfg.tokenizer_dir}/tokenizer.json changed after training (hash differs from its manifest)")
-    return AutoTokenizer.from_pretrained(cfg.tokenizer_dir), tok_manifest, tok_sha
+    return load_tokenizer(cfg.tokenizer_dir), tok_manifest, tok_sha
 
 
 def _model(cfg: TrainConfig, kind: str, resume_path: str | None, tokenizer):
