@@ -50,3 +50,33 @@ def test_sft_refuses_a_tokenizer_the_model_was_not_trained_with(trained_model, t
     assert r.returncode == 1 and f"{other} is not the tokenizer {trained_model} was trained with" in r.stderr, \
         r.stderr[-2000:]
     assert not (tmp_path / "out").exists()
+
+
+def _damaged(trained_model, folder, how: str):
+    shutil.copytree(trained_model, folder)
+    if how == "no weights":
+        (folder / "model.safetensors").unlink()
+    elif how == "cut weights":
+        with open(folder / "model.safetensors", "r+b") as f:
+            f.truncate(f.seek(0, 2) // 2)
+    elif how == "no tokenizer":
+        (folder / "tokenizer.json").unlink()
+    return folder
+
+
+@pytest.mark.parametrize("script,how,message", [
+    ("eval_model.py", "no weights", "no model weights (model.safetensors)"),
+    ("eval_model.py", "cut weights", "model.safetensors is damaged"),
+    ("eval_model.py", "no tokenizer", "no tokenizer (tokenizer.json)"),
+    ("train_sft.py", "cut weights", "model.safetensors is damaged"),
+    ("safety_check.py", "no tokenizer", "no tokenizer (tokenizer.json)"),
+])
+def test_a_model_folder_copied_in_part_is_a_one_line_error(trained_model, tmp_path, script, how, message):
+    model = _damaged(trained_model, tmp_path / "final", how)
+    extra = {"eval_model.py": ["--text", f"km={SAMPLE / 'km.txt'}"],
+             "train_sft.py": ["--data", SAMPLE / "conversations.jsonl", "--max-steps", "1"],
+             "safety_check.py": ["--limit", "1", "--max-flagged-rate", "0.5"]}[script]
+    r = _script(script, "--model-dir", model, "--output-dir", tmp_path / "out", "--device", "cpu", *extra)
+    assert r.returncode == 1 and message in r.stderr, r.stderr[-2000:]
+    assert "Traceback" not in r.stderr
+    assert not (tmp_path / "out").exists()

@@ -152,15 +152,11 @@ def load_model(model_dir: Path, tokenizer_dir: str | None, device: str):
     import torch
     from transformers import AutoModelForCausalLM
 
+    from tonsai.model.folder import check_model_folder
     from tonsai.tokenizer.export import load_tokenizer
 
-    if not (model_dir / "config.json").is_file():
-        raise StageError(f"--model-dir {model_dir}: no config.json; pass a run's final/ or checkpoint-N/ folder "
-                         "or a Hugging Face model folder")
+    check_model_folder(model_dir, tokenizer_dir)
     tok_dir = Path(tokenizer_dir) if tokenizer_dir else model_dir
-    if not ((tok_dir / "tokenizer.json").is_file() or (tok_dir / "tokenizer_config.json").is_file()):
-        raise StageError(f"{tok_dir} has no tokenizer files; pass --tokenizer-dir with the tokenizer the model "
-                         "was trained with")
     dtype = torch.bfloat16 if device == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
     tokenizer = load_tokenizer(tok_dir, model_dir)
     model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=dtype).to(device).eval()

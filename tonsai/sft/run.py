@@ -30,6 +30,7 @@ from tonsai.errors import StageError
 from tonsai.folders import claim_in_place
 from tonsai.manifest import accounting_line, file_sha256, write_manifest
 from tonsai.model.build import context_length, name_causal_lm_loss
+from tonsai.model.folder import check_model_folder
 from tonsai.sft.config import SftConfig
 from tonsai.sft.data import SftSource, load_sft_data
 from tonsai.sft.pack import PackedConversations, PackStats, encode_all, pack, prepare_model_for_packing
@@ -93,13 +94,7 @@ def run_sft(cfg: SftConfig) -> dict:
 
 
 def _check_model_dir(cfg: SftConfig) -> None:
-    model = Path(cfg.model_dir)
-    if not (model / "config.json").is_file():
-        raise StageError(f"--model-dir {cfg.model_dir}: no config.json there; give a model folder such as a "
-                         f"tonsai run's final/ (a checkpoint-N folder is not one: train_gpt2.py exports final/)")
-    tok = Path(cfg.tokenizer_dir or cfg.model_dir)
-    if not (tok / "tokenizer.json").is_file() and not (tok / "tokenizer_config.json").is_file():
-        raise StageError(f"{tok}: no tokenizer files; pass --tokenizer-dir")
+    check_model_folder(cfg.model_dir, cfg.tokenizer_dir)
 
 
 def _datasets(cfg: SftConfig, sources, tokenizer, block_size: int):
