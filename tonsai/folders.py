@@ -139,8 +139,26 @@ def check_output_dir(out: str | Path, stage: str, *, inputs: Iterable[str | Path
                          f"or choose another {flag}.")
 
 
+_HELD: dict[int, "FolderLock"] = {}  # lock fd -> its lock, in this process
+
+
+def _drop_inherited_locks() -> None:
+    """In a forked child (DataLoader workers, datatrove's Manager): close the copies of this process's
+    lock files. The lock belongs to the stage's process: a child holding a copy kept the folder locked
+    after the stage was killed (5-15 s for DataLoader workers), and the next run was refused."""
+    for fd, lock in _HELD.items():
+        with contextlib.suppress(OSError):
+            os.close(fd)
+        lock.fd = None  # so the child's release() leaves the parent's lock file alone
+    _HELD.clear()
+
+
+os.register_at_fork(after_in_child=_drop_inherited_locks)
+
+
 class FolderLock:
-    """An exclusive, process-lifetime lock on ``folder`` (``.<name>.lock`` beside it)."""
+    """An exclusive, process-lifetime lock on ``folder`` (``.<name>.lock`` beside it); forked
+    children do not hold it."""
 
     def __init__(self, folder: str | Path, stage: str):
         self.folder = Path(folder)
@@ -182,6 +200,7 @@ class FolderLock:
         os.pwrite(fd, json.dumps(info).encode(), 0)
         os.fsync(fd)
         self.fd = fd
+        _HELD[fd] = self
         return self
 
     def release(self) -> None:
@@ -189,6 +208,7 @@ class FolderLock:
             return
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path)
+        _HELD.pop(self.fd, None)
         os.close(self.fd)
         self.fd = None
 

@@ -311,3 +311,25 @@ def test_a_read_only_folder_is_named_in_one_line(tmp_path):
             FolderLock(readonly / "work", "prepare-work").acquire()
     finally:
         readonly.chmod(0o755)
+
+
+def test_a_forked_child_does_not_keep_a_killed_stages_lock(tmp_path):
+    """A stage's forked children (DataLoader workers, datatrove's Manager) may outlive a kill -9 by
+    seconds: they must not hold the folder's lock meanwhile, and a child's release() is not the stage's."""
+    out = tmp_path / "run"
+    code = (f"import os, signal, time; from tonsai.folders import FolderLock; "
+            f"lock = FolderLock({str(out)!r}, 'train').acquire(); "
+            "child = os.fork()\n"
+            "if child == 0:\n"
+            "    lock.release(); time.sleep(60); os._exit(0)\n"
+            "print(child, flush=True); time.sleep(0.5); os.kill(os.getpid(), signal.SIGKILL)")
+    stage = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    child = int(stage.stdout.readline())
+    try:
+        stage.wait(timeout=60)
+        assert (tmp_path / ".run.lock").exists()  # the child's release() removed nothing
+        os.kill(child, 0)  # the child is still running
+        with FolderLock(out, "train"):  # and yet the lock is free at once
+            pass
+    finally:
+        os.kill(child, signal.SIGKILL)
