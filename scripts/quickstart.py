@@ -1,6 +1,7 @@
 #!/usr/bin/env python
-"""Run the whole tonsai pipeline (prepare -> tokenizer -> train -> evaluate) on the small Khmer +
-English sample corpus shipped in tonsai/sample_corpus, on CPU, in a few minutes.
+"""Run the whole tonsai pipeline (prepare -> tokenizer -> train -> evaluate -> instruction-tune ->
+evaluate the tuned model) on the small Khmer + English sample corpus shipped in
+tonsai/sample_corpus, on CPU, in a few minutes.
 
 Example:
   uv run python scripts/quickstart.py                 # writes runs/quickstart/

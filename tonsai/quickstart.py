@@ -32,7 +32,7 @@ class QuickstartConfig:
     """Options of scripts/quickstart.py."""
 
     output_dir: str = dataclasses.field(default="runs/quickstart", metadata={
-        "help": "folder for the four stages' outputs"})
+        "help": "folder for every stage's output (data, tokenizer, run, eval, sft, eval-sft)"})
     khmer_weight: float = dataclasses.field(default=0.5, metadata={"help": "Khmer share of training characters"})
     english_weight: float = dataclasses.field(default=0.5, metadata={"help": "English share of training characters"})
     vocab_size: int = dataclasses.field(default=1024, metadata={"help": "tokenizer vocabulary size"})

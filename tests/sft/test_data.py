@@ -201,3 +201,32 @@ def test_khmer_share_balances_the_training_conversations_and_keeps_validation():
         assert {c.id for c in data.train if c.lang == "km"} <= {c.id for c in plain.train}
     with pytest.raises(StageError, match="no en training conversation"):
         load_sft_data([SftSource(str(SAMPLE / "conversations.jsonl"), lang="km")], khmer_share=0.5)
+
+
+def test_files_that_hold_no_records_are_refused_alone_and_left_out_of_a_folder(tmp_path, caplog):
+    for name in ("chats.csv", "notes.txt"):
+        (tmp_path / name).write_text("user,assistant\nhi,hello\n", encoding="utf-8")
+        with pytest.raises(StageError, match=rf"{name} is not JSON lines, JSON or Parquet") as e:
+            load_sft_data([SftSource(str(tmp_path / name))])
+        assert ".txt" not in str(e.value).split(name)[-1]  # never suggests a type it refuses
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    write_lines(folder / "good.jsonl", [en_chat(i) for i in range(4)])
+    (folder / "readme.txt").write_text("what this folder is\n", encoding="utf-8")
+    with caplog.at_level(logging.WARNING, logger="tonsai"):
+        data = load_sft_data([SftSource(str(folder))])
+    assert data.counts[str(folder)]["read"] == 4 and "left out: readme.txt" in caplog.text
+    only_text = tmp_path / "only_text"
+    only_text.mkdir()
+    (only_text / "a.txt").write_text("x\n", encoding="utf-8")
+    with pytest.raises(StageError, match="none of its 1 file"):
+        load_sft_data([SftSource(str(only_text))])
+
+
+def test_lora_options_without_method_lora_are_refused():
+    from tonsai.sft.config import SftConfig
+
+    with pytest.raises(ValueError, match=r"--lora-rank --lora-targets apply only with --method lora"):
+        SftConfig(model_dir="m", data=["d.jsonl"], output_dir="o", lora_rank=8, lora_targets=["c_attn"])
+    assert SftConfig(model_dir="m", data=["d.jsonl"], output_dir="o", method="lora", lora_rank=8).lora_rank == 8
+    assert SftConfig(model_dir="m", data=["d.jsonl"], output_dir="o").method == "full"

@@ -74,6 +74,14 @@ class SftConfig(TrainerOptions):
             raise ValueError(f"--khmer-share must be between 0 and 1 (exclusive), got {self.khmer_share}")
         if not 0.0 <= self.lora_dropout < 1.0:
             raise ValueError(f"--lora-dropout must be in [0, 1), got {self.lora_dropout}")
+        if self.method != "lora":
+            fields = {f.name: f for f in dataclasses.fields(self)}
+            set_ = [f"--{n.replace('_', '-')}" for n in ("lora_rank", "lora_alpha", "lora_dropout", "lora_targets")
+                    if getattr(self, n) != (fields[n].default_factory() if fields[n].default_factory
+                                            is not dataclasses.MISSING else fields[n].default)]
+            if set_:
+                raise ValueError(f"{' '.join(set_)} apply only with --method lora (this run: --method "
+                                 f"{self.method}); add --method lora, or leave them out")
         if self.resume_from not in (None, "auto") and not self.resume_from.strip():
             raise ValueError("--resume-from: give 'auto' or a checkpoint folder")
 
