@@ -158,8 +158,8 @@ def _records(src: SftSource) -> Iterator[tuple[str, int, str, list[dict[str, str
         yield from _parsed(src.path, ((source.hub_args()[2], i, f"{src.path}#row{i}", row)
                                       for i, row in enumerate(open_hub(source))))
         return
-    not_records = (f"is not JSON lines, JSON or Parquet (each optionally .gz or .zst); instruction data needs "
-                   f"records with messages, conversations or instruction/output fields")
+    not_records = ("is not JSON lines, JSON or Parquet (each optionally .gz or .zst); instruction data needs "
+                   "records with messages, conversations or instruction/output fields")
     if Path(src.path).is_file() and file_kind(Path(src.path)) not in ("json", "parquet"):
         raise StageError(f"instruction source {src.path} {not_records}")
     files = source.files()
