@@ -144,6 +144,13 @@ def test_refused_inputs_name_the_problem(full_run, trained_model, tmp_path):
         run_sft(config(trained_model, tmp_path / "other", seed=1, resume_from="auto"))
     with pytest.raises(StageError, match="not a checkpoint of an SFT run"):
         run_sft(config(trained_model, tmp_path / "c", resume_from=str(trained_model)))
+    # named from another folder, too: its run's settings are checked, not skipped
+    ckpt = sorted((tmp_path / "other").glob("checkpoint-*"))[-1]
+    with pytest.raises(StageError, match=r"started with other settings \(seed: then 0, now 1"):
+        run_sft(config(trained_model, tmp_path / "c2", seed=1, resume_from=str(ckpt)))
+    pretraining = sorted(trained_model.parent.glob("checkpoint-*"))[-1]
+    with pytest.raises(StageError, match="not a checkpoint of a tonsai SFT run"):
+        run_sft(config(trained_model, tmp_path / "c3", resume_from=str(pretraining)))
     (tmp_path / "not_a_model").mkdir()
     with pytest.raises(StageError, match="no config.json"):
         run_sft(config(tmp_path / "not_a_model", tmp_path / "d"))

@@ -202,7 +202,7 @@ def _run_sft(cfg: SftConfig, sources) -> dict:
     prepare_output_dir(cfg, kind, resume_path, resumed_at, OUTPUTS)  # after every check that can refuse the run
     if launch.rank() == 0:
         set_aside(skipped)
-        if kind != "checkpoint":
+        if kind != "checkpoint" or not (Path(cfg.output_dir) / FINGERPRINT).is_file():  # or resumed from elsewhere
             write_json(Path(cfg.output_dir) / FINGERPRINT, fingerprint)
     log.info("%s tuning of %s: %d packed blocks of %d tokens, %d steps; validation in %s",
              cfg.method, cfg.model_dir, len(train_ds), block_size, max_steps, ", ".join(eval_ds) or "no language")
@@ -240,9 +240,13 @@ def _check_fingerprint(cfg: SftConfig, kind: str, resume_path: str | None, finge
     """A checkpoint resumes only the run it was saved by: the same base model, method, data, seed and
     blocks (else the Trainer would skip the first N batches of another data order, or put an adapter on
     another base, and call it a resume). Rank 0 records the fingerprint when a run starts afresh."""
-    path = Path(cfg.output_dir) / FINGERPRINT
-    if kind != "checkpoint" or not path.is_file():
+    if kind != "checkpoint":
         return
+    path = Path(resume_path).parent / FINGERPRINT  # the run that saved the checkpoint, wherever it is
+    if not path.is_file():
+        raise StageError(f"--resume-from {resume_path}: not a checkpoint of a tonsai SFT run (no {FINGERPRINT} beside "
+                         f"it). To tune a model, give it as --model-dir; --resume-from takes 'auto' or a "
+                         f"checkpoint-N folder of an SFT run")
     before = json.loads(path.read_text(encoding="utf-8"))
     changed = [k for k in fingerprint if before.get(k) != fingerprint[k]]
     if changed:
