@@ -9,7 +9,7 @@ import pytest
 
 from tonsai.errors import StageError
 from tonsai.publish.card import hub_datasets, model_card, tokenizer_card
-from tonsai.publish.push import write_card
+from tonsai.publish.push import make_card
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +58,7 @@ def test_model_card_reports_data_tokenizer_training_and_evaluation(trained_model
         assert heading in body
 
 
-def test_card_is_written_into_the_folder_and_loads_back(trained_model, tmp_path):
+def test_card_of_a_folder_loads_back(trained_model, tmp_path):
     from huggingface_hub import ModelCard
 
     folder = tmp_path / "final"
@@ -66,8 +66,9 @@ def test_card_is_written_into_the_folder_and_loads_back(trained_model, tmp_path)
     manifest = json.loads((folder / "manifest.json").read_text())
     manifest["config"]["dataset_dir"] = str(tmp_path / "gone")  # a dataset left on another machine
     (folder / "manifest.json").write_text(json.dumps(manifest))
-    assert write_card(folder, "someone/tiny") == "model"
-    card = ModelCard.load(folder / "README.md")
+    kind, text = make_card(folder, "someone/tiny")
+    assert kind == "model" and not (folder / "README.md").exists()
+    card = ModelCard(text)
     assert card.data.license == "other"
     assert f"The dataset manifest ({tmp_path / 'gone'}) was not available" in card.text
     assert "run manifest | not found beside the model folder" in card.text  # no run folder around this copy
@@ -94,7 +95,7 @@ def test_bad_license_and_wrong_folder_are_refused(trained_model, sample_pipeline
     with pytest.raises(StageError, match="--license 'Apache 2'"):
         model_card(trained_model, "someone/x", license="Apache 2")
     with pytest.raises(StageError, match="neither a model folder"):
-        write_card(sample_pipeline / "data", "someone/x")
+        make_card(sample_pipeline / "data", "someone/x")
 
 
 def test_a_suite_run_with_a_limit_keeps_its_caveat_in_the_card():

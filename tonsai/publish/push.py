@@ -1,17 +1,28 @@
 """Pushing a model folder (train_gpt2.py's ``final/``) or a tokenizer folder to the Hugging Face Hub.
 
 huggingface_hub's ``HfApi`` does the transfer (``create_repo``, then ``upload_folder``: the
-preupload call, the weights through Xet or LFS, one commit); tonsai writes the model card into the
-folder first (:mod:`tonsai.publish.card`) and turns the usual mistakes (offline mode, no token, a
-folder that is neither) into one clear error before anything is sent or trained.
+preupload call, the weights through Xet or LFS, one commit); tonsai turns the usual mistakes
+(offline mode, no token, a folder that is neither, a training checkpoint) into one clear error
+before anything is sent or trained.
+
+The folder given is never changed: what is uploaded is staged in a temporary folder outside it
+(:func:`staged_upload`), which holds the files tonsai makes (README.md, the model card of
+:mod:`tonsai.publish.card`, and tokenizer_config.json made loadable by transformers 4.x and 5.x)
+and links to the folder's other files.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
+import os
+import re
+import shutil
+import tempfile
 from pathlib import Path
+from typing import Iterator
 
 from tonsai.atomic import write_text
 from tonsai.errors import StageError
@@ -22,8 +33,13 @@ from tonsai.tokenizer.export import make_portable
 # (tonsai.publish.card) add 0.17 s to push_to_hub.py --help on a 2-core machine, which never needs them.
 
 log = logging.getLogger(__name__)
-# training_args.bin is a pickle of the Trainer's arguments: nothing a user of the model needs
-IGNORE = ["training_args.bin", ".tmp-*", "**/.tmp-*"]
+# never pushed: pickles (loading one runs code: training_args.bin, a checkpoint's optimizer, scheduler and RNG
+# states, old-style weights) and the temporary files of a stage still writing
+IGNORE = ["*.bin", "*.pt", "*.pth", "*.pkl", "*.pickle", ".tmp-*", "**/.tmp-*"]
+# written into the staging folder, not linked: tonsai changes them (the card; make_portable)
+COPIED = ("tokenizer_config.json", "chat_template.jinja")
+CHECKPOINT_NAME = re.compile(r"checkpoint-\d+")
+CHECKPOINT_FILES = ("trainer_state.json", "checksums.json", "optimizer.pt")
 
 
 @dataclasses.dataclass
@@ -44,13 +60,18 @@ class PushConfig:
                 "data's licenses"})
     commit_message: str | None = dataclasses.field(default=None, metadata={"help": "commit message on the Hub"})
     dry_run: bool = dataclasses.field(default=False, metadata={
-        "help": "write README.md (the card) into the folder and list what would be pushed, without the network"})
+        "help": "list the files that would be pushed, without the network; the folder is not changed"})
+    card_out: str | None = dataclasses.field(default=None, metadata={
+        "help": "with --dry-run: also write the generated card (README.md) to this new file, outside the folder, "
+                "to read it"})
 
     def __post_init__(self) -> None:
         if (self.model_dir is None) == (self.tokenizer_dir is None):
             raise ValueError("give exactly one of --model-dir or --tokenizer-dir")
         if self.eval_dir is not None and self.model_dir is None:
             raise ValueError("--eval-dir describes a model: use it with --model-dir")
+        if self.card_out is not None and not self.dry_run:
+            raise ValueError("--card-out goes with --dry-run (a push uploads the card)")
         check_repo_id(self.repo)
 
 
@@ -85,44 +106,99 @@ def _context(folder: Path) -> int | None:
     return next((config[k] for k in ("n_positions", "max_position_embeddings") if k in config), None)
 
 
-def write_card(folder: str | Path, repo: str, eval_dir: str | Path | None = None, license: str = "other") -> str:
-    """Write README.md (the card) into a model or tokenizer folder; return ``"model"`` or ``"tokenizer"``.
-
-    A tokenizer saved before tonsai wrote portable settings gets them here (tonsai.tokenizer.export)."""
+def check_folder(folder: str | Path) -> str:
+    """What ``folder`` is, ``"model"`` or ``"tokenizer"``; a :class:`StageError` for anything not to publish."""
     folder = Path(folder)
     if not folder.is_dir():
         raise StageError(f"{folder}: no such folder")
+    if CHECKPOINT_NAME.fullmatch(folder.name) or any((folder / f).is_file() for f in CHECKPOINT_FILES):
+        raise StageError(f"{folder} is a training checkpoint (optimizer state, checksums.json): it resumes a run and "
+                         f"is not published. Push the run's finished model folder instead "
+                         f"({folder.parent / 'final'}); to publish the weights of this step, copy its config.json, "
+                         f"generation_config.json, model.safetensors and tokenizer files into a new folder and push "
+                         f"that")
     if (folder / "config.json").is_file():
-        kind, text = "model", model_card(folder, repo, eval_dir, license)
-    elif (folder / "tokenizer.json").is_file():
-        kind, text = "tokenizer", tokenizer_card(folder, repo, license)
-    else:
-        raise StageError(f"{folder}: neither a model folder (config.json) nor a tokenizer folder (tokenizer.json)")
-    if (folder / "tokenizer_config.json").is_file() and make_portable(folder, _context(folder)):
-        log.info("%s: tokenizer_config.json updated to load in transformers 4.x and 5.x", folder)
-    write_text(folder / "README.md", text)
-    log.info("model card written to %s", folder / "README.md")
-    return kind
+        return "model"
+    if (folder / "tokenizer.json").is_file():
+        return "tokenizer"
+    raise StageError(f"{folder}: neither a model folder (config.json) nor a tokenizer folder (tokenizer.json)")
+
+
+def make_card(folder: str | Path, repo: str, eval_dir: str | Path | None = None,
+              license: str = "other") -> tuple[str, str]:
+    """``(kind, README.md text)`` for a model or tokenizer folder; nothing is written."""
+    kind = check_folder(folder)
+    if kind == "model":
+        return kind, model_card(folder, repo, eval_dir, license)
+    return kind, tokenizer_card(folder, repo, license)
+
+
+@dataclasses.dataclass
+class Staged:
+    """What :func:`staged_upload` prepared: the folder to upload and the files tonsai made in it."""
+
+    kind: str
+    path: Path
+    files: list[str]
+    generated: list[str]
+
+
+def _files(folder: Path) -> list[str]:
+    from huggingface_hub.utils import filter_repo_objects
+
+    names = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+    return list(filter_repo_objects(names, ignore_patterns=IGNORE))
+
+
+@contextlib.contextmanager
+def staged_upload(folder: str | Path, repo: str, eval_dir: str | Path | None = None,
+                  license: str = "other") -> Iterator[Staged]:
+    """A temporary folder (removed afterwards) holding what a push of ``folder`` uploads: links to its files,
+    the card and a portable tokenizer_config.json. ``folder`` itself is only read.
+
+    A tokenizer saved before tonsai wrote portable settings gets them in the staged copy
+    (tonsai.tokenizer.export)."""
+    folder = Path(folder)
+    kind, card = make_card(folder, repo, eval_dir, license)
+    with tempfile.TemporaryDirectory(prefix="tonsai-push-") as tmp:
+        stage, generated = Path(tmp) / folder.name, []
+        for name in _files(folder):
+            src, dst = folder / name, stage / name
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            if name in COPIED:
+                shutil.copyfile(src, dst)
+            else:
+                os.symlink(src.resolve(), dst)
+        if (stage / "tokenizer_config.json").is_file() and make_portable(stage, _context(folder)):
+            log.info("%s: tokenizer_config.json made loadable by transformers 4.x and 5.x for the upload "
+                     "(the folder's own file is unchanged)", folder)
+            generated.append("tokenizer_config.json")
+        (stage / "README.md").unlink(missing_ok=True)
+        (stage / "README.md").write_text(card, encoding="utf-8")
+        generated.append("README.md")
+        yield Staged(kind, stage, _files(stage), sorted(generated))
 
 
 def push_folder(folder: str | Path, repo: str, private: bool = False, eval_dir: str | Path | None = None,
                 license: str = "other", commit_message: str | None = None) -> str:
-    """Write the card into ``folder`` and upload the folder to the Hub repository ``repo``; return the
+    """Upload ``folder`` with its card to the Hub repository ``repo`` (the folder is not changed); return the
     commit's URL."""
     from huggingface_hub import HfApi
 
+    check_folder(folder)
     check_can_push(repo)
-    kind = write_card(folder, repo, eval_dir, license)
     api = HfApi()
-    try:
-        url = api.create_repo(repo, private=private, exist_ok=True, repo_type="model")
-        commit = api.upload_folder(repo_id=url.repo_id, folder_path=str(folder), repo_type="model",
-                                   ignore_patterns=list(IGNORE),
-                                   commit_message=commit_message or f"Upload {kind} from tonsai")
-    except Exception as e:  # HTTP errors, a network down, a rejected file: the folder itself is complete
-        raise StageError(f"pushing {folder} to {repo} failed: {type(e).__name__}: {e}. The folder is complete; "
-                         f"push it again with `uv run python scripts/push_to_hub.py --{kind}-dir {folder} "
-                         f"--repo {repo}`") from e
+    with staged_upload(folder, repo, eval_dir, license) as staged:
+        kind = staged.kind
+        try:
+            url = api.create_repo(repo, private=private, exist_ok=True, repo_type="model")
+            commit = api.upload_folder(repo_id=url.repo_id, folder_path=str(staged.path), repo_type="model",
+                                       ignore_patterns=list(IGNORE),
+                                       commit_message=commit_message or f"Upload {kind} from tonsai")
+        except Exception as e:  # HTTP errors, a network down, a rejected file: the folder itself is complete
+            raise StageError(f"pushing {folder} to {repo} failed: {type(e).__name__}: {e}. The folder is complete; "
+                             f"push it again with `uv run python scripts/push_to_hub.py --{kind}-dir {folder} "
+                             f"--repo {repo}`") from e
     log.info("pushed %s %s to %s (%s)", kind, folder, url, commit.commit_url)
     return commit.commit_url
 
@@ -131,12 +207,20 @@ def run_push(cfg: PushConfig) -> str | None:
     folder = cfg.model_dir or cfg.tokenizer_dir
     check_license(cfg.license)
     if cfg.dry_run:
-        kind = write_card(folder, cfg.repo, cfg.eval_dir, cfg.license)
-        from huggingface_hub.utils import filter_repo_objects
-
-        files = sorted(p.relative_to(folder).as_posix() for p in Path(folder).rglob("*") if p.is_file())
-        for name in filter_repo_objects(files, ignore_patterns=IGNORE):
-            print(name)
-        log.info("dry run: %s folder %s not pushed", kind, folder)
+        card_out = Path(cfg.card_out) if cfg.card_out else None
+        if card_out is not None:
+            if card_out.exists():
+                raise StageError(f"--card-out {card_out} already exists: choose a new file name")
+            if card_out.resolve().is_relative_to(Path(folder).resolve()):
+                raise StageError(f"--card-out {card_out} lies inside {folder}: the folder is never changed; "
+                                 f"choose a file outside it")
+        with staged_upload(folder, cfg.repo, cfg.eval_dir, cfg.license) as staged:
+            for name in staged.files:
+                print(name)
+            if card_out is not None:
+                write_text(card_out, (staged.path / "README.md").read_text(encoding="utf-8"))
+                log.info("card written to %s", card_out)
+        log.info("dry run: %s folder %s not pushed and not changed; made for the upload: %s", staged.kind, folder,
+                 ", ".join(staged.generated))
         return None
     return push_folder(folder, cfg.repo, cfg.private, cfg.eval_dir, cfg.license, cfg.commit_message)
