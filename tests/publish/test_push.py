@@ -168,6 +168,33 @@ def test_a_training_checkpoint_is_refused_and_left_as_it_was(trained_model, tmp_
     assert newest_verified(run)[0] == ckpt  # still verifies: resuming from it works
 
 
+def test_a_folder_that_would_not_load_is_refused_before_any_upload(model_copy, sample_pipeline, tmp_path):
+    from tonsai.publish.push import PushConfig, run_push
+
+    weights = model_copy / "model.safetensors"
+    data = weights.read_bytes()
+    weights.unlink()
+    with HubStandIn(TOKEN) as hub:
+        proc = run_tool("push_to_hub.py", ["--model-dir", str(model_copy), "--repo", "someone/x"], hub, tmp_path)
+    assert proc.returncode == 1
+    assert f"--model-dir {model_copy}: missing model.safetensors" in proc.stderr and "nothing was pushed" in proc.stderr
+    assert hub.repos == {} and hub.card_yaml == []  # refused before the token, the repository or any upload
+    with pytest.raises(StageError, match="missing model.safetensors"):
+        run_push(PushConfig(repo="someone/x", model_dir=str(model_copy), dry_run=True))
+    weights.write_bytes(data[: len(data) // 2])  # a copy cut short
+    with pytest.raises(StageError, match="model.safetensors is not a complete safetensors file"):
+        run_push(PushConfig(repo="someone/x", model_dir=str(model_copy), dry_run=True))
+    weights.write_bytes(data)
+    (model_copy / "tokenizer.json").unlink()
+    with pytest.raises(StageError, match="missing tokenizer.json"):
+        run_push(PushConfig(repo="someone/x", model_dir=str(model_copy), dry_run=True))
+    tok = tmp_path / "tok"
+    shutil.copytree(sample_pipeline / "tok", tok)
+    (tok / "tokenizer_config.json").unlink()
+    with pytest.raises(StageError, match=f"--tokenizer-dir {tok}: missing tokenizer_config.json"):
+        run_push(PushConfig(repo="someone/x", tokenizer_dir=str(tok), dry_run=True))
+
+
 def test_training_with_push_to_hub_pushes_final_with_its_card(sample_pipeline, tmp_path):
     out = tmp_path / "run"
     args = common_args(sample_pipeline, out, steps=2) + ["--eval-steps", "2", "--save-steps", "2",

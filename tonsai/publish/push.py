@@ -40,6 +40,10 @@ IGNORE = ["*.bin", "*.pt", "*.pth", "*.pkl", "*.pickle", ".tmp-*", "**/.tmp-*"]
 COPIED = ("tokenizer_config.json", "chat_template.jinja")
 CHECKPOINT_NAME = re.compile(r"checkpoint-\d+")
 CHECKPOINT_FILES = ("trainer_state.json", "checksums.json", "optimizer.pt")
+# what a model or tokenizer folder needs to load (weights: model.safetensors, or the shards its index lists)
+REQUIRED = {"model": ("config.json", "tokenizer.json", "tokenizer_config.json"),
+            "tokenizer": ("tokenizer.json", "tokenizer_config.json")}
+WEIGHTS, WEIGHTS_INDEX = "model.safetensors", "model.safetensors.index.json"
 
 
 @dataclasses.dataclass
@@ -106,8 +110,63 @@ def _context(folder: Path) -> int | None:
     return next((config[k] for k in ("n_positions", "max_position_embeddings") if k in config), None)
 
 
-def check_folder(folder: str | Path) -> str:
-    """What ``folder`` is, ``"model"`` or ``"tokenizer"``; a :class:`StageError` for anything not to publish."""
+def _safetensors_problem(path: Path) -> str | None:
+    """Why ``path`` is not a complete safetensors file (its header and size disagree), or None."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            n = int.from_bytes(f.read(8), "little")
+            if size < 8 or n > size - 8:
+                return f"{size} bytes, too short for its header"
+            header = json.loads(f.read(n))
+        end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
+    except (OSError, ValueError, TypeError, KeyError, IndexError, AttributeError) as e:
+        return f"unreadable header ({type(e).__name__})"
+    if 8 + n + end != size:
+        return f"{size} bytes, its header describes {8 + n + end} (truncated or damaged)"
+    return None
+
+
+def _check_files(folder: Path, kind: str) -> None:
+    """Refuse a folder that lacks what its kind needs to load, naming the file."""
+    flag = f"--{kind}-dir"
+    missing = [name for name in REQUIRED[kind] if not (folder / name).is_file()]
+    weights = []
+    if kind == "model":
+        if (folder / WEIGHTS).is_file():
+            weights = [WEIGHTS]
+        elif (folder / WEIGHTS_INDEX).is_file():
+            index = _read_json(folder / WEIGHTS_INDEX) or {}
+            weights = sorted(set((index.get("weight_map") or {}).values()))
+            if not weights:
+                raise StageError(f"{folder / WEIGHTS_INDEX}: no weight_map; copy the model folder again from where "
+                                 f"it was saved")
+            missing += [name for name in weights if not (folder / name).is_file()]
+        else:
+            missing.append(WEIGHTS)
+    if missing:
+        made_by = "train_gpt2.py's or train_sft.py's final/" if kind == "model" else "train_tokenizer.py's --output-dir"
+        raise StageError(f"{flag} {folder}: missing {', '.join(missing)}, so the pushed {kind} would not load; "
+                         f"nothing was pushed. Pass the complete folder ({made_by}), or copy the missing files back "
+                         f"into it")
+    for name in weights:
+        problem = _safetensors_problem(folder / name)
+        if problem:
+            raise StageError(f"{flag} {folder}: {name} is not a complete safetensors file ({problem}); nothing was "
+                             f"pushed. Copy the model folder again from where it was trained")
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def check_folder(folder: str | Path, kind: str | None = None) -> str:
+    """What ``folder`` is, ``"model"`` or ``"tokenizer"`` (``kind``, when the user named it), with every file it
+    needs to load; a :class:`StageError` for anything not to publish."""
     folder = Path(folder)
     if not folder.is_dir():
         raise StageError(f"{folder}: no such folder")
@@ -117,17 +176,21 @@ def check_folder(folder: str | Path) -> str:
                          f"({folder.parent / 'final'}); to publish the weights of this step, copy its config.json, "
                          f"generation_config.json, model.safetensors and tokenizer files into a new folder and push "
                          f"that")
-    if (folder / "config.json").is_file():
-        return "model"
-    if (folder / "tokenizer.json").is_file():
-        return "tokenizer"
-    raise StageError(f"{folder}: neither a model folder (config.json) nor a tokenizer folder (tokenizer.json)")
+    if kind is None:
+        if (folder / "config.json").is_file():
+            kind = "model"
+        elif (folder / "tokenizer.json").is_file():
+            kind = "tokenizer"
+        else:
+            raise StageError(f"{folder}: neither a model folder (config.json) nor a tokenizer folder (tokenizer.json)")
+    _check_files(folder, kind)
+    return kind
 
 
 def make_card(folder: str | Path, repo: str, eval_dir: str | Path | None = None,
-              license: str = "other") -> tuple[str, str]:
+              license: str = "other", kind: str | None = None) -> tuple[str, str]:
     """``(kind, README.md text)`` for a model or tokenizer folder; nothing is written."""
-    kind = check_folder(folder)
+    kind = check_folder(folder, kind)
     if kind == "model":
         return kind, model_card(folder, repo, eval_dir, license)
     return kind, tokenizer_card(folder, repo, license)
@@ -152,14 +215,14 @@ def _files(folder: Path) -> list[str]:
 
 @contextlib.contextmanager
 def staged_upload(folder: str | Path, repo: str, eval_dir: str | Path | None = None,
-                  license: str = "other") -> Iterator[Staged]:
+                  license: str = "other", kind: str | None = None) -> Iterator[Staged]:
     """A temporary folder (removed afterwards) holding what a push of ``folder`` uploads: links to its files,
     the card and a portable tokenizer_config.json. ``folder`` itself is only read.
 
     A tokenizer saved before tonsai wrote portable settings gets them in the staged copy
     (tonsai.tokenizer.export)."""
     folder = Path(folder)
-    kind, card = make_card(folder, repo, eval_dir, license)
+    kind, card = make_card(folder, repo, eval_dir, license, kind)
     with tempfile.TemporaryDirectory(prefix="tonsai-push-") as tmp:
         stage, generated = Path(tmp) / folder.name, []
         for name in _files(folder):
@@ -169,7 +232,8 @@ def staged_upload(folder: str | Path, repo: str, eval_dir: str | Path | None = N
                 shutil.copyfile(src, dst)
             else:
                 os.symlink(src.resolve(), dst)
-        if (stage / "tokenizer_config.json").is_file() and make_portable(stage, _context(folder)):
+        if (stage / "tokenizer_config.json").is_file() and make_portable(
+                stage, _context(folder) if kind == "model" else None):
             log.info("%s: tokenizer_config.json made loadable by transformers 4.x and 5.x for the upload "
                      "(the folder's own file is unchanged)", folder)
             generated.append("tokenizer_config.json")
@@ -180,15 +244,15 @@ def staged_upload(folder: str | Path, repo: str, eval_dir: str | Path | None = N
 
 
 def push_folder(folder: str | Path, repo: str, private: bool = False, eval_dir: str | Path | None = None,
-                license: str = "other", commit_message: str | None = None) -> str:
+                license: str = "other", commit_message: str | None = None, kind: str | None = None) -> str:
     """Upload ``folder`` with its card to the Hub repository ``repo`` (the folder is not changed); return the
     commit's URL."""
     from huggingface_hub import HfApi
 
-    check_folder(folder)
+    kind = check_folder(folder, kind)  # before the token and the network: a folder that would not load is refused
     check_can_push(repo)
     api = HfApi()
-    with staged_upload(folder, repo, eval_dir, license) as staged:
+    with staged_upload(folder, repo, eval_dir, license, kind) as staged:
         kind = staged.kind
         try:
             url = api.create_repo(repo, private=private, exist_ok=True, repo_type="model")
@@ -205,6 +269,7 @@ def push_folder(folder: str | Path, repo: str, private: bool = False, eval_dir: 
 
 def run_push(cfg: PushConfig) -> str | None:
     folder = cfg.model_dir or cfg.tokenizer_dir
+    kind = "model" if cfg.model_dir else "tokenizer"
     check_license(cfg.license)
     if cfg.dry_run:
         card_out = Path(cfg.card_out) if cfg.card_out else None
@@ -214,7 +279,7 @@ def run_push(cfg: PushConfig) -> str | None:
             if card_out.resolve().is_relative_to(Path(folder).resolve()):
                 raise StageError(f"--card-out {card_out} lies inside {folder}: the folder is never changed; "
                                  f"choose a file outside it")
-        with staged_upload(folder, cfg.repo, cfg.eval_dir, cfg.license) as staged:
+        with staged_upload(folder, cfg.repo, cfg.eval_dir, cfg.license, kind) as staged:
             for name in staged.files:
                 print(name)
             if card_out is not None:
@@ -223,4 +288,4 @@ def run_push(cfg: PushConfig) -> str | None:
         log.info("dry run: %s folder %s not pushed and not changed; made for the upload: %s", staged.kind, folder,
                  ", ".join(staged.generated))
         return None
-    return push_folder(folder, cfg.repo, cfg.private, cfg.eval_dir, cfg.license, cfg.commit_message)
+    return push_folder(folder, cfg.repo, cfg.private, cfg.eval_dir, cfg.license, cfg.commit_message, kind)
