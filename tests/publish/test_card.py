@@ -11,6 +11,8 @@ from tonsai.errors import StageError
 from tonsai.publish.card import hub_datasets, model_card, tokenizer_card
 from tonsai.publish.push import make_card
 
+from ..conftest import SAMPLE
+
 
 @pytest.fixture(scope="module")
 def eval_dir(trained_model, sample_pipeline, tmp_path_factory):
@@ -56,6 +58,44 @@ def test_model_card_reports_data_tokenizer_training_and_evaluation(trained_model
     assert f"| English (`en`) | {en['loss']:.4f} | {en['perplexity']:.4f} | {en['bits_per_byte']:.4f} |" in body
     for heading in ("## Intended use", "## Limitations", "not instruction-tuned", "Khmer specifics"):
         assert heading in body
+
+
+@pytest.fixture(scope="module")
+def sft_run(trained_model, tmp_path_factory):
+    """An SFT run of the project's tiny model on the shipped conversations (2 steps, no checkpoint)."""
+    from tonsai.sft.config import SftConfig
+    from tonsai.sft.run import run_sft
+
+    out = tmp_path_factory.mktemp("card_sft") / "sft"
+    run_sft(SftConfig(model_dir=str(trained_model), output_dir=str(out), data=[str(SAMPLE / "conversations.jsonl")],
+                      micro_batch_size=4, max_steps=2, eval_steps=2, save_steps=100, logging_steps=1,
+                      learning_rate=1e-3, seed=0, device="cpu", dataloader_workers=0, report_to=["none"]))
+    return out
+
+
+def test_card_of_an_instruction_tuned_model_describes_the_tuning_and_its_base(sft_run, sample_pipeline, tmp_path):
+    from huggingface_hub import ModelCard
+
+    run = json.loads((sft_run / "manifest.json").read_text())
+    for folder in (sft_run / "final", shutil.copytree(sft_run / "final", tmp_path / "copied")):  # in its run, and alone
+        card = ModelCard(model_card(folder, "someone/tonsai-tiny-chat"))
+        tags, body = card.data.to_dict()["tags"], card.text
+        assert {"sft", "instruction-tuned", "conversational"} <= set(tags) and "base-model" not in tags
+        assert "instruction-tuned (SFT) chat model" in body and "full fine-tuning of every weight" in body
+        assert "`run/final`, a tonsai base model pretrained from scratch" in body
+        assert "not instruction-tuned" not in body and "pretrained from scratch with tonsai" not in body
+        assert "was not available" not in body and "not found beside the model folder" not in body
+        assert "apply_chat_template" in body
+        # the SFT run's manifest: conversations, settings, steps, last validation
+        counts = run["data"]["counts"][str(SAMPLE / "conversations.jsonl")]
+        assert f"| `conversations.jsonl` | {counts['read']} | {counts['kept']} | {counts['train']} |" in body
+        assert f"| optimizer steps | {run['global_step']} |" in body
+        assert f"| final validation loss, Khmer (`km`) | {run['final_validation']['eval_km_loss']:.4f} |" in body
+        assert "| added tokens | `<|system|>` `<|user|>` `<|assistant|>` `<|end|>` |" in body
+        # the base model's pretraining data and tokenizer, from its manifests
+        assert "## Base model's pretraining data" in body and "| `km.txt` | Khmer (`km`) |" in body
+        assert "A byte-fallback BPE of 512 tokens" in body
+        assert str(sample_pipeline) not in body and str(SAMPLE) not in body  # local paths stay private
 
 
 def test_card_of_a_folder_loads_back(trained_model, tmp_path):
