@@ -98,6 +98,22 @@ def test_card_of_an_instruction_tuned_model_describes_the_tuning_and_its_base(sf
         assert str(sample_pipeline) not in body and str(SAMPLE) not in body  # local paths stay private
 
 
+def test_an_evaluation_of_another_model_is_refused(trained_model, sft_run, eval_dir, tmp_path):
+    report = json.loads((eval_dir / "report.json").read_text())
+    assert report["model_dir"] == str(trained_model)
+    with pytest.raises(StageError, match=f"--eval-dir .*report.json: it evaluates {trained_model}, a model made .*, "
+                                         f"not {sft_run / 'final'}"):
+        model_card(sft_run / "final", "someone/x", eval_dir)
+    # a copy of the evaluated model is that model; a folder without a manifest is matched by its path only
+    copy = shutil.copytree(trained_model, tmp_path / "copy")
+    assert "| English (`en`) |" in model_card(copy, "someone/x", eval_dir)
+    (copy / "manifest.json").unlink()
+    with pytest.raises(StageError, match="nothing it records shows"):
+        model_card(copy, "someone/x", eval_dir)
+    with pytest.raises(StageError, match=f"--eval-dir {tmp_path}: no report.json there"):
+        model_card(trained_model, "someone/x", tmp_path)
+
+
 def test_card_of_a_folder_loads_back(trained_model, tmp_path):
     from huggingface_hub import ModelCard
 

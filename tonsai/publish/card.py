@@ -20,7 +20,7 @@ from pathlib import Path
 
 from tonsai.errors import StageError
 from tonsai.eval.report import load_report
-from tonsai.manifest import MANIFEST_NAME
+from tonsai.manifest import MANIFEST_NAME, file_sha256
 from tonsai.tokenizer.fertility import render_markdown
 
 # huggingface_hub's ModelCard is imported inside _card_text only: with tonsai.publish.push's Hub imports it
@@ -399,6 +399,39 @@ def _card_text(metadata: dict, body: list[str]) -> str:
     return text
 
 
+def _same_folder(recorded: str | None, folder: Path) -> bool:
+    try:
+        return bool(recorded) and Path(recorded).is_dir() and Path(recorded).samefile(folder)
+    except OSError:
+        return False
+
+
+def check_report_model(model_dir: Path, model_manifest: dict | None, report: dict) -> None:
+    """Refuse an eval_model.py report of another model than ``model_dir``.
+
+    The report records the folder it evaluated (``model_dir``, as given then) and its tokenizer's hash; its
+    manifest records the creation time of that model's manifest.json, which a copy of the model keeps and a
+    new training writes anew. The report is this model's when those agree (or, for a model without a
+    manifest, when its recorded folder is this one)."""
+    recorded = report.get("model_dir")
+    where = report.get("path", "report.json")
+    eval_manifest = _manifest(Path(where).parent, "eval") or {}
+    made, created = eval_manifest.get("model_manifest_created"), (model_manifest or {}).get("created_utc")
+    tok = report.get("tokenizer_sha256")
+    own_tok = file_sha256(model_dir / "tokenizer.json") if tok and (model_dir / "tokenizer.json").is_file() else None
+    problem = None
+    if made and created and made != created:
+        problem = f"it evaluates {recorded}, a model made {made}, not {model_dir} (made {created})"
+    elif tok and own_tok and tok != own_tok:
+        problem = f"it evaluates {recorded}, whose tokenizer differs from {model_dir}'s"
+    elif not ((made and created) or _same_folder(recorded, model_dir)):
+        problem = f"it evaluates {recorded}, and nothing it records shows that this is {model_dir}"
+    if problem:
+        raise StageError(f"--eval-dir {where}: {problem}. Evaluate this model (uv run python scripts/eval_model.py "
+                         f"--model-dir {model_dir} --output-dir NEW_FOLDER ...) and pass that folder as --eval-dir, "
+                         f"or leave --eval-dir out")
+
+
 def check_license(license: str) -> None:
     if not LICENSE_RE.fullmatch(license):
         raise StageError(f"--license {license!r}: use a Hub license id such as apache-2.0, mit, cc-by-4.0 or "
@@ -414,7 +447,11 @@ def model_card(model_dir: str | Path, repo_id: str, eval_dir: str | Path | None 
     if model_config is None:
         raise StageError(f"{model_dir}: no readable config.json; pass a model folder (train_gpt2.py's final/)")
     model_manifest = _manifest(model_dir, "model")
+    if eval_dir and not (Path(eval_dir) / "report.json").is_file() and not Path(eval_dir).is_file():
+        raise StageError(f"--eval-dir {eval_dir}: no report.json there; pass a folder written by eval_model.py")
     report = load_report(eval_dir) if eval_dir else None
+    if report is not None:
+        check_report_model(model_dir, model_manifest, report)
     sft = _manifest(model_dir.parent, "sft")
     if sft is None and (model_manifest or {}).get("method") in ("full", "lora"):
         sft = model_manifest  # a train_sft.py final/ copied away from its run: its own manifest records the same
