@@ -195,6 +195,29 @@ def test_a_folder_that_would_not_load_is_refused_before_any_upload(model_copy, s
         run_push(PushConfig(repo="someone/x", tokenizer_dir=str(tok), dry_run=True))
 
 
+def test_a_readme_of_the_users_is_never_replaced(model_copy, tmp_path):
+    theirs = "---\nlicense: mit\n---\n\n# My model\n\nNotes I wrote.\n"
+    (model_copy / "README.md").write_text(theirs)
+    before = folder_files(model_copy)
+    args = ["--model-dir", str(model_copy)]
+    proc = run_tool("push_to_hub.py", [*args, "--repo", "someone/x", "--dry-run"], None, tmp_path, HF_HUB_OFFLINE="1")
+    assert proc.returncode == 1
+    assert f"{model_copy / 'README.md'} exists and is not the card tonsai makes: pass --card folder" in proc.stderr
+    assert "--card generated" in proc.stderr
+    with HubStandIn(TOKEN) as hub:
+        refused = run_tool("push_to_hub.py", [*args, "--repo", "someone/refused"], hub, tmp_path)
+        kept = run_tool("push_to_hub.py", [*args, "--repo", "someone/kept", "--card", "folder"], hub, tmp_path)
+        generated = run_tool("push_to_hub.py", [*args, "--repo", "someone/generated", "--card", "generated"], hub,
+                             tmp_path)
+    assert refused.returncode == 1 and "someone/refused" not in hub.repos  # refused before anything was sent
+    assert kept.returncode == 0, kept.stderr[-4000:]
+    assert generated.returncode == 0, generated.stderr[-4000:]
+    assert hub.repos["someone/kept"]["files"]["README.md"] == theirs.encode()
+    card = hub.repos["someone/generated"]["files"]["README.md"].decode()
+    assert card != theirs and "## Training data" in card
+    assert folder_files(model_copy) == before  # their file, and the folder, as they were
+
+
 def test_training_with_push_to_hub_pushes_final_with_its_card(sample_pipeline, tmp_path):
     out = tmp_path / "run"
     args = common_args(sample_pipeline, out, steps=2) + ["--eval-steps", "2", "--save-steps", "2",

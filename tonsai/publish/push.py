@@ -44,6 +44,7 @@ CHECKPOINT_FILES = ("trainer_state.json", "checksums.json", "optimizer.pt")
 REQUIRED = {"model": ("config.json", "tokenizer.json", "tokenizer_config.json"),
             "tokenizer": ("tokenizer.json", "tokenizer_config.json")}
 WEIGHTS, WEIGHTS_INDEX = "model.safetensors", "model.safetensors.index.json"
+CARD_CHOICES = ("auto", "folder", "generated")
 
 
 @dataclasses.dataclass
@@ -65,6 +66,10 @@ class PushConfig:
     commit_message: str | None = dataclasses.field(default=None, metadata={"help": "commit message on the Hub"})
     dry_run: bool = dataclasses.field(default=False, metadata={
         "help": "list the files that would be pushed, without the network; the folder is not changed"})
+    card: str = dataclasses.field(default="auto", metadata={
+        "help": "the README.md to upload: auto (the generated card; refused if the folder has a README.md of its own), "
+                "folder (the folder's README.md as it is) or generated (the generated card; the folder's file stays "
+                "as it is)", "choices": list(CARD_CHOICES)})
     card_out: str | None = dataclasses.field(default=None, metadata={
         "help": "with --dry-run: also write the generated card (README.md) to this new file, outside the folder, "
                 "to read it"})
@@ -74,6 +79,8 @@ class PushConfig:
             raise ValueError("give exactly one of --model-dir or --tokenizer-dir")
         if self.eval_dir is not None and self.model_dir is None:
             raise ValueError("--eval-dir describes a model: use it with --model-dir")
+        if self.card not in CARD_CHOICES:
+            raise ValueError(f"--card must be one of {', '.join(CARD_CHOICES)}, got {self.card!r}")
         if self.card_out is not None and not self.dry_run:
             raise ValueError("--card-out goes with --dry-run (a push uploads the card)")
         check_repo_id(self.repo)
@@ -215,14 +222,25 @@ def _files(folder: Path) -> list[str]:
 
 @contextlib.contextmanager
 def staged_upload(folder: str | Path, repo: str, eval_dir: str | Path | None = None,
-                  license: str = "other", kind: str | None = None) -> Iterator[Staged]:
+                  license: str = "other", kind: str | None = None, card_choice: str = "auto") -> Iterator[Staged]:
     """A temporary folder (removed afterwards) holding what a push of ``folder`` uploads: links to its files,
     the card and a portable tokenizer_config.json. ``folder`` itself is only read.
+
+    ``card_choice`` (:data:`CARD_CHOICES`) decides between the generated card and a README.md the folder
+    already has (the user's, or a card they edited): ``auto`` refuses to choose unless the two are equal.
 
     A tokenizer saved before tonsai wrote portable settings gets them in the staged copy
     (tonsai.tokenizer.export)."""
     folder = Path(folder)
     kind, card = make_card(folder, repo, eval_dir, license, kind)
+    own = folder / "README.md"
+    if card_choice == "folder" and not own.is_file():
+        raise StageError(f"--card folder: {folder} has no README.md; pass --card auto to upload the generated card")
+    keep = own.is_file() and card_choice != "generated"
+    if keep and card_choice == "auto" and own.read_bytes() != card.encode("utf-8"):
+        raise StageError(f"{own} exists and is not the card tonsai makes: pass --card folder to upload it as it is, "
+                         f"or --card generated to upload the generated card instead (your file stays as it is "
+                         f"either way; --dry-run --card-out FILE shows the generated one)")
     with tempfile.TemporaryDirectory(prefix="tonsai-push-") as tmp:
         stage, generated = Path(tmp) / folder.name, []
         for name in _files(folder):
@@ -237,14 +255,18 @@ def staged_upload(folder: str | Path, repo: str, eval_dir: str | Path | None = N
             log.info("%s: tokenizer_config.json made loadable by transformers 4.x and 5.x for the upload "
                      "(the folder's own file is unchanged)", folder)
             generated.append("tokenizer_config.json")
-        (stage / "README.md").unlink(missing_ok=True)
-        (stage / "README.md").write_text(card, encoding="utf-8")
-        generated.append("README.md")
+        if not keep:
+            (stage / "README.md").unlink(missing_ok=True)  # the link to the folder's file, not the file
+            (stage / "README.md").write_text(card, encoding="utf-8")
+            generated.append("README.md")
+        elif card_choice == "folder":
+            log.info("%s: uploaded as it is (--card folder); the generated card is not used", own)
         yield Staged(kind, stage, _files(stage), sorted(generated))
 
 
 def push_folder(folder: str | Path, repo: str, private: bool = False, eval_dir: str | Path | None = None,
-                license: str = "other", commit_message: str | None = None, kind: str | None = None) -> str:
+                license: str = "other", commit_message: str | None = None, kind: str | None = None,
+                card_choice: str = "auto") -> str:
     """Upload ``folder`` with its card to the Hub repository ``repo`` (the folder is not changed); return the
     commit's URL."""
     from huggingface_hub import HfApi
@@ -252,7 +274,7 @@ def push_folder(folder: str | Path, repo: str, private: bool = False, eval_dir: 
     kind = check_folder(folder, kind)  # before the token and the network: a folder that would not load is refused
     check_can_push(repo)
     api = HfApi()
-    with staged_upload(folder, repo, eval_dir, license, kind) as staged:
+    with staged_upload(folder, repo, eval_dir, license, kind, card_choice) as staged:
         kind = staged.kind
         try:
             url = api.create_repo(repo, private=private, exist_ok=True, repo_type="model")
@@ -279,13 +301,13 @@ def run_push(cfg: PushConfig) -> str | None:
             if card_out.resolve().is_relative_to(Path(folder).resolve()):
                 raise StageError(f"--card-out {card_out} lies inside {folder}: the folder is never changed; "
                                  f"choose a file outside it")
-        with staged_upload(folder, cfg.repo, cfg.eval_dir, cfg.license, kind) as staged:
+        with staged_upload(folder, cfg.repo, cfg.eval_dir, cfg.license, kind, cfg.card) as staged:
             for name in staged.files:
                 print(name)
             if card_out is not None:
                 write_text(card_out, (staged.path / "README.md").read_text(encoding="utf-8"))
                 log.info("card written to %s", card_out)
         log.info("dry run: %s folder %s not pushed and not changed; made for the upload: %s", staged.kind, folder,
-                 ", ".join(staged.generated))
+                 ", ".join(staged.generated) or "nothing")
         return None
-    return push_folder(folder, cfg.repo, cfg.private, cfg.eval_dir, cfg.license, cfg.commit_message, kind)
+    return push_folder(folder, cfg.repo, cfg.private, cfg.eval_dir, cfg.license, cfg.commit_message, kind, cfg.card)
