@@ -37,14 +37,19 @@ def run_tool(script: str, args: list[str], hub: HubStandIn | None, tmp_path: Pat
                           capture_output=True, text=True, timeout=900)
 
 
+def folder_files(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
 def pushed_files(folder: Path) -> dict[str, bytes]:
-    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*")
-            if p.is_file() and p.name != "training_args.bin"}
+    """The folder's files that a push sends as they are (no pickle, no README.md: the card is made for the push)."""
+    return {name: data for name, data in folder_files(folder).items()
+            if not name.endswith(".bin") and name != "README.md"}
 
 
 @pytest.fixture()
 def model_copy(trained_model, tmp_path) -> Path:
-    """final/ and its run manifest, copied: the push writes README.md into the folder."""
+    """final/ and its run manifest, copied (a test that writes into the folder leaves the shared one alone)."""
     run = tmp_path / "run"
     shutil.copytree(trained_model, run / "final")
     shutil.copy(trained_model.parent / "manifest.json", run / "manifest.json")
@@ -59,20 +64,25 @@ def test_push_model_folder_sends_every_file_and_the_weights_through_lfs(model_co
            "model_max_length": 1 << 30, "pad_token": "<|pad|>", "tokenizer_class": "TokenizersBackend"}
     (model_copy / "tokenizer_config.json").write_text(json.dumps(old))
     tokenizer_json = (model_copy / "tokenizer.json").read_bytes()
+    before = folder_files(model_copy)
     with HubStandIn(TOKEN) as hub:
         proc = run_tool("push_to_hub.py", ["--model-dir", str(model_copy), "--repo", "someone/tonsai-tiny",
                                            "--private", "--license", "apache-2.0"], hub, tmp_path)
     assert proc.returncode == 0, proc.stderr[-4000:]
     repo = hub.repos["someone/tonsai-tiny"]
     assert repo["private"]
+    assert folder_files(model_copy) == before  # the folder given is never changed
     local = pushed_files(model_copy)
-    assert {"README.md", "model.safetensors", "config.json", "tokenizer.json", "tokenizer_config.json",
-            "manifest.json"} <= set(local)
-    assert repo["files"] == local  # every file arrived, byte for byte; training_args.bin (a pickle) stayed
-    assert (model_copy / "training_args.bin").is_file()
+    assert {"model.safetensors", "config.json", "tokenizer.json", "tokenizer_config.json", "manifest.json"} <= set(local)
+    # every file arrived, byte for byte, with the card and the portable tokenizer_config.json made for the push;
+    # training_args.bin (a pickle) stayed
+    assert set(repo["files"]) == set(local) | {"README.md"}
+    assert {k: v for k, v in repo["files"].items() if k not in ("README.md", "tokenizer_config.json")} == \
+        {k: v for k, v in local.items() if k != "tokenizer_config.json"}
     assert repo["commits"][0]["lfs"] == ["model.safetensors"]  # the weights went through LFS, text inline
-    assert set(hub.card_yaml) == {local["README.md"].decode()}  # the card was validated before the upload
-    assert b"license: apache-2.0" in local["README.md"]
+    card = repo["files"]["README.md"]
+    assert set(hub.card_yaml) == {card.decode()}  # the card was validated before the upload
+    assert b"license: apache-2.0" in card
     # what arrived is a working model
     hub_copy = tmp_path / "from_hub"
     for name, data in repo["files"].items():
@@ -96,7 +106,7 @@ def test_push_tokenizer_folder_with_the_default_xet_client(sample_pipeline, tmp_
     assert proc.returncode == 0, proc.stderr[-4000:]
     repo = hub.repos["user/tok-only"]
     assert not repo["private"]
-    assert repo["files"] == pushed_files(folder)
+    assert {k: v for k, v in repo["files"].items() if k != "README.md"} == pushed_files(folder)
     assert {"README.md", "tokenizer.json", "tokenizer_config.json", "fertility.json"} <= set(repo["files"])
     assert b"- tokenizer" in repo["files"]["README.md"]
 
@@ -116,12 +126,96 @@ def test_push_refuses_offline_mode_no_token_and_a_wrong_token(model_copy, tmp_pa
     assert proc.returncode == 2 and "not a Hub repository id" in proc.stderr
 
 
-def test_dry_run_writes_the_card_and_lists_the_files(model_copy, tmp_path):
-    proc = run_tool("push_to_hub.py", ["--model-dir", str(model_copy), "--repo", "someone/x", "--dry-run"], None,
-                    tmp_path, HF_HUB_OFFLINE="1")
+def test_dry_run_lists_the_files_and_changes_nothing(model_copy, tmp_path):
+    # an older final/ whose tokenizer_config.json a push makes portable: in what it uploads, not in the folder
+    config = json.loads((model_copy / "tokenizer_config.json").read_text())
+    (model_copy / "tokenizer_config.json").write_text(json.dumps({**config, "tokenizer_class": "TokenizersBackend"}))
+    before = folder_files(model_copy)
+    card = tmp_path / "card.md"
+    proc = run_tool("push_to_hub.py", ["--model-dir", str(model_copy), "--repo", "someone/x", "--dry-run",
+                                       "--card-out", str(card)], None, tmp_path, HF_HUB_OFFLINE="1")
     assert proc.returncode == 0, proc.stderr[-4000:]
-    assert proc.stdout.split() == sorted(pushed_files(model_copy))
-    assert "README.md" in proc.stdout.split() and "training_args.bin" not in proc.stdout
+    assert folder_files(model_copy) == before
+    assert proc.stdout.split() == sorted([*pushed_files(model_copy), "README.md"])
+    assert "training_args.bin" not in proc.stdout
+    assert "made for the upload: README.md, tokenizer_config.json" in proc.stderr
+    assert card.read_text().startswith("---\nlanguage:")
+    proc = run_tool("push_to_hub.py", ["--model-dir", str(model_copy), "--repo", "someone/x", "--dry-run",
+                                       "--card-out", str(card)], None, tmp_path, HF_HUB_OFFLINE="1")
+    assert proc.returncode == 1 and f"--card-out {card} already exists" in proc.stderr
+
+
+def test_a_training_checkpoint_is_refused_and_left_as_it_was(trained_model, tmp_path):
+    from tonsai.train.checkpoint import newest_verified, write_checksums
+
+    # a checkpoint as the Trainer leaves one (model files, optimizer, scheduler, RNG and trainer state), verified
+    run = tmp_path / "run"
+    ckpt = run / "checkpoint-60"
+    shutil.copytree(trained_model, ckpt, ignore=shutil.ignore_patterns("manifest.json"))
+    for name in ("optimizer.pt", "scheduler.pt", "rng_state.pth"):
+        (ckpt / name).write_bytes(b"pickle")
+    (ckpt / "trainer_state.json").write_text(json.dumps({"global_step": 60}))
+    write_checksums(ckpt)
+    before = folder_files(ckpt)
+    with HubStandIn(TOKEN) as hub:
+        for extra, stand_in in ((["--dry-run"], None), ([], hub)):
+            proc = run_tool("push_to_hub.py", ["--model-dir", str(ckpt), "--repo", "someone/x", *extra], stand_in,
+                            tmp_path, HF_HUB_OFFLINE="1" if stand_in is None else "0")
+            assert proc.returncode == 1, proc.stderr[-4000:]
+            assert f"{ckpt} is a training checkpoint" in proc.stderr and str(run / "final") in proc.stderr
+    assert hub.repos == {}
+    assert folder_files(ckpt) == before
+    assert newest_verified(run)[0] == ckpt  # still verifies: resuming from it works
+
+
+def test_a_folder_that_would_not_load_is_refused_before_any_upload(model_copy, sample_pipeline, tmp_path):
+    from tonsai.publish.push import PushConfig, run_push
+
+    weights = model_copy / "model.safetensors"
+    data = weights.read_bytes()
+    weights.unlink()
+    with HubStandIn(TOKEN) as hub:
+        proc = run_tool("push_to_hub.py", ["--model-dir", str(model_copy), "--repo", "someone/x"], hub, tmp_path)
+    assert proc.returncode == 1
+    assert f"--model-dir {model_copy}: missing model.safetensors" in proc.stderr and "nothing was pushed" in proc.stderr
+    assert hub.repos == {} and hub.card_yaml == []  # refused before the token, the repository or any upload
+    with pytest.raises(StageError, match="missing model.safetensors"):
+        run_push(PushConfig(repo="someone/x", model_dir=str(model_copy), dry_run=True))
+    weights.write_bytes(data[: len(data) // 2])  # a copy cut short
+    with pytest.raises(StageError, match="model.safetensors is not a complete safetensors file"):
+        run_push(PushConfig(repo="someone/x", model_dir=str(model_copy), dry_run=True))
+    weights.write_bytes(data)
+    (model_copy / "tokenizer.json").unlink()
+    with pytest.raises(StageError, match="missing tokenizer.json"):
+        run_push(PushConfig(repo="someone/x", model_dir=str(model_copy), dry_run=True))
+    tok = tmp_path / "tok"
+    shutil.copytree(sample_pipeline / "tok", tok)
+    (tok / "tokenizer_config.json").unlink()
+    with pytest.raises(StageError, match=f"--tokenizer-dir {tok}: missing tokenizer_config.json"):
+        run_push(PushConfig(repo="someone/x", tokenizer_dir=str(tok), dry_run=True))
+
+
+def test_a_readme_of_the_users_is_never_replaced(model_copy, tmp_path):
+    theirs = "---\nlicense: mit\n---\n\n# My model\n\nNotes I wrote.\n"
+    (model_copy / "README.md").write_text(theirs)
+    before = folder_files(model_copy)
+    args = ["--model-dir", str(model_copy)]
+    proc = run_tool("push_to_hub.py", [*args, "--repo", "someone/x", "--dry-run"], None, tmp_path, HF_HUB_OFFLINE="1")
+    assert proc.returncode == 1
+    assert f"{model_copy / 'README.md'} exists and is not the card tonsai makes: pass --card folder" in proc.stderr
+    assert "--card generated" in proc.stderr
+    with HubStandIn(TOKEN) as hub:
+        refused = run_tool("push_to_hub.py", [*args, "--repo", "someone/refused"], hub, tmp_path)
+        kept = run_tool("push_to_hub.py", [*args, "--repo", "someone/kept", "--card", "folder"], hub, tmp_path)
+        generated = run_tool("push_to_hub.py", [*args, "--repo", "someone/generated", "--card", "generated"], hub,
+                             tmp_path)
+    assert refused.returncode == 1 and "someone/refused" not in hub.repos  # refused before anything was sent
+    assert kept.returncode == 0, kept.stderr[-4000:]
+    assert generated.returncode == 0, generated.stderr[-4000:]
+    assert hub.repos["someone/kept"]["files"]["README.md"] == theirs.encode()
+    card = hub.repos["someone/generated"]["files"]["README.md"].decode()
+    assert card != theirs and "## Training data" in card
+    assert folder_files(model_copy) == before  # their file, and the folder, as they were
 
 
 def test_training_with_push_to_hub_pushes_final_with_its_card(sample_pipeline, tmp_path):
@@ -132,7 +226,8 @@ def test_training_with_push_to_hub_pushes_final_with_its_card(sample_pipeline, t
         proc = run_tool("train_gpt2.py", args, hub, tmp_path)
     assert proc.returncode == 0, proc.stderr[-4000:]
     files = hub.repos["someone/trained"]["files"]
-    assert files == pushed_files(out / "final")
+    assert {k: v for k, v in files.items() if k != "README.md"} == pushed_files(out / "final")
+    assert not (out / "final" / "README.md").exists()
     run = json.loads((out / "manifest.json").read_text())
     card = files["README.md"].decode()
     assert f"| final validation loss, English (`en`) | {run['final_validation']['eval_en_loss']:.4f} |" in card

@@ -1,17 +1,28 @@
 """Pushing a model folder (train_gpt2.py's ``final/``) or a tokenizer folder to the Hugging Face Hub.
 
 huggingface_hub's ``HfApi`` does the transfer (``create_repo``, then ``upload_folder``: the
-preupload call, the weights through Xet or LFS, one commit); tonsai writes the model card into the
-folder first (:mod:`tonsai.publish.card`) and turns the usual mistakes (offline mode, no token, a
-folder that is neither) into one clear error before anything is sent or trained.
+preupload call, the weights through Xet or LFS, one commit); tonsai turns the usual mistakes
+(offline mode, no token, a folder that is neither, a training checkpoint) into one clear error
+before anything is sent or trained.
+
+The folder given is never changed: what is uploaded is staged in a temporary folder outside it
+(:func:`staged_upload`), which holds the files tonsai makes (README.md, the model card of
+:mod:`tonsai.publish.card`, and tokenizer_config.json made loadable by transformers 4.x and 5.x)
+and links to the folder's other files.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
+import os
+import re
+import shutil
+import tempfile
 from pathlib import Path
+from typing import Iterator
 
 from tonsai.atomic import write_text
 from tonsai.errors import StageError
@@ -22,8 +33,18 @@ from tonsai.tokenizer.export import make_portable
 # (tonsai.publish.card) add 0.17 s to push_to_hub.py --help on a 2-core machine, which never needs them.
 
 log = logging.getLogger(__name__)
-# training_args.bin is a pickle of the Trainer's arguments: nothing a user of the model needs
-IGNORE = ["training_args.bin", ".tmp-*", "**/.tmp-*"]
+# never pushed: pickles (loading one runs code: training_args.bin, a checkpoint's optimizer, scheduler and RNG
+# states, old-style weights) and the temporary files of a stage still writing
+IGNORE = ["*.bin", "*.pt", "*.pth", "*.pkl", "*.pickle", ".tmp-*", "**/.tmp-*"]
+# written into the staging folder, not linked: tonsai changes them (the card; make_portable)
+COPIED = ("tokenizer_config.json", "chat_template.jinja")
+CHECKPOINT_NAME = re.compile(r"checkpoint-\d+")
+CHECKPOINT_FILES = ("trainer_state.json", "checksums.json", "optimizer.pt")
+# what a model or tokenizer folder needs to load (weights: model.safetensors, or the shards its index lists)
+REQUIRED = {"model": ("config.json", "tokenizer.json", "tokenizer_config.json"),
+            "tokenizer": ("tokenizer.json", "tokenizer_config.json")}
+WEIGHTS, WEIGHTS_INDEX = "model.safetensors", "model.safetensors.index.json"
+CARD_CHOICES = ("auto", "folder", "generated")
 
 
 @dataclasses.dataclass
@@ -44,13 +65,24 @@ class PushConfig:
                 "data's licenses"})
     commit_message: str | None = dataclasses.field(default=None, metadata={"help": "commit message on the Hub"})
     dry_run: bool = dataclasses.field(default=False, metadata={
-        "help": "write README.md (the card) into the folder and list what would be pushed, without the network"})
+        "help": "list the files that would be pushed, without the network; the folder is not changed"})
+    card: str = dataclasses.field(default="auto", metadata={
+        "help": "the README.md to upload: auto (the generated card; refused if the folder has a README.md of its own), "
+                "folder (the folder's README.md as it is) or generated (the generated card; the folder's file stays "
+                "as it is)", "choices": list(CARD_CHOICES)})
+    card_out: str | None = dataclasses.field(default=None, metadata={
+        "help": "with --dry-run: also write the generated card (README.md) to this new file, outside the folder, "
+                "to read it"})
 
     def __post_init__(self) -> None:
         if (self.model_dir is None) == (self.tokenizer_dir is None):
             raise ValueError("give exactly one of --model-dir or --tokenizer-dir")
         if self.eval_dir is not None and self.model_dir is None:
             raise ValueError("--eval-dir describes a model: use it with --model-dir")
+        if self.card not in CARD_CHOICES:
+            raise ValueError(f"--card must be one of {', '.join(CARD_CHOICES)}, got {self.card!r}")
+        if self.card_out is not None and not self.dry_run:
+            raise ValueError("--card-out goes with --dry-run (a push uploads the card)")
         check_repo_id(self.repo)
 
 
@@ -85,58 +117,197 @@ def _context(folder: Path) -> int | None:
     return next((config[k] for k in ("n_positions", "max_position_embeddings") if k in config), None)
 
 
-def write_card(folder: str | Path, repo: str, eval_dir: str | Path | None = None, license: str = "other") -> str:
-    """Write README.md (the card) into a model or tokenizer folder; return ``"model"`` or ``"tokenizer"``.
+def _safetensors_problem(path: Path) -> str | None:
+    """Why ``path`` is not a complete safetensors file (its header and size disagree), or None."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            n = int.from_bytes(f.read(8), "little")
+            if size < 8 or n > size - 8:
+                return f"{size} bytes, too short for its header"
+            header = json.loads(f.read(n))
+        end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
+    except (OSError, ValueError, TypeError, KeyError, IndexError, AttributeError) as e:
+        return f"unreadable header ({type(e).__name__})"
+    if 8 + n + end != size:
+        return f"{size} bytes, its header describes {8 + n + end} (truncated or damaged)"
+    return None
 
-    A tokenizer saved before tonsai wrote portable settings gets them here (tonsai.tokenizer.export)."""
+
+def _check_files(folder: Path, kind: str) -> None:
+    """Refuse a folder that lacks what its kind needs to load, naming the file."""
+    flag = f"--{kind}-dir"
+    missing = [name for name in REQUIRED[kind] if not (folder / name).is_file()]
+    weights = []
+    if kind == "model":
+        if (folder / WEIGHTS).is_file():
+            weights = [WEIGHTS]
+        elif (folder / WEIGHTS_INDEX).is_file():
+            index = _read_json(folder / WEIGHTS_INDEX) or {}
+            weights = sorted(set((index.get("weight_map") or {}).values()))
+            if not weights:
+                raise StageError(f"{folder / WEIGHTS_INDEX}: no weight_map; copy the model folder again from where "
+                                 f"it was saved")
+            missing += [name for name in weights if not (folder / name).is_file()]
+        else:
+            missing.append(WEIGHTS)
+    if missing:
+        made_by = "train_gpt2.py's or train_sft.py's final/" if kind == "model" else "train_tokenizer.py's --output-dir"
+        raise StageError(f"{flag} {folder}: missing {', '.join(missing)}, so the pushed {kind} would not load; "
+                         f"nothing was pushed. Pass the complete folder ({made_by}), or copy the missing files back "
+                         f"into it")
+    for name in weights:
+        problem = _safetensors_problem(folder / name)
+        if problem:
+            raise StageError(f"{flag} {folder}: {name} is not a complete safetensors file ({problem}); nothing was "
+                             f"pushed. Copy the model folder again from where it was trained")
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def check_folder(folder: str | Path, kind: str | None = None) -> str:
+    """What ``folder`` is, ``"model"`` or ``"tokenizer"`` (``kind``, when the user named it), with every file it
+    needs to load; a :class:`StageError` for anything not to publish."""
     folder = Path(folder)
     if not folder.is_dir():
         raise StageError(f"{folder}: no such folder")
-    if (folder / "config.json").is_file():
-        kind, text = "model", model_card(folder, repo, eval_dir, license)
-    elif (folder / "tokenizer.json").is_file():
-        kind, text = "tokenizer", tokenizer_card(folder, repo, license)
-    else:
-        raise StageError(f"{folder}: neither a model folder (config.json) nor a tokenizer folder (tokenizer.json)")
-    if (folder / "tokenizer_config.json").is_file() and make_portable(folder, _context(folder)):
-        log.info("%s: tokenizer_config.json updated to load in transformers 4.x and 5.x", folder)
-    write_text(folder / "README.md", text)
-    log.info("model card written to %s", folder / "README.md")
+    if CHECKPOINT_NAME.fullmatch(folder.name) or any((folder / f).is_file() for f in CHECKPOINT_FILES):
+        raise StageError(f"{folder} is a training checkpoint (optimizer state, checksums.json): it resumes a run and "
+                         f"is not published. Push the run's finished model folder instead "
+                         f"({folder.parent / 'final'}); to publish the weights of this step, copy its config.json, "
+                         f"generation_config.json, model.safetensors and tokenizer files into a new folder and push "
+                         f"that")
+    if kind is None:
+        if (folder / "config.json").is_file():
+            kind = "model"
+        elif (folder / "tokenizer.json").is_file():
+            kind = "tokenizer"
+        else:
+            raise StageError(f"{folder}: neither a model folder (config.json) nor a tokenizer folder (tokenizer.json)")
+    _check_files(folder, kind)
     return kind
 
 
+def make_card(folder: str | Path, repo: str, eval_dir: str | Path | None = None,
+              license: str = "other", kind: str | None = None) -> tuple[str, str]:
+    """``(kind, README.md text)`` for a model or tokenizer folder; nothing is written."""
+    kind = check_folder(folder, kind)
+    if kind == "model":
+        return kind, model_card(folder, repo, eval_dir, license)
+    return kind, tokenizer_card(folder, repo, license)
+
+
+@dataclasses.dataclass
+class Staged:
+    """What :func:`staged_upload` prepared: the folder to upload and the files tonsai made in it."""
+
+    kind: str
+    path: Path
+    files: list[str]
+    generated: list[str]
+
+
+def _files(folder: Path) -> list[str]:
+    from huggingface_hub.utils import filter_repo_objects
+
+    names = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+    return list(filter_repo_objects(names, ignore_patterns=IGNORE))
+
+
+@contextlib.contextmanager
+def staged_upload(folder: str | Path, repo: str, eval_dir: str | Path | None = None,
+                  license: str = "other", kind: str | None = None, card_choice: str = "auto") -> Iterator[Staged]:
+    """A temporary folder (removed afterwards) holding what a push of ``folder`` uploads: links to its files,
+    the card and a portable tokenizer_config.json. ``folder`` itself is only read.
+
+    ``card_choice`` (:data:`CARD_CHOICES`) decides between the generated card and a README.md the folder
+    already has (the user's, or a card they edited): ``auto`` refuses to choose unless the two are equal.
+
+    A tokenizer saved before tonsai wrote portable settings gets them in the staged copy
+    (tonsai.tokenizer.export)."""
+    folder = Path(folder)
+    kind, card = make_card(folder, repo, eval_dir, license, kind)
+    own = folder / "README.md"
+    if card_choice == "folder" and not own.is_file():
+        raise StageError(f"--card folder: {folder} has no README.md; pass --card auto to upload the generated card")
+    keep = own.is_file() and card_choice != "generated"
+    if keep and card_choice == "auto" and own.read_bytes() != card.encode("utf-8"):
+        raise StageError(f"{own} exists and is not the card tonsai makes: pass --card folder to upload it as it is, "
+                         f"or --card generated to upload the generated card instead (your file stays as it is "
+                         f"either way; --dry-run --card-out FILE shows the generated one)")
+    with tempfile.TemporaryDirectory(prefix="tonsai-push-") as tmp:
+        stage, generated = Path(tmp) / folder.name, []
+        for name in _files(folder):
+            src, dst = folder / name, stage / name
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            if name in COPIED:
+                shutil.copyfile(src, dst)
+            else:
+                os.symlink(src.resolve(), dst)
+        if (stage / "tokenizer_config.json").is_file() and make_portable(
+                stage, _context(folder) if kind == "model" else None):
+            log.info("%s: tokenizer_config.json made loadable by transformers 4.x and 5.x for the upload "
+                     "(the folder's own file is unchanged)", folder)
+            generated.append("tokenizer_config.json")
+        if not keep:
+            (stage / "README.md").unlink(missing_ok=True)  # the link to the folder's file, not the file
+            (stage / "README.md").write_text(card, encoding="utf-8")
+            generated.append("README.md")
+        elif card_choice == "folder":
+            log.info("%s: uploaded as it is (--card folder); the generated card is not used", own)
+        yield Staged(kind, stage, _files(stage), sorted(generated))
+
+
 def push_folder(folder: str | Path, repo: str, private: bool = False, eval_dir: str | Path | None = None,
-                license: str = "other", commit_message: str | None = None) -> str:
-    """Write the card into ``folder`` and upload the folder to the Hub repository ``repo``; return the
+                license: str = "other", commit_message: str | None = None, kind: str | None = None,
+                card_choice: str = "auto") -> str:
+    """Upload ``folder`` with its card to the Hub repository ``repo`` (the folder is not changed); return the
     commit's URL."""
     from huggingface_hub import HfApi
 
+    kind = check_folder(folder, kind)  # before the token and the network: a folder that would not load is refused
     check_can_push(repo)
-    kind = write_card(folder, repo, eval_dir, license)
     api = HfApi()
-    try:
-        url = api.create_repo(repo, private=private, exist_ok=True, repo_type="model")
-        commit = api.upload_folder(repo_id=url.repo_id, folder_path=str(folder), repo_type="model",
-                                   ignore_patterns=list(IGNORE),
-                                   commit_message=commit_message or f"Upload {kind} from tonsai")
-    except Exception as e:  # HTTP errors, a network down, a rejected file: the folder itself is complete
-        raise StageError(f"pushing {folder} to {repo} failed: {type(e).__name__}: {e}. The folder is complete; "
-                         f"push it again with `uv run python scripts/push_to_hub.py --{kind}-dir {folder} "
-                         f"--repo {repo}`") from e
+    with staged_upload(folder, repo, eval_dir, license, kind, card_choice) as staged:
+        kind = staged.kind
+        try:
+            url = api.create_repo(repo, private=private, exist_ok=True, repo_type="model")
+            commit = api.upload_folder(repo_id=url.repo_id, folder_path=str(staged.path), repo_type="model",
+                                       ignore_patterns=list(IGNORE),
+                                       commit_message=commit_message or f"Upload {kind} from tonsai")
+        except Exception as e:  # HTTP errors, a network down, a rejected file: the folder itself is complete
+            raise StageError(f"pushing {folder} to {repo} failed: {type(e).__name__}: {e}. The folder is complete; "
+                             f"push it again with `uv run python scripts/push_to_hub.py --{kind}-dir {folder} "
+                             f"--repo {repo}`") from e
     log.info("pushed %s %s to %s (%s)", kind, folder, url, commit.commit_url)
     return commit.commit_url
 
 
 def run_push(cfg: PushConfig) -> str | None:
     folder = cfg.model_dir or cfg.tokenizer_dir
+    kind = "model" if cfg.model_dir else "tokenizer"
     check_license(cfg.license)
     if cfg.dry_run:
-        kind = write_card(folder, cfg.repo, cfg.eval_dir, cfg.license)
-        from huggingface_hub.utils import filter_repo_objects
-
-        files = sorted(p.relative_to(folder).as_posix() for p in Path(folder).rglob("*") if p.is_file())
-        for name in filter_repo_objects(files, ignore_patterns=IGNORE):
-            print(name)
-        log.info("dry run: %s folder %s not pushed", kind, folder)
+        card_out = Path(cfg.card_out) if cfg.card_out else None
+        if card_out is not None:
+            if card_out.exists():
+                raise StageError(f"--card-out {card_out} already exists: choose a new file name")
+            if card_out.resolve().is_relative_to(Path(folder).resolve()):
+                raise StageError(f"--card-out {card_out} lies inside {folder}: the folder is never changed; "
+                                 f"choose a file outside it")
+        with staged_upload(folder, cfg.repo, cfg.eval_dir, cfg.license, kind, cfg.card) as staged:
+            for name in staged.files:
+                print(name)
+            if card_out is not None:
+                write_text(card_out, (staged.path / "README.md").read_text(encoding="utf-8"))
+                log.info("card written to %s", card_out)
+        log.info("dry run: %s folder %s not pushed and not changed; made for the upload: %s", staged.kind, folder,
+                 ", ".join(staged.generated) or "nothing")
         return None
-    return push_folder(folder, cfg.repo, cfg.private, cfg.eval_dir, cfg.license, cfg.commit_message)
+    return push_folder(folder, cfg.repo, cfg.private, cfg.eval_dir, cfg.license, cfg.commit_message, kind, cfg.card)
