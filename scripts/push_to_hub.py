@@ -7,7 +7,7 @@ data, the tokenizer's fertility, the training run and, with --eval-dir, an eval_
 
 Examples:
   uv run python scripts/push_to_hub.py --model-dir runs/gpt2-500m/final --repo me/tonsai-km-en-500m \
-      --eval-dir runs/gpt2-500m/eval --license apache-2.0 --private
+      --eval-dir runs/eval/gpt2-500m --license apache-2.0 --private
   uv run python scripts/push_to_hub.py --tokenizer-dir runs/tokenizer --repo me/tonsai-km-en-tokenizer
   uv run python scripts/push_to_hub.py --model-dir runs/gpt2-500m/final --repo me/x --dry-run \
       --card-out /tmp/card.md   # list the files, write the card to read; no network
