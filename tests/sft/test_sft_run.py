@@ -182,3 +182,21 @@ def test_lora_under_deepspeed_resumes_exactly_from_a_checkpoint(trained_model, t
     a, b = (load_file(d / "adapter" / "adapter_model.safetensors") for d in (out, tmp_path / "resumed"))
     assert a.keys() == b.keys() and any("lora_A" in k for k in a)
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
+def test_a_conversation_too_long_for_the_block_is_counted_as_not_trained(trained_model, tmp_path):
+    long_km = " ".join((SAMPLE / "km.txt").read_text(encoding="utf-8").split("\n")[:40])  # distinct sentences
+    huge = tmp_path / "huge.jsonl"
+    huge.write_text(json.dumps({"messages": [{"role": "user", "content": "និយាយពីភ្នំពេញ"},
+                                             {"role": "assistant", "content": long_km}]}, ensure_ascii=False) + "\n",
+                    encoding="utf-8")
+    manifest = run_sft(SftConfig(model_dir=str(trained_model), data=[DATA[1], f"{huge}=1"],
+                                 output_dir=str(tmp_path / "out"), **{**ARGS, "max_steps": 2, "save_steps": 2,
+                                                                        "eval_steps": 2}))
+    data = manifest["data"]
+    counts = data["counts"][str(huge)]
+    assert counts["train_too_long"] == 1 and counts["train"] == 0  # kept by the data step, not trained
+    assert data["train_packing"]["too_long"] == 1
+    assert data["train_conversations"] == sum(c["train"] for c in data["counts"].values())
+    assert data["train_packing"]["tokens_by_lang"] and sum(data["train_packing"]["tokens_by_lang"].values()) == \
+        data["train_packing"]["tokens"]

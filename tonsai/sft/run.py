@@ -112,24 +112,31 @@ def _datasets(cfg: SftConfig, sources, tokenizer, block_size: int):
 
     def packed(convs):
         stats = PackStats()
-        blocks = pack(encode_all(tokenizer, convs), block_size, pad, stats)
-        return PackedConversations(blocks), stats
+        encoded = encode_all(tokenizer, convs)
+        blocks = pack(encoded, block_size, pad, stats, langs=[c.lang for c in convs])
+        return PackedConversations(blocks), stats, [len(ids) > block_size for ids, _ in encoded]
 
-    train, train_stats = packed(data.train)
+    train, train_stats, too_long = packed(data.train)
     if len(train) == 0:
         raise StageError(f"every training conversation is longer than --block-size {block_size} tokens")
+    trained = [c for c, long in zip(data.train, too_long) if not long]
+    for conv in (c for c, long in zip(data.train, too_long) if long):  # kept by the data, but cannot train
+        counts = data.counts[conv.source]
+        counts["train"] -= 1
+        counts["train_too_long"] = counts.get("train_too_long", 0) + 1
     if train_stats.too_long:
         log.warning("%d of %d training conversations are longer than the block of %d tokens and were left out "
-                    "(the manifest counts them under data.train_packing.too_long)", train_stats.too_long,
+                    "(counted per source as train_too_long in the manifest)", train_stats.too_long,
                     len(data.train), block_size)
     for source, counts in data.counts.items():
-        log.info("%s", accounting_line(source, counts))
-    log.info("training conversations: %d (%s)", len(data.train),
-             ", ".join(f"{lang} {share:.1%}" for lang, share in data.shares.items()))
-    validation, record = {}, {"counts": data.counts, "train_conversations": len(data.train), "shares": data.shares,
+        log.info("%s", accounting_line(source, counts) + (
+            f"; {counts['train_too_long']:,} too long to train" if counts.get("train_too_long") else ""))
+    shares = {lang: sum(c.lang == lang for c in trained) / len(trained) for lang in sorted({c.lang for c in trained})}
+    log.info("training conversations: %d (%s)", len(trained), ", ".join(f"{lang} {v:.1%}" for lang, v in shares.items()))
+    validation, record = {}, {"counts": data.counts, "train_conversations": len(trained), "shares": shares,
                               "train_packing": _jsonable(train_stats), "validation": {}}
     for lang, convs in sorted(data.validation.items()):
-        ds, stats = packed(convs)
+        ds, stats, _ = packed(convs)
         if len(ds):
             validation[lang] = ds
         record["validation"][lang] = {"conversations": len(convs), "packing": _jsonable(stats)}
