@@ -230,3 +230,11 @@ def test_lora_options_without_method_lora_are_refused():
         SftConfig(model_dir="m", data=["d.jsonl"], output_dir="o", lora_rank=8, lora_targets=["c_attn"])
     assert SftConfig(model_dir="m", data=["d.jsonl"], output_dir="o", method="lora", lora_rank=8).lora_rank == 8
     assert SftConfig(model_dir="m", data=["d.jsonl"], output_dir="o").method == "full"
+
+
+def test_the_log_says_where_the_first_drop_of_each_reason_is(tmp_path, caplog):
+    bad_role = {"messages": [{"role": "human", "content": "hello"}, {"role": "bot", "content": "hi"}]}
+    path = write_lines(tmp_path / "chats.jsonl", [en_chat(1), bad_role, en_chat(2), en_chat(1)])
+    with caplog.at_level(logging.INFO, logger="tonsai"):
+        load_sft_data([SftSource(path)])
+    assert f"unsupported_role at {path}:2" in caplog.text and f"duplicate at {path}:4" in caplog.text

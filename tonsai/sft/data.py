@@ -297,6 +297,7 @@ def _language(messages: list[dict[str, str]], declared: str | None) -> tuple[str
 def _read_source(src: SftSource, seen: set[tuple[int, int]], counts: dict[str, int]) -> list[Conversation]:
     """The kept conversations of one source, counting every record in ``counts``."""
     kept: list[Conversation] = []
+    first_drop: dict[str, str] = {}
     warned = 0
     for rel, n, where, messages in _records(src):
         counts["read"] += 1
@@ -316,10 +317,14 @@ def _read_source(src: SftSource, seen: set[tuple[int, int]], counts: dict[str, i
             seen.add(key)
         if reason:
             counts[f"dropped:{reason}"] += 1
+            first_drop.setdefault(reason, where)
             continue
         kept.append(Conversation(f"{src.name}:{rel}:{n}", lang, src.path, messages))
     if warned > MAX_WARNINGS:
         log.warning("%s: %d more malformed records skipped", src.path, warned - MAX_WARNINGS)
+    if first_drop:  # where to look: the first conversation dropped for each reason
+        log.info("%s: first dropped for each reason: %s", src.path,
+                 ", ".join(f"{reason} at {where}" for reason, where in first_drop.items()))
     counts["kept"] = len(kept)
     return kept
 
