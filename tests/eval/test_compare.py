@@ -95,3 +95,45 @@ def test_loss_goes_side_by_side_only_between_models_that_share_a_tokenizer():
     same = report("small-2", "a" * 64, 5.00, 2.10)
     assert ("km loss", "lang:km:loss") in comparison_columns([small_vocab, same])
     assert "different tokenizers" not in render_markdown(small_vocab, [same])
+
+
+def test_a_split_prepared_again_from_the_same_files_is_the_same_set(trained_model, tmp_path):
+    """The dataset split is identified by the rows scored, not by the manifest prepare writes (which holds
+    its times and timings): preparing the same files twice gives reports that compare; other rows do not.
+    A report from before the row hash compares by the manifest's hash, as it did."""
+    from tonsai.data.prepare import PrepareConfig, run_prepare
+
+    upper = tmp_path / "upper_en.txt"
+    upper.write_text((SAMPLE / "en.txt").read_text(encoding="utf-8").upper(), encoding="utf-8")
+
+    def prepare(name, en=SAMPLE / "en.txt"):
+        run_prepare(PrepareConfig(output_dir=str(tmp_path / name), khmer=[str(SAMPLE / "km.txt")],
+                                  english=[str(en)], validation_fraction=0.1, min_validation_docs=3))
+        return str(tmp_path / name)
+
+    prep_a, prep_b, prep_c = prepare("prep_a"), prepare("prep_b"), prepare("prep_c", en=upper)
+    assert file_sha256(f"{prep_a}/manifest.json") != file_sha256(f"{prep_b}/manifest.json")
+
+    def evaluate(out, data, compare=()):
+        return run_eval(EvalConfig(model_dir=str(trained_model), dataset_dir=data, output_dir=str(tmp_path / out),
+                                   compare=[str(tmp_path / c) for c in compare], device="cpu"))
+
+    a = evaluate("a", prep_a)
+    assert len(a["eval_set"]["dataset"]["rows_sha256"]) == 64
+    b = evaluate("b", prep_b, compare=["a"])
+    assert b["compare"] == [{"name": "run", "path": str(tmp_path / "a" / "report.json")}]
+    assert b["languages"] == a["languages"]
+    assert b["eval_set"]["dataset"]["rows_sha256"] == a["eval_set"]["dataset"]["rows_sha256"]
+    with pytest.raises(StageError, match=r"--dataset-dir/--split: this run split 'validation' with rows sha256 "
+                                         r"\w{12}, that report split 'validation' with rows sha256"):
+        evaluate("c", prep_c, compare=["a"])
+
+    # a report written before the row hash: the same prepared folder compares, another preparation does not
+    (tmp_path / "old").mkdir()
+    legacy = json.loads((tmp_path / "a" / "report.json").read_text())
+    del legacy["eval_set"]["dataset"]["rows_sha256"]
+    (tmp_path / "old" / "report.json").write_text(json.dumps(legacy))
+    evaluate("d", prep_a, compare=["old"])
+    with pytest.raises(StageError, match=r"--dataset-dir/--split: this run split 'validation' of the dataset with "
+                                         r"manifest sha256"):
+        evaluate("e", prep_b, compare=["old"])

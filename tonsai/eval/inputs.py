@@ -13,6 +13,8 @@ Three inputs, all normalized with :func:`tonsai.text.normalize` exactly as train
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 from pathlib import Path
 
 from tonsai.data.prepared import load_prepared
@@ -104,7 +106,9 @@ def text_sets(specs: list[str]) -> tuple[list[EvalSet], list[dict]]:
 def dataset_sets(dataset_dir: str | Path, split: str) -> tuple[list[EvalSet], dict]:
     """The split's documents as runs of one language and source, in the split's order (so that
     :func:`language_streams` joins each language as training's validation does), and what identifies the
-    split for the report (the dataset manifest's SHA-256 and the split's name)."""
+    split for the report: the split's name, the dataset manifest's SHA-256 (which changes whenever prepare
+    is rerun) and ``rows_sha256``, a SHA-256 of the rows as scored (each row's language and text, in the
+    split's order), which identifies the set by its content (:mod:`tonsai.eval.compare`)."""
     dd, _ = load_prepared(dataset_dir)
     if split not in dd:
         raise StageError(f"{dataset_dir} has no split {split!r}; it has {sorted(dd)}")
@@ -112,15 +116,17 @@ def dataset_sets(dataset_dir: str | Path, split: str) -> tuple[list[EvalSet], di
     if len(ds) == 0:
         raise StageError(f"{dataset_dir} split {split!r} is empty: nothing to evaluate")
     runs: dict[str, list[EvalSet]] = {}  # per language, runs of consecutive documents from one source
+    rows = hashlib.sha256()  # the rows as scored: what identifies the set, whatever run of prepare wrote them
     for text, lang, source in zip(ds["text"], ds["lang"], ds["source"]):
         lang_runs = runs.setdefault(lang, [])
         if not lang_runs or lang_runs[-1].source != source:
             lang_runs.append(EvalSet(source, lang, []))
         # prepared text is already normalized; normalizing again is a no-op that guards old datasets
         lang_runs[-1].texts.append(normalize(text))
+        rows.update(json.dumps([lang, lang_runs[-1].texts[-1]], ensure_ascii=False).encode("utf-8") + b"\n")
     sets = [s for lang in sorted(runs) for s in runs[lang]]
     described = {"dataset_dir": str(dataset_dir), "dataset_manifest_sha256": dataset_hash(dataset_dir),
-                 "split": split, "documents": len(ds)}
+                 "split": split, "documents": len(ds), "rows_sha256": rows.hexdigest()}
     return sets, described
 
 
