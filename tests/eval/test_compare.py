@@ -137,3 +137,42 @@ def test_a_split_prepared_again_from_the_same_files_is_the_same_set(trained_mode
     with pytest.raises(StageError, match=r"--dataset-dir/--split: this run split 'validation' of the dataset with "
                                          r"manifest sha256"):
         evaluate("e", prep_b, compare=["old"])
+
+
+@pytest.mark.slow
+def test_the_tuned_model_compares_with_its_base_by_default(trained_model, sample_pipeline, tmp_path):
+    """docs/sft.md's flow: eval the base, then the SFT model with --chat --compare the base's report, no
+    --window. The SFT run records its base's window (its own block is its packed conversations'), so
+    both are scored on one set; an SFT model from before that record follows its base_model's manifest.
+    A report of suites alone compares whatever the windows: no suite figure depends on them."""
+    from tonsai.sft.config import SftConfig
+    from tonsai.sft.run import run_sft
+
+    sft = tmp_path / "sft"
+    run_sft(SftConfig(model_dir=str(trained_model), data=[str(SAMPLE / "conversations.jsonl")], output_dir=str(sft),
+                      micro_batch_size=4, max_steps=1, eval_steps=1, save_steps=1, logging_steps=1, seed=0,
+                      device="cpu", dataloader_workers=0, report_to=["none"]))
+    manifest = json.loads((sft / "final" / "manifest.json").read_text())
+    assert manifest["block_size"] == 256  # the model's context: its packed conversations
+    assert manifest["eval_window"]["block_size"] == 128 and manifest["eval_window"]["eval_stride"] is None
+    data = str(sample_pipeline / "data")
+
+    def evaluate(out, model, **kw):
+        return run_eval(EvalConfig(model_dir=str(model), output_dir=str(tmp_path / out), suite=[CORE], limit=1,
+                                   device="cpu", **kw))
+
+    evaluate("base", trained_model, dataset_dir=data)
+    tuned = evaluate("tuned", sft / "final", dataset_dir=data, chat=True, compare=[str(tmp_path / "base")])
+    assert (tuned["block_size"], tuned["stride"]) == (128, 64)
+    assert str(trained_model / "manifest.json") in tuned["window_from"]
+    assert len(tuned["compare"]) == 1
+
+    # an SFT model written before eval_window: its base's window, read from the base's manifest
+    del manifest["eval_window"]
+    (sft / "final" / "manifest.json").write_text(json.dumps(manifest))
+    older = evaluate("older", sft / "final", dataset_dir=data, chat=True, compare=[str(tmp_path / "base")])
+    assert (older["block_size"], older["stride"]) == (128, 64)
+
+    # suites only: the window is no part of what was scored
+    evaluate("base_suites", trained_model, window=64)
+    evaluate("tuned_suites", sft / "final", chat=True, compare=[str(tmp_path / "base_suites")])

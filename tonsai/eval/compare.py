@@ -4,8 +4,9 @@ A report records its evaluation set under ``eval_set`` (:mod:`tonsai.eval.report
 stride and token cap of the sliding windows, the dataset split (by ``rows_sha256``, a hash of the
 rows scored: each one's language and text, in the split's order) or the ``--text`` files (by content
 hash), the aligned files of ``--parallel`` (by content hash), and the prompt suites (by a digest of
-the items as scored, and the ``--limit``). Paths are not part of it: the same file in another folder
-is the same set, and so is the same split written by another run of prepare (its manifest differs in
+the items as scored, and the ``--limit``). The window, stride and cap count only where a dataset
+split or ``--text`` file was scored (suites and ``--parallel`` do not use them). Paths are not part
+of it: the same file in another folder is the same set, and so is the same split written by another run of prepare (its manifest differs in
 its times and timings, not in what was scored). Reports written before ``rows_sha256`` identify a
 split by the SHA-256 of the dataset's manifest and its name; a pair where either side lacks the row
 hash is compared that way.
@@ -37,10 +38,12 @@ def identity(eval_set: dict, by_rows: bool | None = None) -> dict:
     parallel = eval_set.get("parallel")
     if by_rows is None:
         by_rows = bool(dataset and dataset.get("rows_sha256"))
+    # the sliding windows score only the dataset split and --text files: suites and --parallel do not use them
+    windowed = bool(dataset or eval_set.get("text"))
     return {
-        "window": eval_set.get("window"),
-        "stride": eval_set.get("stride"),
-        "max_tokens": eval_set.get("max_tokens"),
+        "window": eval_set.get("window") if windowed else None,
+        "stride": eval_set.get("stride") if windowed else None,
+        "max_tokens": eval_set.get("max_tokens") if windowed else None,
         "dataset": _dataset_identity(dataset, by_rows),
         "text": sorted((t["lang"], t["sha256"]) for t in eval_set.get("text") or []),
         "parallel": parallel and (parallel["km_sha256"], parallel["en_sha256"]),

@@ -182,16 +182,40 @@ def _tokenizer_sha(tok_dir: Path) -> str | None:
     return tokenizer_hash(tok_dir) if (tok_dir / "tokenizer.json").is_file() else None
 
 
-def run_window(model_dir: Path) -> tuple[int | None, int | None, str | None]:
+def run_window(model_dir: Path, _seen: tuple = ()) -> tuple[int | None, int | None, str | None]:
     """The training block and validation stride of the run that made ``model_dir``, from the model's
-    manifest (a run's final/) or the run folder's (a checkpoint-N/), and where they were read."""
+    manifest (a run's final/) or the run folder's (a checkpoint-N/), and where they were read.
+
+    A model tuned by train_sft.py gets its base model's (the SFT manifest's ``eval_window``, or, for
+    one written before it, the manifest of its ``base_model`` when that folder is still there): its
+    own block is the length of its packed conversations, and a window of it would put the tuned model
+    on another evaluation set than the base, which --compare refuses. (None, None, None) when there is
+    none: the model's context, as for the base."""
     folders = [model_dir] + ([model_dir.parent] if model_dir.name.startswith("checkpoint-") else [])
     for folder in folders:
         if (folder / MANIFEST_NAME).is_file():
             m = read_manifest(folder)
+            if m.get("stage") in ("model", "sft") and "eval_window" in m:
+                w = m["eval_window"] or {}
+                if w.get("block_size"):
+                    return int(w["block_size"]), w.get("eval_stride"), f"{w.get('from')}, via {folder / MANIFEST_NAME}"
+                return None, None, None
+            if m.get("stage") in ("model", "sft") and m.get("method") and m.get("base_model"):  # older SFT
+                base = Path(m["base_model"])
+                if (base / MANIFEST_NAME).is_file() and base.resolve() not in _seen:
+                    block, stride, where = run_window(base, (*_seen, base.resolve()))
+                    return block, stride, where and f"{where}, via {folder / MANIFEST_NAME}"
+                return None, None, None
             if m.get("stage") in ("model", "train") and m.get("block_size"):
                 return int(m["block_size"]), (m.get("config") or {}).get("eval_stride"), str(folder / MANIFEST_NAME)
     return None, None, None
+
+
+def sft_eval_window(base_model_dir: str | Path) -> dict:
+    """What train_sft.py records as ``eval_window`` in its manifests: the window eval_model.py gives
+    its base model (:func:`run_window`), so that the tuned model is scored on the base's evaluation set."""
+    block, stride, where = run_window(Path(base_model_dir))
+    return {"block_size": block, "eval_stride": stride, "from": where}
 
 
 def _perplexity(model, tokenizer, sets, block: int, stride: int, batch_size: int, device: str,
