@@ -27,7 +27,7 @@ from tonsai.eval.compare import check_comparable
 from tonsai.eval.html import render_html
 from tonsai.eval.inputs import check_parallel_files, dataset_sets, language_streams, parallel_pairs, text_sets
 from tonsai.eval.report import SCHEMA_VERSION, load_report, render_markdown
-from tonsai.eval.suites import load_suite, run_suites
+from tonsai.eval.suites import check_fits, load_suite, run_suites
 from tonsai.folders import claim_output
 from tonsai.jsonl import json_lines
 from tonsai.manifest import MANIFEST_NAME, file_sha256, read_manifest, tokenizer_hash, write_manifest
@@ -301,10 +301,10 @@ def _window(cfg: EvalConfig, model_dir: Path) -> tuple[int, int, str]:
     return block, stride, origin
 
 
-def _inputs(cfg: EvalConfig) -> tuple[list, dict]:
-    """The documents to score, and the evaluation set the report records (:mod:`tonsai.eval.compare`;
-    the caller fills in the window and stride). Reads every input file, so a bad --text or --parallel
-    file or a malformed line fails before the model folder is read."""
+def _inputs(cfg: EvalConfig) -> tuple[list, dict, list]:
+    """The documents to score, the evaluation set the report records (:mod:`tonsai.eval.compare`;
+    the caller fills in the window and stride) and the suites, loaded. Reads every input file, so a bad
+    --text or --parallel file or a malformed line fails before the model folder is read."""
     check_parallel_files(cfg.parallel)
     eval_set: dict = {"window": None, "stride": None, "max_tokens": cfg.max_tokens, "dataset": None}
     sets = []
@@ -316,6 +316,7 @@ def _inputs(cfg: EvalConfig) -> tuple[list, dict]:
         km, en = cfg.parallel
         eval_set["parallel"] = {"km_file": km, "en_file": en, **{
             f"{side}_sha256": file_sha256(f) if Path(f).is_file() else None for side, f in (("km", km), ("en", en))}}
+    suites = []
     if cfg.suite:
         eval_set["suites"] = []
         for p in cfg.suite:
@@ -323,9 +324,10 @@ def _inputs(cfg: EvalConfig) -> tuple[list, dict]:
                 raise StageError(f"--suite {p}: no such file or folder (suites live in eval_suites/, e.g. "
                                  "eval_suites/khmer_core)")
             suite = load_suite(p)
+            suites.append(suite)
             eval_set["suites"].append({"name": suite.name, "path": str(p), "sha256": suite_digest(suite),
                                        "limit": cfg.limit})
-    return sets, eval_set
+    return sets, eval_set, suites
 
 
 def write_report(out_dir: str | Path, report: dict, compared: list[dict] = ()) -> None:
@@ -348,7 +350,7 @@ def run_eval(cfg: EvalConfig) -> dict:
 def _run_eval(cfg: EvalConfig) -> dict:
     import torch
 
-    sets, eval_set = _inputs(cfg)
+    sets, eval_set, suites = _inputs(cfg)
     model_dir = Path(cfg.model_dir)
     block, stride, window_from = _window(cfg, model_dir)
     eval_set.update(window=block, stride=stride)
@@ -360,6 +362,8 @@ def _run_eval(cfg: EvalConfig) -> dict:
     if block > context_length(model.config):
         raise StageError(f"window {block} ({window_from}) is longer than the model's context "
                          f"{context_length(model.config)}; pass a smaller --window")
+    # every suite item fits the model's context: found now, not after the other tasks and perplexity ran
+    check_fits(suites, tokenizer, context_length(model.config), cfg.limit, chat=cfg.chat)
 
     report: dict = {
         "schema_version": SCHEMA_VERSION,
@@ -384,7 +388,7 @@ def _run_eval(cfg: EvalConfig) -> dict:
     if cfg.parallel:
         report["parallel"] = _parallel(model, tokenizer, *cfg.parallel, cfg.batch_size, device)
     if cfg.suite:
-        results = run_suites(model, tokenizer, cfg.suite, device=device, batch_size=cfg.batch_size, limit=cfg.limit,
+        results = run_suites(model, tokenizer, suites, device=device, batch_size=cfg.batch_size, limit=cfg.limit,
                              chat=cfg.chat)
         report["suites"] = results.scores
         report["suite_limit"] = cfg.limit
