@@ -125,6 +125,27 @@ def test_bad_input_gets_a_clear_message_and_nonzero_exit(trained_model, tmp_path
         load_report(tmp_path / "bad.json")
 
 
+def test_a_bad_text_record_names_what_eval_accepts(trained_model, tmp_path):
+    """The reader's messages name prepare_dataset.py's --text-column and --bad-records; eval_model.py has
+    neither, so its message says what it reads and what to change."""
+    for body, expect in [('{"text": "Hello there."}\n{"body": "no text"}\n',
+                          r"t.jsonl:2: no 'text' field \(found \['body'\]\); eval_model.py --text reads each "
+                          r"record's 'text' field \(it has no --text-column\): rename the field to 'text'"),
+                         ('{"text": "Hello there."}\n{"text": 3}\n', r"t.jsonl:2: field 'text' is a number, not a "
+                                                                     r"string; fix or remove the record$"),
+                         ('{"text": "Hello there."}\n{"text": \n', r"t.jsonl:2: malformed JSON .*; fix or remove "
+                                                                    r"that line$")]:
+        (tmp_path / "t.jsonl").write_text(body, encoding="utf-8")
+        r = _cli("--model-dir", trained_model, "--output-dir", tmp_path / "o", "--text", f"en={tmp_path / 't.jsonl'}")
+        (line,) = [x for x in r.stderr.splitlines() if x.startswith("error:")]
+        assert r.returncode == 1 and line.startswith(f"error: --text en={tmp_path / 't.jsonl'}: ")
+        assert re.search(expect, line), line
+        assert "--bad-records" not in line and "pass --text-column" not in line
+    assert "unrecognized arguments" in _cli("--model-dir", trained_model, "--output-dir", tmp_path / "o", "--text",
+                                            f"en={tmp_path / 't.jsonl'}", "--bad-records", "skip").stderr
+    assert not (tmp_path / "o").exists()
+
+
 def _split_corpus(folder, n_parts=2):
     """The sample corpus as two Khmer and two English source files (halves of each file)."""
     folder.mkdir()

@@ -18,7 +18,7 @@ import json
 from pathlib import Path
 
 from tonsai.data.prepared import load_prepared
-from tonsai.data.sources import ReadStats, Source, binary_reason, iter_documents
+from tonsai.data.sources import SKIP_HINT, ReadStats, Source, binary_reason, iter_documents
 from tonsai.errors import StageError
 from tonsai.manifest import dataset_hash, file_sha256
 from tonsai.text import normalize
@@ -88,13 +88,31 @@ def check_text_specs(specs: list[str]) -> list[tuple[str, Source]]:
     return out
 
 
+def _for_eval(spec: str, e: StageError) -> StageError:
+    """A reader's error (tonsai.data.sources, written for prepare_dataset.py) in the terms of eval_model.py,
+    which reads the 'text' field and has neither --text-column nor --bad-records."""
+    msg = str(e)
+    if "; pass --text-column" in msg:
+        msg = (msg.split("; pass --text-column")[0] + "; eval_model.py --text reads each record's 'text' field "
+               "(it has no --text-column): rename the field to 'text', or fix or remove the record")
+    msg = msg.replace(f", {SKIP_HINT}", "")
+    return StageError(f"--text {spec}: {msg}")
+
+
+def _read_texts(spec: str, source: Source, stats: ReadStats) -> list[str]:
+    try:
+        return [t for t in (normalize(d.text).strip() for d in iter_documents(source, stats)) if t]
+    except StageError as e:
+        raise _for_eval(spec, e) from e
+
+
 def text_sets(specs: list[str]) -> tuple[list[EvalSet], list[dict]]:
     """The --text files as sets, and what identifies each (language, file, SHA-256) for the report."""
     sets, described = [], []
     for spec, source in check_text_specs(specs):
         lang, path = source.lang, source.path
         stats = ReadStats()
-        texts = [t for t in (normalize(d.text).strip() for d in iter_documents(source, stats)) if t]
+        texts = _read_texts(spec, source, stats)
         if not texts:
             raise StageError(f"--text {spec}: {path} holds no non-empty document; nothing to evaluate")
         sets.append(EvalSet(source.name, lang, texts))
