@@ -33,7 +33,7 @@ def test_reports_record_their_set_and_compare_refuses_another(trained_model, tmp
     es = a["eval_set"]
     assert (es["window"], es["stride"], es["max_tokens"], es["dataset"]) == (128, 64, None, None)  # the run's block
     assert es["text"] == [{"source": "text:en_a.txt", "lang": "en", "file": str(en_a), "sha256": file_sha256(en_a),
-                           "documents": 26}]
+                           "documents": 26, "invalid_utf8_lines": 0}]
     assert es["suites"][0]["name"] == "khmer_core" and es["suites"][0]["limit"] == 1
     assert len(es["suites"][0]["sha256"]) == 64
     assert "evaluation set: en=" in (tmp_path / "a" / "report.md").read_text()

@@ -146,6 +146,22 @@ def test_a_bad_text_record_names_what_eval_accepts(trained_model, tmp_path):
     assert not (tmp_path / "o").exists()
 
 
+def test_invalid_utf8_in_a_text_file_is_counted_and_warned_about(trained_model, tmp_path):
+    """As prepare_dataset.py does (tonsai.data.sources): the line is scored with U+FFFD, counted, and the
+    warning names the file and the first such line; never decoded in silence."""
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes("A good line of English text.\n".encode() + b"a bad \xff\xfe line of text\n"
+                    + "Another good line.\n".encode() + b"one more \xc3 bad one\n")
+    r = _cli("--model-dir", trained_model, "--output-dir", tmp_path / "o", "--text", f"en={bad}")
+    assert r.returncode == 0, r.stderr
+    assert re.search(rf"WARNING .*--text en={bad}: 2 line\(s\) of {bad} are not valid UTF-8 \(the first: {bad}:2\)",
+                     r.stderr)
+    report = json.loads((tmp_path / "o" / "report.json").read_text())
+    (text,) = report["eval_set"]["text"]
+    assert text["invalid_utf8_lines"] == 2 and text["documents"] == 4
+    assert "2 line(s) not UTF-8, scored with U+FFFD" in (tmp_path / "o" / "report.md").read_text()
+
+
 def _split_corpus(folder, n_parts=2):
     """The sample corpus as two Khmer and two English source files (halves of each file)."""
     folder.mkdir()

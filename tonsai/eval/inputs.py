@@ -6,6 +6,8 @@ Three inputs, all normalized with :func:`tonsai.text.normalize` exactly as train
   ``source`` columns (one stream per language, each document labelled with its source);
 - plain files given as ``LANG=FILE`` (``--text km=news.txt``): ``.txt`` holds one document per
   line, ``.jsonl`` one object per line with a ``text`` field; the source is named ``text:<file>``;
+  invalid UTF-8 is decoded with U+FFFD, counted (``invalid_utf8_lines``) and warned about, as
+  prepare_dataset.py does;
 - aligned parallel text (``--parallel KM_FILE EN_FILE``): line *i* of one file translates line *i*
   of the other, as in FLORES-200 and NTREX-128.
 """
@@ -15,15 +17,17 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 from pathlib import Path
 
 from tonsai.data.prepared import load_prepared
-from tonsai.data.sources import SKIP_HINT, ReadStats, Source, binary_reason, iter_documents
+from tonsai.data.sources import SKIP_HINT, ReadOptions, ReadStats, Source, binary_reason, iter_documents
 from tonsai.errors import StageError
 from tonsai.manifest import dataset_hash, file_sha256
 from tonsai.text import normalize
 from tonsai.text.aligned import check_text_file, read_aligned
 
+log = logging.getLogger(__name__)
 LANGS = ("km", "en")  # the languages tonsai routes, prepares and reports
 
 
@@ -100,10 +104,27 @@ def _for_eval(spec: str, e: StageError) -> StageError:
 
 
 def _read_texts(spec: str, source: Source, stats: ReadStats) -> list[str]:
+    """The non-empty normalized documents of a --text file. Invalid UTF-8 is treated as prepare_dataset.py
+    treats it by default (tonsai.data.sources): decoded with U+FFFD, counted, and warned about, here
+    naming the file and the first such line."""
+    # invalid_utf8="skip" only marks such documents (skip_reason); they are scored, as prepare keeps them
+    opts = ReadOptions(invalid_utf8="skip")
+    texts, bad = [], []
     try:
-        return [t for t in (normalize(d.text).strip() for d in iter_documents(source, stats)) if t]
+        for d in iter_documents(source, stats, options=opts):
+            if d.skip_reason == "invalid_utf8":
+                bad.append(d.location)
+            text = normalize(d.text).strip()
+            if text:
+                texts.append(text)
     except StageError as e:
         raise _for_eval(spec, e) from e
+    if stats.invalid_utf8_lines:
+        log.warning("--text %s: %d line(s) of %s are not valid UTF-8%s; they are scored with U+FFFD in place of "
+                    "the bad bytes. Is it a text file in UTF-8? Convert it (iconv -f ENCODING -t UTF-8) and rerun "
+                    "for figures of the text itself", spec, stats.invalid_utf8_lines, source.path,
+                    f" (the first: {bad[0]})" if bad else "")
+    return texts
 
 
 def text_sets(specs: list[str]) -> tuple[list[EvalSet], list[dict]]:
@@ -117,7 +138,7 @@ def text_sets(specs: list[str]) -> tuple[list[EvalSet], list[dict]]:
             raise StageError(f"--text {spec}: {path} holds no non-empty document; nothing to evaluate")
         sets.append(EvalSet(source.name, lang, texts))
         described.append({"source": source.name, "lang": lang, "file": str(path), "sha256": file_sha256(path),
-                          "documents": len(texts)})
+                          "documents": len(texts), "invalid_utf8_lines": stats.invalid_utf8_lines})
     return sets, described
 
 
