@@ -3,6 +3,7 @@
 import json
 import math
 import re
+import shutil
 import subprocess
 import sys
 
@@ -160,6 +161,32 @@ def test_invalid_utf8_in_a_text_file_is_counted_and_warned_about(trained_model, 
     (text,) = report["eval_set"]["text"]
     assert text["invalid_utf8_lines"] == 2 and text["documents"] == 4
     assert "2 line(s) not UTF-8, scored with U+FFFD" in (tmp_path / "o" / "report.md").read_text()
+
+
+@pytest.mark.slow
+def test_a_lora_checkpoint_is_refused_with_what_to_pass_instead(trained_model, tmp_path):
+    """A LoRA run's checkpoint-N/ holds the adapter only: the message points at the run's final/ (the
+    model with the adapter merged in), or says to finish the run when there is none yet."""
+    from tonsai.sft.config import SftConfig
+    from tonsai.sft.run import run_sft
+
+    run = tmp_path / "lora"
+    run_sft(SftConfig(model_dir=str(trained_model), data=[str(SAMPLE / "conversations.jsonl")], output_dir=str(run),
+                      method="lora", lora_rank=4, micro_batch_size=4, max_steps=1, eval_steps=1, save_steps=1,
+                      logging_steps=1, seed=0, device="cpu", dataloader_workers=0, report_to=["none"]))
+    ckpt = run / "checkpoint-1"
+    assert (ckpt / "adapter_config.json").is_file() and not (ckpt / "config.json").exists()
+    for folder in (ckpt, run / "adapter"):
+        r = _cli("--model-dir", folder, "--output-dir", tmp_path / "o", "--text", f"en={SAMPLE / 'en.txt'}")
+        assert r.returncode == 1
+        (line,) = [x for x in r.stderr.splitlines() if x.startswith("error:")]
+        assert line.startswith(f"error: --model-dir {folder}: a LoRA adapter (adapter_config.json), not a whole model")
+        assert line.endswith(f"final/ is the base model with the adapter merged in): pass {run / 'final'}")
+        assert "pass a run's final/ or checkpoint-N/" not in line
+    shutil.rmtree(run / "final")
+    r = _cli("--model-dir", ckpt, "--output-dir", tmp_path / "o", "--text", f"en={SAMPLE / 'en.txt'}")
+    assert r.returncode == 1 and f"--resume-from auto) to write {run / 'final'}, then pass that" in r.stderr
+    assert not (tmp_path / "o").exists()
 
 
 def _split_corpus(folder, n_parts=2):

@@ -147,14 +147,30 @@ def read_curves(path: Path) -> dict[str, list[list[float]]]:
     return {k: [[s, v] for s, v in sorted(d.items())] for k, d in curves.items()}
 
 
+def check_model_folder(model_dir: Path) -> None:
+    """A folder with a whole model (config.json), or a StageError that says what to pass instead. A
+    checkpoint-N/ of a ``train_sft.py --method lora`` run (and its adapter/) holds only the LoRA adapter:
+    the run's final/ has it merged into the model."""
+    if (model_dir / "config.json").is_file():
+        return
+    if (model_dir / "adapter_config.json").is_file():
+        final = model_dir.parent / "final"
+        todo = (f"pass {final}" if (final / "config.json").is_file() else
+                f"finish the run (train_sft.py with the same flags and --resume-from auto) to write {final}, "
+                "then pass that")
+        raise StageError(f"--model-dir {model_dir}: a LoRA adapter (adapter_config.json), not a whole model (a "
+                         f"train_sft.py --method lora run saves only the adapter in its checkpoints and adapter/; its "
+                         f"final/ is the base model with the adapter merged in): {todo}")
+    raise StageError(f"--model-dir {model_dir}: no config.json; pass a run's final/ or checkpoint-N/ folder "
+                     "or a Hugging Face model folder")
+
+
 def load_model(model_dir: Path, tokenizer_dir: str | None, device: str):
     """Model and tokenizer, with the checks that they belong together."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    if not (model_dir / "config.json").is_file():
-        raise StageError(f"--model-dir {model_dir}: no config.json; pass a run's final/ or checkpoint-N/ folder "
-                         "or a Hugging Face model folder")
+    check_model_folder(model_dir)
     tok_dir = Path(tokenizer_dir) if tokenizer_dir else model_dir
     if not ((tok_dir / "tokenizer.json").is_file() or (tok_dir / "tokenizer_config.json").is_file()):
         raise StageError(f"{tok_dir} has no tokenizer files; pass --tokenizer-dir with the tokenizer the model "
@@ -288,9 +304,7 @@ def _window(cfg: EvalConfig, model_dir: Path) -> tuple[int, int, str]:
     else:
         from transformers import AutoConfig
 
-        if not (model_dir / "config.json").is_file():
-            raise StageError(f"--model-dir {model_dir}: no config.json; pass a run's final/ or checkpoint-N/ "
-                             "folder or a Hugging Face model folder")
+        check_model_folder(model_dir)
         block, origin = min(context_length(AutoConfig.from_pretrained(str(model_dir))), 2048), "model context"
         log.info("no run manifest beside %s: windows of the model's context, %d tokens (pass --window to choose)",
                  model_dir, block)
@@ -352,6 +366,7 @@ def _run_eval(cfg: EvalConfig) -> dict:
 
     sets, eval_set, suites = _inputs(cfg)
     model_dir = Path(cfg.model_dir)
+    check_model_folder(model_dir)
     block, stride, window_from = _window(cfg, model_dir)
     eval_set.update(window=block, stride=stride)
     compared = check_comparable(eval_set, [load_report(p) for p in cfg.compare])  # before the slow part
