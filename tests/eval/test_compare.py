@@ -33,7 +33,7 @@ def test_reports_record_their_set_and_compare_refuses_another(trained_model, tmp
     es = a["eval_set"]
     assert (es["window"], es["stride"], es["max_tokens"], es["dataset"]) == (128, 64, None, None)  # the run's block
     assert es["text"] == [{"source": "text:en_a.txt", "lang": "en", "file": str(en_a), "sha256": file_sha256(en_a),
-                           "documents": 26}]
+                           "documents": 26, "invalid_utf8_lines": 0}]
     assert es["suites"][0]["name"] == "khmer_core" and es["suites"][0]["limit"] == 1
     assert len(es["suites"][0]["sha256"]) == 64
     assert "evaluation set: en=" in (tmp_path / "a" / "report.md").read_text()
@@ -95,3 +95,84 @@ def test_loss_goes_side_by_side_only_between_models_that_share_a_tokenizer():
     same = report("small-2", "a" * 64, 5.00, 2.10)
     assert ("km loss", "lang:km:loss") in comparison_columns([small_vocab, same])
     assert "different tokenizers" not in render_markdown(small_vocab, [same])
+
+
+def test_a_split_prepared_again_from_the_same_files_is_the_same_set(trained_model, tmp_path):
+    """The dataset split is identified by the rows scored, not by the manifest prepare writes (which holds
+    its times and timings): preparing the same files twice gives reports that compare; other rows do not.
+    A report from before the row hash compares by the manifest's hash, as it did."""
+    from tonsai.data.prepare import PrepareConfig, run_prepare
+
+    upper = tmp_path / "upper_en.txt"
+    upper.write_text((SAMPLE / "en.txt").read_text(encoding="utf-8").upper(), encoding="utf-8")
+
+    def prepare(name, en=SAMPLE / "en.txt"):
+        run_prepare(PrepareConfig(output_dir=str(tmp_path / name), khmer=[str(SAMPLE / "km.txt")],
+                                  english=[str(en)], validation_fraction=0.1, min_validation_docs=3))
+        return str(tmp_path / name)
+
+    prep_a, prep_b, prep_c = prepare("prep_a"), prepare("prep_b"), prepare("prep_c", en=upper)
+    assert file_sha256(f"{prep_a}/manifest.json") != file_sha256(f"{prep_b}/manifest.json")
+
+    def evaluate(out, data, compare=()):
+        return run_eval(EvalConfig(model_dir=str(trained_model), dataset_dir=data, output_dir=str(tmp_path / out),
+                                   compare=[str(tmp_path / c) for c in compare], device="cpu"))
+
+    a = evaluate("a", prep_a)
+    assert len(a["eval_set"]["dataset"]["rows_sha256"]) == 64
+    b = evaluate("b", prep_b, compare=["a"])
+    assert b["compare"] == [{"name": "run", "path": str(tmp_path / "a" / "report.json")}]
+    assert b["languages"] == a["languages"]
+    assert b["eval_set"]["dataset"]["rows_sha256"] == a["eval_set"]["dataset"]["rows_sha256"]
+    with pytest.raises(StageError, match=r"--dataset-dir/--split: this run split 'validation' with rows sha256 "
+                                         r"\w{12}, that report split 'validation' with rows sha256"):
+        evaluate("c", prep_c, compare=["a"])
+
+    # a report written before the row hash: the same prepared folder compares, another preparation does not
+    (tmp_path / "old").mkdir()
+    legacy = json.loads((tmp_path / "a" / "report.json").read_text())
+    del legacy["eval_set"]["dataset"]["rows_sha256"]
+    (tmp_path / "old" / "report.json").write_text(json.dumps(legacy))
+    evaluate("d", prep_a, compare=["old"])
+    with pytest.raises(StageError, match=r"--dataset-dir/--split: this run split 'validation' of the dataset with "
+                                         r"manifest sha256"):
+        evaluate("e", prep_b, compare=["old"])
+
+
+@pytest.mark.slow
+def test_the_tuned_model_compares_with_its_base_by_default(trained_model, sample_pipeline, tmp_path):
+    """docs/sft.md's flow: eval the base, then the SFT model with --chat --compare the base's report, no
+    --window. The SFT run records its base's window (its own block is its packed conversations'), so
+    both are scored on one set; an SFT model from before that record follows its base_model's manifest.
+    A report of suites alone compares whatever the windows: no suite figure depends on them."""
+    from tonsai.sft.config import SftConfig
+    from tonsai.sft.run import run_sft
+
+    sft = tmp_path / "sft"
+    run_sft(SftConfig(model_dir=str(trained_model), data=[str(SAMPLE / "conversations.jsonl")], output_dir=str(sft),
+                      micro_batch_size=4, max_steps=1, eval_steps=1, save_steps=1, logging_steps=1, seed=0,
+                      device="cpu", dataloader_workers=0, report_to=["none"]))
+    manifest = json.loads((sft / "final" / "manifest.json").read_text())
+    assert manifest["block_size"] == 256  # the model's context: its packed conversations
+    assert manifest["eval_window"]["block_size"] == 128 and manifest["eval_window"]["eval_stride"] is None
+    data = str(sample_pipeline / "data")
+
+    def evaluate(out, model, **kw):
+        return run_eval(EvalConfig(model_dir=str(model), output_dir=str(tmp_path / out), suite=[CORE], limit=1,
+                                   device="cpu", **kw))
+
+    evaluate("base", trained_model, dataset_dir=data)
+    tuned = evaluate("tuned", sft / "final", dataset_dir=data, chat=True, compare=[str(tmp_path / "base")])
+    assert (tuned["block_size"], tuned["stride"]) == (128, 64)
+    assert str(trained_model / "manifest.json") in tuned["window_from"]
+    assert len(tuned["compare"]) == 1
+
+    # an SFT model written before eval_window: its base's window, read from the base's manifest
+    del manifest["eval_window"]
+    (sft / "final" / "manifest.json").write_text(json.dumps(manifest))
+    older = evaluate("older", sft / "final", dataset_dir=data, chat=True, compare=[str(tmp_path / "base")])
+    assert (older["block_size"], older["stride"]) == (128, 64)
+
+    # suites only: the window is no part of what was scored
+    evaluate("base_suites", trained_model, window=64)
+    evaluate("tuned_suites", sft / "final", chat=True, compare=[str(tmp_path / "base_suites")])

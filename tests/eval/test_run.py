@@ -3,6 +3,7 @@
 import json
 import math
 import re
+import shutil
 import subprocess
 import sys
 
@@ -123,6 +124,69 @@ def test_bad_input_gets_a_clear_message_and_nonzero_exit(trained_model, tmp_path
     with pytest.raises(StageError, match="schema_version"):
         (tmp_path / "bad.json").write_text('{"x": 1}')
         load_report(tmp_path / "bad.json")
+
+
+def test_a_bad_text_record_names_what_eval_accepts(trained_model, tmp_path):
+    """The reader's messages name prepare_dataset.py's --text-column and --bad-records; eval_model.py has
+    neither, so its message says what it reads and what to change."""
+    for body, expect in [('{"text": "Hello there."}\n{"body": "no text"}\n',
+                          r"t.jsonl:2: no 'text' field \(found \['body'\]\); eval_model.py --text reads each "
+                          r"record's 'text' field \(it has no --text-column\): rename the field to 'text'"),
+                         ('{"text": "Hello there."}\n{"text": 3}\n', r"t.jsonl:2: field 'text' is a number, not a "
+                                                                     r"string; fix or remove the record$"),
+                         ('{"text": "Hello there."}\n{"text": \n', r"t.jsonl:2: malformed JSON .*; fix or remove "
+                                                                    r"that line$")]:
+        (tmp_path / "t.jsonl").write_text(body, encoding="utf-8")
+        r = _cli("--model-dir", trained_model, "--output-dir", tmp_path / "o", "--text", f"en={tmp_path / 't.jsonl'}")
+        (line,) = [x for x in r.stderr.splitlines() if x.startswith("error:")]
+        assert r.returncode == 1 and line.startswith(f"error: --text en={tmp_path / 't.jsonl'}: ")
+        assert re.search(expect, line), line
+        assert "--bad-records" not in line and "pass --text-column" not in line
+    assert "unrecognized arguments" in _cli("--model-dir", trained_model, "--output-dir", tmp_path / "o", "--text",
+                                            f"en={tmp_path / 't.jsonl'}", "--bad-records", "skip").stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_invalid_utf8_in_a_text_file_is_counted_and_warned_about(trained_model, tmp_path):
+    """As prepare_dataset.py does (tonsai.data.sources): the line is scored with U+FFFD, counted, and the
+    warning names the file and the first such line; never decoded in silence."""
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes("A good line of English text.\n".encode() + b"a bad \xff\xfe line of text\n"
+                    + "Another good line.\n".encode() + b"one more \xc3 bad one\n")
+    r = _cli("--model-dir", trained_model, "--output-dir", tmp_path / "o", "--text", f"en={bad}")
+    assert r.returncode == 0, r.stderr
+    assert re.search(rf"WARNING .*--text en={bad}: 2 line\(s\) of {bad} are not valid UTF-8 \(the first: {bad}:2\)",
+                     r.stderr)
+    report = json.loads((tmp_path / "o" / "report.json").read_text())
+    (text,) = report["eval_set"]["text"]
+    assert text["invalid_utf8_lines"] == 2 and text["documents"] == 4
+    assert "2 line(s) not UTF-8, scored with U+FFFD" in (tmp_path / "o" / "report.md").read_text()
+
+
+@pytest.mark.slow
+def test_a_lora_checkpoint_is_refused_with_what_to_pass_instead(trained_model, tmp_path):
+    """A LoRA run's checkpoint-N/ holds the adapter only: the message points at the run's final/ (the
+    model with the adapter merged in), or says to finish the run when there is none yet."""
+    from tonsai.sft.config import SftConfig
+    from tonsai.sft.run import run_sft
+
+    run = tmp_path / "lora"
+    run_sft(SftConfig(model_dir=str(trained_model), data=[str(SAMPLE / "conversations.jsonl")], output_dir=str(run),
+                      method="lora", lora_rank=4, micro_batch_size=4, max_steps=1, eval_steps=1, save_steps=1,
+                      logging_steps=1, seed=0, device="cpu", dataloader_workers=0, report_to=["none"]))
+    ckpt = run / "checkpoint-1"
+    assert (ckpt / "adapter_config.json").is_file() and not (ckpt / "config.json").exists()
+    for folder in (ckpt, run / "adapter"):
+        r = _cli("--model-dir", folder, "--output-dir", tmp_path / "o", "--text", f"en={SAMPLE / 'en.txt'}")
+        assert r.returncode == 1
+        (line,) = [x for x in r.stderr.splitlines() if x.startswith("error:")]
+        assert line.startswith(f"error: --model-dir {folder}: a LoRA adapter (adapter_config.json), not a whole model")
+        assert line.endswith(f"final/ is the base model with the adapter merged in): pass {run / 'final'}")
+        assert "pass a run's final/ or checkpoint-N/" not in line
+    shutil.rmtree(run / "final")
+    r = _cli("--model-dir", ckpt, "--output-dir", tmp_path / "o", "--text", f"en={SAMPLE / 'en.txt'}")
+    assert r.returncode == 1 and f"--resume-from auto) to write {run / 'final'}, then pass that" in r.stderr
+    assert not (tmp_path / "o").exists()
 
 
 def _split_corpus(folder, n_parts=2):

@@ -163,3 +163,41 @@ def test_few_shot_from_another_file_with_instruction(tmp_path):
     blocks = prompt.split("\n---\n")
     assert blocks[0] == "Answer briefly." and blocks[-1] == "Q: x?\nA:"
     assert sorted(blocks[1:3]) == ["Q: s1?\nA:  t1", "Q: s2?\nA:  t2"]
+
+
+def test_items_that_do_not_fit_the_context_are_refused_before_any_task_runs(trained_model, model_and_tok, tmp_path):
+    """The model's context is 256 tokens: a generate budget of 300, or a choice longer than 256 tokens, is
+    a StageError naming the suite file, task and item, found before the first task (or any perplexity) runs."""
+    import subprocess
+    import sys
+
+    long_choice = " ".join((REPO / "tonsai" / "sample_corpus" / "en.txt").read_text(encoding="utf-8").split()[:400])
+    mc_task = """  - name: mc
+    type: multiple_choice
+    data: mc.jsonl
+    template: "Q: {q}"
+    choices: choices
+    answer: a
+"""
+    mc_items = (json.dumps({"q": "one", "choices": ["yes", "no"], "a": 0}) + "\n"
+                + json.dumps({"q": "two", "choices": ["yes", long_choice], "a": 0}) + "\n")
+    folder = write_suite(tmp_path / "mc", QA_TASK + mc_task, {"qa.jsonl": '{"q": "x", "a": "y"}\n', "mc.jsonl": mc_items})
+    model, tok = model_and_tok
+    with pytest.raises(StageError, match=r"suite\.yaml: task 'mc': .*mc\.jsonl:2: choice 1 is \d+ tokens, longer "
+                                         r"than the model's context of 256 tokens; shorten the choice or remove"):
+        run_suites(model, tok, [folder], device="cpu", progress=False)
+    assert run_suites(model, tok, [folder], device="cpu", progress=False, limit=1)["t"]["mc"]["n"] == 1
+
+    long_gen = QA_TASK.replace("name: qa", "name: long") + "    max_new_tokens: 300\n"
+    folder = write_suite(tmp_path / "gen", QA_TASK + long_gen, {"qa.jsonl": '{"q": "x", "a": "y"}\n'})
+    out = tmp_path / "out"
+    r = subprocess.run([sys.executable, str(REPO / "scripts" / "eval_model.py"), "--model-dir", str(trained_model),
+                        "--text", f"en={REPO / 'tonsai' / 'sample_corpus' / 'en.txt'}", "--suite", str(folder),
+                        "--output-dir", str(out)], capture_output=True, text=True, cwd=REPO)
+    assert r.returncode == 1, r.stderr
+    assert "Traceback" not in r.stderr
+    (line,) = [x for x in r.stderr.splitlines() if x.startswith("error:")]
+    assert f"{folder / 'suite.yaml'}: task 'long': max_new_tokens 300 leaves no room for a prompt" in line
+    assert "at most 254" in line
+    assert "en: loss" not in r.stderr  # refused before the perplexity, not after it
+    assert not out.exists()

@@ -6,6 +6,8 @@ Three inputs, all normalized with :func:`tonsai.text.normalize` exactly as train
   ``source`` columns (one stream per language, each document labelled with its source);
 - plain files given as ``LANG=FILE`` (``--text km=news.txt``): ``.txt`` holds one document per
   line, ``.jsonl`` one object per line with a ``text`` field; the source is named ``text:<file>``;
+  invalid UTF-8 is decoded with U+FFFD, counted (``invalid_utf8_lines``) and warned about, as
+  prepare_dataset.py does;
 - aligned parallel text (``--parallel KM_FILE EN_FILE``): line *i* of one file translates line *i*
   of the other, as in FLORES-200 and NTREX-128.
 """
@@ -13,15 +15,19 @@ Three inputs, all normalized with :func:`tonsai.text.normalize` exactly as train
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
+import logging
 from pathlib import Path
 
 from tonsai.data.prepared import load_prepared
-from tonsai.data.sources import ReadStats, Source, binary_reason, iter_documents
+from tonsai.data.sources import SKIP_HINT, ReadOptions, ReadStats, Source, binary_reason, iter_documents
 from tonsai.errors import StageError
 from tonsai.manifest import dataset_hash, file_sha256
 from tonsai.text import normalize
 from tonsai.text.aligned import check_text_file, read_aligned
 
+log = logging.getLogger(__name__)
 LANGS = ("km", "en")  # the languages tonsai routes, prepares and reports
 
 
@@ -86,25 +92,62 @@ def check_text_specs(specs: list[str]) -> list[tuple[str, Source]]:
     return out
 
 
+def _for_eval(spec: str, e: StageError) -> StageError:
+    """A reader's error (tonsai.data.sources, written for prepare_dataset.py) in the terms of eval_model.py,
+    which reads the 'text' field and has neither --text-column nor --bad-records."""
+    msg = str(e)
+    if "; pass --text-column" in msg:
+        msg = (msg.split("; pass --text-column")[0] + "; eval_model.py --text reads each record's 'text' field "
+               "(it has no --text-column): rename the field to 'text', or fix or remove the record")
+    msg = msg.replace(f", {SKIP_HINT}", "")
+    return StageError(f"--text {spec}: {msg}")
+
+
+def _read_texts(spec: str, source: Source, stats: ReadStats) -> list[str]:
+    """The non-empty normalized documents of a --text file. Invalid UTF-8 is treated as prepare_dataset.py
+    treats it by default (tonsai.data.sources): decoded with U+FFFD, counted, and warned about, here
+    naming the file and the first such line."""
+    # invalid_utf8="skip" only marks such documents (skip_reason); they are scored, as prepare keeps them
+    opts = ReadOptions(invalid_utf8="skip")
+    texts, bad = [], []
+    try:
+        for d in iter_documents(source, stats, options=opts):
+            if d.skip_reason == "invalid_utf8":
+                bad.append(d.location)
+            text = normalize(d.text).strip()
+            if text:
+                texts.append(text)
+    except StageError as e:
+        raise _for_eval(spec, e) from e
+    if stats.invalid_utf8_lines:
+        log.warning("--text %s: %d line(s) of %s are not valid UTF-8%s; they are scored with U+FFFD in place of "
+                    "the bad bytes. Is it a text file in UTF-8? Convert it (iconv -f ENCODING -t UTF-8) and rerun "
+                    "for figures of the text itself", spec, stats.invalid_utf8_lines, source.path,
+                    f" (the first: {bad[0]})" if bad else "")
+    return texts
+
+
 def text_sets(specs: list[str]) -> tuple[list[EvalSet], list[dict]]:
     """The --text files as sets, and what identifies each (language, file, SHA-256) for the report."""
     sets, described = [], []
     for spec, source in check_text_specs(specs):
         lang, path = source.lang, source.path
         stats = ReadStats()
-        texts = [t for t in (normalize(d.text).strip() for d in iter_documents(source, stats)) if t]
+        texts = _read_texts(spec, source, stats)
         if not texts:
             raise StageError(f"--text {spec}: {path} holds no non-empty document; nothing to evaluate")
         sets.append(EvalSet(source.name, lang, texts))
         described.append({"source": source.name, "lang": lang, "file": str(path), "sha256": file_sha256(path),
-                          "documents": len(texts)})
+                          "documents": len(texts), "invalid_utf8_lines": stats.invalid_utf8_lines})
     return sets, described
 
 
 def dataset_sets(dataset_dir: str | Path, split: str) -> tuple[list[EvalSet], dict]:
     """The split's documents as runs of one language and source, in the split's order (so that
     :func:`language_streams` joins each language as training's validation does), and what identifies the
-    split for the report (the dataset manifest's SHA-256 and the split's name)."""
+    split for the report: the split's name, the dataset manifest's SHA-256 (which changes whenever prepare
+    is rerun) and ``rows_sha256``, a SHA-256 of the rows as scored (each row's language and text, in the
+    split's order), which identifies the set by its content (:mod:`tonsai.eval.compare`)."""
     dd, _ = load_prepared(dataset_dir)
     if split not in dd:
         raise StageError(f"{dataset_dir} has no split {split!r}; it has {sorted(dd)}")
@@ -112,15 +155,17 @@ def dataset_sets(dataset_dir: str | Path, split: str) -> tuple[list[EvalSet], di
     if len(ds) == 0:
         raise StageError(f"{dataset_dir} split {split!r} is empty: nothing to evaluate")
     runs: dict[str, list[EvalSet]] = {}  # per language, runs of consecutive documents from one source
+    rows = hashlib.sha256()  # the rows as scored: what identifies the set, whatever run of prepare wrote them
     for text, lang, source in zip(ds["text"], ds["lang"], ds["source"]):
         lang_runs = runs.setdefault(lang, [])
         if not lang_runs or lang_runs[-1].source != source:
             lang_runs.append(EvalSet(source, lang, []))
         # prepared text is already normalized; normalizing again is a no-op that guards old datasets
         lang_runs[-1].texts.append(normalize(text))
+        rows.update(json.dumps([lang, lang_runs[-1].texts[-1]], ensure_ascii=False).encode("utf-8") + b"\n")
     sets = [s for lang in sorted(runs) for s in runs[lang]]
     described = {"dataset_dir": str(dataset_dir), "dataset_manifest_sha256": dataset_hash(dataset_dir),
-                 "split": split, "documents": len(ds)}
+                 "split": split, "documents": len(ds), "rows_sha256": rows.hexdigest()}
     return sets, described
 
 

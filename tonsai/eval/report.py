@@ -10,8 +10,11 @@ report.json schema (version 3; keys marked * appear only when that input was giv
       "window_from": str,                 # "--window", "training block (<manifest>)" or "model context"
       "eval_set": {                       # what was scored; --compare needs equal sets (tonsai.eval.compare)
         "window": int, "stride": int, "max_tokens": int | null,  # null: every token
-        "dataset": {"dataset_dir", "dataset_manifest_sha256", "split", "documents"} | null,
-        "text": [{"source", "lang", "file", "sha256", "documents"}],
+        "dataset": {"dataset_dir", "dataset_manifest_sha256", "split", "documents",
+                    "rows_sha256"} | null,  # rows_sha256: the rows scored (language, text), in order;
+                                            # reports before it lack it and compare by manifest hash
+        "text": [{"source", "lang", "file", "sha256", "documents",
+                  "invalid_utf8_lines"}],  # lines scored with U+FFFD for bytes that are not UTF-8
         "parallel"*: {"km_file", "en_file", "km_sha256", "en_sha256"},
         "suites"*: [{"name", "path", "sha256", "limit"}]   # sha256: digest of the items as scored
       },
@@ -180,8 +183,11 @@ def eval_set_line(report: dict) -> str:
     parts = []
     if es.get("dataset"):
         d = es["dataset"]
-        parts.append(f"split {d['split']} of dataset {d['dataset_manifest_sha256'][:12]}")
-    parts += [f"{t['lang']}={t['file']} ({t['sha256'][:12]})" for t in es.get("text") or []]
+        parts.append(f"split {d['split']} of dataset {d['dataset_manifest_sha256'][:12]}"
+                     + (f" (rows {d['rows_sha256'][:12]})" if d.get("rows_sha256") else ""))
+    parts += [f"{t['lang']}={t['file']} ({t['sha256'][:12]}"
+              + (f"; {t['invalid_utf8_lines']} line(s) not UTF-8, scored with U+FFFD" if t.get("invalid_utf8_lines")
+                 else "") + ")" for t in es.get("text") or []]
     if es.get("parallel"):
         parts.append("parallel " + " ".join(str(es["parallel"][k]) for k in ("km_file", "en_file")))
     parts += [f"suite {s['name']}" + (f" (limit {s['limit']})" if s.get("limit") else "") for s in es.get("suites") or []]

@@ -27,11 +27,12 @@ from tonsai.eval.compare import check_comparable
 from tonsai.eval.html import render_html
 from tonsai.eval.inputs import check_parallel_files, dataset_sets, language_streams, parallel_pairs, text_sets
 from tonsai.eval.report import SCHEMA_VERSION, load_report, render_markdown
-from tonsai.eval.suites import load_suite, run_suites
+from tonsai.eval.suites import check_fits, load_suite, run_suites
 from tonsai.folders import claim_output
 from tonsai.jsonl import json_lines
 from tonsai.manifest import MANIFEST_NAME, file_sha256, read_manifest, tokenizer_hash, write_manifest
 from tonsai.model.build import context_length
+from tonsai.model.folder import check_model_folder
 
 # torch, transformers and tonsai.eval.perplexity (which imports torch) are imported inside the functions
 # that run a model: torch 1.7 s, AutoModelForCausalLM 2.4 s with it, on a 2-core machine. eval_model.py
@@ -152,7 +153,6 @@ def load_model(model_dir: Path, tokenizer_dir: str | None, device: str):
     import torch
     from transformers import AutoModelForCausalLM
 
-    from tonsai.model.folder import check_model_folder
     from tonsai.tokenizer.export import load_tokenizer
 
     check_model_folder(model_dir, tokenizer_dir)
@@ -175,16 +175,40 @@ def _tokenizer_sha(tok_dir: Path) -> str | None:
     return tokenizer_hash(tok_dir) if (tok_dir / "tokenizer.json").is_file() else None
 
 
-def run_window(model_dir: Path) -> tuple[int | None, int | None, str | None]:
+def run_window(model_dir: Path, _seen: tuple = ()) -> tuple[int | None, int | None, str | None]:
     """The training block and validation stride of the run that made ``model_dir``, from the model's
-    manifest (a run's final/) or the run folder's (a checkpoint-N/), and where they were read."""
+    manifest (a run's final/) or the run folder's (a checkpoint-N/), and where they were read.
+
+    A model tuned by train_sft.py gets its base model's (the SFT manifest's ``eval_window``, or, for
+    one written before it, the manifest of its ``base_model`` when that folder is still there): its
+    own block is the length of its packed conversations, and a window of it would put the tuned model
+    on another evaluation set than the base, which --compare refuses. (None, None, None) when there is
+    none: the model's context, as for the base."""
     folders = [model_dir] + ([model_dir.parent] if model_dir.name.startswith("checkpoint-") else [])
     for folder in folders:
         if (folder / MANIFEST_NAME).is_file():
             m = read_manifest(folder)
+            if m.get("stage") in ("model", "sft") and "eval_window" in m:
+                w = m["eval_window"] or {}
+                if w.get("block_size"):
+                    return int(w["block_size"]), w.get("eval_stride"), f"{w.get('from')}, via {folder / MANIFEST_NAME}"
+                return None, None, None
+            if m.get("stage") in ("model", "sft") and m.get("method") and m.get("base_model"):  # older SFT
+                base = Path(m["base_model"])
+                if (base / MANIFEST_NAME).is_file() and base.resolve() not in _seen:
+                    block, stride, where = run_window(base, (*_seen, base.resolve()))
+                    return block, stride, where and f"{where}, via {folder / MANIFEST_NAME}"
+                return None, None, None
             if m.get("stage") in ("model", "train") and m.get("block_size"):
                 return int(m["block_size"]), (m.get("config") or {}).get("eval_stride"), str(folder / MANIFEST_NAME)
     return None, None, None
+
+
+def sft_eval_window(base_model_dir: str | Path) -> dict:
+    """What train_sft.py records as ``eval_window`` in its manifests: the window eval_model.py gives
+    its base model (:func:`run_window`), so that the tuned model is scored on the base's evaluation set."""
+    block, stride, where = run_window(Path(base_model_dir))
+    return {"block_size": block, "eval_stride": stride, "from": where}
 
 
 def _perplexity(model, tokenizer, sets, block: int, stride: int, batch_size: int, device: str,
@@ -257,9 +281,7 @@ def _window(cfg: EvalConfig, model_dir: Path) -> tuple[int, int, str]:
     else:
         from transformers import AutoConfig
 
-        if not (model_dir / "config.json").is_file():
-            raise StageError(f"--model-dir {model_dir}: no config.json; pass a run's final/ or checkpoint-N/ "
-                             "folder or a Hugging Face model folder")
+        check_model_folder(model_dir)
         block, origin = min(context_length(AutoConfig.from_pretrained(str(model_dir))), 2048), "model context"
         log.info("no run manifest beside %s: windows of the model's context, %d tokens (pass --window to choose)",
                  model_dir, block)
@@ -270,10 +292,10 @@ def _window(cfg: EvalConfig, model_dir: Path) -> tuple[int, int, str]:
     return block, stride, origin
 
 
-def _inputs(cfg: EvalConfig) -> tuple[list, dict]:
-    """The documents to score, and the evaluation set the report records (:mod:`tonsai.eval.compare`;
-    the caller fills in the window and stride). Reads every input file, so a bad --text or --parallel
-    file or a malformed line fails before the model folder is read."""
+def _inputs(cfg: EvalConfig) -> tuple[list, dict, list]:
+    """The documents to score, the evaluation set the report records (:mod:`tonsai.eval.compare`;
+    the caller fills in the window and stride) and the suites, loaded. Reads every input file, so a bad
+    --text or --parallel file or a malformed line fails before the model folder is read."""
     check_parallel_files(cfg.parallel)
     eval_set: dict = {"window": None, "stride": None, "max_tokens": cfg.max_tokens, "dataset": None}
     sets = []
@@ -285,6 +307,7 @@ def _inputs(cfg: EvalConfig) -> tuple[list, dict]:
         km, en = cfg.parallel
         eval_set["parallel"] = {"km_file": km, "en_file": en, **{
             f"{side}_sha256": file_sha256(f) if Path(f).is_file() else None for side, f in (("km", km), ("en", en))}}
+    suites = []
     if cfg.suite:
         eval_set["suites"] = []
         for p in cfg.suite:
@@ -292,9 +315,10 @@ def _inputs(cfg: EvalConfig) -> tuple[list, dict]:
                 raise StageError(f"--suite {p}: no such file or folder (suites live in eval_suites/, e.g. "
                                  "eval_suites/khmer_core)")
             suite = load_suite(p)
+            suites.append(suite)
             eval_set["suites"].append({"name": suite.name, "path": str(p), "sha256": suite_digest(suite),
                                        "limit": cfg.limit})
-    return sets, eval_set
+    return sets, eval_set, suites
 
 
 def write_report(out_dir: str | Path, report: dict, compared: list[dict] = ()) -> None:
@@ -317,8 +341,9 @@ def run_eval(cfg: EvalConfig) -> dict:
 def _run_eval(cfg: EvalConfig) -> dict:
     import torch
 
-    sets, eval_set = _inputs(cfg)
+    sets, eval_set, suites = _inputs(cfg)
     model_dir = Path(cfg.model_dir)
+    check_model_folder(model_dir, cfg.tokenizer_dir)
     block, stride, window_from = _window(cfg, model_dir)
     eval_set.update(window=block, stride=stride)
     compared = check_comparable(eval_set, [load_report(p) for p in cfg.compare])  # before the slow part
@@ -329,6 +354,8 @@ def _run_eval(cfg: EvalConfig) -> dict:
     if block > context_length(model.config):
         raise StageError(f"window {block} ({window_from}) is longer than the model's context "
                          f"{context_length(model.config)}; pass a smaller --window")
+    # every suite item fits the model's context: found now, not after the other tasks and perplexity ran
+    check_fits(suites, tokenizer, context_length(model.config), cfg.limit, chat=cfg.chat)
 
     report: dict = {
         "schema_version": SCHEMA_VERSION,
@@ -353,7 +380,7 @@ def _run_eval(cfg: EvalConfig) -> dict:
     if cfg.parallel:
         report["parallel"] = _parallel(model, tokenizer, *cfg.parallel, cfg.batch_size, device)
     if cfg.suite:
-        results = run_suites(model, tokenizer, cfg.suite, device=device, batch_size=cfg.batch_size, limit=cfg.limit,
+        results = run_suites(model, tokenizer, suites, device=device, batch_size=cfg.batch_size, limit=cfg.limit,
                              chat=cfg.chat)
         report["suites"] = results.scores
         report["suite_limit"] = cfg.limit

@@ -34,6 +34,7 @@ from tonsai.errors import StageError
 from tonsai.eval.benchmarks import LOADERS, read_jsonl
 from tonsai.eval.khmer_checks import khmer_output_checks
 from tonsai.eval.metrics import CHOICE_METRICS, GENERATION_METRICS, choice_scores, generation_scores
+from tonsai.model.build import context_length
 from tonsai.sft.template import chat_prompt_ids, stop_token_ids
 from tonsai.text.normalize import normalize
 
@@ -361,6 +362,43 @@ def _generate(model, tokenizer, prompts: list[str], budget: int, stop, batch_siz
                                batch_size, device, progress=desc, stop_ids=stop_token_ids(tokenizer))
 
 
+def _choice_ids(tokenizer, req: Request, choice: str, delimiter: str, chat: bool) -> list[int]:
+    """The token ids scored for one choice: ``delimiter + choice`` as it tokenizes after the prompt, or
+    with ``chat`` the choice alone (it follows the assistant marker)."""
+    if chat:
+        return tokenizer(choice, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+    from tonsai.eval.generate import _split_pair
+
+    return _split_pair(tokenizer, req.prompt, delimiter + choice)[1]
+
+
+def check_fits(suites: Sequence[Suite], tokenizer, context: int, limit: int | None = None,
+               max_new_tokens: int | None = None, chat: bool = False) -> None:
+    """Every task that will run fits a model of ``context`` tokens: a generate task's ``max_new_tokens``
+    leaves room for a prompt (a longer prompt keeps its last tokens), and every scored choice of the
+    first ``limit`` items of a multiple_choice task is non-empty and no longer than the context.
+    Raises StageError naming the suite file, the task and the item; called before the first task runs."""
+    for suite in suites:
+        for task in suite.tasks:
+            where = f"{suite.path}: task {task.name!r}"
+            if task.type == "generate":
+                budget = min(task.max_new_tokens, max_new_tokens) if max_new_tokens else task.max_new_tokens
+                if context - budget < 2:
+                    raise StageError(f"{where}: max_new_tokens {budget} leaves no room for a prompt in the model's "
+                                     f"context of {context} tokens; set max_new_tokens to at most {context - 2} "
+                                     f"(a prompt longer than the rest keeps its last tokens)")
+                continue
+            for req in task.requests[:limit] if limit else task.requests:
+                for i, choice in enumerate(req.choices):
+                    n = len(_choice_ids(tokenizer, req, choice, task.target_delimiter, chat))
+                    if n == 0:
+                        raise StageError(f"{where}: {req.where}: choice {i} ({choice!r}) is empty once tokenized "
+                                         f"after the prompt; give it some text or remove the item")
+                    if n > context:
+                        raise StageError(f"{where}: {req.where}: choice {i} is {n} tokens, longer than the model's "
+                                         f"context of {context} tokens; shorten the choice or remove the item")
+
+
 def _loglikelihoods(model, tokenizer, reqs: list, delimiter: str, batch_size: int, device: str, desc, chat: bool):
     from tonsai.eval.generate import loglikelihood, loglikelihood_ids
 
@@ -375,23 +413,26 @@ def _loglikelihoods(model, tokenizer, reqs: list, delimiter: str, batch_size: in
     return loglikelihood_ids(model, tokenizer, pairs_ids, batch_size, device, progress=desc)
 
 
-def run_suites(model, tokenizer, suite_paths: Sequence[str | Path], device: str, batch_size: int = 8,
+def run_suites(model, tokenizer, suite_paths: Sequence[str | Path | Suite], device: str, batch_size: int = 8,
                limit: int | None = None, progress: bool = True, max_new_tokens: int | None = None,
                chat: bool = False) -> SuiteResults:
-    """Run every task of every suite; returns :class:`SuiteResults`.
+    """Run every task of every suite (paths, or suites :func:`load_suite` returned); returns
+    :class:`SuiteResults`.
 
     ``SuiteResults`` is the dict ``{suite_name: {task_name: {metric: float, ..., "n": int}}}`` (write it
     into report.json as ``suites.<suite>.<task>.<metric>``) with ``.samples`` holding the prompt,
     prediction and reference of every item. ``limit`` takes the first items of each task;
     ``max_new_tokens`` caps every generate task's budget (quick smoke runs). The model is
     used as it is (put it on ``device`` in the dtype you want, e.g. bf16 on a GPU); all suites are
-    loaded, and so validated, before the first one runs."""
+    loaded, and so validated, and checked against the model's context (:func:`check_fits`) before the
+    first one runs."""
     if limit is not None and limit < 1:
         raise StageError(f"--limit must be at least 1, got {limit}")
-    suites = [load_suite(p) for p in suite_paths]
+    suites = [p if isinstance(p, Suite) else load_suite(p) for p in suite_paths]
     names = [s.name for s in suites]
     if len(set(names)) != len(names):
         raise StageError(f"two suites share a name: {names}; give each suite.yaml its own `name:`")
+    check_fits(suites, tokenizer, context_length(model.config), limit, max_new_tokens, chat)
     results = SuiteResults()
     for suite in suites:
         results[suite.name], results.samples[suite.name] = {}, {}

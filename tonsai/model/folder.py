@@ -1,5 +1,5 @@
-"""What a model folder must hold before a stage loads it: config.json, weights whose header covers
-the file, and a tokenizer. Checked before transformers runs, so that a folder copied in part (a
+"""What a model folder must hold before a stage loads it: config.json (a LoRA adapter's folder is
+told apart: its run's final/ is the model), weights whose header covers the file, and a tokenizer. Checked before transformers runs, so that a folder copied in part (a
 Colab upload cut short, a file left out) is a one-line error naming the file, not a transformers
 traceback ("Error no file named model.safetensors", "Couldn't instantiate the backend tokenizer",
 "SafetensorError: incomplete metadata")."""
@@ -22,6 +22,14 @@ def check_model_folder(model_dir: str | Path, tokenizer_dir: str | Path | None =
     """Raise StageError naming what ``model_dir`` (and ``tokenizer_dir``, default the model folder)
     lacks or holds damaged; return when transformers has what it needs."""
     model = Path(model_dir)
+    if not (model / "config.json").is_file() and (model / "adapter_config.json").is_file():
+        final = model.parent / "final"
+        todo = (f"pass {final}" if (final / "config.json").is_file() else
+                f"finish the run (train_sft.py with the same flags and --resume-from auto) to write {final}, "
+                "then pass that")
+        raise StageError(f"{flag} {model}: a LoRA adapter (adapter_config.json), not a whole model (a "
+                         f"train_sft.py --method lora run saves only the adapter in its checkpoints and adapter/; its "
+                         f"final/ is the base model with the adapter merged in): {todo}")
     if not (model / "config.json").is_file():
         raise StageError(f"{flag} {model}: no config.json there; pass a model folder such as a tonsai run's final/ "
                          "or a Hugging Face model folder")

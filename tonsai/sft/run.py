@@ -237,8 +237,11 @@ def _run_sft(cfg: SftConfig, sources) -> dict:
     final_validation = trainer.final_validation(eval_ds)
     if not trainer.is_world_process_zero():
         return {}
+    from tonsai.eval.run import sft_eval_window  # the base's evaluation window, for eval_model.py
+
     return _export(cfg, trainer, tokenizer, added, ctx, dict(
         method=cfg.method, base_model=str(cfg.model_dir), added_tokens=added, block_size=block_size,
+        eval_window=sft_eval_window(cfg.model_dir),
         global_step=trainer.state.global_step, start=kind, resumed_from=resume_path,
         final_validation=final_validation, data=data_record))
 
