@@ -66,9 +66,9 @@ def _damaged(trained_model, folder, how: str):
 
 @pytest.mark.parametrize("script,how,message", [
     ("eval_model.py", "no weights", "no model weights (model.safetensors)"),
-    ("eval_model.py", "cut weights", "model.safetensors is damaged"),
+    ("eval_model.py", "cut weights", "model.safetensors is not a complete safetensors file"),
     ("eval_model.py", "no tokenizer", "no tokenizer (tokenizer.json)"),
-    ("train_sft.py", "cut weights", "model.safetensors is damaged"),
+    ("train_sft.py", "cut weights", "model.safetensors is not a complete safetensors file"),
     ("safety_check.py", "no tokenizer", "no tokenizer (tokenizer.json)"),
 ])
 def test_a_model_folder_copied_in_part_is_a_one_line_error(trained_model, tmp_path, script, how, message):
@@ -80,3 +80,16 @@ def test_a_model_folder_copied_in_part_is_a_one_line_error(trained_model, tmp_pa
     assert r.returncode == 1 and message in r.stderr, r.stderr[-2000:]
     assert "Traceback" not in r.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_a_model_folder_without_a_tokenizer_is_evaluated_with_tokenizer_dir(trained_model, sample_pipeline, tmp_path):
+    """docs/eval.md: a model folder from elsewhere (no tokenizer, no tonsai manifest) with
+    --tokenizer-dir and the model's context as the window."""
+    model = tmp_path / "hf"
+    model.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(trained_model / name, model / name)
+    r = _script("eval_model.py", "--model-dir", model, "--tokenizer-dir", trained_model, "--text",
+                f"km={SAMPLE / 'km.txt'}", "--output-dir", tmp_path / "out", "--device", "cpu", "--max-tokens", "2000")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert (tmp_path / "out" / "report.json").is_file()

@@ -281,7 +281,6 @@ def _window(cfg: EvalConfig, model_dir: Path) -> tuple[int, int, str]:
     else:
         from transformers import AutoConfig
 
-        check_model_folder(model_dir)
         block, origin = min(context_length(AutoConfig.from_pretrained(str(model_dir))), 2048), "model context"
         log.info("no run manifest beside %s: windows of the model's context, %d tokens (pass --window to choose)",
                  model_dir, block)
