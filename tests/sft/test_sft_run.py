@@ -68,6 +68,13 @@ def test_full_tuning_writes_a_chat_model_that_loads_and_learns(full_run, trained
     assert losses[-1] < losses[0], losses  # assistant-token loss falls on the conversations it trains on
     base = AutoModelForCausalLM.from_pretrained(trained_model)
     assert not torch.equal(base.get_input_embeddings().weight[:10], model.get_input_embeddings().weight[:10])
+    # its manifest names its chat tokenizer, so the base's tokenizer (no role markers) is refused for it
+    from tonsai.manifest import read_manifest, tokenizer_hash
+    from tonsai.tokenizer.export import load_tokenizer
+
+    assert read_manifest(out / "final")["tokenizer_sha256"] == tokenizer_hash(out / "final")
+    with pytest.raises(StageError, match="is not the tokenizer"):
+        load_tokenizer(trained_model, out / "final")
 
 
 def test_lora_adapter_merges_into_a_plain_model_with_the_adapters_outputs(trained_model, tmp_path):

@@ -28,7 +28,7 @@ from transformers import AutoModelForCausalLM, default_data_collator
 from tonsai.atomic import replace_dir, write_json
 from tonsai.errors import StageError
 from tonsai.folders import claim_in_place
-from tonsai.manifest import accounting_line, file_sha256, write_manifest
+from tonsai.manifest import accounting_line, file_sha256, tokenizer_hash, write_manifest
 from tonsai.model.build import context_length, name_causal_lm_loss
 from tonsai.model.folder import check_model_folder
 from tonsai.sft.config import SftConfig
@@ -120,10 +120,13 @@ def _datasets(cfg: SftConfig, sources, tokenizer, block_size: int):
     if len(train) == 0:
         raise StageError(f"every training conversation is longer than --block-size {block_size} tokens")
     trained = [c for c, long in zip(data.train, too_long) if not long]
-    for conv in (c for c, long in zip(data.train, too_long) if long):  # kept by the data, but cannot train
-        counts = data.counts[conv.source]
-        counts["train"] -= 1
-        counts["train_too_long"] = counts.get("train_too_long", 0) + 1
+    # per source, the rows that train (after weights and --khmer-share) and those too long to
+    # (kept by the data step, then left out by packing)
+    for source, counts in data.counts.items():
+        counts["train"] = sum(c.source == source for c in trained)
+        long_rows = sum(c.source == source and long for c, long in zip(data.train, too_long))
+        if long_rows:
+            counts["train_too_long"] = long_rows
     if train_stats.too_long:
         log.warning("%d of %d training conversations are longer than the block of %d tokens and were left out "
                     "(counted per source as train_too_long in the manifest)", train_stats.too_long,
@@ -284,6 +287,8 @@ def _export(cfg: SftConfig, trainer, tokenizer, added: list[str], ctx: int | Non
     shutil.rmtree(staging, ignore_errors=True)
     model.save_pretrained(str(staging))
     save_tokenizer(tokenizer, staging, model_max_length=ctx)
+    # the chat tokenizer it was tuned with: eval and SFT refuse another --tokenizer-dir for it
+    record = {**record, "tokenizer_sha256": tokenizer_hash(staging)}
     write_manifest(staging, MODEL_STAGE, cfg, **record)
     replace_dir(staging, out / "final")
     log.info("final model written to %s%s", out / "final", f" (adapter in {out / 'adapter'})" if cfg.method == "lora"
