@@ -166,6 +166,12 @@ def test_a_training_checkpoint_is_refused_and_left_as_it_was(trained_model, tmp_
     assert hub.repos == {}
     assert folder_files(ckpt) == before
     assert newest_verified(run)[0] == ckpt  # still verifies: resuming from it works
+    # the clean copy the message asks for is told apart by its files, whatever its name
+    from tonsai.publish.push import PushConfig, run_push
+
+    clean = tmp_path / "export" / "checkpoint-60"
+    shutil.copytree(trained_model, clean)
+    assert run_push(PushConfig(repo="someone/x", model_dir=str(clean), dry_run=True)) is None
 
 
 def test_a_folder_that_would_not_load_is_refused_before_any_upload(model_copy, sample_pipeline, tmp_path):
@@ -177,16 +183,17 @@ def test_a_folder_that_would_not_load_is_refused_before_any_upload(model_copy, s
     with HubStandIn(TOKEN) as hub:
         proc = run_tool("push_to_hub.py", ["--model-dir", str(model_copy), "--repo", "someone/x"], hub, tmp_path)
     assert proc.returncode == 1
-    assert f"--model-dir {model_copy}: missing model.safetensors" in proc.stderr and "nothing was pushed" in proc.stderr
+    assert f"--model-dir {model_copy}: no model weights (model.safetensors)" in proc.stderr
+    assert "nothing was pushed" in proc.stderr
     assert hub.repos == {} and hub.card_yaml == []  # refused before the token, the repository or any upload
-    with pytest.raises(StageError, match="missing model.safetensors"):
+    with pytest.raises(StageError, match=r"no model weights \(model.safetensors\)"):
         run_push(PushConfig(repo="someone/x", model_dir=str(model_copy), dry_run=True))
     weights.write_bytes(data[: len(data) // 2])  # a copy cut short
     with pytest.raises(StageError, match="model.safetensors is not a complete safetensors file"):
         run_push(PushConfig(repo="someone/x", model_dir=str(model_copy), dry_run=True))
     weights.write_bytes(data)
     (model_copy / "tokenizer.json").unlink()
-    with pytest.raises(StageError, match="missing tokenizer.json"):
+    with pytest.raises(StageError, match=r"no tokenizer \(tokenizer.json\).*nothing was pushed"):
         run_push(PushConfig(repo="someone/x", model_dir=str(model_copy), dry_run=True))
     tok = tmp_path / "tok"
     shutil.copytree(sample_pipeline / "tok", tok)
@@ -246,3 +253,15 @@ def test_push_script_help():
                           text=True, timeout=120)
     assert proc.returncode == 0
     assert "Examples:" in proc.stdout and "--tokenizer-dir" in proc.stdout and "(default: other)" in proc.stdout
+
+
+def test_card_out_writes_the_generated_card_whatever_is_uploaded(model_copy, tmp_path):
+    from tonsai.publish.push import PushConfig, run_push
+
+    (model_copy / "README.md").write_text("# mine\n")
+    out = tmp_path / "card.md"
+    run_push(PushConfig(repo="someone/x", model_dir=str(model_copy), dry_run=True, card="folder", card_out=str(out)))
+    card = out.read_text()
+    assert card != "# mine\n" and "someone/x" in card  # the generated card, not the link to the user's file
+    with pytest.raises(StageError, match="--dry-run --card generated --card-out FILE"):
+        run_push(PushConfig(repo="someone/x", model_dir=str(model_copy), dry_run=True))

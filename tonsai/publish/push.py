@@ -18,7 +18,6 @@ import dataclasses
 import json
 import logging
 import os
-import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import Iterator
 
 from tonsai.atomic import write_text
 from tonsai.errors import StageError
+from tonsai.model.folder import check_model_folder
 from tonsai.publish.card import check_license, model_card, tokenizer_card
 from tonsai.tokenizer.export import make_portable
 
@@ -38,12 +38,11 @@ log = logging.getLogger(__name__)
 IGNORE = ["*.bin", "*.pt", "*.pth", "*.pkl", "*.pickle", ".tmp-*", "**/.tmp-*"]
 # written into the staging folder, not linked: tonsai changes them (the card; make_portable)
 COPIED = ("tokenizer_config.json", "chat_template.jinja")
-CHECKPOINT_NAME = re.compile(r"checkpoint-\d+")
-CHECKPOINT_FILES = ("trainer_state.json", "checksums.json", "optimizer.pt")
+# a training checkpoint is told by its files, not its name (a clean copy may be called checkpoint-4000)
+CHECKPOINT_FILES = ("trainer_state.json", "checksums.json", "optimizer.pt", "scheduler.pt", "rng_state.pth")
 # what a model or tokenizer folder needs to load (weights: model.safetensors, or the shards its index lists)
 REQUIRED = {"model": ("config.json", "tokenizer.json", "tokenizer_config.json"),
             "tokenizer": ("tokenizer.json", "tokenizer_config.json")}
-WEIGHTS, WEIGHTS_INDEX = "model.safetensors", "model.safetensors.index.json"
 CARD_CHOICES = ("auto", "folder", "generated")
 
 
@@ -117,50 +116,22 @@ def _context(folder: Path) -> int | None:
     return next((config[k] for k in ("n_positions", "max_position_embeddings") if k in config), None)
 
 
-def _safetensors_problem(path: Path) -> str | None:
-    """Why ``path`` is not a complete safetensors file (its header and size disagree), or None."""
-    try:
-        size = path.stat().st_size
-        with open(path, "rb") as f:
-            n = int.from_bytes(f.read(8), "little")
-            if size < 8 or n > size - 8:
-                return f"{size} bytes, too short for its header"
-            header = json.loads(f.read(n))
-        end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
-    except (OSError, ValueError, TypeError, KeyError, IndexError, AttributeError) as e:
-        return f"unreadable header ({type(e).__name__})"
-    if 8 + n + end != size:
-        return f"{size} bytes, its header describes {8 + n + end} (truncated or damaged)"
-    return None
-
-
 def _check_files(folder: Path, kind: str) -> None:
-    """Refuse a folder that lacks what its kind needs to load, naming the file."""
+    """Refuse a folder that lacks what its kind needs to load, naming the file: a model folder is
+    checked as every stage that loads one checks it (:func:`tonsai.model.folder.check_model_folder`),
+    then for the files a published folder also needs."""
     flag = f"--{kind}-dir"
-    missing = [name for name in REQUIRED[kind] if not (folder / name).is_file()]
-    weights = []
     if kind == "model":
-        if (folder / WEIGHTS).is_file():
-            weights = [WEIGHTS]
-        elif (folder / WEIGHTS_INDEX).is_file():
-            index = _read_json(folder / WEIGHTS_INDEX) or {}
-            weights = sorted(set((index.get("weight_map") or {}).values()))
-            if not weights:
-                raise StageError(f"{folder / WEIGHTS_INDEX}: no weight_map; copy the model folder again from where "
-                                 f"it was saved")
-            missing += [name for name in weights if not (folder / name).is_file()]
-        else:
-            missing.append(WEIGHTS)
+        try:
+            check_model_folder(folder, flag=flag)
+        except StageError as e:
+            raise StageError(f"{e}; nothing was pushed") from None
+    missing = [name for name in REQUIRED[kind] if not (folder / name).is_file()]
     if missing:
         made_by = "train_gpt2.py's or train_sft.py's final/" if kind == "model" else "train_tokenizer.py's --output-dir"
         raise StageError(f"{flag} {folder}: missing {', '.join(missing)}, so the pushed {kind} would not load; "
                          f"nothing was pushed. Pass the complete folder ({made_by}), or copy the missing files back "
                          f"into it")
-    for name in weights:
-        problem = _safetensors_problem(folder / name)
-        if problem:
-            raise StageError(f"{flag} {folder}: {name} is not a complete safetensors file ({problem}); nothing was "
-                             f"pushed. Copy the model folder again from where it was trained")
 
 
 def _read_json(path: Path) -> dict | None:
@@ -177,7 +148,7 @@ def check_folder(folder: str | Path, kind: str | None = None) -> str:
     folder = Path(folder)
     if not folder.is_dir():
         raise StageError(f"{folder}: no such folder")
-    if CHECKPOINT_NAME.fullmatch(folder.name) or any((folder / f).is_file() for f in CHECKPOINT_FILES):
+    if any((folder / f).is_file() for f in CHECKPOINT_FILES):
         raise StageError(f"{folder} is a training checkpoint (optimizer state, checksums.json): it resumes a run and "
                          f"is not published. Push the run's finished model folder instead "
                          f"({folder.parent / 'final'}); to publish the weights of this step, copy its config.json, "
@@ -211,6 +182,7 @@ class Staged:
     path: Path
     files: list[str]
     generated: list[str]
+    card: str  # the generated card, uploaded or not
 
 
 def _files(folder: Path) -> list[str]:
@@ -240,7 +212,7 @@ def staged_upload(folder: str | Path, repo: str, eval_dir: str | Path | None = N
     if keep and card_choice == "auto" and own.read_bytes() != card.encode("utf-8"):
         raise StageError(f"{own} exists and is not the card tonsai makes: pass --card folder to upload it as it is, "
                          f"or --card generated to upload the generated card instead (your file stays as it is "
-                         f"either way; --dry-run --card-out FILE shows the generated one)")
+                         f"either way; --dry-run --card generated --card-out FILE shows the generated one)")
     with tempfile.TemporaryDirectory(prefix="tonsai-push-") as tmp:
         stage, generated = Path(tmp) / folder.name, []
         for name in _files(folder):
@@ -261,7 +233,7 @@ def staged_upload(folder: str | Path, repo: str, eval_dir: str | Path | None = N
             generated.append("README.md")
         elif card_choice == "folder":
             log.info("%s: uploaded as it is (--card folder); the generated card is not used", own)
-        yield Staged(kind, stage, _files(stage), sorted(generated))
+        yield Staged(kind, stage, _files(stage), sorted(generated), card)
 
 
 def push_folder(folder: str | Path, repo: str, private: bool = False, eval_dir: str | Path | None = None,
@@ -282,9 +254,12 @@ def push_folder(folder: str | Path, repo: str, private: bool = False, eval_dir: 
                                        ignore_patterns=list(IGNORE),
                                        commit_message=commit_message or f"Upload {kind} from tonsai")
         except Exception as e:  # HTTP errors, a network down, a rejected file: the folder itself is complete
+            again = (f"uv run python scripts/push_to_hub.py --{kind}-dir {folder} --repo {repo}"
+                     + (f" --eval-dir {eval_dir}" if eval_dir else "") + (" --private" if private else "")
+                     + (f" --license {license}" if license != "other" else "")
+                     + (f" --card {card_choice}" if card_choice != "auto" else ""))
             raise StageError(f"pushing {folder} to {repo} failed: {type(e).__name__}: {e}. The folder is complete; "
-                             f"push it again with `uv run python scripts/push_to_hub.py --{kind}-dir {folder} "
-                             f"--repo {repo}`") from e
+                             f"push it again with `{again}`") from e
     log.info("pushed %s %s to %s (%s)", kind, folder, url, commit.commit_url)
     return commit.commit_url
 
@@ -305,7 +280,7 @@ def run_push(cfg: PushConfig) -> str | None:
             for name in staged.files:
                 print(name)
             if card_out is not None:
-                write_text(card_out, (staged.path / "README.md").read_text(encoding="utf-8"))
+                write_text(card_out, staged.card)
                 log.info("card written to %s", card_out)
         log.info("dry run: %s folder %s not pushed and not changed; made for the upload: %s", staged.kind, folder,
                  ", ".join(staged.generated) or "nothing")
