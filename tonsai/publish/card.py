@@ -89,7 +89,7 @@ LIMITATIONS_SFT = f"""\
 def _read_json(path: Path) -> dict | None:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
+    except (OSError, ValueError):  # ValueError: bad JSON, or bytes that are not UTF-8
         return None
     return data if isinstance(data, dict) else None
 

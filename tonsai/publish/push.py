@@ -134,14 +134,6 @@ def _check_files(folder: Path, kind: str) -> None:
                          f"into it")
 
 
-def _read_json(path: Path) -> dict | None:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
 def check_folder(folder: str | Path, kind: str | None = None) -> str:
     """What ``folder`` is, ``"model"`` or ``"tokenizer"`` (``kind``, when the user named it), with every file it
     needs to load; a :class:`StageError` for anything not to publish."""
