@@ -154,3 +154,4 @@ def test_ctrl_c_is_one_line_that_says_how_to_continue_and_exit_130(capsys):
     assert run_main(interrupted) == 130
     err = capsys.readouterr().err
     assert err.lstrip("\n").startswith("interrupted (Ctrl-C).") and "--resume-from auto" in err and "Traceback" not in err
+    assert "If the stage had just finished, its output is complete" in err  # a rerun may find it complete

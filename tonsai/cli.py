@@ -144,7 +144,8 @@ def run_main(fn: Callable[[], Any]) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted (Ctrl-C). Outputs appear only when complete, so nothing half-written is in place: run "
               "the same command again to continue (finished prepare and tokenize tasks are kept; a training run "
-              "continues from its newest complete checkpoint with --resume-from auto).", file=sys.stderr)
+              "continues from its newest complete checkpoint with --resume-from auto). If the stage had just finished, "
+              "its output is complete and the rerun says so.", file=sys.stderr)
         return 130
     except OSError as e:
         if e.errno not in (errno.ENOSPC, errno.EDQUOT):
