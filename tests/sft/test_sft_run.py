@@ -207,3 +207,18 @@ def test_a_conversation_too_long_for_the_block_is_counted_as_not_trained(trained
     assert data["train_conversations"] == sum(c["train"] for c in data["counts"].values())
     assert data["train_packing"]["tokens_by_lang"] and sum(data["train_packing"]["tokens_by_lang"].values()) == \
         data["train_packing"]["tokens"]
+
+
+def test_a_checkpoint_of_an_unfinished_sft_run_is_evaluated_with_its_bases_window(full_run, trained_model, tmp_path):
+    """Mid-run there is no run manifest yet: the run file written at the start carries the base's
+    window, so eval_model.py --compare can set a checkpoint beside the base model's report."""
+    import shutil
+
+    from tonsai.eval.run import run_window
+
+    unfinished = tmp_path / "sft"
+    shutil.copytree(full_run[0], unfinished, ignore=shutil.ignore_patterns("manifest.json", "final", "adapter"))
+    ckpt = sorted(unfinished.glob("checkpoint-*"))[-1]
+    block, stride, where = run_window(ckpt)
+    assert (block, stride) == run_window(trained_model)[:2] and block is not None
+    assert "sft_run.json" in where

@@ -33,6 +33,7 @@ from tonsai.jsonl import json_lines
 from tonsai.manifest import MANIFEST_NAME, file_sha256, read_manifest, tokenizer_hash, write_manifest
 from tonsai.model.build import context_length
 from tonsai.model.folder import check_model_folder
+from tonsai.sft.config import FINGERPRINT
 
 # torch, transformers and tonsai.eval.perplexity (which imports torch) are imported inside the functions
 # that run a model: torch 1.7 s, AutoModelForCausalLM 2.4 s with it, on a 2-core machine. eval_model.py
@@ -201,6 +202,11 @@ def run_window(model_dir: Path, _seen: tuple = ()) -> tuple[int | None, int | No
                 return None, None, None
             if m.get("stage") in ("model", "train") and m.get("block_size"):
                 return int(m["block_size"]), (m.get("config") or {}).get("eval_stride"), str(folder / MANIFEST_NAME)
+    run_file = model_dir.parent / FINGERPRINT  # a checkpoint of an SFT run that has not finished
+    if model_dir.name.startswith("checkpoint-") and run_file.is_file():
+        w = (json.loads(run_file.read_text(encoding="utf-8")).get("eval_window") or {})
+        if w.get("block_size"):
+            return int(w["block_size"]), w.get("eval_stride"), f"{w.get('from')}, via {run_file}"
     return None, None, None
 
 

@@ -6,6 +6,10 @@ import dataclasses
 
 from tonsai.train.config import TrainerOptions, check_trainer_options
 
+# in an SFT run folder from its start: what its checkpoints were trained on (a resume must match it)
+# and its base model's evaluation window (eval_model.py scores a checkpoint-N with it)
+FINGERPRINT = "sft_run.json"
+
 METHODS = ("full", "lora")
 DEFAULT_LEARNING_RATE = {"full": 5e-5, "lora": 2e-4}  # LoRA's few new weights take a larger step
 

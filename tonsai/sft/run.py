@@ -27,11 +27,12 @@ from transformers import AutoModelForCausalLM, default_data_collator
 
 from tonsai.atomic import replace_dir, write_json
 from tonsai.errors import StageError
+from tonsai.eval.run import sft_eval_window  # the base's evaluation window, for eval_model.py
 from tonsai.folders import claim_in_place
 from tonsai.manifest import accounting_line, file_sha256, tokenizer_hash, write_manifest
 from tonsai.model.build import context_length, name_causal_lm_loss
 from tonsai.model.folder import check_model_folder
-from tonsai.sft.config import SftConfig
+from tonsai.sft.config import FINGERPRINT, SftConfig
 from tonsai.sft.data import SftSource, load_sft_data
 from tonsai.sft.pack import PackedConversations, PackStats, encode_all, pack, prepare_model_for_packing
 from tonsai.sft.template import install_chat_template, resize_for_new_tokens, stop_token_ids
@@ -52,7 +53,6 @@ log = logging.getLogger(__name__)
 STAGE = "sft"
 MODEL_STAGE = "model"
 OUTPUTS = ("final", "adapter")  # what a finished run leaves besides its checkpoints (--overwrite replaces them)
-FINGERPRINT = "sft_run.json"  # what a checkpoint of this run was trained on: a resume must match it
 
 
 def parse_sources(specs: list[str]):
@@ -213,7 +213,7 @@ def _run_sft(cfg: SftConfig, sources) -> dict:
     if launch.rank() == 0:
         set_aside(skipped)
         if kind != "checkpoint" or not (Path(cfg.output_dir) / FINGERPRINT).is_file():  # or resumed from elsewhere
-            write_json(Path(cfg.output_dir) / FINGERPRINT, fingerprint)
+            write_json(Path(cfg.output_dir) / FINGERPRINT, {**fingerprint, "eval_window": sft_eval_window(cfg.model_dir)})
     log.info("%s tuning of %s: %d packed blocks of %d tokens, %d steps; validation in %s",
              cfg.method, cfg.model_dir, len(train_ds), block_size, max_steps, ", ".join(eval_ds) or "no language")
     use_cpu, bf16 = resolve_device(cfg)
@@ -240,8 +240,6 @@ def _run_sft(cfg: SftConfig, sources) -> dict:
     final_validation = trainer.final_validation(eval_ds)
     if not trainer.is_world_process_zero():
         return {}
-    from tonsai.eval.run import sft_eval_window  # the base's evaluation window, for eval_model.py
-
     return _export(cfg, trainer, tokenizer, added, ctx, dict(
         method=cfg.method, base_model=str(cfg.model_dir), added_tokens=added, block_size=block_size,
         eval_window=sft_eval_window(cfg.model_dir),
