@@ -201,3 +201,14 @@ def test_items_that_do_not_fit_the_context_are_refused_before_any_task_runs(trai
     assert "at most 254" in line
     assert "en: loss" not in r.stderr  # refused before the perplexity, not after it
     assert not out.exists()
+
+
+def test_two_suites_with_one_name_are_refused_before_the_model_loads(tmp_path):
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, str(REPO / "scripts" / "eval_model.py"), "--model-dir", str(tmp_path / "none"),
+                        "--suite", str(CORE), str(CORE), "--output-dir", str(tmp_path / "out")],
+                       capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert r.returncode == 1 and "two suites share a name" in r.stderr, r.stderr[-2000:]
+    assert not (tmp_path / "out").exists()

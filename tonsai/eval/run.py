@@ -27,7 +27,7 @@ from tonsai.eval.compare import check_comparable
 from tonsai.eval.html import render_html
 from tonsai.eval.inputs import check_parallel_files, dataset_sets, language_streams, parallel_pairs, text_sets
 from tonsai.eval.report import SCHEMA_VERSION, load_report, render_markdown
-from tonsai.eval.suites import check_fits, load_suite, run_suites
+from tonsai.eval.suites import check_distinct_names, check_fits, load_suite, run_suites
 from tonsai.folders import claim_output
 from tonsai.jsonl import json_lines
 from tonsai.manifest import MANIFEST_NAME, file_sha256, read_manifest, tokenizer_hash, write_manifest
@@ -323,6 +323,7 @@ def _inputs(cfg: EvalConfig) -> tuple[list, dict, list]:
             suites.append(suite)
             eval_set["suites"].append({"name": suite.name, "path": str(p), "sha256": suite_digest(suite),
                                        "limit": cfg.limit})
+        check_distinct_names(suites)  # before the model loads, not after the perplexity
     return sets, eval_set, suites
 
 

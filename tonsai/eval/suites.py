@@ -372,6 +372,13 @@ def _choice_ids(tokenizer, req: Request, choice: str, delimiter: str, chat: bool
     return _split_pair(tokenizer, req.prompt, delimiter + choice)[1]
 
 
+def check_distinct_names(suites: Sequence[Suite]) -> None:
+    """Results are keyed by suite name: two suites with one name would overwrite each other's."""
+    names = [s.name for s in suites]
+    if len(set(names)) != len(names):
+        raise StageError(f"two suites share a name: {names}; give each suite.yaml its own `name:`")
+
+
 def check_fits(suites: Sequence[Suite], tokenizer, context: int, limit: int | None = None,
                max_new_tokens: int | None = None, chat: bool = False) -> None:
     """Every task that will run fits a model of ``context`` tokens: a generate task's ``max_new_tokens``
@@ -429,9 +436,7 @@ def run_suites(model, tokenizer, suite_paths: Sequence[str | Path | Suite], devi
     if limit is not None and limit < 1:
         raise StageError(f"--limit must be at least 1, got {limit}")
     suites = [p if isinstance(p, Suite) else load_suite(p) for p in suite_paths]
-    names = [s.name for s in suites]
-    if len(set(names)) != len(names):
-        raise StageError(f"two suites share a name: {names}; give each suite.yaml its own `name:`")
+    check_distinct_names(suites)
     check_fits(suites, tokenizer, context_length(model.config), limit, max_new_tokens, chat)
     results = SuiteResults()
     for suite in suites:
