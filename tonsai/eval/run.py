@@ -190,10 +190,7 @@ def run_window(model_dir: Path, _seen: tuple = ()) -> tuple[int | None, int | No
         if (folder / MANIFEST_NAME).is_file():
             m = read_manifest(folder)
             if m.get("stage") in ("model", "sft") and "eval_window" in m:
-                w = m["eval_window"] or {}
-                if w.get("block_size"):
-                    return int(w["block_size"]), w.get("eval_stride"), f"{w.get('from')}, via {folder / MANIFEST_NAME}"
-                return None, None, None
+                return _recorded_window(m["eval_window"], folder / MANIFEST_NAME)
             if m.get("stage") in ("model", "sft") and m.get("method") and m.get("base_model"):  # older SFT
                 base = Path(m["base_model"])
                 if (base / MANIFEST_NAME).is_file() and base.resolve() not in _seen:
@@ -204,10 +201,16 @@ def run_window(model_dir: Path, _seen: tuple = ()) -> tuple[int | None, int | No
                 return int(m["block_size"]), (m.get("config") or {}).get("eval_stride"), str(folder / MANIFEST_NAME)
     run_file = model_dir.parent / FINGERPRINT  # a checkpoint of an SFT run that has not finished
     if model_dir.name.startswith("checkpoint-") and run_file.is_file():
-        w = (json.loads(run_file.read_text(encoding="utf-8")).get("eval_window") or {})
-        if w.get("block_size"):
-            return int(w["block_size"]), w.get("eval_stride"), f"{w.get('from')}, via {run_file}"
+        return _recorded_window(json.loads(run_file.read_text(encoding="utf-8")).get("eval_window"), run_file)
     return None, None, None
+
+
+def _recorded_window(window: dict | None, where: Path) -> tuple[int | None, int | None, str | None]:
+    """An SFT run's ``eval_window`` (:func:`sft_eval_window`), read from ``where``."""
+    w = window or {}
+    if not w.get("block_size"):
+        return None, None, None
+    return int(w["block_size"]), w.get("eval_stride"), f"{w.get('from')}, via {where}"
 
 
 def sft_eval_window(base_model_dir: str | Path) -> dict:

@@ -162,16 +162,16 @@ def _records(src: SftSource) -> Iterator[tuple[str, int, str, list[dict[str, str
                    "records with messages, conversations or instruction/output fields")
     if Path(src.path).is_file() and file_kind(Path(src.path)) not in ("json", "parquet"):
         raise StageError(f"instruction source {src.path} {not_records}")
-    files = source.files()
-    usable = [f for f in files if file_kind(f) in ("json", "parquet")]
+    kinds = {f: file_kind(f) for f in source.files()}
+    usable = [f for f, kind in kinds.items() if kind in ("json", "parquet")]
     if not usable:
-        raise StageError(f"instruction source {src.path}: none of its {len(files)} file(s) {not_records}")
-    if len(usable) < len(files):
-        left = [f.name for f in files if f not in usable]
+        raise StageError(f"instruction source {src.path}: none of its {len(kinds)} file(s) {not_records}")
+    if len(usable) < len(kinds):
+        left = [f.name for f, kind in kinds.items() if kind not in ("json", "parquet")]
         log.warning("instruction source %s: %d file(s) that are not JSON lines, JSON or Parquet are left out: %s%s",
                     src.path, len(left), ", ".join(left[:5]), ", ..." if len(left) > 5 else "")
     for path in usable:
-        yield from _parsed(str(path), _json_file(path) if file_kind(path) == "json" else _parquet_file(path))
+        yield from _parsed(str(path), _json_file(path) if kinds[path] == "json" else _parquet_file(path))
 
 
 def _parsed(name: str, records) -> Iterator[tuple[str, int, str, list[dict[str, str]] | BadRecord]]:

@@ -13,6 +13,7 @@ chat-template tokenizer: LoRA merged) and, with LoRA, ``adapter/`` (the peft ada
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import glob
 import json
@@ -82,7 +83,7 @@ def run_sft(cfg: SftConfig) -> dict:
     check that needs no model runs before the folder is claimed."""
     check_reporting(cfg)
     sources = parse_sources(cfg.data)
-    _check_model_dir(cfg)
+    check_model_folder(cfg.model_dir, cfg.tokenizer_dir)
     if launch.rank() != 0:
         return _run_sft(cfg, sources)
     out = Path(cfg.output_dir).resolve()
@@ -91,10 +92,6 @@ def run_sft(cfg: SftConfig) -> dict:
               if p and not Path(p).resolve().is_relative_to(out)]
     with claim_in_place(cfg.output_dir, STAGE, inputs=inputs, legacy=RUN_ENTRIES + OUTPUTS):
         return _run_sft(cfg, sources)
-
-
-def _check_model_dir(cfg: SftConfig) -> None:
-    check_model_folder(cfg.model_dir, cfg.tokenizer_dir)
 
 
 def _datasets(cfg: SftConfig, sources, tokenizer, block_size: int):
@@ -122,11 +119,12 @@ def _datasets(cfg: SftConfig, sources, tokenizer, block_size: int):
     trained = [c for c, long in zip(data.train, too_long) if not long]
     # per source, the rows that train (after weights and --khmer-share) and those too long to
     # (kept by the data step, then left out by packing)
+    fits = collections.Counter(c.source for c in trained)
+    long_rows = collections.Counter(c.source for c, long in zip(data.train, too_long) if long)
     for source, counts in data.counts.items():
-        counts["train"] = sum(c.source == source for c in trained)
-        long_rows = sum(c.source == source and long for c, long in zip(data.train, too_long))
-        if long_rows:
-            counts["train_too_long"] = long_rows
+        counts["train"] = fits[source]
+        if long_rows[source]:
+            counts["train_too_long"] = long_rows[source]
     if train_stats.too_long:
         log.warning("%d of %d training conversations are longer than the block of %d tokens and were left out "
                     "(counted per source as train_too_long in the manifest)", train_stats.too_long,
@@ -207,13 +205,14 @@ def _run_sft(cfg: SftConfig, sources) -> dict:
         data=list(cfg.data), khmer_share=cfg.khmer_share, validation_fraction=cfg.validation_fraction,
         seed=cfg.seed, block_size=block_size, train_blocks=len(train_ds))
     _check_fingerprint(cfg, kind, resume_path, fingerprint)
+    eval_window = sft_eval_window(cfg.model_dir)  # the base's: recorded at the start and in the manifests
     resumed_at = (json.loads((Path(resume_path) / "trainer_state.json").read_text())["global_step"]
                   if kind == "checkpoint" else 0)
     prepare_output_dir(cfg, kind, resume_path, resumed_at, OUTPUTS)  # after every check that can refuse the run
     if launch.rank() == 0:
         set_aside(skipped)
         if kind != "checkpoint" or not (Path(cfg.output_dir) / FINGERPRINT).is_file():  # or resumed from elsewhere
-            write_json(Path(cfg.output_dir) / FINGERPRINT, {**fingerprint, "eval_window": sft_eval_window(cfg.model_dir)})
+            write_json(Path(cfg.output_dir) / FINGERPRINT, {**fingerprint, "eval_window": eval_window})
     log.info("%s tuning of %s: %d packed blocks of %d tokens, %d steps; validation in %s",
              cfg.method, cfg.model_dir, len(train_ds), block_size, max_steps, ", ".join(eval_ds) or "no language")
     use_cpu, bf16 = resolve_device(cfg)
@@ -242,7 +241,7 @@ def _run_sft(cfg: SftConfig, sources) -> dict:
         return {}
     return _export(cfg, trainer, tokenizer, added, ctx, dict(
         method=cfg.method, base_model=str(cfg.model_dir), added_tokens=added, block_size=block_size,
-        eval_window=sft_eval_window(cfg.model_dir),
+        eval_window=eval_window,
         global_step=trainer.state.global_step, start=kind, resumed_from=resume_path,
         final_validation=final_validation, data=data_record))
 
