@@ -51,6 +51,7 @@ from tqdm.auto import tqdm
 
 from tonsai.atomic import write_json
 from tonsai.errors import StageError
+from tonsai.data import columns
 from tonsai.data.dedup import band_key_matrix, exact_key, id_hash
 from tonsai.data.filters import FilterThresholds, quality_reason, script_mismatch, too_short
 from tonsai.data.sources import ReadOptions, ReadStats, Source, input_record, iter_documents
@@ -391,7 +392,7 @@ class KeyedDocsWriter(PipelineStep):
         bands = np.array([m["bands"] or [0] * self.bands for m in meta], dtype=np.uint64).reshape(len(batch), self.bands)
         for k in range(self.bands):
             cols[f"b{k}"] = bands[:, k]
-        return pa.table(cols, schema=schema)
+        return columns.table(cols, schema)
 
 
 def rejected_writer(folder: str, block: str) -> JsonlWriter:

@@ -31,6 +31,7 @@ import numpy as np
 import pyarrow.parquet as pq
 from datatrove.pipeline.base import PipelineStep
 
+from tonsai.data import columns
 from tonsai.data.dedup import BAND_RECORD, EXACT_RECORD, bucket_band_pairs, bucket_exact_duplicates
 from tonsai.data.ondisk import DiskArray, Partition, trim_heap
 from tonsai.data.splitwrite import EXACT_DUP, POS_MASK, TRAIN
@@ -45,7 +46,7 @@ def _row_groups(files: list[str], columns: list[str]):
 
 
 def _np(table, name: str) -> np.ndarray:
-    return table.column(name).to_numpy()
+    return columns.to_numpy(table.column(name))
 
 
 def _bucket_parts(folder: Path, b: int) -> np.ndarray:

@@ -23,6 +23,7 @@ import numpy as np
 import pyarrow.parquet as pq
 from datatrove.pipeline.base import PipelineStep
 
+from tonsai.data import columns
 from tonsai.data.blocks import ORDER_BITS
 from tonsai.data.ondisk import DiskArray, trim_heap
 from tonsai.data.writer import ShuffledSplitWriter, finish_split, write_bucket
@@ -61,8 +62,8 @@ class SpreadSplits(PipelineStep):
             # one row group at a time (iter_batches may buffer ahead across row groups)
             for batch in (b for i in range(pf.num_row_groups)
                           for b in pf.read_row_group(i, columns=["text", "id", "src", "order"]).to_batches(2048)):
-                src = batch.column("src").to_numpy().astype(np.int64)
-                slot = offs[src] + (batch.column("order").to_numpy() & POS_MASK)
+                src = columns.to_numpy(batch.column("src")).astype(np.int64)
+                slot = offs[src] + (columns.to_numpy(batch.column("order")) & POS_MASK)
                 st, cp = status.gather(slot).tolist(), copies.gather(slot).tolist()
                 texts, ids = batch.column("text").to_pylist(), batch.column("id").to_pylist()
                 for text, doc_id, s, stj, cpj in zip(texts, ids, src.tolist(), st, cp):

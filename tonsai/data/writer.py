@@ -33,6 +33,7 @@ import numpy as np
 import pyarrow as pa
 import xxhash
 
+from tonsai.data import columns
 from tonsai.data.ondisk import trim_heap
 
 COLUMNS = ("text", "lang", "source", "id")
@@ -80,7 +81,7 @@ class ShuffledSplitWriter:
 
     def _flush(self, b: int) -> None:
         if self.buf[b]["key"]:
-            self.writers[b].write_table(pa.table(self.buf[b], schema=_BUCKET_SCHEMA))
+            self.writers[b].write_table(columns.table(self.buf[b], _BUCKET_SCHEMA))
             self.buf[b] = {c: [] for c in _BUCKET_SCHEMA.names}
             self.size[b] = 0
 
@@ -115,12 +116,12 @@ def write_bucket(tmp_dir: Path, out_dir: Path, b: int, k: int) -> int:
             tables.append(pa.ipc.open_stream(f).read_all())
     table = pa.concat_tables(tables) if tables else _BUCKET_SCHEMA.empty_table()
     del tables
-    order = np.argsort(table.column("key").to_numpy(), kind="stable")
+    order = np.argsort(columns.to_numpy(table.column("key")), kind="stable")
     table = table.drop_columns(["key"])
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     with pa.OSFile(str(Path(out_dir) / bucket_name(b, k)), "wb") as f, pa.ipc.new_stream(f, SCHEMA) as w:
         for i in range(0, len(order), WRITE_ROWS):
-            w.write_table(table.take(order[i:i + WRITE_ROWS]))
+            w.write_table(table.take(columns.array(order[i:i + WRITE_ROWS], pa.int64())))
     rows = len(order)
     del table, order
     trim_heap()
