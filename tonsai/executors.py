@@ -9,6 +9,7 @@ datatrove's completion marks let a rerun skip finished tasks.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import functools
 import logging
@@ -23,6 +24,7 @@ from pathlib import Path
 import multiprocess
 from datatrove.executor import LocalPipelineExecutor, RayPipelineExecutor, SlurmPipelineExecutor
 from datatrove.pipeline.base import PipelineStep
+from datatrove.utils.stats import PipelineStats
 from loguru import logger
 
 log = logging.getLogger(__name__)
@@ -100,12 +102,35 @@ class QuietLocalExecutor(LocalPipelineExecutor):
         watcher.start()
         _helpers_end_with_stage.add(threading.get_ident())
         try:
-            return super().run()
+            return self._run_here() if self.workers == 1 and not self.depends else super().run()
         finally:
             _helpers_end_with_stage.discard(threading.get_ident())
             done.set()
             watcher.join()
             logger.enable("datatrove.executor.local")
+
+    def _run_here(self):
+        """datatrove's ``run`` for one worker (the tasks one after the other in this process),
+        without the multiprocess Manager it starts for any number of workers: a forked server
+        process that only hands out local rank 0 here, 15-35 ms to start and stop (measured in a
+        200 MB process), and the prepare stage runs seven executors."""
+        ranks = range(self.local_rank_offset, self.local_rank_offset + self.local_tasks)
+        self._launched = True
+        if all(map(self.is_rank_completed, ranks)):
+            logger.info(f"Not doing anything as all {self.local_tasks} tasks have already been completed.")
+            return None
+        self.save_executor_as_json()
+        todo = self.get_incomplete_ranks(ranks)
+        if (skipped := self.local_tasks - len(todo)) > 0:
+            logger.info(f"Skipping {skipped} already completed tasks")
+        pipeline, stats = self.pipeline, []
+        for rank in todo:
+            self.pipeline = copy.deepcopy(pipeline)  # each task starts from the pipeline as given
+            stats.append(self._run_for_rank(rank, 0))
+        total = sum(stats, start=PipelineStats())
+        with self.logging_dir.open("stats.json", "wt") as statsfile:
+            total.save_to_disk(statsfile)  # (datatrove also prints them: this console stays quiet)
+        return total
 
     def _report_progress(self, done: threading.Event) -> None:
         """Log the tasks done every PROGRESS_EVERY_S while the count changes, and at least every 10
