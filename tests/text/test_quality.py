@@ -82,6 +82,43 @@ def test_fast_paths_agree_with_the_plain_computation(s):
         assert Q.first_flag(s, khmer=False) == Q.first_flag(s)
 
 
+# well-formed syllables (each part of VALID_SYLLABLE drawn or left out), and what may stand between
+# them: spaces, Latin, Khmer punctuation, and characters that join a cluster (marks, joiners,
+# Prepend, a bare COENG, Khmer letters VALID_SYLLABLE does not start with)
+_syllables = st.builds(
+    lambda base, robat, subs, shifter, zwnj, vowel, signs, final: base + robat + "".join(subs) + shifter
+    + (zwnj + vowel if vowel else "") + "".join(signs) + final,
+    st.sampled_from("កងញដរសអឥឫឳ"),
+    st.sampled_from(["", "\u17cc"]),
+    st.lists(st.sampled_from(["\u17d2\u1780", "\u17d2\u179a", "\u200d\u17d2\u1794", "\u17d2\u17a2"]), max_size=2),
+    st.sampled_from(["", "\u17c9", "\u17ca"]), st.sampled_from(["", "\u200c"]),
+    st.sampled_from(["", "\u17b6", "\u17b7", "\u17bb", "\u17c1", "\u17c4", "\u17c5"]),
+    st.lists(st.sampled_from("\u17c6\u17cb\u17cd\u17d1\u17d3\u17dd"), max_size=2), st.sampled_from(["", "\u17c7"]))
+_between = st.sampled_from([" ", "", "", "a", "Ab.", "\n", "\u17d4", "\u17db", "\u17e1", "\u0301", "\u0903",
+                            "\u0600", "\U000110bd", "\u200c", "\u200d", "\u17d2", "\u17a3", "\u17b4", "\u17b6",
+                            "\u17d2\u17a5", "\U0001f44d\U0001f3fb", "\U0001f1e6\U0001f1e8", "\ufe0f"])
+
+
+@settings(max_examples=600, deadline=None)
+@given(st.lists(st.one_of(_syllables, _between), max_size=40))
+def test_counting_in_one_pass_agrees_with_the_cluster_count(pieces):
+    """The one-pass way of invalid_cluster_counts (well-formed syllables taken out, nothing that
+    joins a cluster left) gives what counting the \\X clusters one by one gives."""
+    s = "".join(pieces)
+    (invalid, total), _ = _reference_counts(s)
+    fast = Q._all_valid(s)
+    assert fast is None or (invalid, total) == (0, fast)
+    assert Q.invalid_cluster_counts(s) == (invalid, total)
+
+
+def test_text_of_well_formed_syllables_is_counted_in_one_pass():
+    text = "ព្រះរាជាណាចក្រកម្ពុជា ស្ត្រី ២០២៦ (Cambodia) ។ ក៏ដោយ"
+    (invalid, total), _ = _reference_counts(text)
+    assert invalid == 0 and Q._all_valid(text) == total == 13
+    assert Q._all_valid("ក\u0301") is None and Q._all_valid("\u0600ក") is None  # a mark after, a Prepend before
+    assert Q._all_valid("ក\u17b6\u17b6") is None and Q.invalid_cluster_counts("ក\u17b6\u17b6") == (1, 1)
+
+
 def test_legacy_flag_through_first_flag():
     assert Q.first_flag(LEGACY, khmer=False) == "legacy_font_suspect"
     assert Q.first_flag("YouTube iPhone École «Miss pageant» are names, not legacy text", khmer=False) is None

@@ -29,7 +29,7 @@ import regex
 
 from tonsai.text.segment import clusters
 from tonsai.text.khmer import BLOCKS, SYLLABLE_CHAR
-from tonsai.text.syllable import is_valid_syllable
+from tonsai.text.syllable import VALID_SYLLABLE, is_valid_syllable
 
 REPLACEMENT_FLAG = 0.001
 INVALID_CLUSTER_FLAG = 0.02
@@ -109,6 +109,26 @@ def _piece_counts(piece: str) -> tuple[int, int]:
     return sum(map(_is_invalid.__getitem__, found)), sum(map(_is_khmer.__getitem__, found))
 
 
+# What can join a grapheme cluster from outside a well-formed syllable: Khmer letters and signs,
+# and any character that \X attaches to its neighbour (combining marks, spacing marks, joiners,
+# prepended characters), from the regex package's own tables (the ones \X uses).
+_CLUSTER_JOINER = regex.compile(
+    r"[\u1780-\u17d3\u17dd\p{Grapheme_Cluster_Break=Extend}\p{Grapheme_Cluster_Break=SpacingMark}"
+    r"\p{Grapheme_Cluster_Break=ZWJ}\p{Grapheme_Cluster_Break=Prepend}]")
+
+
+def _all_valid(text: str) -> int | None:
+    r"""The number of Khmer clusters of ``text`` when none is invalid and that shows in one pass,
+    else None. Take out every well-formed syllable (leftmost, longest): when no Khmer letter or
+    sign and nothing that joins a cluster is left, each syllable taken out was one whole \X
+    cluster (it starts at a base that nothing before it joins, and nothing after it could have
+    extended it), and every Khmer cluster was one of them. 99% of the Khmer documents of
+    ../shared/data take this way, at about twice the speed of counting the clusters one by one
+    on a first pass over the corpus (tests/text/test_quality.py checks it against that count)."""
+    rest, n = VALID_SYLLABLE.subn("", text)
+    return n if _CLUSTER_JOINER.search(rest) is None else None
+
+
 def invalid_cluster_counts(text: str) -> tuple[int, int]:
     """(invalid, total) Khmer clusters of ``text``.
 
@@ -117,6 +137,9 @@ def invalid_cluster_counts(text: str) -> tuple[int, int]:
     sides of a space (only a Prepend character, which is not Khmer, joins the space that follows
     it), and a space that starts a cluster of marks makes it invalid just as the marks alone are.
     """
+    total = _all_valid(text)
+    if total is not None:
+        return 0, total
     pieces = collections.Counter(text.split(" "))
     new = set(pieces).difference(_piece_total)
     if new:

@@ -213,7 +213,7 @@ def _reorder(text: str) -> str:
 # A well-formed syllable in canonical order: base, optional robat, up to two subscripts, an
 # optional register shifter, at most one dependent vowel (ZWNJ allowed before it), up to two other
 # signs, an optional final sign.
-_VALID = re.compile(
+VALID_SYLLABLE = re.compile(
     "[\u1780-\u17a2\u17a5-\u17b3]\u17cc?(?:\u200d?\u17d2[\u1780-\u17a2]){0,2}[\u17c9\u17ca]?"
     "(?:\u200c?[\u17b6-\u17c5])?[\u17c6\u17cb\u17cd-\u17d1\u17d3\u17dd]{0,2}[\u17c7\u17c8]?"
 )
@@ -228,4 +228,4 @@ def is_valid_syllable(cluster: str) -> bool:
     """
     if not SYLLABLE_CHAR.search(cluster):
         return True
-    return _VALID.fullmatch(cluster) is not None
+    return VALID_SYLLABLE.fullmatch(cluster) is not None
