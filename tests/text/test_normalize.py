@@ -241,6 +241,41 @@ def test_one_call_on_a_file_equals_line_by_line(shared_data):
     assert normalize(text) == "".join(map(normalize, lines))
 
 
+# syllables in the shapes reorder() lets through in one pass, and what breaks those shapes (subscript
+# DA, RO before another subscript, two vowels, U with a sign that makes it a shifter, a joiner)
+_canonical_shapes = st.builds(
+    lambda base, robat, subs, shifter, vowel, sign, final: base + robat + "".join(subs) + shifter + vowel + sign + final,
+    st.sampled_from("\u1780\u1784\u178a\u179a\u17a2\u17a3\u17a5\u17b3"), st.sampled_from(["", "\u17cc"]),
+    st.lists(st.sampled_from(["\u17d2\u1780", "\u17d2\u178f", "\u17d2\u179a", "\u17d2\u178a"]), max_size=3),
+    st.sampled_from(["", "\u17c9", "\u17ca"]),
+    st.sampled_from(["", "\u17b6", "\u17b7", "\u17bb", "\u17c1", "\u17be", "\u200c\u17b6", "\u17c1\u17b8",
+                     "\u17bb\u17b7", "\u17b6\u17b6"]),
+    st.sampled_from(["", "\u17c6", "\u17cb", "\u17d0", "\u17dd", "\u17c6\u17c6"]), st.sampled_from(["", "\u17c7"]))
+_between_shapes = st.sampled_from([" ", "", "a.", "\n", "\u17d4", "\u17e1", "\u200d", "\u200c", "\u17d2", "\u17b4",
+                                   "\u0301", "\u17c6"])
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.one_of(st.lists(st.one_of(_canonical_shapes, _between_shapes), max_size=30).map("".join),
+                 st.lists(_canonical_shapes, max_size=6).map(" ".join)))
+def test_text_in_canonical_shapes_comes_back_from_reorder_as_is(text):
+    """reorder's one-pass way out (_CANONICAL_TEXT) never skips a syllable that would change."""
+    from tonsai.text.syllable import _CANONICAL_TEXT, SYLLABLE, reorder, reorder_syllable
+
+    expected = SYLLABLE.sub(lambda m: reorder_syllable(m.group(0)), text)
+    assert reorder(text) == expected
+    if _CANONICAL_TEXT.fullmatch(text):
+        assert expected == text
+
+
+def test_reorder_takes_the_one_pass_way_for_canonical_text_only():
+    from tonsai.text.syllable import _CANONICAL_TEXT
+
+    assert _CANONICAL_TEXT.fullmatch("ព្រះរាជាណាចក្រកម្ពុជា ស្ត្រី (2026) ។")
+    for changed in ("ក្ដ", "ក្រ្ក", "កុំិ", "កេី", "ក\u200dា", "ក\u17b4"):
+        assert not _CANONICAL_TEXT.fullmatch(changed), changed
+
+
 def test_long_line_reorders_in_pieces_as_a_whole(shared_data):
     """A long text with no line break is reordered in pieces cut between syllables: same result."""
     from tonsai.text.syllable import _PIECE, SYLLABLE, reorder, reorder_syllable
