@@ -60,6 +60,11 @@ def test_local_executor_with_one_and_three_tasks_give_the_same_dataset(tmp_path)
     assert m3["counts"]["km:km.txt"]["invalid_utf8_lines"] == 1
     assert m3["counts"]["en:en.jsonl"]["malformed_records"] == 1
     assert m3["skipped_record_locations"] == {"en:en.jsonl": {"malformed_json": [f"{tmp_path / 'en.jsonl'}:2"]}}
+    # each task counts the UTF-8 bytes of its own documents: together, every document once
+    lines = [ln.decode("utf-8", errors="replace").rstrip("\r\n") for name in ("km.txt", "en.txt")
+             for ln in (tmp_path / name).read_bytes().splitlines()]
+    expected = sum(len(ln.encode()) for ln in lines if ln.strip()) + len(en_docs(1, seed=9)[0].encode())
+    assert [sum(t["bytes_in"] for t in m["shard_timings"]) for m in (m1, m3)] == [expected, expected]
 
 
 def test_merge_steps_in_parallel_processes_give_the_same_dataset(tmp_path, monkeypatch):

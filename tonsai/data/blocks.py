@@ -114,14 +114,17 @@ class SourceReader(PipelineStep):
         own_bytes = 0
         with _Tally(self) as tally:
             for si, source in enumerate(self.sources):
-                docs = iter_documents(source, stats[source.name], options=self.options)
+                st = stats[source.name]
+                docs = iter_documents(source, st, options=self.options)
                 label = count_key("read", source.name)
+                seen_bytes = st.bytes
                 for pos, doc in enumerate(tqdm(docs, desc=f"task {rank} {source.name}", unit="doc", leave=False,
                                                mininterval=2.0, disable=None)):
+                    size, seen_bytes = st.bytes - seen_bytes, st.bytes  # the reader counted its UTF-8 bytes
                     if pos % world_size != rank:
                         continue
                     tally.counts[label] += 1
-                    own_bytes += len(doc.text.encode("utf-8", errors="replace"))
+                    own_bytes += size
                     yield Document(text=doc.text, id=doc.id, metadata={
                         "lang": doc.lang, "source": doc.source, "location": doc.location, "src": si,
                         "order": (si << ORDER_BITS) | pos, "skip_reason": doc.skip_reason})
