@@ -20,13 +20,14 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 from datatrove.pipeline.base import PipelineStep
 
 from tonsai.data import columns
 from tonsai.data.blocks import ORDER_BITS
 from tonsai.data.ondisk import DiskArray, trim_heap
-from tonsai.data.writer import ShuffledSplitWriter, finish_split, write_bucket
+from tonsai.data.writer import SCHEMA, ShuffledSplitWriter, finish_split, write_bucket
 from tonsai.executors import local_executor
 
 # status of a document slot in the merge (1 byte per slot, on disk)
@@ -52,6 +53,7 @@ class SpreadSplits(PipelineStep):
         copies = DiskArray(mdir / "copies.i32", np.int32, n, create=False)
         offs = np.asarray(self.offs, dtype=np.int64)
         part = f"{rank:05d}"
+        names, langs = columns.array(self.names, pa.string()), columns.array(self.langs, pa.string())
         train = ShuffledSplitWriter(tmp / "dataset" / "train", tmp / "tmp-train", self.seed, self.buckets["train"], part)
         val = ShuffledSplitWriter(tmp / "dataset" / "validation", tmp / "tmp-validation", self.seed,
                                   self.buckets["validation"], part)
@@ -64,19 +66,20 @@ class SpreadSplits(PipelineStep):
                           for b in pf.read_row_group(i, columns=["text", "id", "src", "order"]).to_batches(2048)):
                 src = columns.to_numpy(batch.column("src")).astype(np.int64)
                 slot = offs[src] + (columns.to_numpy(batch.column("order")) & POS_MASK)
-                st, cp = status.gather(slot).tolist(), copies.gather(slot).tolist()
-                texts, ids = batch.column("text").to_pylist(), batch.column("id").to_pylist()
-                for text, doc_id, s, stj, cpj in zip(texts, ids, src.tolist(), st, cp):
-                    name, lang = self.names[s], self.langs[s]
-                    if stj == VALIDATION:
-                        val.add(text, lang, name, doc_id)
-                    for c in range(cpj):
-                        train.add(text, lang, name, doc_id, c)
-                    if rejected is not None and stj in (EXACT_DUP, NEAR_DUP):
-                        rejected.write(json.dumps({"id": doc_id, "source": name, "reason":
-                                                   "duplicate" if stj == EXACT_DUP else "near_duplicate",
-                                                   "text": text}, ensure_ascii=False) + "\n")
-                del batch, texts, ids
+                st, cp = status.gather(slot), copies.gather(slot).astype(np.int64)
+                table = pa.Table.from_arrays([batch.column("text"), langs.take(batch.column("src")),
+                                              names.take(batch.column("src")), batch.column("id")], schema=SCHEMA)
+                val.add_table(table.take(columns.array(np.flatnonzero(st == VALIDATION), pa.int64())))
+                rows = np.repeat(np.arange(len(cp)), cp)  # copy c of a document: its c-th repeat
+                train.add_table(table.take(columns.array(rows, pa.int64())),
+                                (np.arange(len(rows)) - np.repeat(np.cumsum(cp) - cp, cp)).tolist())
+                dup = np.flatnonzero((st == EXACT_DUP) | (st == NEAR_DUP))
+                if rejected is not None and len(dup):
+                    for i, row in zip(dup.tolist(), table.take(columns.array(dup, pa.int64())).to_pylist()):
+                        rejected.write(json.dumps({"id": row["id"], "source": row["source"], "reason":
+                                                   "duplicate" if st[i] == EXACT_DUP else "near_duplicate",
+                                                   "text": row["text"]}, ensure_ascii=False) + "\n")
+                del batch, table
                 n_batches += 1
                 if n_batches % TRIM_EVERY == 0:
                     trim_heap()

@@ -6,9 +6,11 @@ each bucket is then read alone, sorted by that hash and written as one
 order depends only on the seed and the documents, not on how many tasks or processes made them:
 several writers (``part``) may spread into the same temporary folder at once, each into its own
 file per bucket (``bucket-k/<part>.arrow``), and each bucket is then sorted by one task
-(:func:`write_bucket`). Memory: while spreading, at most ``FLUSH_BYTES`` characters of text
-(``FLUSH_ROWS`` rows) wait in Python lists, spread over the buckets (4 KB per bucket at least);
-while sorting, one bucket is in memory (plus 1,000 rows being copied out). :func:`buckets_for`
+(:func:`write_bucket`). Memory: while spreading, at most ``FLUSH_BYTES`` bytes of text
+(``FLUSH_ROWS`` rows) wait, spread over the buckets (4 KB per bucket at least), as slices of the
+Arrow batches they came from (a bucket gets 1/K of the rows, so it fills within about
+``FLUSH_ROWS`` rows of input whatever K is, and few batches are held at once); the text is never
+turned into Python strings; while sorting, one bucket is in memory (plus 1,000 rows being copied out). :func:`buckets_for`
 picks buckets of about ``bucket_mb`` MB, at most ``MAX_BUCKETS`` of them (open files), so memory
 stays flat up to ``MAX_BUCKETS x bucket_mb`` of selected text (128 GB with the default 256 MB) and
 grows beyond that (1 GB buckets for 512 GB).
@@ -25,12 +27,14 @@ corpus where this writer's stays flat.
 
 from __future__ import annotations
 
+import itertools
 import math
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import xxhash
 
 from tonsai.data import columns
@@ -40,7 +44,7 @@ COLUMNS = ("text", "lang", "source", "id")
 SCHEMA = pa.schema([(c, pa.string()) for c in COLUMNS])
 _BUCKET_SCHEMA = SCHEMA.append(pa.field("key", pa.uint64()))
 FLUSH_ROWS = 8192  # rows waiting in all buckets together, at most
-FLUSH_BYTES = 1024 * 1024  # characters waiting in all buckets together, at most
+FLUSH_BYTES = 1024 * 1024  # bytes of text waiting in all buckets together, at most
 MAX_BUCKETS = 512
 WRITE_ROWS = 1000
 
@@ -61,29 +65,50 @@ class ShuffledSplitWriter:
             (self.tmp_dir / f"bucket-{b}").mkdir(parents=True, exist_ok=True)
         self.files = [pa.OSFile(str(self.tmp_dir / f"bucket-{b}" / f"{part}.arrow"), "wb") for b in range(self.k)]
         self.writers = [pa.ipc.new_stream(f, _BUCKET_SCHEMA) for f in self.files]
-        self.buf: list[dict[str, list]] = [{c: [] for c in _BUCKET_SCHEMA.names} for _ in range(self.k)]
-        self.size = [0] * self.k
+        self.pending: list[list[pa.Table]] = [[] for _ in range(self.k)]
+        self.size = [0] * self.k  # bytes of text waiting per bucket
+        self.waiting = [0] * self.k  # rows waiting per bucket
         self.rows = 0
         # the buffers' total is bounded, not each one's: with many buckets each flushes sooner
         self.flush_rows = max(16, FLUSH_ROWS // self.k)
         self.flush_bytes = max(4096, FLUSH_BYTES // self.k)
 
-    def add(self, text: str, lang: str, source: str, doc_id: str, copy: int = 0) -> None:
-        key = xxhash.xxh3_64_intdigest(f"{doc_id}\0{copy}".encode("utf-8"), seed=self.seed)
-        b = key % self.k
-        buf = self.buf[b]
-        buf["text"].append(text); buf["lang"].append(lang); buf["source"].append(source)
-        buf["id"].append(doc_id); buf["key"].append(key)
-        self.size[b] += len(text)
-        if len(buf["key"]) >= self.flush_rows or self.size[b] >= self.flush_bytes:
-            self._flush(b)
-        self.rows += 1
+    def key(self, doc_id: str, copy: int = 0) -> int:
+        """The shuffle key of copy ``copy`` of document ``doc_id``: its bucket and its place in it."""
+        return xxhash.xxh3_64_intdigest(f"{doc_id}\0{copy}".encode("utf-8"), seed=self.seed)
+
+    def add_table(self, table: pa.Table, copies: list[int] | None = None) -> None:
+        """Spread the rows of ``table`` (the columns of :data:`SCHEMA`; row ``i`` is copy
+        ``copies[i]`` of its document, 0 without ``copies``) over the buckets. The text stays in
+        Arrow: each bucket gets a slice of the rows sorted by bucket."""
+        if not len(table):
+            return
+        ids = table.column("id").to_pylist()
+        keys = np.fromiter(map(self.key, ids, copies if copies is not None else itertools.repeat(0)),
+                           dtype=np.uint64, count=len(ids))
+        table = table.select(list(COLUMNS)).append_column("key", columns.array(keys, pa.uint64()))
+        text_bytes = columns.to_numpy(pc.binary_length(table.column("text")))
+        bucket = keys % np.uint64(self.k)
+        order = np.argsort(bucket, kind="stable")
+        if self.k > 1:
+            table = table.take(columns.array(order, pa.int64()))
+        bounds = np.searchsorted(bucket[order], np.arange(self.k + 1, dtype=np.uint64))
+        byte_ends = np.zeros(len(order) + 1, dtype=np.int64)
+        np.cumsum(text_bytes[order], out=byte_ends[1:])
+        for b in np.flatnonzero(np.diff(bounds)).tolist():
+            lo, hi = int(bounds[b]), int(bounds[b + 1])
+            self.pending[b].append(table.slice(lo, hi - lo))
+            self.waiting[b] += hi - lo
+            self.size[b] += int(byte_ends[hi] - byte_ends[lo])
+            if self.waiting[b] >= self.flush_rows or self.size[b] >= self.flush_bytes:
+                self._flush(b)
+        self.rows += len(ids)
 
     def _flush(self, b: int) -> None:
-        if self.buf[b]["key"]:
-            self.writers[b].write_table(columns.table(self.buf[b], _BUCKET_SCHEMA))
-            self.buf[b] = {c: [] for c in _BUCKET_SCHEMA.names}
-            self.size[b] = 0
+        if self.pending[b]:
+            # one record batch, copied out of the batches the slices came from (which can then go)
+            self.writers[b].write_table(pa.concat_tables(self.pending[b]).combine_chunks())
+            self.pending[b], self.size[b], self.waiting[b] = [], 0, 0
 
     def close_part(self) -> int:
         """Write out what waits and close this part's files; returns its number of rows."""
