@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 from tonsai.manifest import read_manifest, write_manifest
 from tonsai.text import clusters, is_valid_syllable, normalize, quality_signals
 from tonsai.text import quality as Q
+from tonsai.text.script import count_scripts
 from tonsai.text.khmer import SYLLABLE_CHAR
 
 LEGACY = "ebIm:anRbeTskm<úCa enAkñúgtMbn; GasIu¬GaeKñy_ rdæFanIKW PñMeBj ehIyRbCaCn"
@@ -78,6 +79,7 @@ def test_fast_paths_agree_with_the_plain_computation(s):
     assert Q.legacy_font_counts(s) == (garbled, words)
     flags = quality_signals(s).flags
     assert Q.first_flag(s) == (flags[0] if flags else None)
+    assert Q.first_flag(s, khmer_chars=count_scripts(s).khmer) == (flags[0] if flags else None)
     if total == 0 and not any("\u1780" <= c <= "\u17ff" for c in s):
         assert Q.first_flag(s, khmer=False) == Q.first_flag(s)
 
@@ -121,4 +123,10 @@ def test_text_of_well_formed_syllables_is_counted_in_one_pass():
 
 def test_legacy_flag_through_first_flag():
     assert Q.first_flag(LEGACY, khmer=False) == "legacy_font_suspect"
+    # with the Khmer character count given: legacy text beside a little Khmer is still flagged,
+    # Khmer with fewer characters outside Khmer than five words need is not looked at
+    mixed = LEGACY + " កម្ពុជា"
+    assert Q.first_flag(mixed, khmer_chars=count_scripts(mixed).khmer) == "legacy_font_suspect"
+    khmer = "ព្រះរាជាណាចក្រកម្ពុជា " + "ebIm:an RbeTskm< "
+    assert Q.first_flag(khmer, khmer_chars=count_scripts(khmer).khmer) is None is Q.first_flag(khmer)
     assert Q.first_flag("YouTube iPhone École «Miss pageant» are names, not legacy text", khmer=False) is None

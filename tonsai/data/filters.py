@@ -197,7 +197,7 @@ def bad_quality(text: str, counts: ScriptCounts | None = None) -> str | None:
 
     With ``counts`` showing no Khmer character, the Khmer cluster check (the slow part on English
     text) is skipped: its rate is 0 there by definition."""
-    return first_flag(text, khmer=counts is None or counts.khmer > 0)
+    return first_flag(text, khmer=counts is None or counts.khmer > 0, khmer_chars=None if counts is None else counts.khmer)
 
 
 def quality_reason(text: str, counts: ScriptCounts, t: FilterThresholds) -> str | None:

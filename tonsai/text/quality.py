@@ -160,23 +160,30 @@ def legacy_font_counts(text: str) -> tuple[int, int]:
     return sum(1 for w in words if _GARBLED.search(w)), len(words)
 
 
-def first_flag(text: str, khmer: bool = True) -> str | None:
+def first_flag(text: str, khmer: bool = True, khmer_chars: int | None = None) -> str | None:
     """The first of :attr:`QualitySignals.flags` for ``text``, or None: the same answer as
     ``quality_signals(text).flags[0]``, computing only what decides it. ``khmer=False`` says the
-    text holds no Khmer character (its cluster counts are then 0 without looking)."""
+    text holds no Khmer character (its cluster counts are then 0 without looking);
+    ``khmer_chars``, when known, is its number of characters in the Khmer blocks."""
     if text and text.count("\ufffd") / len(text) > REPLACEMENT_FLAG:
         return "replacement_chars"
     invalid, total = invalid_cluster_counts(text) if khmer else (0, 0)
     if (invalid / total if total else 0.0) > INVALID_CLUSTER_FLAG:
         return "invalid_khmer_clusters"
-    return "legacy_font_suspect" if _legacy_suspect(text, total) else None
+    # a Latin-looking word is 3+ characters outside the Khmer blocks, so there are at most a third
+    # as many as such characters
+    most_words = (len(text) - khmer_chars) // 3 if khmer_chars is not None else None
+    return "legacy_font_suspect" if _legacy_suspect(text, total, most_words) else None
 
 
-def _legacy_suspect(text: str, khmer_clusters: int) -> bool:
-    # Two cheap ways out, in the order that suits the text: a text without Khmer clusters is
-    # usually Latin (the whole-text pre-check is fast there), one with clusters rarely has more
+def _legacy_suspect(text: str, khmer_clusters: int, most_words: int | None = None) -> bool:
+    # Cheap ways out, in the order that suits the text: too few characters outside Khmer for
+    # enough Latin-looking words (most Khmer text: no pass over it), a text without Khmer clusters
+    # is usually Latin (the whole-text pre-check is fast there), one with clusters rarely has more
     # Latin-looking words than clusters (and the word pattern is fast on Khmer). No garbled word
     # means a score of 0, under the flag.
+    if most_words is not None and (most_words < LEGACY_MIN_WORDS or most_words <= khmer_clusters):
+        return False
     clean_passes = LEGACY_SCORE_FLAG > 0
     if clean_passes and not khmer_clusters and not _maybe_garbled(text):
         return False
