@@ -148,3 +148,20 @@ def test_exact_and_near_duplicates_keep_the_earliest():
         clusters.add_band(bands[:, k], np.ones(3, dtype=bool))
     near, survivor = clusters.duplicates(3)
     assert near.tolist() == [True, False, False] and survivor == {0: 1}
+
+
+def test_band_records_marked_skip_take_no_part_in_pairs():
+    """BandBuckets marks the band records of exact duplicates in place (SKIP_BAND) instead of
+    copying the bucket without them: those records pair with nothing, the others as before."""
+    from tonsai.data.dedup import BAND_RECORD, SKIP_BAND, bucket_band_pairs, pair_non_survivors
+
+    recs = np.zeros(6, dtype=BAND_RECORD)
+    recs["band"] = [0, 0, 0, 1, 1, 1]
+    recs["key"] = [7, 7, 7, 9, 9, 5]
+    recs["slot"] = [10, 11, 12, 10, 12, 13]
+    assert pair_non_survivors(*bucket_band_pairs(recs)).tolist() == [11, 12]
+    recs["band"][recs["slot"] == 11] = SKIP_BAND  # slot 11 is an exact duplicate
+    a, c = bucket_band_pairs(recs)
+    assert 11 not in a.tolist() + c.tolist() and pair_non_survivors(a, c).tolist() == [12]
+    recs["band"][:] = SKIP_BAND
+    assert [len(x) for x in bucket_band_pairs(recs)] == [0, 0]

@@ -199,10 +199,14 @@ def bucket_exact_duplicates(recs: np.ndarray) -> np.ndarray:
     """Slots of the documents of one exact-key bucket whose key belongs to a smaller slot."""
     if len(recs) < 2:
         return np.zeros(0, dtype=np.int64)
-    recs = recs[np.lexsort((recs["slot"], recs["h2"], recs["h1"]))]
-    h1, h2 = recs["h1"], recs["h2"]
+    order = np.lexsort((recs["slot"], recs["h2"], recs["h1"]))  # no sorted copy of the records
+    h1, h2 = recs["h1"][order], recs["h2"][order]
     same = (h1[1:] == h1[:-1]) & (h2[1:] == h2[:-1])
-    return recs["slot"][1:][same]
+    del h1, h2
+    return recs["slot"][order[1:][same]]
+
+
+SKIP_BAND = np.iinfo(np.uint16).max  # a band record to leave out (its document is an exact duplicate)
 
 
 def bucket_band_pairs(recs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -210,17 +214,27 @@ def bucket_band_pairs(recs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     every document sharing a (band, key) with others is paired with the first of them in sort order.
     Which member is the head does not change the clusters, so neither the survivors (each cluster's
     smallest slot, :func:`pair_non_survivors`); sorting by key, then stably by band, is 2x faster
-    than a three-key lexsort that also ordered the slots."""
+    than a three-key lexsort that also ordered the slots. Records whose band is :data:`SKIP_BAND`
+    (marked in place, without a filtered copy of the bucket) take no part."""
     if len(recs) < 2:
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
     order = np.argsort(recs["key"])
     order = order[np.argsort(recs["band"][order], kind="stable")]
-    band, key, slot = recs["band"][order], recs["key"][order], recs["slot"][order]
-    new = np.concatenate(([True], (band[1:] != band[:-1]) | (key[1:] != key[:-1])))
+    order = order[:np.searchsorted(recs["band"][order], SKIP_BAND)]  # skipped records sort last
+    if len(order) < 2:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    band, key = recs["band"][order], recs["key"][order]  # the slots only where needed (memory)
+    new = np.empty(len(order), dtype=bool)
+    new[0] = True
+    np.not_equal(band[1:], band[:-1], out=new[1:])
+    new[1:] |= key[1:] != key[:-1]
+    del band, key
     starts = np.flatnonzero(new)
     same = np.flatnonzero(~new)
+    del new
     head = starts[np.searchsorted(starts, same, side="right") - 1]
-    return slot[head], slot[same]
+    slot = recs["slot"]
+    return slot[order[head]], slot[order[same]]
 
 
 def pair_non_survivors(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -32,7 +32,7 @@ import pyarrow.parquet as pq
 from datatrove.pipeline.base import PipelineStep
 
 from tonsai.data import columns
-from tonsai.data.dedup import BAND_RECORD, EXACT_RECORD, bucket_band_pairs, bucket_exact_duplicates
+from tonsai.data.dedup import BAND_RECORD, EXACT_RECORD, SKIP_BAND, bucket_band_pairs, bucket_exact_duplicates
 from tonsai.data.ondisk import DiskArray, Partition, trim_heap
 from tonsai.data.splitwrite import EXACT_DUP, POS_MASK, TRAIN
 from tonsai.executors import local_executor
@@ -53,10 +53,15 @@ def _bucket_parts(folder: Path, b: int) -> np.ndarray:
     """Bucket ``b``'s records from every task's part (the files are deleted once read)."""
     parts = sorted(folder.glob(f"*-{b:05d}.bin"))
     dtype = EXACT_RECORD if folder.name == "exact" else BAND_RECORD
-    recs = [np.fromfile(p, dtype=dtype) for p in parts]
-    for p in parts:
+    sizes = [p.stat().st_size // dtype.itemsize for p in parts]
+    recs = np.empty(sum(sizes), dtype=dtype)  # read in place: no second copy of the bucket
+    at = 0
+    for p, n in zip(parts, sizes):
+        with open(p, "rb") as f:
+            f.readinto(recs[at:at + n].view(np.uint8))
+        at += n
         p.unlink()
-    return np.concatenate(recs) if recs else np.zeros(0, dtype=dtype)
+    return recs
 
 
 class _MergeStep(PipelineStep):
@@ -117,6 +122,7 @@ class PartitionBands(_MergeStep):
             rec["slot"] = np.tile(slot, self.bands)
             part.add(rec, rec["key"])
             del t, rec
+            trim_heap()
         part.close()
         return
         yield
@@ -148,7 +154,7 @@ class BandBuckets(PartitionBands):
         status = self.array("status.u8", np.uint8)
         for b in range(self.lo + rank, self.hi, world_size):
             recs = _bucket_parts(Path(self.mdir) / "band", b)
-            recs = recs[status.gather(recs["slot"]) != EXACT_DUP]
+            recs["band"][status.gather(recs["slot"]) == EXACT_DUP] = SKIP_BAND  # in place: no second copy
             a, c = bucket_band_pairs(recs)
             pairs = np.unique(np.stack([a, c], axis=1), axis=0) if len(a) else np.zeros((0, 2), dtype=np.int64)
             np.save(out / f"{b:05d}.npy", pairs)
