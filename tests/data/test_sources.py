@@ -189,3 +189,83 @@ def test_files_of_other_types_in_a_folder_are_named_and_compressed_parquet_is_ex
         Source(str(folder / "b.parquet.gz"), "en").files()
     with pytest.raises(StageError, match=r"unsupported file type \(use .txt, .jsonl or .json"):
         Source(str(folder / "table.csv"), "en").files()
+
+
+def _shared_inputs(tmp_path):
+    """Every input format, with what makes finding documents without decoding them tricky: blank
+    lines of Unicode whitespace only (NBSP, ideographic space, U+001C, NEL), CRLF, invalid UTF-8,
+    bad JSON records, Khmer-only lines, rows split over several batches."""
+    import datasets
+    import zstandard
+
+    texts = en_docs(6) + km_docs(6)
+    lines = [texts[0], "\u00a0\u3000", texts[1], "\x1c", texts[2] + "\r", "\u0085", texts[3], "   ", texts[4],
+             texts[5], "\u3000", texts[6], texts[7], texts[8], texts[9], texts[10], texts[11]]
+    raw = "\n".join(lines).encode() + b"\n" + b"bad \xff\xfe bytes, long enough to pass\n\n"
+    (tmp_path / "a.txt").write_bytes(raw)
+    (tmp_path / "p.txt").write_bytes(raw.replace(texts[4].encode(), texts[4].encode() + b"\n\n"))  # paragraphs
+    records = [{"text": t} for t in texts] + [{"content": "no text field"}, {"text": 3}]
+    jsonl = "\n".join(json.dumps(r, ensure_ascii=False) for r in records).encode()
+    jsonl = jsonl.replace(b"\n", b"\n\xc2\xa0\n", 1) + b"\n{not json\n" + b'{"text": "x \xff y long enough here"}\n'
+    (tmp_path / "b.jsonl.zst").write_bytes(zstandard.ZstdCompressor().compress(jsonl))
+    (tmp_path / "c.json").write_text(json.dumps(records, ensure_ascii=False), encoding="utf-8")
+    pq.write_table(pa.table({"text": texts}), tmp_path / "e.parquet", row_group_size=5)
+    datasets.Dataset.from_dict({"text": texts}).save_to_disk(str(tmp_path / "f_saved"))
+    with pa.OSFile(str(tmp_path / "h.arrow"), "wb") as f, pa.ipc.new_stream(f, pa.schema([("text", pa.string())])) as w:
+        for i in range(0, len(texts), 5):
+            w.write_table(pa.table({"text": texts[i:i + 5]}))
+    hub = tmp_path / "hub"
+    hub.mkdir()
+    pq.write_table(pa.table({"text": texts}), hub / "train-00000.parquet")
+    return ["a.txt", "p.txt", "b.jsonl.zst", "c.json", "e.parquet", "f_saved", "h.arrow", f"hf:{hub}"]
+
+
+@pytest.mark.parametrize("world", [2, 3, 5])
+def test_tasks_sharing_a_source_read_each_document_once_with_its_position_and_counts(tmp_path, world):
+    """With a Share, a task decodes and parses only its own documents (positions rank mod world):
+    the tasks' documents together are the whole source's, at the same positions, with the same ids,
+    and their counts (bytes, invalid UTF-8 lines, skipped records) add up to one reader's."""
+    from tonsai.data.sources import ReadOptions, Share
+
+    opts = ReadOptions(bad_records="skip")
+    for name in _shared_inputs(tmp_path):
+        full = name if name.startswith("hf:") else str(tmp_path / name)
+        o = ReadOptions(bad_records="skip", doc_mode="paragraph") if name == "p.txt" else opts
+        whole_stats = ReadStats()
+        whole = [(d.id, d.text, d.skip_reason) for d in iter_documents(Source(full, "en"), whole_stats, options=o)]
+        got, stats = {}, []
+        for rank in range(world):
+            share, st = Share(rank, world), ReadStats()
+            for d in iter_documents(Source(full, "en"), st, options=o, share=share):
+                assert share.pos % world == rank and share.pos not in got, name
+                got[share.pos] = (d.id, d.text, d.skip_reason)
+            stats.append(st)
+        assert [got[p] for p in sorted(got)] == whole and sorted(got) == list(range(len(whole))), name
+        for field in ("bytes", "invalid_utf8_lines", "malformed_records", "documents"):
+            assert sum(getattr(s, field) for s in stats) == getattr(whole_stats, field), (name, field)
+        assert len(whole) >= (6 if name == "p.txt" else 12), name
+
+
+def test_a_json_file_without_the_text_field_is_judged_on_all_of_its_records(tmp_path):
+    """With several tasks each reads part of a file: a file where only some records lack the
+    field passes (one task may see none with it), one where all do fails, after the tasks."""
+    some = [{"text": t} for t in en_docs(3)] + [{"body": "x"} for _ in range(6)]
+    (tmp_path / "some.jsonl").write_text("".join(json.dumps(r) + "\n" for r in some), encoding="utf-8")
+    m = run_prepare(cfg(tmp_path, english=[str(tmp_path / "some.jsonl")], bad_records="skip", num_shards=3))
+    assert m["counts"]["en:some.jsonl"]["dropped:missing_text_field"] == 6
+    (tmp_path / "none.jsonl").write_text("".join(json.dumps({"body": t}) + "\n" for t in en_docs(6)), encoding="utf-8")
+    for shards in (1, 3):
+        with pytest.raises(StageError, match=r"none.jsonl: no record has a 'text' field"):
+            run_prepare(cfg(tmp_path, output_dir=str(tmp_path / f"none{shards}"), english=[str(tmp_path / "none.jsonl")],
+                            bad_records="skip", num_shards=shards))
+
+
+def test_skipped_record_locations_are_the_first_of_the_input_whatever_the_tasks(tmp_path):
+    from tonsai.data.sources import MAX_LOCATIONS
+
+    lines = [json.dumps({"text": t}) if i % 2 else "{broken" for i, t in enumerate(en_docs(2 * MAX_LOCATIONS + 10))]
+    (tmp_path / "e.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    got = [run_prepare(cfg(tmp_path, output_dir=str(tmp_path / f"o{n}"), english=[str(tmp_path / "e.jsonl")],
+                           bad_records="skip", num_shards=n))["skipped_record_locations"] for n in (1, 3)]
+    first = [f"{tmp_path / 'e.jsonl'}:{i + 1}" for i in range(0, 2 * MAX_LOCATIONS, 2)]
+    assert got[0] == got[1] == {"en:e.jsonl": {"malformed_json": first}}

@@ -54,7 +54,7 @@ from tonsai.errors import StageError
 from tonsai.data import columns
 from tonsai.data.dedup import band_key_matrix, exact_key, id_hash
 from tonsai.data.filters import FilterThresholds, quality_reason, script_mismatch, too_short
-from tonsai.data.sources import ReadOptions, ReadStats, Source, input_record, iter_documents
+from tonsai.data.sources import ReadOptions, ReadStats, Share, Source, input_record, iter_documents
 from tonsai.text import RoutingThresholds, count_scripts, normalize
 from tonsai.text.script import ScriptCounts
 
@@ -94,10 +94,12 @@ def _no_traceback_for_input_errors(record) -> None:
 
 
 class SourceReader(PipelineStep):
-    """Read tonsai sources; this task's share is every ``world_size``-th document of each source.
+    """Read tonsai sources; this task's share is every ``world_size``-th document of each source
+    (:class:`tonsai.data.sources.Share`: the others are found, not decoded or parsed).
 
-    Per task it writes ``<summary_dir>/<rank>.json``: bytes read, invalid UTF-8 lines, the first
-    locations of skipped records, and (task 0) the inputs with their hashes for the manifest."""
+    Per task it writes ``<summary_dir>/<rank>.json``: the UTF-8 bytes, invalid UTF-8 lines and the
+    first locations of skipped records of its own documents, and (task 0) the inputs with their
+    hashes for the manifest."""
 
     name = "tonsai sources"
     type = "📖 - READER"
@@ -111,36 +113,30 @@ class SourceReader(PipelineStep):
             yield from data
         logger.configure(patcher=_no_traceback_for_input_errors)
         stats = {s.name: ReadStats() for s in self.sources}
-        own_bytes = 0
         with _Tally(self) as tally:
             for si, source in enumerate(self.sources):
-                st = stats[source.name]
-                docs = iter_documents(source, st, options=self.options)
+                share = Share(rank, world_size)  # this task's documents only are decoded and parsed
+                docs = iter_documents(source, stats[source.name], options=self.options, share=share)
                 label = count_key("read", source.name)
-                seen_bytes = st.bytes
-                for pos, doc in enumerate(tqdm(docs, desc=f"task {rank} {source.name}", unit="doc", leave=False,
-                                               mininterval=2.0, disable=None)):
-                    size, seen_bytes = st.bytes - seen_bytes, st.bytes  # the reader counted its UTF-8 bytes
-                    if pos % world_size != rank:
-                        continue
+                for doc in tqdm(docs, desc=f"task {rank} {source.name}", unit="doc", leave=False, mininterval=2.0,
+                                disable=None):
                     tally.counts[label] += 1
-                    own_bytes += size
                     yield Document(text=doc.text, id=doc.id, metadata={
                         "lang": doc.lang, "source": doc.source, "location": doc.location, "src": si,
-                        "order": (si << ORDER_BITS) | pos, "skip_reason": doc.skip_reason})
+                        "order": (si << ORDER_BITS) | share.pos, "skip_reason": doc.skip_reason})
         if self.summary_dir is not None:
-            self._write_summary(rank, stats, own_bytes)
+            self._write_summary(rank, stats)
 
-    def _write_summary(self, rank: int, stats: dict[str, ReadStats], own_bytes: int) -> None:
-        # every task decodes every document (and keeps its own): the whole-input reader counts and
-        # the inputs come from task 0 only, or N tasks would count them N times
-        first = rank == 0
+    def _write_summary(self, rank: int, stats: dict[str, ReadStats]) -> None:
+        # each task counts what it read of its own documents (the merge adds the tasks up); the
+        # inputs, with their hashes, come from task 0 only
         summary = {
-            "bytes_in": own_bytes,  # of this task's documents
-            "invalid_utf8_lines": {n: st.invalid_utf8_lines for n, st in stats.items() if first and st.invalid_utf8_lines},
-            "malformed_records": {n: st.malformed_records for n, st in stats.items() if first and st.malformed_records},
-            "skipped_locations": {n: st.locations for n, st in stats.items() if first and st.locations},
-            "inputs": [input_record(s) for s in self.sources] if first else None,
+            "bytes_in": sum(st.bytes for st in stats.values()),
+            "invalid_utf8_lines": {n: st.invalid_utf8_lines for n, st in stats.items() if st.invalid_utf8_lines},
+            "malformed_records": {n: st.malformed_records for n, st in stats.items() if st.malformed_records},
+            "skipped_locations": {n: st.locations for n, st in stats.items() if st.locations},
+            "missing_text_field": {p: v for st in stats.values() for p, v in st.missing_field.items()},
+            "inputs": [input_record(s) for s in self.sources] if rank == 0 else None,
         }
         path = Path(self.summary_dir) / f"{rank:05d}.json"
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -110,8 +110,10 @@ def _total(metric) -> float:
 
 def task_infos(work: Path, tasks: int) -> list[dict]:
     """Per document task: counts per source (from datatrove's stats), what its reader recorded,
-    times per block and peak RSS; the merge's view of the document step."""
+    times per block and peak RSS; the merge's view of the document step. A JSON file of which no
+    task found a record with the text field is an error (as one reader of the whole file raises)."""
     infos = []
+    missing: dict[str, list] = {}
     for rank in range(tasks):
         raw = json.loads((logs_dir(work) / "stats" / f"{rank:05d}.json").read_text(encoding="utf-8"))
         counts: dict[str, dict[str, int]] = {}
@@ -128,12 +130,18 @@ def task_infos(work: Path, tasks: int) -> list[dict]:
                     counts.setdefault(source, {})
                     counts[source][key] = counts[source].get(key, 0) + int(_total(metric))
         summary = read_summary(work / "read", rank)
-        for kind in ("invalid_utf8_lines", "malformed_records"):
+        for kind in ("invalid_utf8_lines", "malformed_records"):  # of this task's documents
             for source, n in summary[kind].items():
                 counts.setdefault(source, {})[kind] = n
+        for path, (with_text, message) in summary.get("missing_text_field", {}).items():
+            fields = missing.setdefault(path, [0, message])
+            fields[0] += with_text
         infos.append({"shard": rank, "counts": counts, "skipped_locations": summary["skipped_locations"],
                       "inputs": summary["inputs"], "bytes_in": summary["bytes_in"], "worker_step_s": steps,
                       "elapsed_s": round(sum(steps.values()), 3), "peak_rss_mb": peak})
+    for path, (with_text, message) in missing.items():  # each task saw part of the file
+        if not with_text:  # --bad-records skip must not hide a wrong --text-column
+            raise StageError(message)
     return infos
 
 

@@ -26,6 +26,7 @@ import json
 import logging
 import math
 import os
+import re
 import shutil
 import time
 from pathlib import Path
@@ -42,7 +43,7 @@ from tonsai.data.ondisk import ARROW_POOL_VARIABLE, MAX_OPEN, DiskArray, num_buc
 from tonsai.data.blocks import peak_rss_mb
 from tonsai.data.engine import (docs_dir, run_docs_local, run_docs_ray, submit_slurm, task_infos,
                                 unfinished_tasks)
-from tonsai.data.sources import ReadOptions, Source, load_mix_file
+from tonsai.data.sources import MAX_LOCATIONS, ReadOptions, Source, load_mix_file
 from tonsai.data.splitwrite import EXACT_DUP, NEAR_DUP, TRAIN, VALIDATION, merge_workers, write_splits
 from tonsai.data.writer import buckets_for
 from tonsai.executors import ExecutorOptions
@@ -511,7 +512,16 @@ def _task_counts(infos: list[dict], names: list[str]) -> tuple[dict[str, collect
         for n, by_kind in info.get("skipped_locations", {}).items():
             for kind, locs in by_kind.items():
                 skipped.setdefault(n, {}).setdefault(kind, []).extend(locs)
+    for by_kind in skipped.values():  # each task kept its first ones: the first of all, in input order
+        for kind, locs in by_kind.items():
+            by_kind[kind] = sorted(locs, key=_location_order)[:MAX_LOCATIONS]
     return counts, skipped
+
+
+def _location_order(where: str) -> tuple[str, int]:
+    """``path:12``, ``path#row12``, ``path[12]`` as (path, 12), to sort locations in input order."""
+    m = re.fullmatch(r"(.*?)(?::|#row|\[)(\d+)\]?", where)
+    return (m.group(1), int(m.group(2))) if m else (where, 0)
 
 
 def _deduplicate(m: _Merge) -> dict[str, int]:

@@ -44,16 +44,19 @@ import io
 import json
 import logging
 import math
+import re
 import zlib
 from pathlib import Path
 from typing import IO, Iterator
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 import zstandard
 
 from tonsai.configfile import check_fields, did_you_mean, unknown_keys_message
+from tonsai.data import columns
 from tonsai.errors import StageError
 from tonsai.manifest import file_sha256
 
@@ -294,11 +297,49 @@ class ReadStats:
     malformed_records: int = 0  # skipped bad records of every kind
     locations: dict[str, list[str]] = dataclasses.field(default_factory=dict)  # kind -> first locations
 
+    # JSON files read by one of several tasks where records lacked the text field:
+    # path -> [records with the field, the first message]; the merge decides on the whole file
+    missing_field: dict[str, list] = dataclasses.field(default_factory=dict)
+
     def skip(self, reason: str, where: str) -> None:
         self.malformed_records += 1
         seen = self.locations.setdefault(reason, [])
         if len(seen) < MAX_LOCATIONS:
             seen.append(where)
+
+
+@dataclasses.dataclass
+class Share:
+    """The documents of a source that one of ``world`` tasks reads: those at positions ``rank``
+    modulo ``world`` (a position counts every document of the source, in order; ``pos`` is the
+    last one considered, the yielded document's while the consumer holds it). The other documents
+    are only found, never decoded, parsed or counted, so each task's reading costs little more
+    than its share: on the 10x corpus, finding every line of the ten .jsonl.zst files takes 0.2 s,
+    decoding and parsing them as documents 2.3 s. Each task counts the bytes, invalid UTF-8 lines
+    and bad records of its own documents; the merge adds them up."""
+
+    rank: int = 0
+    world: int = 1
+    pos: int = -1
+
+    def next(self) -> bool:
+        """Move to the next document; whether it is this task's."""
+        self.pos += 1
+        return self.world == 1 or self.pos % self.world == self.rank
+
+
+_VISIBLE_ASCII = re.compile(rb"[\x21-\x7e]")
+
+
+def _blank(raw: bytes) -> bool:
+    """Whether a line is blank once decoded (``str.strip`` leaves nothing), deciding from the bytes
+    where they settle it: visible ASCII or a Khmer letter (U+1780..U+17FF) is never whitespace."""
+    s = raw.strip()
+    if not s:
+        return True
+    if _VISIBLE_ASCII.search(s) or b"\xe1\x9e" in s or b"\xe1\x9f" in s:
+        return False
+    return not s.decode("utf-8", errors="replace").strip()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -318,27 +359,30 @@ def _decode(raw: bytes, stats: ReadStats) -> tuple[str, bool]:
 
 
 def iter_documents(source: Source, stats: ReadStats, doc_mode: str = "line",
-                   text_column: str = "text", options: ReadOptions | None = None) -> Iterator[Document]:
-    """Yield the documents of ``source``, streaming each file (bounded memory except .json arrays)."""
+                   text_column: str = "text", options: ReadOptions | None = None,
+                   share: Share | None = None) -> Iterator[Document]:
+    """Yield the documents of ``source`` (with ``share``, only that task's: :class:`Share`),
+    streaming each file (bounded memory except .json arrays)."""
     opts = options or ReadOptions(doc_mode=doc_mode, text_column=text_column)
     opts = dataclasses.replace(opts, text_column=source.text_column or opts.text_column)
+    share = share or Share()
     if source.is_hub:
-        yield from _iter_hub(source, stats, opts)
+        yield from _iter_hub(source, stats, opts, share)
         return
     for path in source.files():
         kind = file_kind(path)
         rel = path.name
         try:
             if kind == "json":
-                yield from _iter_json(path, rel, source, stats, opts)
+                yield from _iter_json(path, rel, source, stats, opts, share)
             elif kind == "parquet":
-                yield from _iter_parquet(path, rel, source, stats, opts)
+                yield from _iter_parquet(path, rel, source, stats, opts, share)
             elif kind == "saved":
-                yield from _iter_saved(path, rel, source, stats, opts)
+                yield from _iter_saved(path, rel, source, stats, opts, share)
             elif kind == "arrow":
-                yield from _iter_arrow([path], path, rel, source, stats, opts)
+                yield from _iter_arrow([path], path, rel, source, stats, opts, share)
             else:
-                yield from _iter_txt(path, rel, source, stats, opts)
+                yield from _iter_txt(path, rel, source, stats, opts, share)
         except (OSError, EOFError, zlib.error) as e:  # gzip.BadGzipFile is an OSError
             raise read_error(path, e) from e
 
@@ -351,27 +395,32 @@ def _doc(source: Source, rel: str, n: int | str, text: str, where: str, bad_utf8
     return Document(f"{source.name}:{rel}:{n}", text, source.lang, source.name, where, reason)
 
 
-def _iter_txt(path: Path, rel: str, source: Source, stats: ReadStats, opts: ReadOptions) -> Iterator[Document]:
+def _iter_txt(path: Path, rel: str, source: Source, stats: ReadStats, opts: ReadOptions,
+              share: Share) -> Iterator[Document]:
     with open_binary(path) as f:
-        buf: list[str] = []
-        bad = False
+        if opts.doc_mode == "line":
+            for lineno, raw in enumerate(f, 1):
+                if _blank(raw) or not share.next():
+                    continue
+                line, invalid = _decode(raw, stats)
+                yield _doc(source, rel, lineno, line.rstrip("\r\n"), f"{path}:{lineno}", invalid, opts, stats)
+            return
+        buf: list[str] = []  # the lines of this task's paragraph
+        inside = own = bad = False
         start = 0
         for lineno, raw in enumerate(f, 1):
-            line, invalid = _decode(raw, stats)
-            line = line.rstrip("\r\n")
-            if opts.doc_mode == "line":
-                if line.strip():
-                    yield _doc(source, rel, lineno, line, f"{path}:{lineno}", invalid, opts, stats)
+            if _blank(raw):
+                if inside and own:
+                    yield _doc(source, rel, start, "\n".join(buf), f"{path}:{start}", bad, opts, stats)
+                inside, buf = False, []
                 continue
-            if line.strip():
-                if not buf:
-                    start, bad = lineno, False
-                buf.append(line)
+            if not inside:
+                inside, own, start, bad = True, share.next(), lineno, False
+            if own:
+                line, invalid = _decode(raw, stats)
+                buf.append(line.rstrip("\r\n"))
                 bad = bad or invalid
-            elif buf:
-                yield _doc(source, rel, start, "\n".join(buf), f"{path}:{start}", bad, opts, stats)
-                buf = []
-        if buf:
+        if inside and own:
             yield _doc(source, rel, start, "\n".join(buf), f"{path}:{start}", bad, opts, stats)
 
 
@@ -417,26 +466,30 @@ def _bad_record(e: BadRecord, source: Source, rel: str, n: int, where: str, opts
 UTF8_BOM = b"\xef\xbb\xbf"
 
 
-def json_records(f: IO[bytes], path: Path, stats: ReadStats) -> Iterator[tuple[int, str, object, bool]]:
+def json_records(f: IO[bytes], path: Path, stats: ReadStats,
+                 share: Share | None = None) -> Iterator[tuple[int, str, object, bool]]:
     """(record number, location, parsed value or a :class:`BadRecord`, invalid UTF-8) for each record
-    of a JSON array file or a JSON-lines file."""
+    of a JSON array file or a JSON-lines file (with ``share``, each of that task's records)."""
+    share = share or Share()
     head = f.peek(64)[:64] if hasattr(f, "peek") else b""
     if head.startswith(UTF8_BOM):  # Windows tools write one; json.loads refuses it
         f.read(len(UTF8_BOM))
         head = head[len(UTF8_BOM):]
     if head.lstrip()[:1] == b"[":
-        text, invalid = _decode(f.read(), stats)
+        # an array is decoded whole by every task; task 0 counts its invalid UTF-8
+        text, invalid = _decode(f.read(), stats if share.rank == 0 else ReadStats())
         try:
             records = json.loads(text)
         except json.JSONDecodeError as e:  # the whole file is one value: nothing to skip
             raise StageError(f"{path}:{e.lineno}: malformed JSON ({e.msg} at column {e.colno}); fix the file") from e
         for i, obj in enumerate(records):
-            yield i, f"{path}[{i}]", obj, invalid
+            if share.next():
+                yield i, f"{path}[{i}]", obj, invalid
         return
     for lineno, raw in enumerate(f, 1):
-        line, invalid = _decode(raw, stats)
-        if not line.strip():
+        if _blank(raw) or not share.next():
             continue
+        line, invalid = _decode(raw, stats)
         where = f"{path}:{lineno}"
         try:
             obj = json.loads(line)
@@ -446,11 +499,12 @@ def json_records(f: IO[bytes], path: Path, stats: ReadStats) -> Iterator[tuple[i
         yield lineno, where, obj, invalid
 
 
-def _iter_json(path: Path, rel: str, source: Source, stats: ReadStats, opts: ReadOptions) -> Iterator[Document]:
+def _iter_json(path: Path, rel: str, source: Source, stats: ReadStats, opts: ReadOptions,
+               share: Share) -> Iterator[Document]:
     with_text = 0
     no_field = None  # the first record without the text field
     with open_binary(path) as f:
-        for n, where, obj, invalid in json_records(f, path, stats):
+        for n, where, obj, invalid in json_records(f, path, stats, share):
             try:
                 if isinstance(obj, BadRecord):
                     raise obj
@@ -461,9 +515,15 @@ def _iter_json(path: Path, rel: str, source: Source, stats: ReadStats, opts: Rea
                 continue
             with_text += 1
             yield _doc(source, rel, n, text, where, invalid, opts, stats)
-    if no_field and not with_text:  # --bad-records skip must not hide a wrong --text-column
-        raise StageError(f"{path}: no record has a {opts.text_column!r} field, e.g. {no_field.split('; ')[0]}; "
-                         f"pass --text-column with the field that holds the text")
+    if not no_field:
+        return
+    # --bad-records skip must not hide a wrong --text-column
+    message = (f"{path}: no record has a {opts.text_column!r} field, e.g. {no_field.split('; ')[0]}; pass "
+               f"--text-column with the field that holds the text")
+    if share.world > 1:  # this task saw part of the file: the merge decides on all of it
+        stats.missing_field[str(path)] = [with_text, message]
+    elif not with_text:
+        raise StageError(message)
 
 
 def _check_column(names: list[str], where: str, opts: ReadOptions, schema=None) -> None:
@@ -484,12 +544,25 @@ def _check_column(names: list[str], where: str, opts: ReadOptions, schema=None) 
                          f"with a string column" + (f" (found {texts})" if texts else " (it has none)"))
 
 
-def _iter_batches_text(batches, col: str) -> Iterator[str | None]:
+def _iter_batches_text(batches, col: str, share: Share) -> Iterator[str | None]:
+    """The text of this task's rows (every row is a document: ``share.pos`` is the row's position);
+    only those rows' strings are decoded."""
     for batch in batches:
-        yield from batch.column(col).to_pylist()
+        n, first = len(batch), share.pos + 1
+        column = batch.column(col)
+        if share.world == 1:
+            rows, texts = range(n), column.to_pylist()
+        else:
+            own = np.arange((share.rank - first) % share.world, n, share.world)
+            rows, texts = own.tolist(), column.take(columns.array(own, pa.int64())).to_pylist()
+        for j, text in zip(rows, texts):
+            share.pos = first + j
+            yield text
+        share.pos = first + n - 1
 
 
-def _iter_parquet(path: Path, rel: str, source: Source, stats: ReadStats, opts: ReadOptions) -> Iterator[Document]:
+def _iter_parquet(path: Path, rel: str, source: Source, stats: ReadStats, opts: ReadOptions,
+                  share: Share) -> Iterator[Document]:
     try:
         pf = pq.ParquetFile(path)
     except (pa.ArrowInvalid, OSError) as e:  # a cut file has no footer: "magic bytes not found"
@@ -497,14 +570,17 @@ def _iter_parquet(path: Path, rel: str, source: Source, stats: ReadStats, opts: 
                          f"re-write it") from e
     _check_column(pf.schema_arrow.names, str(path), opts, pf.schema_arrow)
     try:
-        texts = _iter_batches_text(pf.iter_batches(batch_size=1024, columns=[opts.text_column]), opts.text_column)
-        for i, text in enumerate(texts):
+        base = share.pos + 1  # the position of row 0
+        for text in _iter_batches_text(pf.iter_batches(batch_size=1024, columns=[opts.text_column]),
+                                       opts.text_column, share):
+            i = share.pos - base
             yield _doc(source, rel, i, text or "", f"{path}#row{i}", False, opts, stats)
     except pa.ArrowException as e:  # a damaged page or row group
         raise StageError(f"{path}: cannot read ({e}); the file is damaged — re-download or re-write it") from e
 
 
-def _iter_saved(path: Path, rel: str, source: Source, stats: ReadStats, opts: ReadOptions) -> Iterator[Document]:
+def _iter_saved(path: Path, rel: str, source: Source, stats: ReadStats, opts: ReadOptions,
+                share: Share) -> Iterator[Document]:
     """A save_to_disk folder (a Dataset, or a DatasetDict and the source's split): its Arrow files,
     as ``datasets.load_from_disk`` lists them (``cache_files``), read batch by batch (no memory map)."""
     import datasets
@@ -522,23 +598,23 @@ def _iter_saved(path: Path, rel: str, source: Source, stats: ReadStats, opts: Re
     _check_column(saved.column_names, str(path), opts, saved.features.arrow_schema)
     files = [Path(f["filename"]) for f in saved.cache_files]
     del saved
-    yield from _iter_arrow(files, path, rel, source, stats, opts)
+    yield from _iter_arrow(files, path, rel, source, stats, opts, share)
 
 
 def _iter_arrow(files: list[Path], path: Path, rel: str, source: Source, stats: ReadStats,
-                opts: ReadOptions) -> Iterator[Document]:
+                opts: ReadOptions, share: Share) -> Iterator[Document]:
     """The rows of Arrow stream ``files`` in order, as one input named ``path`` (row numbers run on
     across files), read batch by batch; a file cut short is named."""
-    i = 0
+    base = share.pos + 1  # the position of row 0 of the first file (row numbers run on across files)
     for arrow in files:
         _check_arrow_end(arrow)
         try:
             with pa.OSFile(str(arrow)) as fh:
                 stream = pa.ipc.open_stream(fh)
                 _check_column(stream.schema.names, str(arrow), opts, stream.schema)
-                for text in _iter_batches_text(stream, opts.text_column):
+                for text in _iter_batches_text(stream, opts.text_column, share):
+                    i = share.pos - base
                     yield _doc(source, rel, i, text or "", f"{path}#row{i}", False, opts, stats)
-                    i += 1
         except pa.ArrowException as e:  # a message cut short, or damaged
             raise StageError(f"{arrow}: cannot read ({e}); the file is damaged — save or copy it again") from e
 
@@ -565,15 +641,17 @@ def _check_arrow_end(arrow: Path) -> None:
             raise StageError(f"{arrow}: truncated Arrow stream (no end-of-stream marker) — save the dataset again")
 
 
-def _iter_hub(source: Source, stats: ReadStats, opts: ReadOptions) -> Iterator[Document]:
+def _iter_hub(source: Source, stats: ReadStats, opts: ReadOptions, share: Share) -> Iterator[Document]:
     name, config, split = source.hub_args()
     ds = open_hub(source)
     cols = list(ds.column_names or []) if ds.column_names is not None else None
     if cols is not None:
         _check_column(cols, source.path, opts)
-    for i, row in enumerate(ds):
+    for i, row in enumerate(ds):  # a stream: every task reads every row, and takes its own
         if i == 0 and cols is None:
             _check_column(list(row), source.path, opts)
+        if not share.next():
+            continue
         text = row.get(opts.text_column) or ""
         if not isinstance(text, str):
             raise StageError(f"{source.path}#row{i}: column {opts.text_column!r} holds {type(text).__name__}, "
