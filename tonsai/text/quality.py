@@ -88,6 +88,10 @@ _is_invalid: dict[str, int] = {}
 _piece_invalid: dict[str, int] = {}
 _piece_total: dict[str, int] = {}
 _CACHE_LIMIT = 100_000
+# pieces are longer than clusters (a Khmer phrase between spaces), and only the documents that
+# _all_valid does not settle come here: 20,000 of them (about 4 MB) is enough to catch repeats
+# (100,000 held 20 MB at the end of the 10x corpus, the document step's largest growth over 1x)
+_PIECE_CACHE_LIMIT = 20_000
 
 
 def _weighted(counts: collections.Counter, weights: dict[str, int]) -> int:
@@ -143,7 +147,7 @@ def invalid_cluster_counts(text: str) -> tuple[int, int]:
     pieces = collections.Counter(text.split(" "))
     new = set(pieces).difference(_piece_total)
     if new:
-        if len(_piece_total) + len(new) > _CACHE_LIMIT:
+        if len(_piece_total) + len(new) > _PIECE_CACHE_LIMIT:
             _piece_invalid.clear()
             _piece_total.clear()
             new = set(pieces)
