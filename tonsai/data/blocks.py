@@ -153,13 +153,20 @@ class KhmerNormalizer(BaseFormatter):
         return normalize(text).strip()
 
     def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
+        clock, fmt = time.perf_counter, self.format
         with _Tally(self) as tally:
-            for doc in data:
-                t0 = time.perf_counter()
-                doc.text = self.format(doc.text)
-                tally.spent += time.perf_counter() - t0
-                tally.counts["total"] += 1
-                yield doc
+            spent, total = 0.0, 0
+            try:
+                for doc in data:
+                    t0 = clock()
+                    doc.text = fmt(doc.text)
+                    spent += clock() - t0
+                    total += 1
+                    yield doc
+            finally:
+                tally.spent += spent
+                if total:
+                    tally.counts["total"] += total
 
 
 class _Tally:
@@ -196,25 +203,35 @@ class _SourceFilter(BaseFilter):
         return True if reason is None else (False, reason)
 
     def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
-        clock = time.perf_counter
+        clock, reason_of = time.perf_counter, self.reason
         with self.exclusion_writer if self.exclusion_writer else contextlib.nullcontext() as writer, \
                 _Tally(self) as tally:
             counts = tally.counts
-            for doc in data:
-                t0 = clock()
-                reason = self.reason(doc)
-                tally.spent += clock() - t0
-                counts["total"] += 1
-                if reason is None:
-                    counts["forwarded"] += 1
-                    yield doc
-                    continue
-                counts["dropped"] += 1
-                counts[f"dropped_{reason}"] += 1
-                counts[count_key(f"dropped:{reason}", doc.metadata.get("source", "?"))] += 1
-                if writer:
-                    doc.metadata["filter_reason"] = reason
-                    writer.write(doc, rank)
+            spent, total, forwarded = 0.0, 0, 0  # kept in locals per document, added to the tally once
+            try:
+                for doc in data:
+                    t0 = clock()
+                    reason = reason_of(doc)
+                    spent += clock() - t0
+                    total += 1
+                    if reason is None:
+                        forwarded += 1
+                        yield doc
+                        continue
+                    self._drop(doc, reason, counts, writer, rank)
+            finally:
+                tally.spent += spent
+                for label, n in (("total", total), ("forwarded", forwarded)):
+                    if n:
+                        counts[label] += n
+
+    def _drop(self, doc: Document, reason: str, counts: collections.Counter, writer, rank: int) -> None:
+        counts["dropped"] += 1
+        counts[f"dropped_{reason}"] += 1
+        counts[count_key(f"dropped:{reason}", doc.metadata.get("source", "?"))] += 1
+        if writer:
+            doc.metadata["filter_reason"] = reason
+            writer.write(doc, rank)
 
 
 class ReaderSkips(_SourceFilter):
