@@ -42,6 +42,9 @@ def test_a_number_array_equals_pyarrows_from_a_list_and_from_numpy(type_):
 def test_a_value_out_of_range_is_refused():
     with pytest.raises(OverflowError):
         columns.array([-1], pa.uint64())
+    for values, type_ in ((np.array([-1]), pa.uint64()), (np.array([1.7]), pa.int64())):  # not cast silently
+        with pytest.raises(pa.ArrowInvalid):
+            columns.array(values, type_)
 
 
 def test_other_types_go_through_pyarrow():

@@ -253,6 +253,12 @@ def test_a_json_file_without_the_text_field_is_judged_on_all_of_its_records(tmp_
     (tmp_path / "some.jsonl").write_text("".join(json.dumps(r) + "\n" for r in some), encoding="utf-8")
     m = run_prepare(cfg(tmp_path, english=[str(tmp_path / "some.jsonl")], bad_records="skip", num_shards=3))
     assert m["counts"]["en:some.jsonl"]["dropped:missing_text_field"] == 6
+    # task 0 sees only records with the field, task 1 only records without (found in review)
+    alternating = [r for t in en_docs(6) for r in ({"text": t}, {"body": "x"})]
+    (tmp_path / "two.jsonl").write_text("".join(json.dumps(r) + "\n" for r in alternating), encoding="utf-8")
+    m = run_prepare(cfg(tmp_path, output_dir=str(tmp_path / "two"), english=[str(tmp_path / "two.jsonl")],
+                        bad_records="skip", num_shards=2))
+    assert m["counts"]["en:two.jsonl"]["dropped:missing_text_field"] == 6
     (tmp_path / "none.jsonl").write_text("".join(json.dumps({"body": t}) + "\n" for t in en_docs(6)), encoding="utf-8")
     for shards in (1, 3):
         with pytest.raises(StageError, match=r"none.jsonl: no record has a 'text' field"):
@@ -269,3 +275,12 @@ def test_skipped_record_locations_are_the_first_of_the_input_whatever_the_tasks(
                            bad_records="skip", num_shards=n))["skipped_record_locations"] for n in (1, 3)]
     first = [f"{tmp_path / 'e.jsonl'}:{i + 1}" for i in range(0, 2 * MAX_LOCATIONS, 2)]
     assert got[0] == got[1] == {"en:e.jsonl": {"malformed_json": first}}
+    # files are read in path order part by part ('a/' before 'a-b/', where strings put '-' first)
+    for name in ("a/1.jsonl", "a-b/2.jsonl"):
+        (tmp_path / "src" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "src" / name).write_text("{broken\n" * MAX_LOCATIONS + "".join(
+            json.dumps({"text": t}) + "\n" for t in en_docs(6, seed=len(name))), encoding="utf-8")
+    m = run_prepare(cfg(tmp_path, output_dir=str(tmp_path / "src_out"), english=[str(tmp_path / "src")],
+                        bad_records="skip", num_shards=3))
+    locs = m["skipped_record_locations"]["en:src"]["malformed_json"]
+    assert locs == [f"{tmp_path / 'src' / 'a' / '1.jsonl'}:{i}" for i in range(1, MAX_LOCATIONS + 1)]

@@ -135,7 +135,7 @@ class SourceReader(PipelineStep):
             "invalid_utf8_lines": {n: st.invalid_utf8_lines for n, st in stats.items() if st.invalid_utf8_lines},
             "malformed_records": {n: st.malformed_records for n, st in stats.items() if st.malformed_records},
             "skipped_locations": {n: st.locations for n, st in stats.items() if st.locations},
-            "missing_text_field": {p: v for st in stats.values() for p, v in st.missing_field.items()},
+            "text_fields": {n: st.text_fields for n, st in stats.items() if st.text_fields},
             "inputs": [input_record(s) for s in self.sources] if rank == 0 else None,
         }
         path = Path(self.summary_dir) / f"{rank:05d}.json"

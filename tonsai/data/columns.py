@@ -32,8 +32,8 @@ def array(values, type: pa.DataType) -> pa.Array:
         return pa.StringArray.from_buffers(len(encoded), pa.py_buffer(offsets.astype(np.int32)),
                                            pa.py_buffer(b"".join(encoded)))
     dtype = _NUMPY.get(type)
-    if dtype is None:
-        return pa.array(values, type=type)
+    if dtype is None or isinstance(values, np.ndarray) and not np.can_cast(values.dtype, dtype, "safe"):
+        return pa.array(values, type=type)  # (numpy values that would not fit: pyarrow raises, as before)
     data = np.ascontiguousarray(values, dtype=dtype)
     return pa.Array.from_buffers(type, len(data), [None, pa.py_buffer(data)])
 

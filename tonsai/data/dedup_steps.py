@@ -58,7 +58,9 @@ def _bucket_parts(folder: Path, b: int) -> np.ndarray:
     at = 0
     for p, n in zip(parts, sizes):
         with open(p, "rb") as f:
-            f.readinto(recs[at:at + n].view(np.uint8))
+            got = f.readinto(recs[at:at + n].view(np.uint8))
+        if got != n * dtype.itemsize:
+            raise OSError(f"{p}: read {got} of {n * dtype.itemsize} bytes")
         at += n
         p.unlink()
     return recs

@@ -113,7 +113,7 @@ def task_infos(work: Path, tasks: int) -> list[dict]:
     times per block and peak RSS; the merge's view of the document step. A JSON file of which no
     task found a record with the text field is an error (as one reader of the whole file raises)."""
     infos = []
-    missing: dict[str, list] = {}
+    text_fields: dict[tuple[str, str], list] = {}  # (source, JSON file) -> [records with text, error]
     for rank in range(tasks):
         raw = json.loads((logs_dir(work) / "stats" / f"{rank:05d}.json").read_text(encoding="utf-8"))
         counts: dict[str, dict[str, int]] = {}
@@ -133,14 +133,16 @@ def task_infos(work: Path, tasks: int) -> list[dict]:
         for kind in ("invalid_utf8_lines", "malformed_records"):  # of this task's documents
             for source, n in summary[kind].items():
                 counts.setdefault(source, {})[kind] = n
-        for path, (with_text, message) in summary.get("missing_text_field", {}).items():
-            fields = missing.setdefault(path, [0, message])
-            fields[0] += with_text
+        for source, files in summary.get("text_fields", {}).items():
+            for path, (with_text, message) in files.items():
+                fields = text_fields.setdefault((source, path), [0, None])
+                fields[0] += with_text
+                fields[1] = fields[1] or message
         infos.append({"shard": rank, "counts": counts, "skipped_locations": summary["skipped_locations"],
                       "inputs": summary["inputs"], "bytes_in": summary["bytes_in"], "worker_step_s": steps,
                       "elapsed_s": round(sum(steps.values()), 3), "peak_rss_mb": peak})
-    for path, (with_text, message) in missing.items():  # each task saw part of the file
-        if not with_text:  # --bad-records skip must not hide a wrong --text-column
+    for with_text, message in text_fields.values():  # each task saw part of the file
+        if message and not with_text:  # --bad-records skip must not hide a wrong --text-column
             raise StageError(message)
     return infos
 

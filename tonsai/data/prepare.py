@@ -313,7 +313,9 @@ def _task_settings(cfg: PrepareConfig, sources: list[Source]) -> dict:
     return settings
 
 
-ENGINE_VERSION = 2  # 2: datatrove tasks (1: tonsai's own shard runner, shard-* folders)
+# 3: each task counts what it read of its own documents (2: task 0 counted the whole input; its
+# work folders are redone); 2: datatrove tasks; 1: tonsai's own shard runner, shard-* folders
+ENGINE_VERSION = 3
 TASK_OUTPUTS = ("docs", "read", "logs", "rejected")
 
 
@@ -518,10 +520,11 @@ def _task_counts(infos: list[dict], names: list[str]) -> tuple[dict[str, collect
     return counts, skipped
 
 
-def _location_order(where: str) -> tuple[str, int]:
-    """``path:12``, ``path#row12``, ``path[12]`` as (path, 12), to sort locations in input order."""
+def _location_order(where: str) -> tuple[tuple[str, ...], int]:
+    """``path:12``, ``path#row12``, ``path[12]`` as (the path's parts, 12): the order the files of a
+    source are read in (``Source.files`` sorts paths, which compare part by part), then the line."""
     m = re.fullmatch(r"(.*?)(?::|#row|\[)(\d+)\]?", where)
-    return (m.group(1), int(m.group(2))) if m else (where, 0)
+    return (Path(m.group(1)).parts, int(m.group(2))) if m else (Path(where).parts, 0)
 
 
 def _deduplicate(m: _Merge) -> dict[str, int]:

@@ -297,9 +297,9 @@ class ReadStats:
     malformed_records: int = 0  # skipped bad records of every kind
     locations: dict[str, list[str]] = dataclasses.field(default_factory=dict)  # kind -> first locations
 
-    # JSON files read by one of several tasks where records lacked the text field:
-    # path -> [records with the field, the first message]; the merge decides on the whole file
-    missing_field: dict[str, list] = dataclasses.field(default_factory=dict)
+    # JSON files read by one of several tasks: path -> [records with the text field, the error for a
+    # file without it (from the first record lacking it) or None]; the merge decides on the whole file
+    text_fields: dict[str, list] = dataclasses.field(default_factory=dict)
 
     def skip(self, reason: str, where: str) -> None:
         self.malformed_records += 1
@@ -515,14 +515,12 @@ def _iter_json(path: Path, rel: str, source: Source, stats: ReadStats, opts: Rea
                 continue
             with_text += 1
             yield _doc(source, rel, n, text, where, invalid, opts, stats)
-    if not no_field:
-        return
     # --bad-records skip must not hide a wrong --text-column
-    message = (f"{path}: no record has a {opts.text_column!r} field, e.g. {no_field.split('; ')[0]}; pass "
-               f"--text-column with the field that holds the text")
+    message = no_field and (f"{path}: no record has a {opts.text_column!r} field, e.g. "
+                            f"{no_field.split('; ')[0]}; pass --text-column with the field that holds the text")
     if share.world > 1:  # this task saw part of the file: the merge decides on all of it
-        stats.missing_field[str(path)] = [with_text, message]
-    elif not with_text:
+        stats.text_fields[str(path)] = [with_text, message]
+    elif message and not with_text:
         raise StageError(message)
 
 
