@@ -331,6 +331,20 @@ class Share:
 _VISIBLE_ASCII = re.compile(rb"[\x21-\x7e]")
 
 
+def _own_line(raw: bytes, share: Share, stats: ReadStats) -> tuple[str, bool] | None:
+    """(text, invalid UTF-8) of a line that is one of this task's documents; None for a blank line
+    or another task's. A lone reader decodes every line anyway and decides on the text."""
+    if share.world == 1:
+        line, invalid = _decode(raw, stats)
+        if not line.strip():
+            return None
+        share.pos += 1
+        return line, invalid
+    if _blank(raw) or not share.next():
+        return None
+    return _decode(raw, stats)
+
+
 def _blank(raw: bytes) -> bool:
     """Whether a line is blank once decoded (``str.strip`` leaves nothing), deciding from the bytes
     where they settle it: visible ASCII or a Khmer letter (U+1780..U+17FF) is never whitespace."""
@@ -400,10 +414,8 @@ def _iter_txt(path: Path, rel: str, source: Source, stats: ReadStats, opts: Read
     with open_binary(path) as f:
         if opts.doc_mode == "line":
             for lineno, raw in enumerate(f, 1):
-                if _blank(raw) or not share.next():
-                    continue
-                line, invalid = _decode(raw, stats)
-                yield _doc(source, rel, lineno, line.rstrip("\r\n"), f"{path}:{lineno}", invalid, opts, stats)
+                if (own := _own_line(raw, share, stats)) is not None:
+                    yield _doc(source, rel, lineno, own[0].rstrip("\r\n"), f"{path}:{lineno}", own[1], opts, stats)
             return
         buf: list[str] = []  # the lines of this task's paragraph
         inside = own = bad = False
@@ -487,9 +499,9 @@ def json_records(f: IO[bytes], path: Path, stats: ReadStats,
                 yield i, f"{path}[{i}]", obj, invalid
         return
     for lineno, raw in enumerate(f, 1):
-        if _blank(raw) or not share.next():
+        if (own := _own_line(raw, share, stats)) is None:
             continue
-        line, invalid = _decode(raw, stats)
+        line, invalid = own
         where = f"{path}:{lineno}"
         try:
             obj = json.loads(line)
