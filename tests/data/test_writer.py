@@ -69,3 +69,21 @@ def test_an_empty_split_loads_as_zero_rows(tmp_path):
     assert w.finish() == 0
     ds = load_splits(tmp_path / "dataset")["validation"]
     assert len(ds) == 0 and ds.column_names == ["text", "lang", "source", "id"]
+
+
+def test_rows_picked_by_number_equal_the_table_taken_first(tmp_path):
+    """add_table(table, copies, rows=...) picks and orders rows in one take: the split is the one
+    written from the table with those rows taken out first."""
+    import numpy as np
+
+    rows = [(f"doc {i} ភាសា", "km", "s", f"d{i}") for i in range(40)]
+    picked = np.array([3, 3, 0, 17, 39, 17, 17, 5])
+    copies = [0, 1, 0, 0, 0, 1, 2, 0]
+    out = []
+    for name, args in (("taken", (table_of([rows[i] for i in picked]), copies)),
+                       ("rows", (table_of(rows), copies, picked))):
+        w = ShuffledSplitWriter(tmp_path / name / "train", tmp_path / f"tmp-{name}", seed=4, num_buckets=3)
+        w.add_table(*args)
+        assert w.finish() == len(picked)
+        out.append(load_splits(tmp_path / name)["train"].to_list())
+    assert out[0] == out[1] and len(out[0]) == 8

@@ -338,7 +338,7 @@ def _own_line(raw: bytes, share: Share, stats: ReadStats) -> tuple[str, bool] | 
         line, invalid = _decode(raw, stats)
         if not line.strip():
             return None
-        share.pos += 1
+        share.next()
         return line, invalid
     if _blank(raw) or not share.next():
         return None

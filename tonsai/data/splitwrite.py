@@ -69,10 +69,9 @@ class SpreadSplits(PipelineStep):
                 st, cp = status.gather(slot), copies.gather(slot).astype(np.int64)
                 table = pa.Table.from_arrays([batch.column("text"), langs.take(batch.column("src")),
                                               names.take(batch.column("src")), batch.column("id")], schema=SCHEMA)
-                val.add_table(table.take(columns.array(np.flatnonzero(st == VALIDATION), pa.int64())))
+                val.add_table(table, rows=np.flatnonzero(st == VALIDATION))
                 rows = np.repeat(np.arange(len(cp)), cp)  # copy c of a document: its c-th repeat
-                train.add_table(table.take(columns.array(rows, pa.int64())),
-                                (np.arange(len(rows)) - np.repeat(np.cumsum(cp) - cp, cp)).tolist())
+                train.add_table(table, (np.arange(len(rows)) - np.repeat(np.cumsum(cp) - cp, cp)).tolist(), rows=rows)
                 dup = np.flatnonzero((st == EXACT_DUP) | (st == NEAR_DUP))
                 if rejected is not None and len(dup):
                     for i, row in zip(dup.tolist(), table.take(columns.array(dup, pa.int64())).to_pylist()):

@@ -77,24 +77,25 @@ class ShuffledSplitWriter:
         """The shuffle key of copy ``copy`` of document ``doc_id``: its bucket and its place in it."""
         return xxhash.xxh3_64_intdigest(f"{doc_id}\0{copy}".encode("utf-8"), seed=self.seed)
 
-    def add_table(self, table: pa.Table, copies: list[int] | None = None) -> None:
-        """Spread the rows of ``table`` (the columns of :data:`SCHEMA`; row ``i`` is copy
-        ``copies[i]`` of its document, 0 without ``copies``) over the buckets. The text stays in
-        Arrow: each bucket gets a slice of the rows sorted by bucket."""
-        if not len(table):
+    def add_table(self, table: pa.Table, copies: list[int] | None = None, rows: np.ndarray | None = None) -> None:
+        """Spread rows of ``table`` (the columns of :data:`SCHEMA`) over the buckets: ``rows`` (its
+        row numbers, repeats allowed; all rows without it), the ``i``-th being copy ``copies[i]``
+        of its document (0 without ``copies``). The text stays in Arrow and is copied once, by the
+        take that picks the rows in bucket order; each bucket gets a slice of that."""
+        ids_col = table.column("id") if rows is None else table.column("id").take(columns.array(rows, pa.int64()))
+        if not len(ids_col):
             return
-        ids = table.column("id").to_pylist()
+        ids = ids_col.to_pylist()
         keys = np.fromiter(map(self.key, ids, copies if copies is not None else itertools.repeat(0)),
                            dtype=np.uint64, count=len(ids))
-        table = table.select(list(COLUMNS)).append_column("key", columns.array(keys, pa.uint64()))
-        text_bytes = columns.to_numpy(pc.binary_length(table.column("text")))
         bucket = keys % np.uint64(self.k)
         order = np.argsort(bucket, kind="stable")
-        if self.k > 1:
-            table = table.take(columns.array(order, pa.int64()))
+        if rows is not None or self.k > 1:
+            table = table.take(columns.array(order if rows is None else rows[order], pa.int64()))
+        table = table.select(list(COLUMNS)).append_column("key", columns.array(keys[order], pa.uint64()))
         bounds = np.searchsorted(bucket[order], np.arange(self.k + 1, dtype=np.uint64))
         byte_ends = np.zeros(len(order) + 1, dtype=np.int64)
-        np.cumsum(text_bytes[order], out=byte_ends[1:])
+        np.cumsum(columns.to_numpy(pc.binary_length(table.column("text"))), out=byte_ends[1:])
         for b in np.flatnonzero(np.diff(bounds)).tolist():
             lo, hi = int(bounds[b]), int(bounds[b + 1])
             self.pending[b].append(table.slice(lo, hi - lo))
