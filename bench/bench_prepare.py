@@ -9,9 +9,12 @@ worker seconds per step (normalize, filters, dedup keys). ``--scale 10`` first w
 times larger of *distinct* documents (each copy joins the first half of a document to the second
 half of another, chosen by a different permutation per copy, so exact and near-duplicate removal
 keep them) as .jsonl.zst files in --work, to show that peak RSS does not grow with the corpus.
+``--files-per-source K`` writes each scaled source as a folder of K files instead, the way big
+corpora come: each document task then opens its own files (and at most two it shares) instead of
+scanning every file for its documents.
 
 ``--workers 1 2`` runs the stage once per worker count (document tasks in parallel processes) and
-prints the speed-up over one worker. ``--baseline REV`` also runs the stage as it was at git
+prints the speed-up over one worker. ``--baseline REV`` also runs the stage (with each worker count) as it was at git
 revision REV (a temporary worktree, the same input, the same Python environment) in the same run
 and prints the ratio: ``--baseline 58da6c8`` is the last commit of tonsai's own shard runner
 (numpy MinHash, one merge process), before the datatrove engine.
@@ -19,6 +22,7 @@ and prints the ratio: ``--baseline 58da6c8`` is the last commit of tonsai's own 
   uv run python bench/bench_prepare.py                       # 1x shared data, one worker
   uv run python bench/bench_prepare.py --workers 1 2 --baseline 58da6c8
   uv run python bench/bench_prepare.py --scale 10
+  uv run python bench/bench_prepare.py --scale 10 --files-per-source 10 --workers 1 2
 """
 
 from __future__ import annotations
@@ -49,8 +53,9 @@ def read_docs(path: Path) -> list[str]:
     return [line.rstrip("\n") for line in path.open(encoding="utf-8") if line.strip()]
 
 
-def write_scaled(shared: Path, out: Path, scale: int) -> tuple[list[str], list[str]]:
-    """``scale`` copies of every file's documents, recombined so that no two are duplicates."""
+def write_scaled(shared: Path, out: Path, scale: int, files: int = 1) -> tuple[list[str], list[str]]:
+    """``scale`` copies of every file's documents, recombined so that no two are duplicates; with
+    ``files`` > 1 each source is a folder of that many files of consecutive documents."""
     import zstandard
 
     out.mkdir(parents=True, exist_ok=True)
@@ -59,14 +64,22 @@ def write_scaled(shared: Path, out: Path, scale: int) -> tuple[list[str], list[s
         for rel in lang_files:
             docs = read_docs(shared / rel)
             n = len(docs)
-            target = out / (rel.replace("/", "__") + f".x{scale}.jsonl.zst")
-            with zstandard.ZstdCompressor(level=3).stream_writer(target.open("wb")) as w:
-                for c in range(scale):
-                    perm = np.random.default_rng(c).permutation(n) if c else np.arange(n)
-                    for i in range(n):
-                        a, b = docs[i], docs[int(perm[i])]
-                        text = a if c == 0 else a[: len(a) // 2] + b[len(b) // 2:]
-                        w.write((json.dumps({"text": text}, ensure_ascii=False) + "\n").encode())
+            name = rel.replace("/", "__") + f".x{scale}"
+            target = out / (name + ".jsonl.zst") if files == 1 else out / f"{name}.f{files}"
+            if files > 1:
+                shutil.rmtree(target, ignore_errors=True)
+                target.mkdir()
+            parts = [target] if files == 1 else [target / f"part-{j:03d}.jsonl.zst" for j in range(files)]
+            writers = [zstandard.ZstdCompressor(level=3).stream_writer(p.open("wb")) for p in parts]
+            for c in range(scale):
+                perm = np.random.default_rng(c).permutation(n) if c else np.arange(n)
+                for i in range(n):
+                    a, b = docs[i], docs[int(perm[i])]
+                    text = a if c == 0 else a[: len(a) // 2] + b[len(b) // 2:]
+                    w = writers[(c * n + i) * len(writers) // (scale * n)]
+                    w.write((json.dumps({"text": text}, ensure_ascii=False) + "\n").encode())
+            for w in writers:
+                w.close()
             paths.append(str(target))
     return lists
 
@@ -75,6 +88,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shared-data", type=Path, default=REPO.parent / "shared" / "data")
     ap.add_argument("--scale", type=int, default=1, help="corpus size as a multiple of the shared data")
+    ap.add_argument("--files-per-source", type=int, default=1,
+                    help="with --scale > 1: write each source as a folder of this many files")
     ap.add_argument("--workers", type=int, nargs="+", default=[1], help="one run per worker count")
     ap.add_argument("--baseline", metavar="REV", help="also run the stage as of this git revision (e.g. 58da6c8)")
     ap.add_argument("--shuffle-bucket-mb", type=int, default=8,
@@ -90,11 +105,11 @@ def main() -> int:
         en = [str(args.shared_data / f) for f in EN_FILES]
     else:
         t = time.perf_counter()
-        km, en = write_scaled(args.shared_data, args.work / f"corpus_x{args.scale}", args.scale)
+        km, en = write_scaled(args.shared_data, args.work / f"corpus_x{args.scale}", args.scale, args.files_per_source)
         print(f"wrote the x{args.scale} corpus in {time.perf_counter() - t:.0f} s", file=sys.stderr)
     runs = [run_stage(REPO, km, en, w, args, f"x{args.scale}-w{w}") for w in args.workers]
     if args.baseline:
-        runs.append(run_baseline(args.baseline, km, en, args))
+        runs += run_baseline(args.baseline, km, en, args)
     first = runs[0]
     for r in runs:
         r["speed_vs_first"] = round(r["mb_per_s"] / first["mb_per_s"], 2)
@@ -144,7 +159,7 @@ def run_stage(repo: Path, km: list[str], en: list[str], workers: int, args, tag:
         for k, v in s["worker_step_s"].items():
             steps[k] = steps.get(k, 0.0) + v
     fig = {
-        "engine": engine, "scale": args.scale, "workers": workers, "input_mb": round(mb_in, 1), "documents": read,
+        "engine": engine, "scale": args.scale, "files_per_source": args.files_per_source, "workers": workers, "input_mb": round(mb_in, 1), "documents": read,
         "wall_s": round(wall, 1), "mb_per_s": round(mb_in / wall, 2), "docs_per_s": round(read / wall),
         "peak_rss_mb": round(peak_mb), "document_step_s": m.get("document_step_s"),
         "doc_step_mb_per_s": round(mb_in / m["document_step_s"], 2) if m.get("document_step_s") else None,
@@ -189,15 +204,16 @@ def _poll_tree_peak_mb(proc: subprocess.Popen, every_s: float = 0.1) -> float:
     return max(peaks.values(), default=0) / 1024
 
 
-def run_baseline(rev: str, km: list[str], en: list[str], args) -> dict:
-    """The stage at git revision ``rev``, from a temporary worktree, with one worker."""
+def run_baseline(rev: str, km: list[str], en: list[str], args) -> list[dict]:
+    """The stage at git revision ``rev``, from a temporary worktree, with each worker count."""
     tree = args.work / f"baseline-{rev}"
     if not tree.is_dir():
         subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(tree), rev], check=True,
                        capture_output=True)
     env = dict(os.environ, PYTHONPATH=str(tree))  # its tonsai, not the installed one
     try:
-        return run_stage(tree, km, en, 1, args, f"x{args.scale}-baseline", engine=f"baseline {rev}", env=env)
+        return [run_stage(tree, km, en, w, args, f"x{args.scale}-baseline-w{w}", engine=f"baseline {rev}", env=env)
+                for w in args.workers]
     finally:
         subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(tree)], capture_output=True)
 

@@ -67,6 +67,27 @@ def test_local_executor_with_one_and_three_tasks_give_the_same_dataset(tmp_path)
     assert [sum(t["bytes_in"] for t in m["shard_timings"]) for m in (m1, m3)] == [expected, expected]
 
 
+def test_tasks_over_a_source_of_many_files_open_their_own_files_and_give_the_same_dataset(tmp_path):
+    """Eight files of one source over four tasks: each task opens its quarter of them and at most
+    two more (the files at its stripe's ends, shared with its neighbours), not every file."""
+    folder = tmp_path / "km"
+    folder.mkdir()
+    for i in range(8):  # duplicates across files and tasks: the earliest survives, whoever read it
+        write_lines(folder / f"part-{i}.txt", km_docs(30 + 7 * i, seed=i) + km_docs(3, seed=0))
+    en = write_lines(tmp_path / "en.txt", en_docs(200))
+    args = ["--khmer", str(folder), "--english", en, "--min-validation-docs", "1", "--seed", "5"]
+    assert run(args + ["--output-dir", str(tmp_path / "one")]).returncode == 0
+    r = run(args + ["--output-dir", str(tmp_path / "four"), "--num-shards", "4", "--workers", "2"])
+    assert r.returncode == 0, r.stderr[-3000:]
+    one, m1 = dataset_rows(tmp_path / "one")
+    four, m4 = dataset_rows(tmp_path / "four")
+    assert one == four and m1["counts"] == m4["counts"] and m1["inputs"] == m4["inputs"]
+    assert m1["counts"]["km:km"]["dropped:duplicate"] == 3 * 8  # file 0 begins with the same three
+    opened = [t["inputs_opened"] for t in m4["shard_timings"]]
+    assert [t["inputs_opened"] for t in m1["shard_timings"]] == [9]
+    assert all(n <= 2 + 1 + 2 for n in opened) and sum(opened) <= 9 + 2 * 3, opened  # 8 / 4 = 2 of km, en shared
+
+
 def test_merge_steps_in_parallel_processes_give_the_same_dataset(tmp_path, monkeypatch):
     """The merge's key partition, exact and near-duplicate buckets, spreading and bucket sorts in 2
     processes each (the size threshold lowered to 0), against one process; with forced bucket counts

@@ -235,7 +235,7 @@ def test_tasks_sharing_a_source_read_each_document_once_with_its_position_and_co
         whole = [(d.id, d.text, d.skip_reason) for d in iter_documents(Source(full, "en"), whole_stats, options=o)]
         got, stats = {}, []
         for rank in range(world):
-            share, st = Share(rank, world), ReadStats()
+            share, st = Share.of(rank, world), ReadStats()
             for d in iter_documents(Source(full, "en"), st, options=o, share=share):
                 assert share.pos % world == rank and share.pos not in got, name
                 got[share.pos] = (d.id, d.text, d.skip_reason)

@@ -8,8 +8,8 @@ can drop it into their own pipeline (after any datatrove reader, before any writ
     pipeline = [JsonlReader("km/"), KhmerNormalizer(), ScriptRouter("km"), QualityFilter(), ...]
 
 - :class:`SourceReader`: tonsai's readers (every input format of the prepare stage, Hub streams
-  included); task ``rank`` of ``world_size`` takes the documents whose position in their source is
-  ``rank`` modulo ``world_size``, so the output is the same whatever the number of tasks.
+  included); task ``rank`` of ``world_size`` reads its stripe of each source's files
+  (:mod:`tonsai.data.sharding`), so the output is the same whatever the number of tasks.
 - :class:`KhmerNormalizer` (a formatter): :func:`tonsai.text.normalize` (Khmer cluster order,
   invisible characters, legacy-font clean-up; see KHMER.md), then strip.
 - :class:`ReaderSkips`, :class:`LengthFilter`, :class:`ScriptRouter`, :class:`QualityFilter`:
@@ -54,11 +54,11 @@ from tonsai.errors import StageError
 from tonsai.data import columns
 from tonsai.data.dedup import band_key_matrix, exact_key, id_hash
 from tonsai.data.filters import FilterThresholds, quality_reason, script_mismatch, too_short
-from tonsai.data.sources import ReadOptions, ReadStats, Share, Source, input_record, iter_documents
+from tonsai.data.sharding import ORDER_BITS, task_units
+from tonsai.data.sources import ReadOptions, ReadStats, Source, iter_unit, unit_inputs
 from tonsai.text import RoutingThresholds, count_scripts, normalize
 from tonsai.text.script import ScriptCounts
 
-ORDER_BITS = 40  # order = source index << 40 | position inside the source (up to 1.1e12 documents)
 BATCH_ROWS = 4096  # documents per Parquet row group, at most
 BATCH_CHARS = 1_000_000  # characters per row group, at most (writer and readers hold one row group)
 KEY_BATCH_ROWS, KEY_BATCH_CHARS = 1024, 250_000  # one rensa call: its arrays are about 50 bytes a character
@@ -94,12 +94,13 @@ def _no_traceback_for_input_errors(record) -> None:
 
 
 class SourceReader(PipelineStep):
-    """Read tonsai sources; this task's share is every ``world_size``-th document of each source
-    (:class:`tonsai.data.sources.Share`: the others are found, not decoded or parsed).
+    """Read tonsai sources; this task's share is its stripe of each source's files
+    (:func:`tonsai.data.sharding.task_units`; documents of a file it shares with other tasks are
+    found, not decoded or parsed, unless they are its own).
 
     Per task it writes ``<summary_dir>/<rank>.json``: the UTF-8 bytes, invalid UTF-8 lines and the
-    first locations of skipped records of its own documents, and (task 0) the inputs with their
-    hashes for the manifest."""
+    first locations of skipped records of its own documents, the document count of each unit it
+    read, and the hashes of the units it leads (for the manifest)."""
 
     name = "tonsai sources"
     type = "📖 - READER"
@@ -113,30 +114,34 @@ class SourceReader(PipelineStep):
             yield from data
         logger.configure(patcher=_no_traceback_for_input_errors)
         stats = {s.name: ReadStats() for s in self.sources}
+        units: dict[int, dict] = {}  # unit -> source, documents, inputs (when this task leads it)
         with _Tally(self) as tally:
-            for si, source in enumerate(self.sources):
-                share = Share(rank, world_size)  # this task's documents only are decoded and parsed
-                docs = iter_documents(source, stats[source.name], options=self.options, share=share)
-                label = count_key("read", source.name)
-                for doc in tqdm(docs, desc=f"task {rank} {source.name}", unit="doc", leave=False, mininterval=2.0,
+            for u in task_units(self.sources, rank, world_size):
+                source, share = self.sources[u.source], u.share
+                docs = iter_unit(source, u.path, stats[source.name], self.options, share)
+                label, base = count_key("read", source.name), u.unit << ORDER_BITS
+                name = source.name if u.path is None else f"{source.name} {u.path.name}"
+                for doc in tqdm(docs, desc=f"task {rank} {name}", unit="doc", leave=False, mininterval=2.0,
                                 disable=None):
                     tally.counts[label] += 1
                     yield Document(text=doc.text, id=doc.id, metadata={
-                        "lang": doc.lang, "source": doc.source, "location": doc.location, "src": si,
-                        "order": (si << ORDER_BITS) | share.pos, "skip_reason": doc.skip_reason})
+                        "lang": doc.lang, "source": doc.source, "location": doc.location, "src": u.source,
+                        "order": base | share.pos, "skip_reason": doc.skip_reason})
+                units[u.unit] = {"source": u.source, "documents": share.pos + 1,
+                                 "input": str(u.path or source.path),
+                                 "inputs": unit_inputs(source, u.path) if u.lead else None}
         if self.summary_dir is not None:
-            self._write_summary(rank, stats)
+            self._write_summary(rank, stats, units)
 
-    def _write_summary(self, rank: int, stats: dict[str, ReadStats]) -> None:
-        # each task counts what it read of its own documents (the merge adds the tasks up); the
-        # inputs, with their hashes, come from task 0 only
+    def _write_summary(self, rank: int, stats: dict[str, ReadStats], units: dict[int, dict]) -> None:
+        # each task counts what it read of its own documents (the merge adds the tasks up)
         summary = {
             "bytes_in": sum(st.bytes for st in stats.values()),
             "invalid_utf8_lines": {n: st.invalid_utf8_lines for n, st in stats.items() if st.invalid_utf8_lines},
             "malformed_records": {n: st.malformed_records for n, st in stats.items() if st.malformed_records},
             "skipped_locations": {n: st.locations for n, st in stats.items() if st.locations},
             "text_fields": {n: st.text_fields for n, st in stats.items() if st.text_fields},
-            "inputs": [input_record(s) for s in self.sources] if rank == 0 else None,
+            "units": {str(k): v for k, v in units.items()},
         }
         path = Path(self.summary_dir) / f"{rank:05d}.json"
         path.parent.mkdir(parents=True, exist_ok=True)

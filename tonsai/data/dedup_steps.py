@@ -34,7 +34,8 @@ from datatrove.pipeline.base import PipelineStep
 from tonsai.data import columns
 from tonsai.data.dedup import BAND_RECORD, EXACT_RECORD, SKIP_BAND, bucket_band_pairs, bucket_exact_duplicates
 from tonsai.data.ondisk import DiskArray, Partition, trim_heap
-from tonsai.data.splitwrite import EXACT_DUP, POS_MASK, TRAIN
+from tonsai.data.sharding import slots
+from tonsai.data.splitwrite import EXACT_DUP, TRAIN
 from tonsai.executors import local_executor
 
 
@@ -78,7 +79,7 @@ class _MergeStep(PipelineStep):
         return DiskArray(Path(self.mdir) / name, dtype, self.offs[-1], create=False)
 
     def slots(self, t) -> np.ndarray:
-        return np.asarray(self.offs, dtype=np.int64)[_np(t, "src").astype(np.int64)] + (_np(t, "order") & POS_MASK)
+        return slots(_np(t, "order"), np.asarray(self.offs, dtype=np.int64))
 
 
 class PartitionKeys(_MergeStep):
@@ -90,7 +91,7 @@ class PartitionKeys(_MergeStep):
         status, length, idh = self.array("status.u8", np.uint8), self.array("chars.i64", np.int64), \
             self.array("idh.i64", np.int64)
         exact = Partition(Path(self.mdir) / "exact", f"p{rank:05d}", EXACT_RECORD, self.k_exact)
-        for t in _row_groups(self.files[rank::world_size], ["src", "order", "chars", "h1", "h2", "idh"]):
+        for t in _row_groups(self.files[rank::world_size], ["order", "chars", "h1", "h2", "idh"]):
             slot = self.slots(t)
             status.scatter(slot, TRAIN)
             length.scatter(slot, _np(t, "chars"))
@@ -116,7 +117,7 @@ class PartitionBands(_MergeStep):
     def run(self, data=None, rank: int = 0, world_size: int = 1):
         band_ids = np.arange(self.bands, dtype=np.uint16)
         part = Partition(Path(self.mdir) / "band", f"p{rank:05d}", BAND_RECORD, self.k_band, self.lo, self.hi)
-        for t in _row_groups(self.files[rank::world_size], ["src", "order"] + [f"b{k}" for k in range(self.bands)]):
+        for t in _row_groups(self.files[rank::world_size], ["order"] + [f"b{k}" for k in range(self.bands)]):
             slot = self.slots(t)
             rec = np.empty(len(slot) * self.bands, dtype=BAND_RECORD)
             rec["band"] = np.repeat(band_ids, len(slot))

@@ -1,8 +1,9 @@
 """The prepare stage's document step as a datatrove pipeline, on one machine, Slurm or Ray.
 
 The document step (read, normalize, route, filter, dedup keys; :mod:`tonsai.data.blocks`) runs as
-``--num-shards`` datatrove tasks (default: ``--workers``); task ``i`` takes every ``N``-th document
-of each source, so the dataset is the same for any number of tasks. datatrove's executor runs them
+``--num-shards`` datatrove tasks (default: ``--workers``); task ``i`` reads the ``i``-th of ``N``
+stripes of each source's files (:mod:`tonsai.data.sharding`), so the dataset is the same for any
+number of tasks. datatrove's executor runs them
 and marks each finished task in ``<work>/logs/docs/completions/``, so a rerun (after a crash, a
 kill -9 or a preempted node) skips finished tasks. The merge (:func:`tonsai.data.prepare.merge`)
 then deduplicates, splits, mixes and writes the dataset from the tasks' files.
@@ -139,7 +140,7 @@ def task_infos(work: Path, tasks: int) -> list[dict]:
                 fields[0] += with_text
                 fields[1] = fields[1] or message
         infos.append({"shard": rank, "counts": counts, "skipped_locations": summary["skipped_locations"],
-                      "inputs": summary["inputs"], "bytes_in": summary["bytes_in"], "worker_step_s": steps,
+                      "units": summary["units"], "bytes_in": summary["bytes_in"], "worker_step_s": steps,
                       "elapsed_s": round(sum(steps.values()), 3), "peak_rss_mb": peak})
     for with_text, message in text_fields.values():  # each task saw part of the file
         if message and not with_text:  # --bad-records skip must not hide a wrong --text-column

@@ -43,6 +43,7 @@ from tonsai.data.ondisk import ARROW_POOL_VARIABLE, MAX_OPEN, DiskArray, num_buc
 from tonsai.data.blocks import peak_rss_mb
 from tonsai.data.engine import (docs_dir, run_docs_local, run_docs_ray, submit_slurm, task_infos,
                                 unfinished_tasks)
+from tonsai.data.sharding import unit_layout
 from tonsai.data.sources import MAX_LOCATIONS, ReadOptions, Source, load_mix_file
 from tonsai.data.splitwrite import EXACT_DUP, NEAR_DUP, TRAIN, VALIDATION, merge_workers, write_splits
 from tonsai.data.writer import buckets_for
@@ -315,7 +316,7 @@ def _task_settings(cfg: PrepareConfig, sources: list[Source]) -> dict:
 
 # 3: each task counts what it read of its own documents (2: task 0 counted the whole input; its
 # work folders are redone); 2: datatrove tasks; 1: tonsai's own shard runner, shard-* folders
-ENGINE_VERSION = 3
+ENGINE_VERSION = 4
 TASK_OUTPUTS = ("docs", "read", "logs", "rejected")
 
 
@@ -426,7 +427,8 @@ def merge(cfg: PrepareConfig, sources: list[Source], document_step_s: float | No
     """Phase 2: deduplicate, split, mix and write the output folder from finished shards.
 
     Memory does not grow with the corpus: every document has a *slot* (its source's offset plus
-    its position in the source, so slots sort like the input order), and the per-slot arrays are
+    its position in the source, so slots sort like the input order; the tasks' documents carry
+    their input file and position in it, :mod:`tonsai.data.sharding`), and the per-slot arrays are
     files in ``<work>/merge`` (status 1 byte, characters 8, id hash 8, copies 4) read and written in
     slices of 1M slots. Dedup keys are partitioned on disk by hash (``--merge-memory-mb``) and
     processed one bucket at a time; only the colliding pairs of near duplicates (16 bytes a pair,
@@ -451,7 +453,7 @@ def merge(cfg: PrepareConfig, sources: list[Source], document_step_s: float | No
 @dataclasses.dataclass
 class _Merge:
     """What the merge's steps share: the sources, the slot layout (``offs``: each source's first
-    slot), the per-source counts, the per-slot files in ``mdir``, and time and memory per step."""
+    slot; ``unit_offs``: each input file's), the per-source counts, the per-slot files in ``mdir``, and time and memory per step."""
 
     cfg: PrepareConfig
     sources: list[Source]
@@ -459,6 +461,8 @@ class _Merge:
     mdir: Path
     counts: dict[str, collections.Counter]
     offs: np.ndarray
+    unit_offs: np.ndarray
+    inputs: list[dict]
     workers: int
     timings: dict[str, float] = dataclasses.field(default_factory=dict)
     rss: dict[str, float] = dataclasses.field(default_factory=lambda: {"before_merge": peak_rss_mb()})
@@ -491,10 +495,13 @@ def _merge(cfg: PrepareConfig, sources: list[Source], infos: list[dict], work: P
            document_step_s: float | None) -> dict:
     names = [s.name for s in sources]
     counts, skipped = _task_counts(infos, names)
-    offs = np.zeros(len(names) + 1, dtype=np.int64)
-    offs[1:] = np.cumsum([counts[n].get("read", 0) for n in names])
+    unit_offs, offs, inputs = unit_layout([i["units"] for i in infos], sources)
+    if np.diff(offs).tolist() != [counts[n].get("read", 0) for n in names]:  # each document read by one task
+        raise StageError(f"the document tasks read {[counts[n].get('read', 0) for n in names]} documents per source "
+                         f"of {np.diff(offs).tolist()} they found: the inputs changed while the stage ran; leave them "
+                         f"alone and rerun the same command")
     files = [docs_dir(work) / f"{i:05d}.parquet" for i in range(cfg.tasks())]
-    m = _Merge(cfg, sources, files, mdir, counts, offs, merge_workers(files, cfg.workers))
+    m = _Merge(cfg, sources, files, mdir, counts, offs, unit_offs, inputs, merge_workers(files, cfg.workers))
     buckets = _deduplicate(m)
     t0 = time.perf_counter()
     val_per, val_chars, available, pool_len_of = _validation_and_pools(m)
@@ -540,7 +547,7 @@ def _deduplicate(m: _Merge) -> dict[str, int]:
     status = m.array("status.u8", np.uint8)
     for name, dtype in (("chars.i64", np.int64), ("idh.i64", np.int64)):
         m.array(name, dtype)  # created here, filled by the partition tasks
-    args = (str(m.mdir.resolve()), [str(f.resolve()) for f in m.files], [int(x) for x in m.offs], k_exact, k_band,
+    args = (str(m.mdir.resolve()), [str(f.resolve()) for f in m.files], [int(x) for x in m.unit_offs], k_exact, k_band,
             bands)
     run_step(PartitionKeys(*args), len(m.files), m.workers, m.mdir)
     t0 = m.done("partition", t0)
@@ -694,11 +701,11 @@ def _write_output(m: _Merge, work: Path, infos: list[dict], skipped: dict, plan:
                 shutil.copy(r, tmp / "rejected" / f"filters-{r.name}")
         shuffle = {"train": buckets_for(train_chars, cfg.shuffle_bucket_mb),
                    "validation": buckets_for(val_chars, cfg.shuffle_bucket_mb)}
-        rows = write_splits(m.files, m.offs, m.names, [lang_of[n] for n in m.names], m.mdir, tmp, cfg.seed, shuffle,
+        rows = write_splits(m.files, m.unit_offs, m.names, [lang_of[n] for n in m.names], m.mdir, tmp, cfg.seed, shuffle,
                             cfg.write_rejected, m.workers)
         m.done("write", t0)
         manifest = write_manifest(
-            tmp, STAGE, cfg, inputs=next((i["inputs"] for i in infos if i.get("inputs")), None),
+            tmp, STAGE, cfg, inputs=m.inputs,
             sources=[{"name": s.name, "lang": s.lang, "path": s.path, "weight": s.weight,
                       "max_epochs": plan["max_epochs"][s.name]} for s in sources],
             counts={n: dict(c) for n, c in m.counts.items()},
@@ -725,7 +732,7 @@ def _write_output(m: _Merge, work: Path, infos: list[dict], skipped: dict, plan:
             merge_timings_s={k: round(v, 3) for k, v in m.timings.items()},
             peak_rss_mb_after={k: round(v) for k, v in m.rss.items()},
             shard_timings=[{"shard": i["shard"], "elapsed_s": i.get("elapsed_s"), "bytes_in": i.get("bytes_in"),
-                            "worker_step_s": i.get("worker_step_s"), "peak_rss_mb": i.get("peak_rss_mb")}
+                            "inputs_opened": len(i["units"]), "worker_step_s": i.get("worker_step_s"), "peak_rss_mb": i.get("peak_rss_mb")}
                            for i in infos],
         )
     log.info("wrote %s (train %d docs, validation %d docs)", cfg.output_dir, rows["train"], rows["validation"])

@@ -310,22 +310,38 @@ class ReadStats:
 
 @dataclasses.dataclass
 class Share:
-    """The documents of a source that one of ``world`` tasks reads: those at positions ``rank``
-    modulo ``world`` (a position counts every document of the source, in order; ``pos`` is the
-    last one considered, the yielded document's while the consumer holds it). The other documents
-    are only found, never decoded, parsed or counted, so each task's reading costs little more
-    than its share: on the 10x corpus, finding every line of the ten .jsonl.zst files takes 0.2 s,
-    decoding and parsing them as documents 2.3 s. Each task counts the bytes, invalid UTF-8 lines
-    and bad records of its own documents; the merge adds them up."""
+    """The documents of one input (a file, or a source read file after file) that one task reads:
+    those at positions ``p`` with ``lo <= p % period < hi`` (a position counts every document of
+    the input, in order; ``pos`` is the last one considered, the yielded document's while the
+    consumer holds it). :func:`tonsai.data.sharding.task_units` gives each task its part of the
+    inputs that several tasks share. The other documents are only found, never decoded, parsed or
+    counted, so each task's reading costs little more than its share: on the 10x corpus, finding
+    every line of the ten .jsonl.zst files takes 0.2 s, decoding and parsing them as documents
+    2.3 s. Each task counts the bytes, invalid UTF-8 lines and bad records of its own documents;
+    the merge adds them up."""
 
-    rank: int = 0
-    world: int = 1
+    lo: int = 0
+    hi: int = 1
+    period: int = 1
     pos: int = -1
+
+    def __post_init__(self) -> None:
+        self.whole = self.lo <= 0 and self.hi >= self.period  # every document: nothing to skip
+
+    @classmethod
+    def of(cls, rank: int, world: int) -> "Share":
+        """Every ``world``-th document, from the ``rank``-th."""
+        return cls(rank, rank + 1, world)
 
     def next(self) -> bool:
         """Move to the next document; whether it is this task's."""
         self.pos += 1
-        return self.world == 1 or self.pos % self.world == self.rank
+        return self.whole or self.lo <= self.pos % self.period < self.hi
+
+    def owned(self, first: int, n: int) -> np.ndarray:
+        """The offsets (from ``first``) of this task's positions among ``first .. first + n - 1``."""
+        rest = np.arange(first, first + n, dtype=np.int64) % self.period
+        return np.flatnonzero((rest >= self.lo) & (rest < self.hi))
 
 
 _VISIBLE_ASCII = re.compile(rb"[\x21-\x7e]")
@@ -333,8 +349,9 @@ _VISIBLE_ASCII = re.compile(rb"[\x21-\x7e]")
 
 def _own_line(raw: bytes, share: Share, stats: ReadStats) -> tuple[str, bool] | None:
     """(text, invalid UTF-8) of a line that is one of this task's documents; None for a blank line
-    or another task's. A lone reader decodes every line anyway and decides on the text."""
-    if share.world == 1:
+    or another task's. A task that reads every document decodes every line anyway and decides on
+    the text."""
+    if share.whole:
         line, invalid = _decode(raw, stats)
         if not line.strip():
             return None
@@ -375,30 +392,38 @@ def _decode(raw: bytes, stats: ReadStats) -> tuple[str, bool]:
 def iter_documents(source: Source, stats: ReadStats, doc_mode: str = "line",
                    text_column: str = "text", options: ReadOptions | None = None,
                    share: Share | None = None) -> Iterator[Document]:
-    """Yield the documents of ``source`` (with ``share``, only that task's: :class:`Share`),
-    streaming each file (bounded memory except .json arrays)."""
+    """Yield the documents of ``source`` (with ``share``, only that task's: :class:`Share`, whose
+    positions run on across the source's files), streaming each file (bounded memory except .json
+    arrays)."""
     opts = options or ReadOptions(doc_mode=doc_mode, text_column=text_column)
-    opts = dataclasses.replace(opts, text_column=source.text_column or opts.text_column)
     share = share or Share()
-    if source.is_hub:
+    for path in source.files() or [None]:
+        yield from iter_unit(source, path, stats, opts, share)
+
+
+def iter_unit(source: Source, path: Path | None, stats: ReadStats, options: ReadOptions,
+              share: Share) -> Iterator[Document]:
+    """The documents of one file (or save_to_disk folder) of ``source``, or its Hub stream when
+    ``path`` is None, that ``share`` takes."""
+    opts = dataclasses.replace(options, text_column=source.text_column or options.text_column)
+    if path is None:
         yield from _iter_hub(source, stats, opts, share)
         return
-    for path in source.files():
-        kind = file_kind(path)
-        rel = path.name
-        try:
-            if kind == "json":
-                yield from _iter_json(path, rel, source, stats, opts, share)
-            elif kind == "parquet":
-                yield from _iter_parquet(path, rel, source, stats, opts, share)
-            elif kind == "saved":
-                yield from _iter_saved(path, rel, source, stats, opts, share)
-            elif kind == "arrow":
-                yield from _iter_arrow([path], path, rel, source, stats, opts, share)
-            else:
-                yield from _iter_txt(path, rel, source, stats, opts, share)
-        except (OSError, EOFError, zlib.error) as e:  # gzip.BadGzipFile is an OSError
-            raise read_error(path, e) from e
+    kind = file_kind(path)
+    rel = path.name
+    try:
+        if kind == "json":
+            yield from _iter_json(path, rel, source, stats, opts, share)
+        elif kind == "parquet":
+            yield from _iter_parquet(path, rel, source, stats, opts, share)
+        elif kind == "saved":
+            yield from _iter_saved(path, rel, source, stats, opts, share)
+        elif kind == "arrow":
+            yield from _iter_arrow([path], path, rel, source, stats, opts, share)
+        else:
+            yield from _iter_txt(path, rel, source, stats, opts, share)
+    except (OSError, EOFError, zlib.error) as e:  # gzip.BadGzipFile is an OSError
+        raise read_error(path, e) from e
 
 
 def _doc(source: Source, rel: str, n: int | str, text: str, where: str, bad_utf8: bool,
@@ -488,8 +513,8 @@ def json_records(f: IO[bytes], path: Path, stats: ReadStats,
         f.read(len(UTF8_BOM))
         head = head[len(UTF8_BOM):]
     if head.lstrip()[:1] == b"[":
-        # an array is decoded whole by every task; task 0 counts its invalid UTF-8
-        text, invalid = _decode(f.read(), stats if share.rank == 0 else ReadStats())
+        # an array is decoded whole by every task that reads it; the one with part 0 counts its invalid UTF-8
+        text, invalid = _decode(f.read(), stats if share.lo == 0 else ReadStats())
         try:
             records = json.loads(text)
         except json.JSONDecodeError as e:  # the whole file is one value: nothing to skip
@@ -530,7 +555,7 @@ def _iter_json(path: Path, rel: str, source: Source, stats: ReadStats, opts: Rea
     # --bad-records skip must not hide a wrong --text-column
     message = no_field and (f"{path}: no record has a {opts.text_column!r} field, e.g. "
                             f"{no_field.split('; ')[0]}; pass --text-column with the field that holds the text")
-    if share.world > 1:  # this task saw part of the file: the merge decides on all of it
+    if not share.whole:  # this task saw part of the file: the merge decides on all of it
         stats.text_fields[str(path)] = [with_text, message]
     elif message and not with_text:
         raise StageError(message)
@@ -560,10 +585,10 @@ def _iter_batches_text(batches, col: str, share: Share) -> Iterator[str | None]:
     for batch in batches:
         n, first = len(batch), share.pos + 1
         column = batch.column(col)
-        if share.world == 1:
+        if share.whole:
             rows, texts = range(n), column.to_pylist()
         else:
-            own = np.arange((share.rank - first) % share.world, n, share.world)
+            own = share.owned(first, n)
             rows, texts = own.tolist(), column.take(columns.array(own, pa.int64())).to_pylist()
         for j, text in zip(rows, texts):
             share.pos = first + j
@@ -702,24 +727,31 @@ def hub_fingerprint(source: Source) -> dict:
     return out
 
 
-def input_record(source: Source) -> dict:
-    """The manifest's entry for one source: files with content hashes, or the Hub revision."""
+def unit_inputs(source: Source, path: Path | None) -> dict:
+    """What the manifest records of one input of ``source``: its files with content hashes, or
+    (``path`` None) the Hub dataset and revision."""
+    if path is None:
+        return hub_fingerprint(source)
+    files = []
+    for f in sorted(x for x in path.rglob("*") if x.is_file()) if path.is_dir() else [path]:
+        try:
+            files.append({"path": str(f), "sha256": file_sha256(f)})
+        except PermissionError as e:
+            raise StageError(f"{f}: cannot read ({e.strerror}); check its permissions") from e
+    return {"files": files}
+
+
+def input_record(source: Source, units: list[dict] | None = None) -> dict:
+    """The manifest's entry for one source: files with content hashes, or the Hub revision
+    (``units``: :func:`unit_inputs` of each of its inputs, when the tasks that read them made them)."""
     rec = {"source": source.name, "lang": source.lang, "path": source.path, "weight": source.weight,
            "max_epochs": source.max_epochs}
+    if units is None:
+        units = [unit_inputs(source, p) for p in source.files() or [None]]
     if source.is_hub:
-        rec.update(hub_fingerprint(source))
-        return rec
-    files = []
-    for f in source.files():
-        if f.is_dir():
-            for g in sorted(x for x in f.rglob("*") if x.is_file()):
-                files.append({"path": str(g), "sha256": file_sha256(g)})
-        else:
-            try:
-                files.append({"path": str(f), "sha256": file_sha256(f)})
-            except PermissionError as e:
-                raise StageError(f"{f}: cannot read ({e.strerror}); check its permissions") from e
-    rec["files"] = files
+        rec.update(units[0])
+    else:
+        rec["files"] = [f for u in units for f in u["files"]]
     return rec
 
 

@@ -25,14 +25,13 @@ import pyarrow.parquet as pq
 from datatrove.pipeline.base import PipelineStep
 
 from tonsai.data import columns
-from tonsai.data.blocks import ORDER_BITS
+from tonsai.data.sharding import slots
 from tonsai.data.ondisk import DiskArray, trim_heap
 from tonsai.data.writer import SCHEMA, ShuffledSplitWriter, finish_split, write_bucket
 from tonsai.executors import local_executor
 
 # status of a document slot in the merge (1 byte per slot, on disk)
 ABSENT, TRAIN, EXACT_DUP, NEAR_DUP, VALIDATION = 0, 1, 2, 3, 4
-POS_MASK = (1 << ORDER_BITS) - 1
 TRIM_EVERY = 32  # batches of documents written between two trim_heap() calls
 PARALLEL_MIN_BYTES = 64_000_000  # documents files (zstd Parquet) smaller than this are written in one process
 
@@ -64,8 +63,7 @@ class SpreadSplits(PipelineStep):
             # one row group at a time (iter_batches may buffer ahead across row groups)
             for batch in (b for i in range(pf.num_row_groups)
                           for b in pf.read_row_group(i, columns=["text", "id", "src", "order"]).to_batches(2048)):
-                src = columns.to_numpy(batch.column("src")).astype(np.int64)
-                slot = offs[src] + (columns.to_numpy(batch.column("order")) & POS_MASK)
+                slot = slots(columns.to_numpy(batch.column("order")), offs)
                 st, cp = status.gather(slot), copies.gather(slot).astype(np.int64)
                 table = pa.Table.from_arrays([batch.column("text"), langs.take(batch.column("src")),
                                               names.take(batch.column("src")), batch.column("id")], schema=SCHEMA)

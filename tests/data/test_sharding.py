@@ -1,0 +1,95 @@
+"""How the document tasks share the inputs (tonsai.data.sharding): each task reads its stripe of
+every source's files, parts of the files it shares tile them, and the documents of all tasks
+together are a lone reader's, at the same slots, with the same manifest inputs."""
+
+import json
+
+import numpy as np
+import pytest
+
+from tests.data.corpus import en_docs, km_docs, write_lines
+from tests.data.test_sources import _shared_inputs
+from tonsai.data.blocks import SourceReader
+from tonsai.data.sharding import PERIOD, slots, task_units, unit_layout, unit_sizes
+from tonsai.data.sources import ReadOptions, ReadStats, Source, input_record, iter_documents
+from tonsai.errors import StageError
+
+
+def _many_files(folder, n=11, seed=0):
+    """``n`` .txt files of 0 to 400 lines (one empty), as a source's folder."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir()
+    for i in range(n):
+        k = 0 if i == 3 else int(rng.integers(1, 400))
+        (folder / f"part-{i:02d}.txt").write_text("".join(f"{t}\n" for t in en_docs(k, seed=i)), encoding="utf-8")
+    return Source(str(folder), "en")
+
+
+@pytest.mark.parametrize("world", [1, 2, 3, 5, 11, 16, 40])
+def test_parts_tile_every_input_once_and_a_task_opens_its_stripe_and_at_most_two_more(tmp_path, world):
+    sources = [_many_files(tmp_path / "a"), Source(write_lines(tmp_path / "one.txt", km_docs(50)), "km"),
+               _many_files(tmp_path / "b", n=4, seed=1)]
+    sizes = [size for s in sources for _, size in unit_sizes(s)]
+    parts: dict[int, list[tuple[int, int, bool]]] = {}
+    for rank in range(world):
+        mine = task_units(sources, rank, world)
+        assert [u.unit for u in mine] == sorted({u.unit for u in mine})  # input order, each once
+        for si, source in enumerate(sources):
+            units = [u for u in mine if u.source == si]
+            whole = [u for u in units if u.share.whole]
+            assert len(units) - len(whole) <= 2  # a part of the files at its stripe's two ends
+            stripe = sum(size for _, size in unit_sizes(source)) / world
+            assert sum(sizes[u.unit] for u in whole) <= stripe + 1
+        for u in mine:
+            parts.setdefault(u.unit, []).append((u.share.lo, u.share.hi, u.lead))
+    assert sorted(parts) == list(range(len(sizes)))
+    for unit, ps in parts.items():
+        ps.sort()
+        assert ps[0][0] == 0 and ps[-1][1] == PERIOD and all(a[1] == b[0] for a, b in zip(ps, ps[1:])), (unit, ps)
+        assert [lead for *_, lead in ps] == [True] + [False] * (len(ps) - 1)
+    if world <= 5:  # more files than tasks: most files are opened by one task only
+        assert sum(len(ps) for ps in parts.values()) <= len(sizes) + 2 * (world - 1) * len(sources)
+
+
+@pytest.mark.parametrize("world", [1, 2, 3, 7, 16])
+def test_tasks_read_every_document_once_at_a_lone_readers_slot(tmp_path, world):
+    """Through the reader block itself: its documents' orders become slots that put every document
+    where one reader of all the sources finds it; counts add up; the inputs are one reader's."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    hub = _shared_inputs(folder)[-1]  # every input format in one folder, and a Hub-style stream
+    sources = [Source(str(folder), "en"), Source(hub, "km"), _many_files(tmp_path / "many", n=5)]
+    opts = ReadOptions(bad_records="skip")
+    lone_stats = {s.name: ReadStats() for s in sources}
+    lone = [(d.id, d.text) for s in sources for d in iter_documents(s, lone_stats[s.name], options=opts)]
+    got, reports, summaries = {}, [], []
+    for rank in range(world):
+        reader = SourceReader(sources, opts, summary_dir=str(tmp_path / "read"))
+        docs = list(reader.run(rank=rank, world_size=world))
+        summary = json.loads((tmp_path / "read" / f"{rank:05d}.json").read_text(encoding="utf-8"))
+        reports.append(summary["units"])
+        summaries.append(summary)
+        got[rank] = docs
+    unit_offs, offs, inputs = unit_layout(reports, sources)
+    placed = {}
+    for docs in got.values():
+        at = slots(np.array([d.metadata["order"] for d in docs], dtype=np.int64), unit_offs)
+        for slot, d in zip(at.tolist(), docs):
+            assert slot not in placed
+            placed[slot] = (d.id, d.text)
+    assert [placed[i] for i in range(len(placed))] == lone
+    assert np.diff(offs).tolist() == [lone_stats[s.name].documents for s in sources]
+    assert inputs == [input_record(s) for s in sources]
+    for kind, field in (("invalid_utf8_lines", "invalid_utf8_lines"), ("malformed_records", "malformed_records")):
+        for s in sources:
+            assert sum(x[kind].get(s.name, 0) for x in summaries) == getattr(lone_stats[s.name], field), (kind, s.name)
+    assert sum(x["bytes_in"] for x in summaries) == sum(st.bytes for st in lone_stats.values())
+
+
+def test_an_input_that_changed_between_two_tasks_is_named():
+    report = {"0": {"source": 0, "documents": 5, "input": "/data/a.txt", "inputs": {"files": []}}}
+    changed = {"0": dict(report["0"], documents=6, inputs=None)}
+    with pytest.raises(StageError, match=r"/data/a.txt: two document tasks found 5 and 6 documents in it"):
+        unit_layout([report, changed], [Source("/data/a.txt", "en")])
+    with pytest.raises(StageError, match="not every input"):
+        unit_layout([report, {"2": report["0"]}], [Source("/data/a.txt", "en")])
