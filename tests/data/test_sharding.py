@@ -11,7 +11,7 @@ from tests.data.corpus import en_docs, km_docs, write_lines
 from tests.data.test_sources import _shared_inputs
 from tonsai.data.blocks import SourceReader
 from tonsai.data.sharding import PERIOD, slots, task_units, unit_layout, unit_sizes
-from tonsai.data.sources import ReadOptions, ReadStats, Source, input_record, iter_documents
+from tonsai.data.sources import ReadOptions, ReadStats, Share, Source, input_record, iter_documents
 from tonsai.errors import StageError
 
 
@@ -49,6 +49,23 @@ def test_parts_tile_every_input_once_and_a_task_opens_its_stripe_and_at_most_two
         assert [lead for *_, lead in ps] == [True] + [False] * (len(ps) - 1)
     if world <= 5:  # more files than tasks: most files are opened by one task only
         assert sum(len(ps) for ps in parts.values()) <= len(sizes) + 2 * (world - 1) * len(sources)
+
+
+@pytest.mark.parametrize("world", [2, 3, 5, 7, 16])
+def test_a_shared_file_is_split_evenly_from_its_first_documents(world):
+    """A file shared by every task (one file, or a compressed one): any run of its first documents
+    is split in proportion to the parts (a short file must not go all to the first task)."""
+    shares = [Share.of(rank, world) for rank in range(world)]
+    owner = np.full(5000, -1)
+    for rank, share in enumerate(shares):
+        owner[share.owned(0, len(owner))] = rank
+        assert [share.next() for _ in range(300)] == [owner[p] == rank for p in range(300)]
+    assert (owner >= 0).all()
+    for n in (world, 10, 100, 1000, 5000):
+        counts = np.bincount(owner[:n], minlength=world)
+        assert counts.max() - counts.min() <= max(2, np.log2(n) / 2), (n, counts.tolist())
+    if world == 2:
+        assert owner[:8].tolist() == [0, 1] * 4
 
 
 @pytest.mark.parametrize("world", [1, 2, 3, 7, 16])

@@ -11,11 +11,11 @@ one unit. The source's bytes on disk, its units in file order, are cut into ``wo
 stripes, one per task (sizes count one byte more than the file, so an empty file belongs to a
 stripe too). A unit inside one task's stripe is that task's alone: no other task opens it. A unit
 that straddles stripes is read by every task whose stripe it overlaps, and each takes the
-documents at positions ``p`` with ``lo <= p % PERIOD < hi``, ``[lo, hi)`` being the overlap's part of
-the unit (the parts tile ``[0, PERIOD)``); the others' documents are found, not decoded
-(:class:`tonsai.data.sources.Share`). So a task opens the files of its stripe and at most two more
+documents whose place in a period of PERIOD positions falls in ``[lo, hi)``, the overlap's part of
+the unit (the parts tile ``[0, PERIOD)``; places spread consecutive positions evenly); the others'
+documents are found, not decoded (:class:`tonsai.data.sources.Share`). So a task opens the files of its stripe and at most two more
 per source, and takes about 1/world of every source, Khmer and English alike, so that tasks take
-about the same time. A Hub stream is read by every task (each takes every ``world``-th row), and a
+about the same time. A Hub stream is read by every task (each takes a ``1/world`` part), and a
 compressed file cannot be entered in the middle: one big ``.jsonl.zst`` is scanned by every task,
 so a corpus meant for many machines should come in many files (FineWeb-2 ships Parquet files of
 about 2 GB).
@@ -33,10 +33,9 @@ from pathlib import Path
 
 import numpy as np
 
-from tonsai.data.sources import Share, Source, input_record
+from tonsai.data.sources import PERIOD, Share, Source, input_record
 from tonsai.errors import StageError
 
-PERIOD = 1 << 12  # positions are shared out in runs of PERIOD; a part is a multiple of 1/PERIOD
 ORDER_BITS = 40  # order = unit << 40 | position inside the unit (1.1e12 documents a unit, 8.4M units)
 POS_MASK = (1 << ORDER_BITS) - 1
 
@@ -76,7 +75,7 @@ def task_units(sources: list[Source], rank: int, world: int) -> list[TaskUnit]:
             for i, (path, size) in enumerate(units):
                 lo, hi = (max(a, start) - start) * PERIOD // size, (min(b, start + size) - start) * PERIOD // size
                 if start < b and a < start + size and lo < hi:
-                    out.append(TaskUnit(si, first + i, path, Share(lo, hi, PERIOD)))
+                    out.append(TaskUnit(si, first + i, path, Share(lo, hi)))
                 start += size
         first += len(units)
     return out

@@ -308,40 +308,49 @@ class ReadStats:
             seen.append(where)
 
 
+PERIOD_BITS = 12
+PERIOD = 1 << PERIOD_BITS
+# position p's place in a period: its low bits reversed (van der Corput), so that any run of
+# consecutive positions falls evenly into the parts: with two equal parts, even and odd positions
+_SPREAD = np.array([int(f"{i:0{PERIOD_BITS}b}"[::-1], 2) for i in range(PERIOD)], dtype=np.int64)
+_SPREAD_LIST = _SPREAD.tolist()
+
+
 @dataclasses.dataclass
 class Share:
     """The documents of one input (a file, or a source read file after file) that one task reads:
-    those at positions ``p`` with ``lo <= p % period < hi`` (a position counts every document of
-    the input, in order; ``pos`` is the last one considered, the yielded document's while the
-    consumer holds it). :func:`tonsai.data.sharding.task_units` gives each task its part of the
-    inputs that several tasks share. The other documents are only found, never decoded, parsed or
+    those whose position ``p`` has its place in the period, ``SPREAD(p % PERIOD)``, in ``[lo, hi)``
+    (a position counts every document of the input, in order; ``pos`` is the last one considered,
+    the yielded document's while the consumer holds it). The places spread consecutive positions
+    evenly, so a part of ``(hi - lo) / PERIOD`` gets that share of any run of documents, a short
+    file's too. :func:`tonsai.data.sharding.task_units` gives each task its part of the inputs
+    that several tasks share. The other documents are only found, never decoded, parsed or
     counted, so each task's reading costs little more than its share: on the 10x corpus, finding
     every line of the ten .jsonl.zst files takes 0.2 s, decoding and parsing them as documents
     2.3 s. Each task counts the bytes, invalid UTF-8 lines and bad records of its own documents;
     the merge adds them up."""
 
     lo: int = 0
-    hi: int = 1
-    period: int = 1
+    hi: int = PERIOD
     pos: int = -1
 
     def __post_init__(self) -> None:
-        self.whole = self.lo <= 0 and self.hi >= self.period  # every document: nothing to skip
+        self.whole = self.lo <= 0 and self.hi >= PERIOD  # every document: nothing to skip
 
     @classmethod
     def of(cls, rank: int, world: int) -> "Share":
-        """Every ``world``-th document, from the ``rank``-th."""
-        return cls(rank, rank + 1, world)
+        """The ``rank``-th of ``world`` equal parts."""
+        return cls(PERIOD * rank // world, PERIOD * (rank + 1) // world)
 
     def next(self) -> bool:
         """Move to the next document; whether it is this task's."""
         self.pos += 1
-        return self.whole or self.lo <= self.pos % self.period < self.hi
+        return self.whole or self.lo <= _SPREAD_LIST[self.pos & (PERIOD - 1)] < self.hi
 
     def owned(self, first: int, n: int) -> np.ndarray:
         """The offsets (from ``first``) of this task's positions among ``first .. first + n - 1``."""
-        rest = np.arange(first, first + n, dtype=np.int64) % self.period
-        return np.flatnonzero((rest >= self.lo) & (rest < self.hi))
+        place = _SPREAD[np.arange(first, first + n, dtype=np.int64) & (PERIOD - 1)]
+        return np.flatnonzero((place >= self.lo) & (place < self.hi))
 
 
 _VISIBLE_ASCII = re.compile(rb"[\x21-\x7e]")
