@@ -100,6 +100,8 @@ def main() -> int:
     if not args.shared_data.is_dir():
         print(f"no shared data at {args.shared_data} (pass --shared-data)", file=sys.stderr)
         return 1
+    if args.files_per_source > 1 and args.scale == 1:
+        ap.error("--files-per-source splits the written corpus: it needs --scale 2 or more")
     if args.scale == 1:
         km = [str(args.shared_data / f) for f in KM_FILES]
         en = [str(args.shared_data / f) for f in EN_FILES]

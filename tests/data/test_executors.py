@@ -74,14 +74,15 @@ def test_tasks_over_a_source_of_many_files_open_their_own_files_and_give_the_sam
     folder.mkdir()
     for i in range(8):  # duplicates across files and tasks: the earliest survives, whoever read it
         write_lines(folder / f"part-{i}.txt", km_docs(30 + 7 * i, seed=i) + km_docs(3, seed=0))
-    en = write_lines(tmp_path / "en.txt", en_docs(200))
-    args = ["--khmer", str(folder), "--english", en, "--min-validation-docs", "1", "--seed", "5"]
-    assert run(args + ["--output-dir", str(tmp_path / "one")]).returncode == 0
-    r = run(args + ["--output-dir", str(tmp_path / "four"), "--num-shards", "4", "--workers", "2"])
+    write_lines(tmp_path / "en.txt", en_docs(200))
+    args = ["--khmer", "km", "--english", "en.txt", "--min-validation-docs", "1", "--seed", "5"]  # relative paths
+    assert run(args + ["--output-dir", str(tmp_path / "one")], cwd=tmp_path).returncode == 0
+    r = run(args + ["--output-dir", str(tmp_path / "four"), "--num-shards", "4", "--workers", "2"], cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     one, m1 = dataset_rows(tmp_path / "one")
     four, m4 = dataset_rows(tmp_path / "four")
     assert one == four and m1["counts"] == m4["counts"] and m1["inputs"] == m4["inputs"]
+    assert [i["path"] for i in m4["inputs"]] == [str(folder), str(tmp_path / "en.txt")]  # where the files are
     assert m1["counts"]["km:km"]["dropped:duplicate"] == 3 * 8  # file 0 begins with the same three
     opened = [t["inputs_opened"] for t in m4["shard_timings"]]
     assert [t["inputs_opened"] for t in m1["shard_timings"]] == [9]

@@ -103,10 +103,20 @@ def test_tasks_read_every_document_once_at_a_lone_readers_slot(tmp_path, world):
     assert sum(x["bytes_in"] for x in summaries) == sum(st.bytes for st in lone_stats.values())
 
 
-def test_an_input_that_changed_between_two_tasks_is_named():
-    report = {"0": {"source": 0, "documents": 5, "input": "/data/a.txt", "inputs": {"files": []}}}
-    changed = {"0": dict(report["0"], documents=6, inputs=None)}
-    with pytest.raises(StageError, match=r"/data/a.txt: two document tasks found 5 and 6 documents in it"):
-        unit_layout([report, changed], [Source("/data/a.txt", "en")])
-    with pytest.raises(StageError, match="not every input"):
-        unit_layout([report, {"2": report["0"]}], [Source("/data/a.txt", "en")])
+def test_an_input_that_changed_between_two_tasks_is_named(tmp_path):
+    a, b = write_lines(tmp_path / "a.txt", en_docs(5)), write_lines(tmp_path / "b.txt", en_docs(4))
+    source = Source(str(tmp_path), "en")
+    report = {"0": {"source": 0, "documents": 5, "input": a, "inputs": {"files": []}},
+              "1": {"source": 0, "documents": 4, "input": b, "inputs": {"files": []}}}
+    assert unit_layout([report], [source])[0].tolist() == [0, 5, 9]
+    grown = {"0": dict(report["0"], documents=6, inputs=None)}
+    with pytest.raises(StageError, match=rf"{a}: two document tasks found 5 and 6 documents in it"):
+        unit_layout([report, grown], [source])
+    # a file added before b.txt between two tasks: input 1 is another file, with as many documents
+    shifted = {"1": dict(report["1"], input=str(tmp_path / "a2.txt"), inputs=None)}
+    with pytest.raises(StageError, match=r"different inputs as input 1 \(.*b.txt and .*a2.txt\)"):
+        unit_layout([report, shifted], [source])
+    with pytest.raises(StageError, match=r"cover 1 of the 2 inputs \(none for input 1\)"):  # the last one missing
+        unit_layout([{"0": report["0"]}], [source])
+    with pytest.raises(StageError, match=r"cover 2 of the 2 inputs"):  # no task led input 1
+        unit_layout([{"0": report["0"], "1": dict(report["1"], inputs=None)}], [source])

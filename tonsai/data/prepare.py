@@ -41,7 +41,7 @@ from tonsai.data.filters import FilterThresholds
 from tonsai.data.mix import STRATEGIES, normalize_weights, plan_sources_lazy, source_shares, unweighted
 from tonsai.data.ondisk import ARROW_POOL_VARIABLE, MAX_OPEN, DiskArray, num_buckets, release_memory_promptly, trim_heap
 from tonsai.data.blocks import peak_rss_mb
-from tonsai.data.engine import (docs_dir, run_docs_local, run_docs_ray, submit_slurm, task_infos,
+from tonsai.data.engine import (absolute, docs_dir, run_docs_local, run_docs_ray, submit_slurm, task_infos,
                                 unfinished_tasks)
 from tonsai.data.sharding import unit_layout
 from tonsai.data.sources import MAX_LOCATIONS, ReadOptions, Source, load_mix_file
@@ -314,6 +314,7 @@ def _task_settings(cfg: PrepareConfig, sources: list[Source]) -> dict:
     return settings
 
 
+# 4: each task reads its stripe of the files, documents are numbered per file (tonsai.data.sharding);
 # 3: each task counts what it read of its own documents (2: task 0 counted the whole input; its
 # work folders are redone); 2: datatrove tasks; 1: tonsai's own shard runner, shard-* folders
 ENGINE_VERSION = 4
@@ -342,9 +343,10 @@ def start_work(cfg: PrepareConfig, sources: list[Source]) -> None:
     work = cfg.work_path()
     streams = [s.path for s in sources if s.is_hub and not Path(s.hub_args()[0]).is_dir()]
     if streams and cfg.tasks() > 1:
-        log.warning("%s: each of the %d document tasks streams the whole dataset from the Hub and keeps every "
-                    "%d-th document; for many tasks, download it first (hf download NAME --repo-type dataset "
-                    "--local-dir DIR) and give the local folder", ", ".join(streams), cfg.tasks(), cfg.tasks())
+        log.warning("%s: each of the %d document tasks streams the whole dataset from the Hub and keeps 1/%d of "
+                    "the documents; for many tasks, download it first (hf download NAME --repo-type dataset "
+                    "--local-dir DIR) and give the local folder: each task then reads its own files",
+                    ", ".join(streams), cfg.tasks(), cfg.tasks())
     settings = _task_settings(cfg, sources)
     path = _settings_file(work)
     old = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
@@ -356,6 +358,9 @@ def start_work(cfg: PrepareConfig, sources: list[Source]) -> None:
         # one job of several sharing this folder: removing the others' finished tasks would lose their work
         before, now = old.get("config", {}), stored["config"]
         changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
+        changed += [{"sources": "inputs", "engine": "tonsai's engine version"}.get(k, k) for k in
+                    ("sources", "tasks", "normalizer", "engine", "dedup_keys", "toxic_lexicon")
+                    if old.get(k) != stored.get(k)]
         raise StageError(f"--work-dir {work} holds document tasks made with other settings or inputs "
                          f"({', '.join(changed) or 'inputs, tasks or normalizer'} differ); every --shard-index job "
                          f"of one preparation needs the same options. Run this job with the others' options, or "
@@ -495,7 +500,7 @@ def _merge(cfg: PrepareConfig, sources: list[Source], infos: list[dict], work: P
            document_step_s: float | None) -> dict:
     names = [s.name for s in sources]
     counts, skipped = _task_counts(infos, names)
-    unit_offs, offs, inputs = unit_layout([i["units"] for i in infos], sources)
+    unit_offs, offs, inputs = unit_layout([i["units"] for i in infos], [absolute(s) for s in sources])
     if np.diff(offs).tolist() != [counts[n].get("read", 0) for n in names]:  # each document read by one task
         raise StageError(f"the document tasks read {[counts[n].get('read', 0) for n in names]} documents per source "
                          f"of {np.diff(offs).tolist()} they found: the inputs changed while the stage ran; leave them "
