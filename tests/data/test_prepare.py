@@ -4,6 +4,7 @@ sources, sharding and processes, resuming, failures that leave nothing behind, a
 import gzip
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -12,7 +13,7 @@ import pytest
 from tests.data.corpus import EN, KM, REPO, cfg, en_docs, km_docs, write_lines
 from tonsai.cli import parse_config
 from tonsai.data.prepare import PrepareConfig, run_prepare
-from tonsai.data.prepared import load_prepared
+from tonsai.data.prepared import load_prepared, load_splits
 from tonsai.errors import StageError
 from tonsai.manifest import read_manifest
 
@@ -106,6 +107,13 @@ def test_malformed_jsonl_names_file_and_line(tmp_path):
     p = tmp_path / "km.jsonl"
     p.write_text(json.dumps({"text": KM[0]}) + "\n{not json\n", encoding="utf-8")
     with pytest.raises(StageError, match=r"km.jsonl:2: malformed JSON \(Expecting property name enclosed in double quotes at column 2\)"):
+        run_prepare(PrepareConfig(output_dir=str(tmp_path / "o"), khmer=[str(p)]))
+
+
+def test_json_error_messages_read_well(tmp_path):
+    p = tmp_path / "km.jsonl"
+    p.write_bytes(b'{"text": "a\tb"}\n')  # a raw tab inside a string: json says "Invalid control character at"
+    with pytest.raises(StageError, match=r"km.jsonl:1: malformed JSON \(Invalid control character at column 12\)"):
         run_prepare(PrepareConfig(output_dir=str(tmp_path / "o"), khmer=[str(p)]))
 
 
@@ -224,6 +232,36 @@ def test_rerun_skips_finished_tasks_and_merge_needs_all(tmp_path, caplog):
     # a whole run with other settings: the finished shard is redone, not reused
     run_prepare(cfg(tmp_path, min_chars=25, keep_work_dir=True, overwrite=True, **base))
     assert info.stat().st_mtime_ns != before
+
+
+def test_an_input_changed_between_shard_jobs_is_named_and_the_tasks_are_redone(tmp_path):
+    """A save_to_disk folder re-saved after the first job (its folder's size and time stay), and a
+    file appended to before --merge-only: refused with the file named, never a dataset mixing the
+    old and new versions; after the error, rerunning the jobs redoes every task."""
+    import datasets
+
+    saved = tmp_path / "km_saved"
+    datasets.Dataset.from_dict({"text": km_docs(30)}).save_to_disk(str(saved))
+    en = write_lines(tmp_path / "en.txt", en_docs(30))
+    base = dict(khmer=[str(saved)], english=[en], num_shards=2, work_dir=str(tmp_path / "work"))
+    run_prepare(cfg(tmp_path, shard_index=0, **base))
+    datasets.Dataset.from_dict({"text": km_docs(31, seed=7)}).save_to_disk(str(saved))
+    with pytest.raises(StageError, match=r"changed inputs: .*km_saved/data-00000-of-00001.arrow\); .* An input "
+                                         r"changed since the jobs in it ran: delete .*work and run every"):
+        run_prepare(cfg(tmp_path, shard_index=1, **base))
+    shutil.rmtree(tmp_path / "work")
+    for i in range(2):  # the remedy it gives: every job again
+        run_prepare(cfg(tmp_path, shard_index=i, **base))
+    with open(en, "a", encoding="utf-8") as f:
+        f.write(en_docs(1, seed=9)[0] + "\n")
+    with pytest.raises(StageError, match=rf"the inputs changed since the document tasks read them; changed inputs: {en}"):
+        run_prepare(cfg(tmp_path, merge_only=True, **base))
+    for i in range(2):
+        run_prepare(cfg(tmp_path, shard_index=i, **base))
+    m = run_prepare(cfg(tmp_path, merge_only=True, **base))
+    clean = run_prepare(cfg(tmp_path, khmer=[str(saved)], english=[en], output_dir=str(tmp_path / "clean")))
+    assert m["counts"] == clean["counts"] and m["counts"]["en:en.txt"]["read"] == 31
+    assert load_splits(tmp_path / "out" / "dataset")["train"]["id"] == load_splits(tmp_path / "clean" / "dataset")["train"]["id"]
 
 
 def test_failed_run_leaves_no_complete_looking_output(tmp_path):

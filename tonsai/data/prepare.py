@@ -322,15 +322,34 @@ TASK_OUTPUTS = ("docs", "read", "logs", "rejected")
 
 
 def source_identity(source: Source) -> dict:
-    """Paths with sizes and modification times (cheap), to notice changed inputs on a rerun."""
+    """Paths with sizes and modification times (cheap), to notice changed inputs on a rerun: of
+    every file, those inside a save_to_disk folder (or a local ``hf:`` folder) too."""
     if source.is_hub:
-        return {"path": source.path}
-    files = []
-    for f in source.files():
-        st = f.stat()
-        files.append([str(f), st.st_size, int(st.st_mtime)])
-    return {"path": source.path, "name": source.name, "files": files, "text_column": source.text_column,
-            "split": source.split}
+        local = Path(source.hub_args()[0])
+        return {"path": source.path, "files": _file_stats([local]) if local.is_dir() else None}
+    return {"path": source.path, "name": source.name, "files": _file_stats(source.files()),
+            "text_column": source.text_column, "split": source.split}
+
+
+def _file_stats(paths: list[Path]) -> list[list]:
+    out = []
+    for p in paths:
+        for f in sorted(x for x in p.rglob("*") if x.is_file()) if p.is_dir() else [p]:
+            st = f.stat()
+            out.append([str(f), st.st_size, int(st.st_mtime)])
+    return out
+
+
+def changed_inputs(before: dict, now: dict) -> list[str]:
+    """The input files that differ (added, removed, or another size or time) between two settings."""
+    files = [{f[0]: f[1:] for s in settings.get("sources", []) for f in s.get("files") or []}
+             for settings in (before, now)]
+    return sorted(p for p in files[0].keys() | files[1].keys() if files[0].get(p) != files[1].get(p))
+
+
+def _changed_note(before: dict | None, now: dict) -> str:
+    changed = changed_inputs(before or {}, now)
+    return f"; changed inputs: {', '.join(changed[:3])}{', ...' if len(changed) > 3 else ''}" if changed else ""
 
 
 def _settings_file(work: Path) -> Path:
@@ -361,10 +380,12 @@ def start_work(cfg: PrepareConfig, sources: list[Source]) -> None:
         changed += [{"sources": "inputs", "engine": "tonsai's engine version"}.get(k, k) for k in
                     ("sources", "tasks", "normalizer", "engine", "dedup_keys", "toxic_lexicon")
                     if old.get(k) != stored.get(k)]
+        remedy = (f"An input changed since the jobs in it ran: delete {work} and run every --shard-index job "
+                  f"again" if changed_inputs(old, stored) else "Run this job with the others' options, or give it "
+                  "another --work-dir")
         raise StageError(f"--work-dir {work} holds document tasks made with other settings or inputs "
-                         f"({', '.join(changed) or 'inputs, tasks or normalizer'} differ); every --shard-index job "
-                         f"of one preparation needs the same options. Run this job with the others' options, or "
-                         f"give it another --work-dir")
+                         f"({', '.join(changed) or 'inputs, tasks or normalizer'} differ{_changed_note(old, stored)}); "
+                         f"every --shard-index job of one preparation needs the same options and inputs. {remedy}")
     if stale:
         log.warning("%s holds document tasks of other settings or inputs; redoing them", work)
     for p in stale:
@@ -376,9 +397,14 @@ def start_work(cfg: PrepareConfig, sources: list[Source]) -> None:
 def _check_tasks_done(cfg: PrepareConfig, sources: list[Source]) -> None:
     work = cfg.work_path()
     path = _settings_file(work)
-    same = path.is_file() and json.loads(path.read_text(encoding="utf-8")) == json.loads(
-        json.dumps(_task_settings(cfg, sources), default=str))
-    missing = unfinished_tasks(work, cfg.tasks()) if same else list(range(cfg.tasks()))
+    made = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+    now = json.loads(json.dumps(_task_settings(cfg, sources), default=str))
+    if made is not None and made != now and changed_inputs(made, now):
+        path.unlink()  # the next run redoes every task
+        raise StageError(f"the inputs changed since the document tasks read them{_changed_note(made, now)}. Leave "
+                         f"them alone and rerun the same command (every --shard-index job, then --merge-only): "
+                         f"the tasks are redone")
+    missing = unfinished_tasks(work, cfg.tasks()) if made == now else list(range(cfg.tasks()))
     if missing:
         raise StageError(f"document tasks {missing} of {cfg.tasks()} are not finished in {work} (or were made "
                          f"with other settings); run them with --shard-index, or drop --merge-only")
@@ -500,11 +526,15 @@ def _merge(cfg: PrepareConfig, sources: list[Source], infos: list[dict], work: P
            document_step_s: float | None) -> dict:
     names = [s.name for s in sources]
     counts, skipped = _task_counts(infos, names)
-    unit_offs, offs, inputs = unit_layout([i["units"] for i in infos], [absolute(s) for s in sources])
-    if np.diff(offs).tolist() != [counts[n].get("read", 0) for n in names]:  # each document read by one task
-        raise StageError(f"the document tasks read {[counts[n].get('read', 0) for n in names]} documents per source "
-                         f"of {np.diff(offs).tolist()} they found: the inputs changed while the stage ran; leave them "
-                         f"alone and rerun the same command")
+    try:
+        unit_offs, offs, inputs = unit_layout([i["units"] for i in infos], [absolute(s) for s in sources])
+        if np.diff(offs).tolist() != [counts[n].get("read", 0) for n in names]:  # each document read by one task
+            raise StageError(f"the document tasks read {[counts[n].get('read', 0) for n in names]} documents per "
+                             f"source of {np.diff(offs).tolist()} they found: the inputs changed while the stage ran; "
+                             f"leave them alone and rerun the same command (tasks made from other inputs are redone)")
+    except StageError:
+        _settings_file(work).unlink(missing_ok=True)  # the tasks disagree: the next run redoes them all
+        raise
     files = [docs_dir(work) / f"{i:05d}.parquet" for i in range(cfg.tasks())]
     m = _Merge(cfg, sources, files, mdir, counts, offs, unit_offs, inputs, merge_workers(files, cfg.workers))
     buckets = _deduplicate(m)

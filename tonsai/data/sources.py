@@ -527,7 +527,7 @@ def json_records(f: IO[bytes], path: Path, stats: ReadStats,
         try:
             records = json.loads(text)
         except json.JSONDecodeError as e:  # the whole file is one value: nothing to skip
-            raise StageError(f"{path}:{e.lineno}: malformed JSON ({e.msg} at column {e.colno}); fix the file") from e
+            raise StageError(f"{path}:{e.lineno}: malformed JSON ({_json_error(e)}); fix the file") from e
         for i, obj in enumerate(records):
             if share.next():
                 yield i, f"{path}[{i}]", obj, invalid
@@ -540,9 +540,14 @@ def json_records(f: IO[bytes], path: Path, stats: ReadStats,
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as e:
-            obj = BadRecord("malformed_json", f"{where}: malformed JSON ({e.msg} at column {e.colno}); fix or "
+            obj = BadRecord("malformed_json", f"{where}: malformed JSON ({_json_error(e)}); fix or "
                                               f"remove that line, {SKIP_HINT}")
         yield lineno, where, obj, invalid
+
+
+def _json_error(e: json.JSONDecodeError) -> str:
+    """``Invalid control character at column 17`` (json's own message ends in "at" for some errors)."""
+    return f"{e.msg.removesuffix(' at')} at column {e.colno}"
 
 
 def _iter_json(path: Path, rel: str, source: Source, stats: ReadStats, opts: ReadOptions,
