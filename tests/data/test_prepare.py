@@ -110,6 +110,16 @@ def test_malformed_jsonl_names_file_and_line(tmp_path):
         run_prepare(PrepareConfig(output_dir=str(tmp_path / "o"), khmer=[str(p)]))
 
 
+def test_every_block_of_the_document_step_reports_its_own_time(tmp_path):
+    """The manifest's per-task times: the reader (reading and hashing) and the writer (tables and
+    Parquet) count their own work, not the blocks they pull from or feed (they showed 0)."""
+    m = run_prepare(cfg(tmp_path, khmer=[write_lines(tmp_path / "km.txt", km_docs(300))],
+                        english=[write_lines(tmp_path / "en.txt", en_docs(300))]))
+    steps = m["shard_timings"][0]["worker_step_s"]
+    reader, writer = steps["📖 - READER: tonsai sources"], steps["💽 - WRITER: keyed docs"]
+    assert reader > 0 and writer > 0 and reader + writer < sum(steps.values()) / 2, steps
+
+
 def test_json_error_messages_read_well(tmp_path):
     p = tmp_path / "km.jsonl"
     p.write_bytes(b'{"text": "a\tb"}\n')  # a raw tab inside a string: json says "Invalid control character at"

@@ -115,21 +115,31 @@ class SourceReader(PipelineStep):
         logger.configure(patcher=_no_traceback_for_input_errors)
         stats = {s.name: ReadStats() for s in self.sources}
         units: dict[int, dict] = {}  # unit -> source, documents, inputs (when this task leads it)
-        with _Tally(self) as tally:
+        clock = time.perf_counter
+        with _Tally(self) as tally:  # its time: reading and hashing, not the blocks after it
             for u in task_units(self.sources, rank, world_size):
                 source, share = self.sources[u.source], u.share
-                docs = iter_unit(source, u.path, stats[source.name], self.options, share)
-                label, base = count_key("read", source.name), u.unit << ORDER_BITS
-                name = source.name if u.path is None else f"{source.name} {u.path.name}"
-                for doc in tqdm(docs, desc=f"task {rank} {name}", unit="doc", leave=False, mininterval=2.0,
-                                disable=None):
-                    tally.counts[label] += 1
+                docs = iter(tqdm(iter_unit(source, u.path, stats[source.name], self.options, share),
+                                 desc=f"task {rank} {source.name if u.path is None else u.path.name}", unit="doc",
+                                 leave=False, mininterval=2.0, disable=None))
+                label, base, n = count_key("read", source.name), u.unit << ORDER_BITS, 0
+                while True:
+                    t0 = clock()
+                    doc = next(docs, None)
+                    tally.spent += clock() - t0
+                    if doc is None:
+                        break
+                    n += 1
                     yield Document(text=doc.text, id=doc.id, metadata={
                         "lang": doc.lang, "source": doc.source, "location": doc.location, "src": u.source,
                         "order": base | share.pos, "skip_reason": doc.skip_reason})
+                t0 = clock()
+                tally.counts[label] += n
+                tally.counts["total"] += n
                 units[u.unit] = {"source": u.source, "documents": share.pos + 1,
                                  "input": str(u.path or source.path),
                                  "inputs": unit_inputs(source, u.path) if u.lead else None}
+                tally.spent += clock() - t0
         if self.summary_dir is not None:
             self._write_summary(rank, stats, units)
 
@@ -397,8 +407,11 @@ class KeyedDocsWriter(PipelineStep):
         with pq.ParquetWriter(tmp, schema, compression="zstd") as writer, _Tally(self) as tally, \
                 fewer_gc_passes():
             for batch in _batches(data):
+                t0 = time.perf_counter()  # its time: tables and Parquet, not the blocks before it
                 tally.counts.update(count_key("passed_filters", d.metadata["source"]) for d in batch)
+                tally.counts["total"] += len(batch)
                 writer.write_table(self._table(batch, schema))
+                tally.spent += time.perf_counter() - t0
         os.replace(tmp, final)
         self.stat_update("peak_rss_mb", value=round(peak_rss_mb()), unit="task")
         return
