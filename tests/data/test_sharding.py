@@ -11,7 +11,7 @@ from tests.data.corpus import en_docs, km_docs, write_lines
 from tests.data.test_sources import _shared_inputs
 from tonsai.data.blocks import SourceReader
 from tonsai.data.sharding import PERIOD, slots, task_units, unit_layout, unit_sizes
-from tonsai.data.sources import ReadOptions, ReadStats, Share, Source, input_record, iter_documents
+from tonsai.data.sources import ReadOptions, ReadStats, Share, Source, input_record, iter_documents, iter_unit
 from tonsai.errors import StageError
 
 
@@ -101,6 +101,33 @@ def test_tasks_read_every_document_once_at_a_lone_readers_slot(tmp_path, world):
         for s in sources:
             assert sum(x[kind].get(s.name, 0) for x in summaries) == getattr(lone_stats[s.name], field), (kind, s.name)
     assert sum(x["bytes_in"] for x in summaries) == sum(st.bytes for st in lone_stats.values())
+
+
+@pytest.mark.parametrize("world", [2, 3, 8])
+def test_tasks_sharing_a_parquet_file_read_only_the_row_groups_of_their_rows(tmp_path, monkeypatch, world):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    texts = en_docs(230)
+    pq.write_table(pa.table({"text": texts}), tmp_path / "big.parquet", row_group_size=20)  # 12 row groups
+    source, opts = Source(str(tmp_path / "big.parquet"), "en"), ReadOptions()
+    read_groups: list[list[int]] = []
+    real = pq.ParquetFile.iter_batches
+
+    def spy(self, *args, **kw):  # records which row groups a task asks for, then reads them
+        read_groups.append(list(kw.get("row_groups") or range(self.num_row_groups)))
+        return real(self, *args, **kw)
+
+    monkeypatch.setattr(pq.ParquetFile, "iter_batches", spy)
+    got = {}
+    for rank in range(world):
+        (u,) = task_units([source], rank, world)
+        for d in iter_unit(source, u.path, ReadStats(), opts, u.share):
+            got[u.share.pos] = d.text
+        assert u.share.pos == len(texts) - 1  # the file's document count, whatever the part
+    assert [got[i] for i in range(len(texts))] == texts
+    groups = [g for task in read_groups for g in task]
+    assert sorted(set(groups)) == list(range(12)) and len(groups) <= 12 + world - 1  # a group split at most once
 
 
 def test_an_input_that_changed_between_two_tasks_is_named(tmp_path):

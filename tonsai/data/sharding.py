@@ -13,7 +13,9 @@ stripe too). A unit inside one task's stripe is that task's alone: no other task
 that straddles stripes is read by every task whose stripe it overlaps, and each takes the
 documents whose place in a period of PERIOD positions falls in ``[lo, hi)``, the overlap's part of
 the unit (the parts tile ``[0, PERIOD)``; places spread consecutive positions evenly); the others'
-documents are found, not decoded (:class:`tonsai.data.sources.Share`). So a task opens the files of its stripe and at most two more
+documents are found, not decoded (:class:`tonsai.data.sources.Share`). A Parquet file's part is a
+run of its rows instead (its footer counts them), and a task reads only the row groups that hold
+them. So a task opens the files of its stripe and at most two more
 per source, and takes about 1/world of every source, Khmer and English alike, so that tasks take
 about the same time. A Hub stream is read by every task (each takes a ``1/world`` part), and a
 compressed file cannot be entered in the middle: one big ``.jsonl.zst`` is scanned by every task,
