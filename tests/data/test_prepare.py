@@ -110,14 +110,33 @@ def test_malformed_jsonl_names_file_and_line(tmp_path):
         run_prepare(PrepareConfig(output_dir=str(tmp_path / "o"), khmer=[str(p)]))
 
 
-def test_every_block_of_the_document_step_reports_its_own_time(tmp_path):
+def test_the_reader_and_the_writer_report_their_own_time(tmp_path):
     """The manifest's per-task times: the reader (reading and hashing) and the writer (tables and
     Parquet) count their own work, not the blocks they pull from or feed (they showed 0)."""
-    m = run_prepare(cfg(tmp_path, khmer=[write_lines(tmp_path / "km.txt", km_docs(300))],
-                        english=[write_lines(tmp_path / "en.txt", en_docs(300))]))
+    m = run_prepare(cfg(tmp_path, khmer=[write_lines(tmp_path / "km.txt", km_docs(1000))],
+                        english=[write_lines(tmp_path / "en.txt", en_docs(1000))]))
     steps = m["shard_timings"][0]["worker_step_s"]
     reader, writer = steps["📖 - READER: tonsai sources"], steps["💽 - WRITER: keyed docs"]
-    assert reader > 0 and writer > 0 and reader + writer < sum(steps.values()) / 2, steps
+    others = sum(steps.values()) - reader - writer
+    assert 0 < reader < others and 0 < writer < others, steps
+
+
+def test_source_identity_covers_a_hub_sources_options_and_skips_hidden_files(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from tonsai.data.prepare import source_identity
+    from tonsai.data.sources import Source
+
+    hub = tmp_path / "hub"
+    (hub / ".cache" / "huggingface").mkdir(parents=True)
+    pq.write_table(pa.table({"text": en_docs(5), "alt": en_docs(5, seed=3)}), hub / "train-0.parquet")
+    a = source_identity(Source(f"hf:{hub}", "en"))
+    assert [f[0] for f in a["files"]] == [str(hub / "train-0.parquet")]
+    (hub / ".cache" / "huggingface" / "x.lock").write_text("hf download's own files")
+    assert source_identity(Source(f"hf:{hub}", "en")) == a
+    for change in ({"text_column": "alt"}, {"split": "test"}, {"revision": "abc"}):
+        assert source_identity(Source(f"hf:{hub}", "en", **change)) != a, change
 
 
 def test_json_error_messages_read_well(tmp_path):
@@ -256,7 +275,7 @@ def test_an_input_changed_between_shard_jobs_is_named_and_the_tasks_are_redone(t
     base = dict(khmer=[str(saved)], english=[en], num_shards=2, work_dir=str(tmp_path / "work"))
     run_prepare(cfg(tmp_path, shard_index=0, **base))
     datasets.Dataset.from_dict({"text": km_docs(31, seed=7)}).save_to_disk(str(saved))
-    with pytest.raises(StageError, match=r"changed inputs: .*km_saved/data-00000-of-00001.arrow\); .* An input "
+    with pytest.raises(StageError, match=r"changed inputs: .*km_saved/data-00000-of-00001.arrow.*\); .* An input "
                                          r"changed since the jobs in it ran: delete .*work and run every"):
         run_prepare(cfg(tmp_path, shard_index=1, **base))
     shutil.rmtree(tmp_path / "work")
@@ -264,11 +283,17 @@ def test_an_input_changed_between_shard_jobs_is_named_and_the_tasks_are_redone(t
         run_prepare(cfg(tmp_path, shard_index=i, **base))
     with open(en, "a", encoding="utf-8") as f:
         f.write(en_docs(1, seed=9)[0] + "\n")
+    # a mistyped --merge-only (another input list) is only refused: the finished tasks stay valid
+    with pytest.raises(StageError, match=r"not finished .* \(or were made with other settings\)"):
+        run_prepare(cfg(tmp_path, **dict(base, english=[en, en]), merge_only=True))
+    assert "stale" not in (tmp_path / "work" / "settings.json").read_text()
     with pytest.raises(StageError, match=rf"the inputs changed since the document tasks read them; changed inputs: {en}"):
         run_prepare(cfg(tmp_path, merge_only=True, **base))
-    for i in range(2):
-        run_prepare(cfg(tmp_path, shard_index=i, **base))
-    m = run_prepare(cfg(tmp_path, merge_only=True, **base))
+    # the folder is marked: a --shard-index job is refused (deleting the others' tasks could race
+    # with them), a run of all the tasks redoes them
+    with pytest.raises(StageError, match=r"Its tasks must all be redone: delete .*work and run every --shard-index"):
+        run_prepare(cfg(tmp_path, shard_index=0, **base))
+    m = run_prepare(cfg(tmp_path, **base))
     clean = run_prepare(cfg(tmp_path, khmer=[str(saved)], english=[en], output_dir=str(tmp_path / "clean")))
     assert m["counts"] == clean["counts"] and m["counts"]["en:en.txt"]["read"] == 31
     assert load_splits(tmp_path / "out" / "dataset")["train"]["id"] == load_splits(tmp_path / "clean" / "dataset")["train"]["id"]
@@ -289,6 +314,20 @@ def test_failed_run_leaves_no_complete_looking_output(tmp_path):
         docs = list((work / "docs").iterdir())
         assert not [p for p in docs if p.name.startswith(".tmp-")]
         assert all((work / "logs" / "docs" / "completions" / p.stem).is_file() for p in docs)
+
+
+def test_a_bucket_too_large_for_one_string_chunk_is_sorted_as_large_strings(tmp_path, monkeypatch):
+    """Past 2 GiB a bucket cannot be one string chunk: it is sorted as large_string and written back
+    as string; the dataset is byte for byte the same (the threshold lowered to 0 here)."""
+    from tonsai.data import writer
+
+    base = dict(khmer=[write_lines(tmp_path / "km.txt", km_docs(60))], english=[write_lines(tmp_path / "en.txt",
+                                                                                           en_docs(60))])
+    run_prepare(cfg(tmp_path, output_dir=str(tmp_path / "small"), **base))
+    monkeypatch.setattr(writer, "ONE_CHUNK_MAX_BYTES", 0)
+    run_prepare(cfg(tmp_path, output_dir=str(tmp_path / "large"), **base))
+    files = sorted(p.relative_to(tmp_path / "small") for p in (tmp_path / "small" / "dataset").rglob("*.arrow"))
+    assert files and all((tmp_path / "small" / f).read_bytes() == (tmp_path / "large" / f).read_bytes() for f in files)
 
 
 def test_a_failure_while_writing_the_splits_leaves_nothing_behind(tmp_path, monkeypatch):

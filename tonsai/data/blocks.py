@@ -116,32 +116,30 @@ class SourceReader(PipelineStep):
         stats = {s.name: ReadStats() for s in self.sources}
         units: dict[int, dict] = {}  # unit -> source, documents, inputs (when this task leads it)
         clock = time.perf_counter
-        with _Tally(self) as tally:  # its time: reading and hashing, not the blocks after it
+        with _Tally(self) as tally:  # its time: all of its own work, not the blocks after it
+            t = clock()
             for u in task_units(self.sources, rank, world_size):
                 source, share = self.sources[u.source], u.share
-                docs = iter(tqdm(iter_unit(source, u.path, stats[source.name], self.options, share),
-                                 desc=f"task {rank} {source.name if u.path is None else u.path.name}", unit="doc",
-                                 leave=False, mininterval=2.0, disable=None))
+                docs = tqdm(iter_unit(source, u.path, stats[source.name], self.options, share),
+                            desc=f"task {rank} {source.name if u.path is None else u.path.name}", unit="doc",
+                            leave=False, mininterval=2.0, disable=None)
                 label, base, n = count_key("read", source.name), u.unit << ORDER_BITS, 0
-                while True:
-                    t0 = clock()
-                    doc = next(docs, None)
-                    tally.spent += clock() - t0
-                    if doc is None:
-                        break
+                for doc in docs:
                     n += 1
-                    yield Document(text=doc.text, id=doc.id, metadata={
+                    document = Document(text=doc.text, id=doc.id, metadata={
                         "lang": doc.lang, "source": doc.source, "location": doc.location, "src": u.source,
                         "order": base | share.pos, "skip_reason": doc.skip_reason})
-                t0 = clock()
+                    tally.spent += clock() - t
+                    yield document
+                    t = clock()
                 tally.counts[label] += n
                 tally.counts["total"] += n
                 units[u.unit] = {"source": u.source, "documents": share.pos + 1,
                                  "input": str(u.path or source.path),
                                  "inputs": unit_inputs(source, u.path) if u.lead else None}
-                tally.spent += clock() - t0
-        if self.summary_dir is not None:
-            self._write_summary(rank, stats, units)
+            if self.summary_dir is not None:
+                self._write_summary(rank, stats, units)
+            tally.spent += clock() - t
 
     def _write_summary(self, rank: int, stats: dict[str, ReadStats], units: dict[int, dict]) -> None:
         # each task counts what it read of its own documents (the merge adds the tasks up)
@@ -198,7 +196,7 @@ class _Tally:
     def __exit__(self, *exc) -> None:
         for label, n in self.counts.items():
             self.step.stat_update(label, value=n)
-        if self.counts["total"]:
+        if self.counts["total"] or self.spent:
             self.step.stats.time_stats.update(self.spent, unit="task")
 
 

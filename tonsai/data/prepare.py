@@ -323,25 +323,32 @@ TASK_OUTPUTS = ("docs", "read", "logs", "rejected")
 
 def source_identity(source: Source) -> dict:
     """Paths with sizes and modification times (cheap), to notice changed inputs on a rerun: of
-    every file, those inside a save_to_disk folder (or a local ``hf:`` folder) too."""
-    if source.is_hub:
-        local = Path(source.hub_args()[0])
-        return {"path": source.path, "files": _file_stats([local]) if local.is_dir() else None}
-    return {"path": source.path, "name": source.name, "files": _file_stats(source.files()),
-            "text_column": source.text_column, "split": source.split}
+    every file, those inside a save_to_disk folder (or a local ``hf:`` folder) too, hidden ones
+    (``.git``, ``.cache`` of ``hf download``) aside."""
+    files = None
+    if not source.is_hub:
+        files = _file_stats(source.files())
+    elif Path(source.hub_args()[0]).is_dir():
+        files = _file_stats([Path(source.hub_args()[0])])
+    return {"path": source.path, "name": source.name, "files": files, "text_column": source.text_column,
+            "split": source.split, "revision": source.revision}
 
 
 def _file_stats(paths: list[Path]) -> list[list]:
     out = []
     for p in paths:
-        for f in sorted(x for x in p.rglob("*") if x.is_file()) if p.is_dir() else [p]:
+        inside = (x for x in p.rglob("*") if not any(part.startswith(".") for part in x.relative_to(p).parts))
+        for f in sorted(x for x in inside if x.is_file()) if p.is_dir() else [p]:
             st = f.stat()
-            out.append([str(f), st.st_size, int(st.st_mtime)])
+            out.append([str(f), st.st_size, st.st_mtime_ns])
     return out
 
 
 def changed_inputs(before: dict, now: dict) -> list[str]:
-    """The input files that differ (added, removed, or another size or time) between two settings."""
+    """The input files of the same sources that differ (added, removed, another size or time)
+    between two settings; none when the sources themselves differ (another command, not a change)."""
+    if [s.get("path") for s in before.get("sources", [])] != [s.get("path") for s in now.get("sources", [])]:
+        return []
     files = [{f[0]: f[1:] for s in settings.get("sources", []) for f in s.get("files") or []}
              for settings in (before, now)]
     return sorted(p for p in files[0].keys() | files[1].keys() if files[0].get(p) != files[1].get(p))
@@ -354,6 +361,22 @@ def _changed_note(before: dict | None, now: dict) -> str:
 
 def _settings_file(work: Path) -> Path:
     return work / "settings.json"
+
+
+def _mark_stale(work: Path, why: str) -> None:
+    """Record in the work folder's settings that its tasks must be redone (the next run that owns
+    the folder redoes them; a --shard-index job is refused, with the remedy)."""
+    path = _settings_file(work)
+    if path.is_file():
+        write_json(path, dict(json.loads(path.read_text(encoding="utf-8")), stale=why))
+
+
+def _redo_hint(cfg: PrepareConfig) -> str:
+    if cfg.merge_only or cfg.shard_index is not None:
+        return (f"delete {cfg.work_path()} and run every --shard-index job again, then --merge-only (or run the "
+                f"stage without --shard-index: it redoes the tasks; with --executor slurm, submit the same command "
+                f"again)")
+    return "rerun the same command: the tasks are redone"
 
 
 def start_work(cfg: PrepareConfig, sources: list[Source]) -> None:
@@ -375,14 +398,15 @@ def start_work(cfg: PrepareConfig, sources: list[Source]) -> None:
     stale = [p for p in work.iterdir() if p.name in TASK_OUTPUTS or p.name.startswith("shard-")] if work.is_dir() else []
     if stale and cfg.shard_index is not None and old is not None:
         # one job of several sharing this folder: removing the others' finished tasks would lose their work
+        if old.get("stale"):
+            raise StageError(f"--work-dir {work}: {old['stale']}. Its tasks must all be redone: {_redo_hint(cfg)}")
         before, now = old.get("config", {}), stored["config"]
         changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
         changed += [{"sources": "inputs", "engine": "tonsai's engine version"}.get(k, k) for k in
                     ("sources", "tasks", "normalizer", "engine", "dedup_keys", "toxic_lexicon")
                     if old.get(k) != stored.get(k)]
-        remedy = (f"An input changed since the jobs in it ran: delete {work} and run every --shard-index job "
-                  f"again" if changed_inputs(old, stored) else "Run this job with the others' options, or give it "
-                  "another --work-dir")
+        remedy = (f"An input changed since the jobs in it ran: {_redo_hint(cfg)}" if changed_inputs(old, stored)
+                  else "Run this job with the others' options, or give it another --work-dir")
         raise StageError(f"--work-dir {work} holds document tasks made with other settings or inputs "
                          f"({', '.join(changed) or 'inputs, tasks or normalizer'} differ{_changed_note(old, stored)}); "
                          f"every --shard-index job of one preparation needs the same options and inputs. {remedy}")
@@ -399,11 +423,12 @@ def _check_tasks_done(cfg: PrepareConfig, sources: list[Source]) -> None:
     path = _settings_file(work)
     made = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
     now = json.loads(json.dumps(_task_settings(cfg, sources), default=str))
+    if made is not None and made.get("stale"):
+        raise StageError(f"--work-dir {work}: {made['stale']}. Its tasks must all be redone: {_redo_hint(cfg)}")
     if made is not None and made != now and changed_inputs(made, now):
-        path.unlink()  # the next run redoes every task
-        raise StageError(f"the inputs changed since the document tasks read them{_changed_note(made, now)}. Leave "
-                         f"them alone and rerun the same command (every --shard-index job, then --merge-only): "
-                         f"the tasks are redone")
+        why = f"the inputs changed since the document tasks read them{_changed_note(made, now)}"
+        _mark_stale(work, why)
+        raise StageError(f"{why}. Leave them alone while the stage runs, and {_redo_hint(cfg)}")
     missing = unfinished_tasks(work, cfg.tasks()) if made == now else list(range(cfg.tasks()))
     if missing:
         raise StageError(f"document tasks {missing} of {cfg.tasks()} are not finished in {work} (or were made "
@@ -457,9 +482,9 @@ def _validation(status: DiskArray, length: DiskArray, idh: DiskArray, lo: int, h
 def merge(cfg: PrepareConfig, sources: list[Source], document_step_s: float | None = None) -> dict:
     """Phase 2: deduplicate, split, mix and write the output folder from finished shards.
 
-    Memory does not grow with the corpus: every document has a *slot* (its source's offset plus
-    its position in the source, so slots sort like the input order; the tasks' documents carry
-    their input file and position in it, :mod:`tonsai.data.sharding`), and the per-slot arrays are
+    Memory does not grow with the corpus: every document has a *slot* (its file's offset plus its
+    position in the file, from the tasks' counts, so slots sort like the input order;
+    :mod:`tonsai.data.sharding`), and the per-slot arrays are
     files in ``<work>/merge`` (status 1 byte, characters 8, id hash 8, copies 4) read and written in
     slices of 1M slots. Dedup keys are partitioned on disk by hash (``--merge-memory-mb``) and
     processed one bucket at a time; only the colliding pairs of near duplicates (16 bytes a pair,
@@ -530,11 +555,10 @@ def _merge(cfg: PrepareConfig, sources: list[Source], infos: list[dict], work: P
         unit_offs, offs, inputs = unit_layout([i["units"] for i in infos], [absolute(s) for s in sources])
         if np.diff(offs).tolist() != [counts[n].get("read", 0) for n in names]:  # each document read by one task
             raise StageError(f"the document tasks read {[counts[n].get('read', 0) for n in names]} documents per "
-                             f"source of {np.diff(offs).tolist()} they found: the inputs changed while the stage ran; "
-                             f"leave them alone and rerun the same command (tasks made from other inputs are redone)")
-    except StageError:
-        _settings_file(work).unlink(missing_ok=True)  # the tasks disagree: the next run redoes them all
-        raise
+                             f"source of {np.diff(offs).tolist()} they found: the inputs changed while the stage ran")
+    except StageError as e:
+        _mark_stale(work, str(e))  # the tasks disagree: redo them all
+        raise StageError(f"{e}. Leave the inputs alone while the stage runs, and {_redo_hint(cfg)}") from e
     files = [docs_dir(work) / f"{i:05d}.parquet" for i in range(cfg.tasks())]
     m = _Merge(cfg, sources, files, mdir, counts, offs, unit_offs, inputs, merge_workers(files, cfg.workers))
     buckets = _deduplicate(m)

@@ -95,20 +95,17 @@ def unit_layout(reports: list[dict], sources: list[Source]) -> tuple[np.ndarray,
             seen = units.setdefault(int(key), dict(u))
             if (seen["input"], seen["source"]) != (u["input"], u["source"]):
                 raise StageError(f"two document tasks read different inputs as input {key} ({seen['input']} and "
-                                 f"{u['input']}): files were added or removed while the stage ran. Leave the inputs "
-                                 f"alone and rerun the same command (tasks made from other inputs are redone)")
+                                 f"{u['input']}): files were added or removed while the stage ran")
             if seen["documents"] != u["documents"]:
                 raise StageError(f"{u['input']}: two document tasks found {seen['documents']} and {u['documents']} "
-                                 f"documents in it: it changed while the stage ran. Leave the inputs alone and "
-                                 f"rerun the same command (tasks made from other inputs are redone)")
+                                 f"documents in it: it changed while the stage ran")
             seen["inputs"] = seen["inputs"] or u["inputs"]
     expected = sum(len(unit_sizes(s)) for s in sources)
     missing = sorted(set(range(expected)) - set(units))
     if missing or len(units) != expected or any(u["inputs"] is None for u in units.values()):
         raise StageError(f"the document tasks' reports cover {len(units)} of the {expected} inputs"
                          + (f" (none for input {missing[0]})" if missing else "")
-                         + ": the inputs changed since the tasks ran, or a task's files are damaged; rerun the "
-                           "same command (tasks made from other inputs are redone)")
+                         + ": the inputs changed since the tasks ran, or a task's files are damaged")
     ordered = [units[g] for g in range(expected)]
     unit_offs = np.zeros(len(ordered) + 1, dtype=np.int64)
     unit_offs[1:] = np.cumsum([u["documents"] for u in ordered])

@@ -43,10 +43,12 @@ from tonsai.data.ondisk import trim_heap
 COLUMNS = ("text", "lang", "source", "id")
 SCHEMA = pa.schema([(c, pa.string()) for c in COLUMNS])
 _BUCKET_SCHEMA = SCHEMA.append(pa.field("key", pa.uint64()))
+LARGE_SCHEMA = pa.schema([(c, pa.large_string()) for c in COLUMNS])
 FLUSH_ROWS = 8192  # rows waiting in all buckets together, at most
 FLUSH_BYTES = 1024 * 1024  # bytes of text waiting in all buckets together, at most
 MAX_BUCKETS = 512
 WRITE_ROWS = 1000
+ONE_CHUNK_MAX_BYTES = (1 << 31) - (1 << 26)  # a bucket this large is sorted as large_string (64-bit offsets)
 
 
 def buckets_for(chars: int, bucket_mb: int) -> int:
@@ -147,11 +149,16 @@ def write_bucket(tmp_dir: Path, out_dir: Path, b: int, k: int) -> int:
     # first, on every call; 370 takes of a 150 MB bucket spent 26 s that way (the 10x corpus with
     # the default --shuffle-bucket-mb), 1 s now. The bucket is copied once here instead; each take
     # made that copy too, but freed it sooner: the stage's peak went from 370 to 417 MB there
-    table = table.drop_columns(["key"]).combine_chunks()
+    table = table.drop_columns(["key"])
+    large = table.nbytes >= ONE_CHUNK_MAX_BYTES  # one string chunk holds at most 2 GiB (32-bit offsets)
+    if large:
+        table = table.cast(LARGE_SCHEMA)
+    table = table.combine_chunks()
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     with pa.OSFile(str(Path(out_dir) / bucket_name(b, k)), "wb") as f, pa.ipc.new_stream(f, SCHEMA) as w:
         for i in range(0, len(order), WRITE_ROWS):
-            w.write_table(table.take(columns.array(order[i:i + WRITE_ROWS], pa.int64())))
+            rows = table.take(columns.array(order[i:i + WRITE_ROWS], pa.int64()))
+            w.write_table(rows.cast(SCHEMA) if large else rows)
     rows = len(order)
     del table, order
     trim_heap()
