@@ -360,6 +360,8 @@ def test_rejected_documents_are_written_with_reasons(tmp_path):
             for line in gzip.open(f, "rt", encoding="utf-8")]
     assert sorted(r["reason"] for r in rows) == ["duplicate", "too_short"]
     assert sum(v for k, v in m["counts"]["km:km.txt"].items() if k.startswith("dropped:")) == len(rows)
+    # every rejected row says where it was: the duplicate is line 11 (the copy of line 1)
+    assert sorted(r["location"] for r in rows) == [f"{km}:11", f"{km}:12"]
 
 
 def test_cli_exit_codes_and_messages(tmp_path):

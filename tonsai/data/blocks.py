@@ -74,10 +74,13 @@ def split_count_key(label: str) -> tuple[str, str] | None:
     return (key, source) if sep else None
 
 
-def docs_schema(bands: int) -> pa.Schema:
+def docs_schema(bands: int, locations: bool = False) -> pa.Schema:
+    """The documents files' columns; ``locations``: also each document's file:line (for the
+    duplicates that ``--write-rejected`` writes)."""
     return pa.schema([("text", pa.string()), ("id", pa.string()), ("src", pa.int32()), ("order", pa.int64()),
                       ("chars", pa.int64()), ("h1", pa.uint64()), ("h2", pa.uint64()), ("idh", pa.int64())]
-                     + [(f"b{k}", pa.uint64()) for k in range(bands)])
+                     + [(f"b{k}", pa.uint64()) for k in range(bands)]
+                     + ([("location", pa.string())] if locations else []))
 
 
 def peak_rss_mb() -> float:
@@ -393,15 +396,15 @@ class KeyedDocsWriter(PipelineStep):
     name = "keyed docs"
     type = "💽 - WRITER"
 
-    def __init__(self, folder: str, bands: int = 16):
+    def __init__(self, folder: str, bands: int = 16, locations: bool = False):
         super().__init__()
-        self.folder, self.bands = folder, bands
+        self.folder, self.bands, self.locations = folder, bands, locations
 
     def run(self, data: DocumentsPipeline, rank: int = 0, world_size: int = 1) -> DocumentsPipeline:
         final = Path(self.folder) / f"{rank:05d}.parquet"
         final.parent.mkdir(parents=True, exist_ok=True)
         tmp = final.with_name(f".tmp-{final.name}")
-        schema = docs_schema(self.bands)
+        schema = docs_schema(self.bands, self.locations)
         with pq.ParquetWriter(tmp, schema, compression="zstd") as writer, _Tally(self) as tally, \
                 fewer_gc_passes():
             for batch in _batches(data):
@@ -424,6 +427,8 @@ class KeyedDocsWriter(PipelineStep):
         bands = np.array([m["bands"] or [0] * self.bands for m in meta], dtype=np.uint64).reshape(len(batch), self.bands)
         for k in range(self.bands):
             cols[f"b{k}"] = bands[:, k]
+        if self.locations:
+            cols["location"] = [m["location"] for m in meta]
         return columns.table(cols, schema)
 
 

@@ -74,7 +74,7 @@ def docs_pipeline(cfg, sources: list[Source], work: Path) -> list[PipelineStep]:
         *([ToxicLexiconFilter(load_lexicon(cfg.toxic_lexicon), cfg.toxic_min_hits_per_1k,
                               exclusion_writer=rejected("toxic"))] if cfg.toxic_lexicon else []),
         DedupKeys(cfg.near_dedup, cfg.minhash_perm, cfg.minhash_bands),
-        KeyedDocsWriter(str(docs_dir(work)), cfg.minhash_bands),
+        KeyedDocsWriter(str(docs_dir(work)), cfg.minhash_bands, locations=cfg.write_rejected),
     ]
 
 

@@ -58,11 +58,12 @@ class SpreadSplits(PipelineStep):
                                   self.buckets["validation"], part)
         rejected = gzip.open(tmp / "rejected" / f"dedup-{part}.jsonl.gz", "wt", encoding="utf-8") if self.rejected else None
         n_batches = 0
+        read = ["text", "id", "src", "order"] + (["location"] if self.rejected else [])
         for f in self.files[rank::world_size]:
             pf = pq.ParquetFile(f)
             # one row group at a time (iter_batches may buffer ahead across row groups)
             for batch in (b for i in range(pf.num_row_groups)
-                          for b in pf.read_row_group(i, columns=["text", "id", "src", "order"]).to_batches(2048)):
+                          for b in pf.read_row_group(i, columns=read).to_batches(2048)):
                 slot = slots(columns.to_numpy(batch.column("order")), offs)
                 st, cp = status.gather(slot), copies.gather(slot).astype(np.int64)
                 table = pa.Table.from_arrays([batch.column("text"), langs.take(batch.column("src")),
@@ -72,8 +73,9 @@ class SpreadSplits(PipelineStep):
                 train.add_table(table, (np.arange(len(rows)) - np.repeat(np.cumsum(cp) - cp, cp)).tolist(), rows=rows)
                 dup = np.flatnonzero((st == EXACT_DUP) | (st == NEAR_DUP))
                 if rejected is not None and len(dup):
-                    for i, row in zip(dup.tolist(), table.take(columns.array(dup, pa.int64())).to_pylist()):
-                        rejected.write(json.dumps({"id": row["id"], "source": row["source"], "reason":
+                    where = batch.column("location").take(columns.array(dup, pa.int64())).to_pylist()
+                    for i, loc, row in zip(dup.tolist(), where, table.take(columns.array(dup, pa.int64())).to_pylist()):
+                        rejected.write(json.dumps({"id": row["id"], "source": row["source"], "location": loc, "reason":
                                                    "duplicate" if st[i] == EXACT_DUP else "near_duplicate",
                                                    "text": row["text"]}, ensure_ascii=False) + "\n")
                 del batch, table
