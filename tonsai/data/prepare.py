@@ -44,7 +44,7 @@ from tonsai.data.blocks import peak_rss_mb
 from tonsai.data.engine import (absolute, docs_dir, run_docs_local, run_docs_ray, submit_slurm, task_infos,
                                 unfinished_tasks)
 from tonsai.data.sharding import unit_layout
-from tonsai.data.sources import MAX_LOCATIONS, ReadOptions, Source, load_mix_file
+from tonsai.data.sources import MAX_LOCATIONS, ReadOptions, Source, folder_files, load_mix_file
 from tonsai.data.splitwrite import EXACT_DUP, NEAR_DUP, TRAIN, VALIDATION, merge_workers, write_splits
 from tonsai.data.writer import buckets_for
 from tonsai.executors import ExecutorOptions
@@ -337,8 +337,7 @@ def source_identity(source: Source) -> dict:
 def _file_stats(paths: list[Path]) -> list[list]:
     out = []
     for p in paths:
-        inside = (x for x in p.rglob("*") if not any(part.startswith(".") for part in x.relative_to(p).parts))
-        for f in sorted(x for x in inside if x.is_file()) if p.is_dir() else [p]:
+        for f in folder_files(p) if p.is_dir() else [p]:
             st = f.stat()
             out.append([str(f), st.st_size, st.st_mtime_ns])
     return out
@@ -509,7 +508,8 @@ def merge(cfg: PrepareConfig, sources: list[Source], document_step_s: float | No
 @dataclasses.dataclass
 class _Merge:
     """What the merge's steps share: the sources, the slot layout (``offs``: each source's first
-    slot; ``unit_offs``: each input file's), the per-source counts, the per-slot files in ``mdir``, and time and memory per step."""
+    slot; ``unit_offs``: each input file's), the per-source counts, the per-slot files in ``mdir``,
+    and time and memory per step."""
 
     cfg: PrepareConfig
     sources: list[Source]
@@ -791,7 +791,8 @@ def _write_output(m: _Merge, work: Path, infos: list[dict], skipped: dict, plan:
             merge_timings_s={k: round(v, 3) for k, v in m.timings.items()},
             peak_rss_mb_after={k: round(v) for k, v in m.rss.items()},
             shard_timings=[{"shard": i["shard"], "elapsed_s": i.get("elapsed_s"), "bytes_in": i.get("bytes_in"),
-                            "inputs_opened": len(i["units"]), "worker_step_s": i.get("worker_step_s"), "peak_rss_mb": i.get("peak_rss_mb")}
+                            "inputs_opened": len(i["units"]), "worker_step_s": i.get("worker_step_s"),
+                            "peak_rss_mb": i.get("peak_rss_mb")}
                            for i in infos],
         )
     log.info("wrote %s (train %d docs, validation %d docs)", cfg.output_dir, rows["train"], rows["validation"])

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tonsai.data.sources import PERIOD, Share, Source, input_record
+from tonsai.data.sources import PERIOD, Share, Source, folder_files, input_record
 from tonsai.errors import StageError
 
 ORDER_BITS = 40  # order = unit << 40 | position inside the unit (1.1e12 documents a unit, 8.4M units)
@@ -59,8 +59,8 @@ def unit_sizes(source: Source) -> list[tuple[Path | None, int]]:
     """(path, bytes on disk + 1) of each unit of ``source``; a Hub stream is (None, 1)."""
     if source.is_hub:
         return [(None, 1)]
-    return [(p, 1 + (sum(f.stat().st_size for f in p.rglob("*") if f.is_file()) if p.is_dir()
-                     else p.stat().st_size)) for p in source.files()]
+    return [(p, 1 + (sum(f.stat().st_size for f in folder_files(p)) if p.is_dir() else p.stat().st_size))
+            for p in source.files()]
 
 
 def task_units(sources: list[Source], rank: int, world: int) -> list[TaskUnit]:
@@ -100,7 +100,7 @@ def unit_layout(reports: list[dict], sources: list[Source]) -> tuple[np.ndarray,
                 raise StageError(f"{u['input']}: two document tasks found {seen['documents']} and {u['documents']} "
                                  f"documents in it: it changed while the stage ran")
             seen["inputs"] = seen["inputs"] or u["inputs"]
-    expected = sum(len(unit_sizes(s)) for s in sources)
+    expected = sum(1 if s.is_hub else len(s.files()) for s in sources)
     missing = sorted(set(range(expected)) - set(units))
     if missing or len(units) != expected or any(u["inputs"] is None for u in units.values()):
         raise StageError(f"the document tasks' reports cover {len(units)} of the {expected} inputs"

@@ -760,8 +760,7 @@ def hub_fingerprint(source: Source) -> dict:
     name, config, split = source.hub_args()
     out: dict = {"hub": name, "config": config, "split": split, "requested_revision": source.revision}
     if Path(name).is_dir():
-        out["files"] = [{"path": str(f), "sha256": file_sha256(f)} for f in sorted(Path(name).rglob("*"))
-                        if f.is_file()]
+        out["files"] = [{"path": str(f), "sha256": file_sha256(f)} for f in folder_files(Path(name))]
         return out
     try:
         import huggingface_hub
@@ -773,13 +772,20 @@ def hub_fingerprint(source: Source) -> dict:
     return out
 
 
+def folder_files(folder: Path) -> list[Path]:
+    """The files under an input folder (a save_to_disk folder, a local ``hf:`` folder), sorted;
+    hidden ones (``.git``, the ``.cache`` that ``hf download`` leaves) are not part of the input."""
+    return sorted(f for f in folder.rglob("*")
+                  if f.is_file() and not any(part.startswith(".") for part in f.relative_to(folder).parts))
+
+
 def unit_inputs(source: Source, path: Path | None) -> dict:
     """What the manifest records of one input of ``source``: its files with content hashes, or
     (``path`` None) the Hub dataset and revision."""
     if path is None:
         return hub_fingerprint(source)
     files = []
-    for f in sorted(x for x in path.rglob("*") if x.is_file()) if path.is_dir() else [path]:
+    for f in folder_files(path) if path.is_dir() else [path]:
         try:
             files.append({"path": str(f), "sha256": file_sha256(f)})
         except PermissionError as e:

@@ -10,7 +10,8 @@ file per bucket (``bucket-k/<part>.arrow``), and each bucket is then sorted by o
 (``FLUSH_ROWS`` rows) wait, spread over the buckets (4 KB per bucket at least), as slices of the
 Arrow batches they came from (a bucket gets 1/K of the rows, so it fills within about
 ``FLUSH_ROWS`` rows of input whatever K is, and few batches are held at once); the text is never
-turned into Python strings; while sorting, one bucket is in memory (plus 1,000 rows being copied out). :func:`buckets_for`
+turned into Python strings; while sorting, one bucket is in memory twice (as read, and as one
+chunk to take sorted rows from). :func:`buckets_for`
 picks buckets of about ``bucket_mb`` MB, at most ``MAX_BUCKETS`` of them (open files), so memory
 stays flat up to ``MAX_BUCKETS x bucket_mb`` of selected text (128 GB with the default 256 MB) and
 grows beyond that (1 GB buckets for 512 GB).
