@@ -130,6 +130,25 @@ def test_tasks_sharing_a_parquet_file_read_only_the_row_groups_of_their_rows(tmp
     assert sorted(set(groups)) == list(range(12)) and len(groups) <= 12 + world - 1  # a group split at most once
 
 
+def test_a_big_file_shared_by_many_tasks_is_named_with_the_size_to_split_it_to(tmp_path, monkeypatch, caplog):
+    import gzip
+
+    from tests.data.corpus import cfg
+    from tonsai.data import sharding
+    from tonsai.data.prepare import start_work
+
+    big = tmp_path / "big.jsonl.gz"
+    big.write_bytes(gzip.compress("".join(json.dumps({"text": t}) + "\n" for t in en_docs(400)).encode()))
+    small = write_lines(tmp_path / "small.txt", en_docs(3))  # under the threshold
+    monkeypatch.setattr(sharding, "CROWDED_MIN_BYTES", 1000)  # the 256 MB of a real corpus, scaled down
+    sources = [Source(str(big), "en"), Source(small, "en")]
+    assert [(p, t) for p, _, t, _ in sharding.crowded_inputs(sources, 8)] == [(big, 8)]
+    assert sharding.crowded_inputs(sources, 2) == []  # two tasks: one boundary, each reads its half's share
+    with caplog.at_level("WARNING"):
+        start_work(cfg(tmp_path, english=[str(big), small], num_shards=8), sources)
+    assert f"{big} (0.00 GB) is shared by up to 8 document tasks" in caplog.text and "split it into" in caplog.text
+
+
 def test_an_input_that_changed_between_two_tasks_is_named(tmp_path):
     a, b = write_lines(tmp_path / "a.txt", en_docs(5)), write_lines(tmp_path / "b.txt", en_docs(4))
     source = Source(str(tmp_path), "en")

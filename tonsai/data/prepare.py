@@ -43,7 +43,7 @@ from tonsai.data.ondisk import ARROW_POOL_VARIABLE, MAX_OPEN, DiskArray, num_buc
 from tonsai.data.blocks import peak_rss_mb
 from tonsai.data.engine import (absolute, docs_dir, run_docs_local, run_docs_ray, submit_slurm, task_infos,
                                 unfinished_tasks)
-from tonsai.data.sharding import unit_layout
+from tonsai.data.sharding import crowded_inputs, unit_layout
 from tonsai.data.sources import MAX_LOCATIONS, ReadOptions, Source, folder_files, load_mix_file
 from tonsai.data.splitwrite import EXACT_DUP, NEAR_DUP, TRAIN, VALIDATION, merge_workers, write_splits
 from tonsai.data.writer import buckets_for
@@ -388,6 +388,10 @@ def start_work(cfg: PrepareConfig, sources: list[Source]) -> None:
                     "the documents; for many tasks, download it first (hf download NAME --repo-type dataset "
                     "--local-dir DIR) and give the local folder: each task then reads its own files",
                     ", ".join(streams), cfg.tasks(), cfg.tasks())
+    for file, size, tasks, stripe in crowded_inputs(sources, cfg.tasks()):
+        log.warning("%s (%.2f GB) is shared by up to %d document tasks, and each reads it whole to find its part; "
+                    "split it into files of under %.2f GB (its source over --num-shards), or Parquet files, and "
+                    "each task reads only its own", file, size / 1e9, tasks, stripe / 1e9)
     settings = _task_settings(cfg, sources)
     path = _settings_file(work)
     old = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None

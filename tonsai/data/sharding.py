@@ -83,6 +83,23 @@ def task_units(sources: list[Source], rank: int, world: int) -> list[TaskUnit]:
     return out
 
 
+CROWDED_MIN_BYTES = 256_000_000  # a file shared by several tasks is worth a warning from this size
+
+
+def crowded_inputs(sources: list[Source], world: int) -> list[tuple[Path, int, int, int]]:
+    """(path, bytes, tasks, stripe bytes) of the big files that three or more of ``world`` tasks
+    share: each reads such a file whole to find its part (a Parquet file only its row groups)."""
+    out = []
+    for source in sources:
+        units = [] if source.is_hub else unit_sizes(source)
+        stripe = sum(size for _, size in units) / world
+        for path, size in units:
+            tasks = min(world, int(size // stripe) + 2)  # the stripes a run of `size` bytes can overlap, at most
+            if size > CROWDED_MIN_BYTES and tasks >= 3 and path.suffix != ".parquet":
+                out.append((path, size - 1, tasks, int(stripe)))
+    return out
+
+
 def unit_layout(reports: list[dict], sources: list[Source]) -> tuple[np.ndarray, np.ndarray, list[dict]]:
     """From every task's unit report (``SourceReader``'s summary: unit -> source, documents,
     input, inputs where the task leads it): each unit's first slot (``unit_offs``, one entry more
