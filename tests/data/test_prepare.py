@@ -281,12 +281,18 @@ def test_an_input_changed_between_shard_jobs_is_named_and_the_tasks_are_redone(t
     shutil.rmtree(tmp_path / "work")
     for i in range(2):  # the remedy it gives: every job again
         run_prepare(cfg(tmp_path, shard_index=i, **base))
+    # a mistyped --merge-only (another input list or option) is only refused, saying what differs:
+    # the finished tasks stay valid
+    with pytest.raises(StageError, match=r"made with other settings or inputs \(inputs differ\); run --merge-only "
+                                         r"with the same options and inputs as the --shard-index jobs"):
+        run_prepare(cfg(tmp_path, **dict(base, english=[en, en]), merge_only=True))
+    with pytest.raises(StageError, match=r"\(min_chars differ\)"):
+        run_prepare(cfg(tmp_path, **base, min_chars=25, merge_only=True))
+    with pytest.raises(StageError, match=r"holds no document tasks: run the --shard-index jobs first"):
+        run_prepare(cfg(tmp_path, **dict(base, work_dir=str(tmp_path / "none")), merge_only=True))
+    assert "stale" not in (tmp_path / "work" / "settings.json").read_text()
     with open(en, "a", encoding="utf-8") as f:
         f.write(en_docs(1, seed=9)[0] + "\n")
-    # a mistyped --merge-only (another input list) is only refused: the finished tasks stay valid
-    with pytest.raises(StageError, match=r"not finished .* \(or were made with other settings\)"):
-        run_prepare(cfg(tmp_path, **dict(base, english=[en, en]), merge_only=True))
-    assert "stale" not in (tmp_path / "work" / "settings.json").read_text()
     with pytest.raises(StageError, match=rf"the inputs changed since the document tasks read them; changed inputs: {en}"):
         run_prepare(cfg(tmp_path, merge_only=True, **base))
     # the folder is marked: a --shard-index job is refused (deleting the others' tasks could race

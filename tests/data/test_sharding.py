@@ -146,7 +146,8 @@ def test_a_big_file_shared_by_many_tasks_is_named_with_the_size_to_split_it_to(t
     assert sharding.crowded_inputs(sources, 2) == []  # two tasks: one boundary, each reads its half's share
     with caplog.at_level("WARNING"):
         start_work(cfg(tmp_path, english=[str(big), small], num_shards=8), sources)
-    assert f"{big} (0.00 GB) is shared by up to 8 document tasks" in caplog.text and "split it into" in caplog.text
+    assert f"{big} (0 MB) is shared by up to 8 document tasks" in caplog.text and "split it into files of under" \
+        in caplog.text
 
 
 def test_an_input_that_changed_between_two_tasks_is_named(tmp_path):

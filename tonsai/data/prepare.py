@@ -358,6 +358,10 @@ def _changed_note(before: dict | None, now: dict) -> str:
     return f"; changed inputs: {', '.join(changed[:3])}{', ...' if len(changed) > 3 else ''}" if changed else ""
 
 
+def _size(n: float) -> str:
+    return f"{n / 1e9:.1f} GB" if n >= 1e9 else f"{n / 1e6:.0f} MB"
+
+
 def _settings_file(work: Path) -> Path:
     return work / "settings.json"
 
@@ -389,9 +393,9 @@ def start_work(cfg: PrepareConfig, sources: list[Source]) -> None:
                     "--local-dir DIR) and give the local folder: each task then reads its own files",
                     ", ".join(streams), cfg.tasks(), cfg.tasks())
     for file, size, tasks, stripe in crowded_inputs(sources, cfg.tasks()):
-        log.warning("%s (%.2f GB) is shared by up to %d document tasks, and each reads it whole to find its part; "
-                    "split it into files of under %.2f GB (its source over --num-shards), or Parquet files, and "
-                    "each task reads only its own", file, size / 1e9, tasks, stripe / 1e9)
+        log.warning("%s (%s) is shared by up to %d document tasks, and each reads it whole to find its part; "
+                    "split it into files of under %s (its source over --num-shards), or Parquet files, and each "
+                    "task reads only its own", file, _size(size), tasks, _size(stripe))
     settings = _task_settings(cfg, sources)
     path = _settings_file(work)
     old = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
@@ -403,11 +407,7 @@ def start_work(cfg: PrepareConfig, sources: list[Source]) -> None:
         # one job of several sharing this folder: removing the others' finished tasks would lose their work
         if old.get("stale"):
             raise StageError(f"--work-dir {work}: {old['stale']}. Its tasks must all be redone: {_redo_hint(cfg)}")
-        before, now = old.get("config", {}), stored["config"]
-        changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
-        changed += [{"sources": "inputs", "engine": "tonsai's engine version"}.get(k, k) for k in
-                    ("sources", "tasks", "normalizer", "engine", "dedup_keys", "toxic_lexicon")
-                    if old.get(k) != stored.get(k)]
+        changed = _settings_diff(old, stored)
         remedy = (f"An input changed since the jobs in it ran: {_redo_hint(cfg)}" if changed_inputs(old, stored)
                   else "Run this job with the others' options, or give it another --work-dir")
         raise StageError(f"--work-dir {work} holds document tasks made with other settings or inputs "
@@ -421,6 +421,15 @@ def start_work(cfg: PrepareConfig, sources: list[Source]) -> None:
     write_json(path, settings)
 
 
+def _settings_diff(old: dict, now: dict) -> list[str]:
+    """What differs between two work-folder settings: option names, "inputs", "tasks", ..."""
+    before, after = old.get("config", {}), now.get("config", {})
+    changed = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
+    return changed + [{"sources": "inputs", "engine": "tonsai's engine version"}.get(k, k) for k in
+                      ("sources", "tasks", "normalizer", "engine", "dedup_keys", "toxic_lexicon")
+                      if old.get(k) != now.get(k)]
+
+
 def _check_tasks_done(cfg: PrepareConfig, sources: list[Source]) -> None:
     work = cfg.work_path()
     path = _settings_file(work)
@@ -432,10 +441,16 @@ def _check_tasks_done(cfg: PrepareConfig, sources: list[Source]) -> None:
         why = f"the inputs changed since the document tasks read them{_changed_note(made, now)}"
         _mark_stale(work, why)
         raise StageError(f"{why}. Leave them alone while the stage runs, and {_redo_hint(cfg)}")
-    missing = unfinished_tasks(work, cfg.tasks()) if made == now else list(range(cfg.tasks()))
+    if made is None:
+        raise StageError(f"{work} holds no document tasks: run the --shard-index jobs first (or drop --merge-only)")
+    if made != now:  # another command than the jobs': its tasks stay as they are
+        raise StageError(f"{work} holds document tasks made with other settings or inputs "
+                         f"({', '.join(_settings_diff(made, now)) or 'settings'} differ); run --merge-only with the "
+                         f"same options and inputs as the --shard-index jobs")
+    missing = unfinished_tasks(work, cfg.tasks())
     if missing:
-        raise StageError(f"document tasks {missing} of {cfg.tasks()} are not finished in {work} (or were made "
-                         f"with other settings); run them with --shard-index, or drop --merge-only")
+        raise StageError(f"document tasks {missing} of {cfg.tasks()} are not finished in {work}; run them with "
+                         f"--shard-index, or drop --merge-only")
 
 
 ID_BIN_SHIFT = 47  # 63-bit id hashes in 65,536 bins for the validation cut
