@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Evaluate a trained model: per language and per source loss, perplexity, bits per byte and bits per
+r"""Evaluate a trained model: per language and per source loss, perplexity, bits per byte and bits per
 character; bits per sentence on aligned Khmer-English text; prompt suites (QA, summarization,
 translation, multiple choice); loss curves. Writes report.json, report.md and report.html.
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Plan a training run before starting it: parameters, FLOPs per token, memory per GPU under
+r"""Plan a training run before starting it: parameters, FLOPs per token, memory per GPU under
 ZeRO-2, tokens per step, and time and cost for a token budget at a stated MFU; then the
 train_gpt2.py command that trains exactly that plan (a configs/train/ recipe when one matches).
 

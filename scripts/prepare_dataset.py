@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Prepare a Khmer/English pretraining mixture: normalize, route, filter, deduplicate, split, mix.
+r"""Prepare a Khmer/English pretraining mixture: normalize, route, filter, deduplicate, split, mix.
 
 Examples:
   uv run python scripts/prepare_dataset.py --khmer data/km/*.txt --english data/en.jsonl.zst \

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Push a trained model (or a tokenizer) to the Hugging Face Hub with a generated model card.
+r"""Push a trained model (or a tokenizer) to the Hugging Face Hub with a generated model card.
 
 The card (README.md, made for the upload: the folder is never changed) summarizes the training
 data, the tokenizer's fertility, the training run and, with --eval-dir, an eval_model.py report. Needs a write token

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Tokenize a prepared dataset into token shards for training (datatrove tasks, streaming), with
+r"""Tokenize a prepared dataset into token shards for training (datatrove tasks, streaming), with
 validation kept apart per language. train_gpt2.py does this itself unless given --tokens-dir.
 A rerun after a crash skips the tasks that finished; any number of tasks gives the same tokens.
 

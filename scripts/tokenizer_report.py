@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Fertility and Khmer/English parity of a trained tokenizer, beside reference tokenizers; writes
+r"""Fertility and Khmer/English parity of a trained tokenizer, beside reference tokenizers; writes
 fertility.json and fertility.md (into the tokenizer folder unless --output-dir is given).
 
 Example:

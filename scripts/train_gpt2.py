@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Pretrain (or continue pretraining) a GPT-2 style model with the HF Trainer, optionally under
+r"""Pretrain (or continue pretraining) a GPT-2 style model with the HF Trainer, optionally under
 DeepSpeed ZeRO-2. Runs as one process without a launcher, or under deepspeed/torchrun.
 
 Examples:

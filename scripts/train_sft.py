@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Instruction-tune a model (full fine-tuning or LoRA) on Khmer and English conversations, with the
+r"""Instruction-tune a model (full fine-tuning or LoRA) on Khmer and English conversations, with the
 training stage's Trainer, optional DeepSpeed ZeRO-2, verified checkpoints and exact resume. Adds a
 chat template to the tokenizer, so `tokenizer.apply_chat_template` works on the result.
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Train a shared Khmer-English BPE tokenizer (byte fallback by default) whose folder loads with AutoTokenizer.
+r"""Train a shared Khmer-English BPE tokenizer (byte fallback by default) whose folder loads with AutoTokenizer.
 
 Examples:
   uv run python scripts/train_tokenizer.py --dataset-dir runs/data --dataset-split train \

@@ -155,3 +155,13 @@ def test_ctrl_c_is_one_line_that_says_how_to_continue_and_exit_130(capsys):
     err = capsys.readouterr().err
     assert err.lstrip("\n").startswith("interrupted (Ctrl-C).") and "--resume-from auto" in err and "Traceback" not in err
     assert "If the stage had just finished, its output is complete" in err  # a rerun may find it complete
+
+
+def test_every_scripts_examples_keep_their_line_breaks_in_help():
+    """A backslash at a line's end inside a plain docstring joins the lines (``--help`` showed
+    ``en.jsonl.zst       --khmer-weight``): the scripts' docstrings are raw strings."""
+    import ast
+
+    for script in sorted((REPO / "scripts").glob("*.py")):
+        doc = ast.get_docstring(ast.parse(script.read_text(encoding="utf-8"))) or ""
+        assert not re.search(r"\S {4,}--", doc), script.name

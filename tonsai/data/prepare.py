@@ -78,7 +78,8 @@ class PrepareConfig(ExecutorOptions):
     doc_mode: str = dataclasses.field(default="line", metadata={
         "help": "how .txt files split into documents: one per line, or per blank-line-separated paragraph",
         "choices": ["line", "paragraph"]})
-    text_column: str = dataclasses.field(default="text", metadata={"help": "text field of .jsonl records"})
+    text_column: str = dataclasses.field(default="text", metadata={
+        "help": "the field of JSON records, or the column of Parquet, Arrow and Hub datasets, that holds the text"})
     min_chars: int = dataclasses.field(default=20, metadata={
         "help": "drop documents with fewer non-space characters than this"})
     validation_fraction: float = dataclasses.field(default=0.05, metadata={
