@@ -73,8 +73,9 @@ class SpreadSplits(PipelineStep):
                 train.add_table(table, (np.arange(len(rows)) - np.repeat(np.cumsum(cp) - cp, cp)).tolist(), rows=rows)
                 dup = np.flatnonzero((st == EXACT_DUP) | (st == NEAR_DUP))
                 if rejected is not None and len(dup):
-                    where = batch.column("location").take(columns.array(dup, pa.int64())).to_pylist()
-                    for i, loc, row in zip(dup.tolist(), where, table.take(columns.array(dup, pa.int64())).to_pylist()):
+                    picked = columns.array(dup, pa.int64())
+                    where = batch.column("location").take(picked).to_pylist()
+                    for i, loc, row in zip(dup.tolist(), where, table.take(picked).to_pylist()):
                         rejected.write(json.dumps({"id": row["id"], "source": row["source"], "location": loc, "reason":
                                                    "duplicate" if st[i] == EXACT_DUP else "near_duplicate",
                                                    "text": row["text"]}, ensure_ascii=False) + "\n")
